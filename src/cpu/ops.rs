@@ -1,0 +1,263 @@
+//! The reference ops in plain Rust: a forward/backward pair per op, side by side,
+//! dimensions in the signature, shapes in the comments. Written for clarity; the
+//! GPU kernels are checked against these, and these against finite differences.
+//!
+//! Generic over `f32`/`f64` so the finite-difference tests can run in f64.
+//! Every backward *overwrites* its gradient outputs (each gradient buffer has
+//! exactly one producer in a sequential model, so there is nothing to accumulate).
+
+use num_traits::Float;
+
+use crate::dims::{ConvDims, LinearDims, PoolDims};
+
+fn cast<T: Float>(x: f64) -> T {
+    T::from(x).unwrap()
+}
+
+pub fn conv2d_forward<T: Float>(out: &mut [T], inp: &[T], weight: &[T], bias: &[T], d: ConvDims) {
+    // inp is (N,C,H,W), weight is (OC,C,K,K), bias is (OC), out is (N,OC,OH,OW)
+    let (oh_n, ow_n, k) = (d.oh(), d.ow(), d.k);
+    for n in 0..d.n {
+        for oc in 0..d.oc {
+            let o = &mut out[(n * d.oc + oc) * oh_n * ow_n..][..oh_n * ow_n];
+            o.fill(bias[oc]);
+            for c in 0..d.c {
+                let plane = &inp[(n * d.c + c) * d.h * d.w..][..d.h * d.w];
+                for kh in 0..k {
+                    for kw in 0..k {
+                        let wv = weight[((oc * d.c + c) * k + kh) * k + kw];
+                        for oh in 0..oh_n {
+                            let ih = (oh * d.stride + kh) as isize - d.pad as isize;
+                            if ih < 0 || ih >= d.h as isize {
+                                continue;
+                            }
+                            for ow in 0..ow_n {
+                                let iw = (ow * d.stride + kw) as isize - d.pad as isize;
+                                if iw >= 0 && iw < d.w as isize {
+                                    o[oh * ow_n + ow] = o[oh * ow_n + ow] + wv * plane[ih as usize * d.w + iw as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dinp` is skipped (None) for a network's first layer, whose input needs no gradient.
+pub fn conv2d_backward<T: Float>(
+    dinp: Option<&mut [T]>,
+    dweight: &mut [T],
+    dbias: &mut [T],
+    dout: &[T],
+    inp: &[T],
+    weight: &[T],
+    d: ConvDims,
+) {
+    // dout is (N,OC,OH,OW), inp/dinp are (N,C,H,W), weight/dweight are (OC,C,K,K), dbias is (OC)
+    let (oh_n, ow_n, k) = (d.oh(), d.ow(), d.k);
+    dweight.fill(T::zero());
+    dbias.fill(T::zero());
+    let mut dinp = dinp;
+    if let Some(di) = dinp.as_deref_mut() {
+        di.fill(T::zero());
+    }
+    for n in 0..d.n {
+        for oc in 0..d.oc {
+            let g = &dout[(n * d.oc + oc) * oh_n * ow_n..][..oh_n * ow_n];
+            dbias[oc] = g.iter().fold(dbias[oc], |a, &x| a + x);
+            for c in 0..d.c {
+                let base = (n * d.c + c) * d.h * d.w;
+                for kh in 0..k {
+                    for kw in 0..k {
+                        let widx = ((oc * d.c + c) * k + kh) * k + kw;
+                        let wv = weight[widx];
+                        let mut dw = T::zero();
+                        for oh in 0..oh_n {
+                            let ih = (oh * d.stride + kh) as isize - d.pad as isize;
+                            if ih < 0 || ih >= d.h as isize {
+                                continue;
+                            }
+                            for ow in 0..ow_n {
+                                let iw = (ow * d.stride + kw) as isize - d.pad as isize;
+                                if iw < 0 || iw >= d.w as isize {
+                                    continue;
+                                }
+                                let at = base + ih as usize * d.w + iw as usize;
+                                let gv = g[oh * ow_n + ow];
+                                dw = dw + gv * inp[at];
+                                if let Some(di) = dinp.as_deref_mut() {
+                                    di[at] = di[at] + gv * wv;
+                                }
+                            }
+                        }
+                        dweight[widx] = dweight[widx] + dw;
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn relu_forward<T: Float>(out: &mut [T], inp: &[T]) {
+    // inp and out are (N*any)
+    for (o, &x) in out.iter_mut().zip(inp) {
+        *o = if x > T::zero() { x } else { T::zero() };
+    }
+}
+
+pub fn relu_backward<T: Float>(dinp: &mut [T], dout: &[T], inp: &[T]) {
+    // the subgradient at 0 is 0, as in PyTorch
+    for ((di, &g), &x) in dinp.iter_mut().zip(dout).zip(inp) {
+        *di = if x > T::zero() { g } else { T::zero() };
+    }
+}
+
+pub fn maxpool_forward<T: Float>(out: &mut [T], argmax: &mut [u32], inp: &[T], d: PoolDims) {
+    // inp is (N,C,H,W); out and argmax are (N,C,OH,OW); argmax holds ih*W+iw within
+    // the (n,c) plane. Ties keep the first maximum in row-major order, as PyTorch.
+    let (oh_n, ow_n) = (d.oh(), d.ow());
+    for nc in 0..d.n * d.c {
+        let plane = &inp[nc * d.h * d.w..][..d.h * d.w];
+        for oh in 0..oh_n {
+            for ow in 0..ow_n {
+                let mut best = oh * d.stride * d.w + ow * d.stride;
+                for kh in 0..d.k {
+                    for kw in 0..d.k {
+                        let at = (oh * d.stride + kh) * d.w + ow * d.stride + kw;
+                        if plane[at] > plane[best] {
+                            best = at;
+                        }
+                    }
+                }
+                let o = (nc * oh_n + oh) * ow_n + ow;
+                out[o] = plane[best];
+                argmax[o] = best as u32;
+            }
+        }
+    }
+}
+
+pub fn maxpool_backward<T: Float>(dinp: &mut [T], dout: &[T], argmax: &[u32], d: PoolDims) {
+    // dout and argmax are (N,C,OH,OW), dinp is (N,C,H,W)
+    let per_out = d.oh() * d.ow();
+    dinp.fill(T::zero());
+    for nc in 0..d.n * d.c {
+        for o in 0..per_out {
+            let at = nc * d.h * d.w + argmax[nc * per_out + o] as usize;
+            dinp[at] = dinp[at] + dout[nc * per_out + o];
+        }
+    }
+}
+
+pub fn linear_forward<T: Float>(out: &mut [T], inp: &[T], weight: &[T], bias: &[T], d: LinearDims) {
+    // inp is (N,IN), weight is (OUT,IN), bias is (OUT), out is (N,OUT)
+    for n in 0..d.n {
+        let x = &inp[n * d.inf..][..d.inf];
+        for o in 0..d.outf {
+            let w = &weight[o * d.inf..][..d.inf];
+            out[n * d.outf + o] = x.iter().zip(w).fold(bias[o], |a, (&xi, &wi)| a + xi * wi);
+        }
+    }
+}
+
+pub fn linear_backward<T: Float>(
+    dinp: Option<&mut [T]>,
+    dweight: &mut [T],
+    dbias: &mut [T],
+    dout: &[T],
+    inp: &[T],
+    weight: &[T],
+    d: LinearDims,
+) {
+    // dout is (N,OUT), inp/dinp are (N,IN), weight/dweight are (OUT,IN), dbias is (OUT)
+    dweight.fill(T::zero());
+    dbias.fill(T::zero());
+    let mut dinp = dinp;
+    if let Some(di) = dinp.as_deref_mut() {
+        di.fill(T::zero());
+    }
+    for n in 0..d.n {
+        for o in 0..d.outf {
+            let g = dout[n * d.outf + o];
+            dbias[o] = dbias[o] + g;
+            for i in 0..d.inf {
+                dweight[o * d.inf + i] = dweight[o * d.inf + i] + g * inp[n * d.inf + i];
+                if let Some(di) = dinp.as_deref_mut() {
+                    di[n * d.inf + i] = di[n * d.inf + i] + g * weight[o * d.inf + i];
+                }
+            }
+        }
+    }
+}
+
+/// Fused, numerically stable softmax + cross-entropy. Returns the mean loss.
+pub fn softmax_ce_forward<T: Float>(probs: &mut [T], losses: &mut [T], logits: &[T], labels: &[u32], n: usize, classes: usize) -> T {
+    // logits and probs are (N,CLASSES), labels and losses are (N)
+    let mut total = T::zero();
+    for b in 0..n {
+        let z = &logits[b * classes..][..classes];
+        let max = z.iter().fold(T::neg_infinity(), |m, &x| m.max(x));
+        let sum = z.iter().fold(T::zero(), |s, &x| s + (x - max).exp());
+        let lse = max + sum.ln();
+        for c in 0..classes {
+            probs[b * classes + c] = (z[c] - lse).exp();
+        }
+        losses[b] = lse - z[labels[b] as usize];
+        total = total + losses[b];
+    }
+    total / cast(n as f64)
+}
+
+pub fn softmax_ce_backward<T: Float>(dlogits: &mut [T], probs: &[T], labels: &[u32], n: usize, classes: usize) {
+    // d(mean loss)/d logits = (softmax - onehot) / N
+    let inv_n = T::one() / cast(n as f64);
+    for b in 0..n {
+        for c in 0..classes {
+            let onehot = if labels[b] as usize == c { T::one() } else { T::zero() };
+            dlogits[b * classes + c] = (probs[b * classes + c] - onehot) * inv_n;
+        }
+    }
+}
+
+/// Index of the largest probability in each row (first on ties).
+pub fn argmax_rows<T: Float>(probs: &[T], classes: usize) -> Vec<usize> {
+    probs
+        .chunks(classes)
+        .map(|row| (0..classes).fold(0, |best, c| if row[c] > row[best] { c } else { best }))
+        .collect()
+}
+
+/// PyTorch's SGD with momentum (dampening 0, no Nesterov, no weight decay):
+/// buf = momentum·buf + g; p -= lr·buf. With buf starting at zero, the first
+/// step equals PyTorch's `buf = g`.
+pub fn sgd_update(params: &mut [f32], grads: &[f32], buf: &mut [f32], lr: f32, momentum: f32) {
+    for ((p, &g), b) in params.iter_mut().zip(grads).zip(buf.iter_mut()) {
+        *b = momentum * *b + g;
+        *p -= lr * *b;
+    }
+}
+
+/// PyTorch's Adam (no weight decay, no amsgrad):
+/// p -= lr/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + eps), with `step_size` = lr/(1-β1ᵗ) and
+/// `bc2_sqrt` = √(1-β2ᵗ) from `Optimizer::adam_factors`, shared with the GPU.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_update(
+    params: &mut [f32],
+    grads: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+) {
+    for i in 0..params.len() {
+        let g = grads[i];
+        m[i] = beta1 * m[i] + (1.0 - beta1) * g;
+        v[i] = beta2 * v[i] + (1.0 - beta2) * g * g;
+        params[i] -= step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
+    }
+}

@@ -1,0 +1,114 @@
+//! What every executor (the GPU graph executor and the CPU reference) offers, so a
+//! test can run the same step on both and the CLI can offer `--backend cpu`.
+
+use anyhow::{bail, Result};
+
+use crate::model::Model;
+
+/// The optimizer and its hyper-parameters (PyTorch's formulas, no weight decay).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    Sgd { lr: f32, momentum: f32 },
+    Adam { lr: f32, beta1: f32, beta2: f32, eps: f32 },
+}
+
+impl Optimizer {
+    /// Adam with PyTorch's default betas and eps.
+    pub fn adam(lr: f32) -> Self {
+        Optimizer::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+    }
+    pub fn sgd(lr: f32, momentum: f32) -> Self {
+        Optimizer::Sgd { lr, momentum }
+    }
+    pub fn lr(&self) -> f32 {
+        match *self {
+            Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => lr,
+        }
+    }
+    /// State vectors per parameter: SGD keeps a momentum buffer, Adam keeps m and v.
+    pub fn state_vectors(&self) -> usize {
+        match self {
+            Optimizer::Sgd { .. } => 1,
+            Optimizer::Adam { .. } => 2,
+        }
+    }
+    /// Adam's bias corrections for step `t` (from 1), as (lr/(1-β1ᵗ), √(1-β2ᵗ)),
+    /// computed in f64 once per step so CPU and GPU use the same numbers.
+    pub fn adam_factors(lr: f32, beta1: f32, beta2: f32, t: u32) -> (f32, f32) {
+        let bc1 = 1.0 - (beta1 as f64).powi(t as i32);
+        let bc2 = 1.0 - (beta2 as f64).powi(t as i32);
+        ((lr as f64 / bc1) as f32, bc2.sqrt() as f32)
+    }
+}
+
+/// Loss and accuracy summed over the training samples seen since the last read.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stats {
+    pub loss_sum: f64,
+    pub correct: u64,
+    pub samples: u64,
+}
+
+impl Stats {
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / self.samples.max(1) as f64
+    }
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.samples.max(1) as f64
+    }
+}
+
+/// Optimizer state: the step count and the state vectors, concatenated
+/// (SGD: momentum; Adam: m then v), each `num_params` long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerState {
+    pub step: u32,
+    pub vectors: Vec<f32>,
+}
+
+pub trait Executor {
+    /// e.g. `cpu reference` or `Vulkan: llvmpipe (LLVM 15.0.6, 256 bits)`.
+    fn describe(&self) -> String;
+    fn model(&self) -> &Model;
+    fn optimizer(&self) -> Optimizer;
+    /// Forward, loss, backward and optimizer update on one batch:
+    /// `images` is (n,c,h,w) f32, `labels` is (n).
+    fn train_step(&mut self, images: &[f32], labels: &[u32]) -> Result<()>;
+    /// Loss/accuracy accumulated by `train_step` since the last call; resets them.
+    fn take_stats(&mut self) -> Result<Stats>;
+    /// Class probabilities (n, classes) for `images` (n,c,h,w).
+    fn predict(&mut self, images: &[f32]) -> Result<Vec<f32>>;
+    /// The flat parameter vector, in `Model::params` order.
+    fn params(&mut self) -> Result<Vec<f32>>;
+    fn set_params(&mut self, params: &[f32]) -> Result<()>;
+    /// Parameter gradients of the last `train_step` (before its update was applied).
+    fn grads(&mut self) -> Result<Vec<f32>>;
+    fn optimizer_state(&mut self) -> Result<OptimizerState>;
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()>;
+}
+
+/// Check a batch against the model's input and return its size.
+pub fn batch_len(model: &Model, images: &[f32], labels: Option<&[u32]>) -> Result<usize> {
+    let per = model.input.numel();
+    if images.is_empty() || images.len() % per != 0 {
+        bail!("a batch of images must hold a positive multiple of {per} values, got {}", images.len());
+    }
+    let n = images.len() / per;
+    if let Some(labels) = labels {
+        if labels.len() != n {
+            bail!("{n} images but {} labels", labels.len());
+        }
+        let classes = model.classes() as u32;
+        if let Some(bad) = labels.iter().find(|&&l| l >= classes) {
+            bail!("label {bad} is outside 0..{classes}");
+        }
+    }
+    Ok(n)
+}
+
+pub fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        bail!("{what}: expected {want} values, got {got}");
+    }
+    Ok(())
+}

@@ -1,0 +1,525 @@
+//! One compute pipeline per WGSL entry point, compiled once per device, and the
+//! builders that bind buffers to them. A `Dispatch` is built once (uniforms,
+//! bind group, workgroup counts) and then only recorded, step after step.
+
+use bytemuck::{Pod, Zeroable};
+use wgpu::util::DeviceExt;
+
+use crate::dims::{ConvDims, LinearDims, PoolDims};
+use crate::executor::Optimizer;
+
+/// The WGSL sources, one file per op family (also validated by naga in tests).
+pub const SHADERS: &[(&str, &str)] = &[
+    ("conv2d.wgsl", include_str!("../../shaders/conv2d.wgsl")),
+    ("relu.wgsl", include_str!("../../shaders/relu.wgsl")),
+    ("maxpool.wgsl", include_str!("../../shaders/maxpool.wgsl")),
+    ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
+    ("softmax_ce.wgsl", include_str!("../../shaders/softmax_ce.wgsl")),
+    ("optim.wgsl", include_str!("../../shaders/optim.wgsl")),
+];
+
+// Tile sizes of conv2d.wgsl's GEMM; they must match its constants.
+const CONV_BM: u64 = 64;
+const CONV_BN: u64 = 32;
+const CONV_BK: u64 = 16;
+/// Aim for this many workgroups in a conv weight-gradient GEMM, splitting its reduction.
+const CONV_WEIGHT_TARGET_GROUPS: u64 = 256;
+/// Threads per workgroup of the element-wise entry points.
+const FLAT: u64 = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ConvParams {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    oc: u32,
+    oh: u32,
+    ow: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    w_off: u32,
+    b_off: u32,
+    chunk: u32,
+    splits: u32,
+    relu: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PoolParams {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    k: u32,
+    stride: u32,
+    oh: u32,
+    ow: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct LinearParams {
+    n: u32,
+    inf: u32,
+    outf: u32,
+    w_off: u32,
+    b_off: u32,
+    _pad: [u32; 3],
+}
+
+/// Element-wise ops, softmax: a length (or batch and classes) padded to 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct SizeParams {
+    a: u32,
+    b: u32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct OptimParams {
+    len: u32,
+    _pad: [u32; 3],
+    lr: f32,
+    momentum: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+    _pad2: f32,
+}
+
+impl OptimParams {
+    /// The uniform for update number `step` (from 1) over `len` parameters.
+    pub fn new(opt: Optimizer, len: usize, step: u32) -> Self {
+        let mut p = OptimParams::zeroed();
+        p.len = len as u32;
+        match opt {
+            Optimizer::Sgd { lr, momentum } => {
+                p.lr = lr;
+                p.momentum = momentum;
+            }
+            Optimizer::Adam { lr, beta1, beta2, eps } => {
+                let (step_size, bc2_sqrt) = Optimizer::adam_factors(lr, beta1, beta2, step);
+                (p.lr, p.beta1, p.beta2, p.eps, p.step_size, p.bc2_sqrt) = (lr, beta1, beta2, eps, step_size, bc2_sqrt);
+            }
+        }
+        p
+    }
+}
+
+/// A recorded-many-times dispatch: pipeline, bind group (uniform at binding 0) and workgroup counts.
+pub struct Dispatch {
+    /// The WGSL entry point, e.g. `conv2d.forward`.
+    pub name: &'static str,
+    /// Useful FLOPs per execution (0 for memory-bound ops), for profiles.
+    pub flops: u64,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    groups: [u32; 3],
+    /// The uniform buffer, for dispatches whose parameters change per step (the optimizer).
+    pub uniform: wgpu::Buffer,
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+
+    pub fn workgroups(&self) -> [u32; 3] {
+        self.groups
+    }
+}
+
+pub struct Kernels {
+    max_groups: u32,
+    conv_forward: wgpu::ComputePipeline,
+    conv_backward_input: wgpu::ComputePipeline,
+    conv_backward_weight: wgpu::ComputePipeline,
+    conv_reduce_weight: wgpu::ComputePipeline,
+    conv_backward_bias: wgpu::ComputePipeline,
+    relu_forward: wgpu::ComputePipeline,
+    relu_backward: wgpu::ComputePipeline,
+    pool_forward: wgpu::ComputePipeline,
+    pool_backward: wgpu::ComputePipeline,
+    linear_forward: wgpu::ComputePipeline,
+    linear_backward_input: wgpu::ComputePipeline,
+    linear_backward_params: wgpu::ComputePipeline,
+    softmax_forward: wgpu::ComputePipeline,
+    softmax_predict: wgpu::ComputePipeline,
+    softmax_backward: wgpu::ComputePipeline,
+    softmax_accumulate: wgpu::ComputePipeline,
+    sgd: wgpu::ComputePipeline,
+    adam: wgpu::ComputePipeline,
+}
+
+fn u(x: usize) -> u32 {
+    u32::try_from(x).expect("a dimension exceeds u32")
+}
+
+fn ceil_div(a: u64, b: u64) -> u64 {
+    a.div_ceil(b)
+}
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device) -> Kernels {
+        let module = |name: &str| {
+            let src = SHADERS.iter().find(|(n, _)| *n == name).unwrap().1;
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            })
+        };
+        let pipe = |m: &wgpu::ShaderModule, entry: &str| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module: m,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        let conv = module("conv2d.wgsl");
+        let relu = module("relu.wgsl");
+        let pool = module("maxpool.wgsl");
+        let linear = module("linear.wgsl");
+        let sm = module("softmax_ce.wgsl");
+        let optim = module("optim.wgsl");
+        Kernels {
+            max_groups: device.limits().max_compute_workgroups_per_dimension,
+            conv_forward: pipe(&conv, "forward"),
+            conv_backward_input: pipe(&conv, "backward_input"),
+            conv_backward_weight: pipe(&conv, "backward_weight"),
+            conv_reduce_weight: pipe(&conv, "reduce_weight"),
+            conv_backward_bias: pipe(&conv, "backward_bias"),
+            relu_forward: pipe(&relu, "forward"),
+            relu_backward: pipe(&relu, "backward"),
+            pool_forward: pipe(&pool, "forward"),
+            pool_backward: pipe(&pool, "backward"),
+            linear_forward: pipe(&linear, "forward"),
+            linear_backward_input: pipe(&linear, "backward_input"),
+            linear_backward_params: pipe(&linear, "backward_params"),
+            softmax_forward: pipe(&sm, "forward"),
+            softmax_predict: pipe(&sm, "predict"),
+            softmax_backward: pipe(&sm, "backward"),
+            softmax_accumulate: pipe(&sm, "accumulate"),
+            sgd: pipe(&optim, "sgd"),
+            adam: pipe(&optim, "adam"),
+        }
+    }
+
+    /// Fold `groups` workgroups over x and y so neither exceeds the per-dimension limit
+    /// (the shaders rebuild the flat index as x + y * num_workgroups.x and skip the excess).
+    fn grid(&self, groups: u64) -> (u32, u32) {
+        let max = self.max_groups as u64;
+        let y = ceil_div(groups.max(1), max);
+        let x = ceil_div(groups.max(1), y);
+        (x as u32, y as u32)
+    }
+
+    fn flat_groups(&self, threads: usize) -> [u32; 3] {
+        let (x, y) = self.grid(ceil_div(threads as u64, FLAT));
+        [x, y, 1]
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        &self,
+        device: &wgpu::Device,
+        name: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        uniform: &[u8],
+        buffers: &[(u32, &wgpu::Buffer)],
+        groups: [u32; 3],
+        flops: u64,
+    ) -> Dispatch {
+        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(name),
+            contents: uniform,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        entries.extend(buffers.iter().map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }));
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(name),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        Dispatch { name, flops, pipeline: pipeline.clone(), bind_group, groups, uniform }
+    }
+
+    fn conv_params(d: ConvDims, w_off: usize, b_off: usize) -> ConvParams {
+        ConvParams {
+            n: u(d.n),
+            c: u(d.c),
+            h: u(d.h),
+            w: u(d.w),
+            oc: u(d.oc),
+            oh: u(d.oh()),
+            ow: u(d.ow()),
+            k: u(d.k),
+            stride: u(d.stride),
+            pad: u(d.pad),
+            w_off: u(w_off),
+            b_off: u(b_off),
+            chunk: 0,
+            splits: 1,
+            relu: 0,
+            _pad: 0,
+        }
+    }
+
+    /// Splits of the weight-gradient reduction (N*OH*OW long): (splits, chunk).
+    fn conv_weight_splits(d: ConvDims) -> (u64, u64) {
+        let red = (d.n * d.oh() * d.ow()) as u64;
+        let tiles = ceil_div((d.c * d.k * d.k) as u64, CONV_BM) * ceil_div(d.oc as u64, CONV_BN);
+        let want = ceil_div(CONV_WEIGHT_TARGET_GROUPS, tiles).clamp(1, ceil_div(red, CONV_BK));
+        let chunk = ceil_div(ceil_div(red, want), CONV_BK) * CONV_BK;
+        (ceil_div(red, chunk), chunk)
+    }
+
+    /// Elements of the scratch buffer `conv_backward_params` needs for `d`.
+    pub fn conv_partial_len(d: ConvDims) -> usize {
+        Self::conv_weight_splits(d).0 as usize * d.c * d.k * d.k * d.oc
+    }
+
+    /// y (N,OC,OH,OW) = conv(x (N,C,H,W), W at `w_off` of `params`) + bias at `b_off`, then ReLU if `relu`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_forward(
+        &self,
+        device: &wgpu::Device,
+        d: ConvDims,
+        w_off: usize,
+        b_off: usize,
+        relu: bool,
+        x: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Dispatch {
+        let mut p = Self::conv_params(d, w_off, b_off);
+        p.relu = relu as u32;
+        let (gx, gy) = self.grid(ceil_div((d.n * d.oh() * d.ow()) as u64, CONV_BM));
+        let groups = [gx, gy, ceil_div(d.oc as u64, CONV_BN) as u32];
+        let name = if relu { "conv2d.forward+relu" } else { "conv2d.forward" };
+        self.dispatch(device, name, &self.conv_forward, bytemuck::bytes_of(&p), &[(1, x), (2, params), (3, y)], groups, d.flops())
+    }
+
+    /// dx (N,C,H,W) from dy (N,OC,OH,OW) and W at `w_off` of `params`.
+    pub fn conv_backward_input(
+        &self,
+        device: &wgpu::Device,
+        d: ConvDims,
+        w_off: usize,
+        dy: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = Self::conv_params(d, w_off, 0);
+        let (gx, gy) = self.grid(ceil_div((d.n * d.h * d.w) as u64, CONV_BM));
+        let groups = [gx, gy, ceil_div(d.c as u64, CONV_BN) as u32];
+        let b = [(4, dy), (2, params), (5, dx)];
+        self.dispatch(device, "conv2d.backward_input", &self.conv_backward_input, bytemuck::bytes_of(&p), &b, groups, d.flops())
+    }
+
+    /// dW and db into `grads` at `w_off`/`b_off`: a split-reduction GEMM into `partial`
+    /// (`conv_partial_len(d)` floats), its reduction, and the bias reduction.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_backward_params(
+        &self,
+        device: &wgpu::Device,
+        d: ConvDims,
+        w_off: usize,
+        b_off: usize,
+        x: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        partial: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+    ) -> [Dispatch; 3] {
+        let (splits, chunk) = Self::conv_weight_splits(d);
+        let mut p = Self::conv_params(d, w_off, b_off);
+        (p.splits, p.chunk) = (splits as u32, chunk as u32);
+        let p = bytemuck::bytes_of(&p);
+        let rows = (d.c * d.k * d.k) as u64;
+        let (gx, gy) = self.grid(ceil_div(rows, CONV_BM));
+        let gemm = [gx, gy, (ceil_div(d.oc as u64, CONV_BN) * splits) as u32];
+        [
+            self.dispatch(device, "conv2d.backward_weight", &self.conv_backward_weight, p, &[(1, x), (4, dy), (6, partial)], gemm, d.flops()),
+            self.dispatch(device, "conv2d.reduce_weight", &self.conv_reduce_weight, p, &[(6, partial), (7, grads)], self.flat_groups(d.weight_len()), 0),
+            self.dispatch(device, "conv2d.backward_bias", &self.conv_backward_bias, p, &[(4, dy), (7, grads)], [u(d.oc), 1, 1], 0),
+        ]
+    }
+
+    pub fn relu_forward(&self, device: &wgpu::Device, len: usize, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Dispatch {
+        let p = SizeParams { a: u(len), b: 0, _pad: [0; 2] };
+        self.dispatch(device, "relu.forward", &self.relu_forward, bytemuck::bytes_of(&p), &[(1, x), (2, y)], self.flat_groups(len), 0)
+    }
+
+    /// `x` may be the ReLU's input or its output (the mask is the same).
+    pub fn relu_backward(&self, device: &wgpu::Device, len: usize, x: &wgpu::Buffer, dy: &wgpu::Buffer, dx: &wgpu::Buffer) -> Dispatch {
+        let p = SizeParams { a: u(len), b: 0, _pad: [0; 2] };
+        let b = [(1, x), (3, dy), (4, dx)];
+        self.dispatch(device, "relu.backward", &self.relu_backward, bytemuck::bytes_of(&p), &b, self.flat_groups(len), 0)
+    }
+
+    fn pool_params(d: PoolDims) -> PoolParams {
+        PoolParams { n: u(d.n), c: u(d.c), h: u(d.h), w: u(d.w), k: u(d.k), stride: u(d.stride), oh: u(d.oh()), ow: u(d.ow()) }
+    }
+
+    pub fn pool_forward(&self, device: &wgpu::Device, d: PoolDims, x: &wgpu::Buffer, y: &wgpu::Buffer, argmax: &wgpu::Buffer) -> Dispatch {
+        let p = Self::pool_params(d);
+        let b = [(1, x), (2, y), (3, argmax)];
+        self.dispatch(device, "maxpool.forward", &self.pool_forward, bytemuck::bytes_of(&p), &b, self.flat_groups(d.output_len()), 0)
+    }
+
+    pub fn pool_backward(&self, device: &wgpu::Device, d: PoolDims, argmax: &wgpu::Buffer, dy: &wgpu::Buffer, dx: &wgpu::Buffer) -> Dispatch {
+        let p = Self::pool_params(d);
+        let b = [(3, argmax), (4, dy), (5, dx)];
+        self.dispatch(device, "maxpool.backward", &self.pool_backward, bytemuck::bytes_of(&p), &b, self.flat_groups(d.input_len()), 0)
+    }
+
+    fn linear_params(d: LinearDims, w_off: usize, b_off: usize) -> LinearParams {
+        LinearParams { n: u(d.n), inf: u(d.inf), outf: u(d.outf), w_off: u(w_off), b_off: u(b_off), _pad: [0; 3] }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_forward(
+        &self,
+        device: &wgpu::Device,
+        d: LinearDims,
+        w_off: usize,
+        b_off: usize,
+        x: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = Self::linear_params(d, w_off, b_off);
+        let (gx, gy) = self.grid((d.n * d.outf) as u64);
+        let flops = 2 * (d.n * d.inf * d.outf) as u64;
+        let b = [(1, x), (2, params), (3, y)];
+        self.dispatch(device, "linear.forward", &self.linear_forward, bytemuck::bytes_of(&p), &b, [gx, gy, 1], flops)
+    }
+
+    pub fn linear_backward_input(
+        &self,
+        device: &wgpu::Device,
+        d: LinearDims,
+        w_off: usize,
+        dy: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = Self::linear_params(d, w_off, 0);
+        let flops = 2 * (d.n * d.inf * d.outf) as u64;
+        let b = [(4, dy), (2, params), (5, dx)];
+        self.dispatch(device, "linear.backward_input", &self.linear_backward_input, bytemuck::bytes_of(&p), &b, self.flat_groups(d.n * d.inf), flops)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_backward_params(
+        &self,
+        device: &wgpu::Device,
+        d: LinearDims,
+        w_off: usize,
+        b_off: usize,
+        x: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = Self::linear_params(d, w_off, b_off);
+        let flops = 2 * (d.n * d.inf * d.outf) as u64;
+        let groups = self.flat_groups(d.outf * d.inf + d.outf);
+        let b = [(1, x), (4, dy), (6, grads)];
+        self.dispatch(device, "linear.backward_params", &self.linear_backward_params, bytemuck::bytes_of(&p), &b, groups, flops)
+    }
+
+    /// probs (N,CLASSES) and per-sample losses (N) from logits and labels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn softmax_forward(
+        &self,
+        device: &wgpu::Device,
+        n: usize,
+        classes: usize,
+        logits: &wgpu::Buffer,
+        labels: &wgpu::Buffer,
+        probs: &wgpu::Buffer,
+        losses: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = SizeParams { a: u(n), b: u(classes), _pad: [0; 2] };
+        let b = [(1, logits), (2, labels), (3, probs), (4, losses)];
+        self.dispatch(device, "softmax_ce.forward", &self.softmax_forward, bytemuck::bytes_of(&p), &b, self.flat_groups(n), 0)
+    }
+
+    pub fn softmax_predict(&self, device: &wgpu::Device, n: usize, classes: usize, logits: &wgpu::Buffer, probs: &wgpu::Buffer) -> Dispatch {
+        let p = SizeParams { a: u(n), b: u(classes), _pad: [0; 2] };
+        let b = [(1, logits), (3, probs)];
+        self.dispatch(device, "softmax_ce.predict", &self.softmax_predict, bytemuck::bytes_of(&p), &b, self.flat_groups(n), 0)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn softmax_backward(
+        &self,
+        device: &wgpu::Device,
+        n: usize,
+        classes: usize,
+        labels: &wgpu::Buffer,
+        probs: &wgpu::Buffer,
+        dlogits: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = SizeParams { a: u(n), b: u(classes), _pad: [0; 2] };
+        let b = [(2, labels), (3, probs), (5, dlogits)];
+        self.dispatch(device, "softmax_ce.backward", &self.softmax_backward, bytemuck::bytes_of(&p), &b, self.flat_groups(n * classes), 0)
+    }
+
+    /// metrics [loss_sum, correct, samples, _] += this batch's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn softmax_accumulate(
+        &self,
+        device: &wgpu::Device,
+        n: usize,
+        classes: usize,
+        labels: &wgpu::Buffer,
+        probs: &wgpu::Buffer,
+        losses: &wgpu::Buffer,
+        metrics: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = SizeParams { a: u(n), b: u(classes), _pad: [0; 2] };
+        let b = [(2, labels), (3, probs), (4, losses), (6, metrics)];
+        self.dispatch(device, "softmax_ce.accumulate", &self.softmax_accumulate, bytemuck::bytes_of(&p), &b, [1, 1, 1], 0)
+    }
+
+    /// One update of all `len` parameters; rewrite `Dispatch::uniform` with
+    /// `OptimParams::new(opt, len, step)` before each step. SGD leaves `v` unbound.
+    #[allow(clippy::too_many_arguments)]
+    pub fn optimizer(
+        &self,
+        device: &wgpu::Device,
+        opt: Optimizer,
+        len: usize,
+        params: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+        m: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = OptimParams::new(opt, len, 1);
+        let groups = self.flat_groups(len);
+        match opt {
+            Optimizer::Sgd { .. } => {
+                self.dispatch(device, "optim.sgd", &self.sgd, bytemuck::bytes_of(&p), &[(1, params), (2, grads), (3, m)], groups, 0)
+            }
+            Optimizer::Adam { .. } => {
+                let b = [(1, params), (2, grads), (3, m), (4, v)];
+                self.dispatch(device, "optim.adam", &self.adam, bytemuck::bytes_of(&p), &b, groups, 0)
+            }
+        }
+    }
+}

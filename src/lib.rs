@@ -1,0 +1,19 @@
+//! gpu-cnn: train and run a CNN for 28×28 digits through hand-written WGSL
+//! compute shaders on wgpu, with a plain-Rust CPU reference for every op.
+//!
+//! - `model`: layers, shape inference, PyTorch-compatible parameter layout
+//! - `dims`: the dimensions of one op call, shared by CPU and GPU
+//! - `data`: MNIST-format IDX datasets
+//! - `cpu`: the reference ops and the CPU executor
+//! - `gpu`: adapter/device, WGSL pipelines, the graph executor
+//! - `executor`: the interface both executors implement
+//! - `train`: the training loop and evaluation
+
+pub mod cpu;
+pub mod data;
+pub mod dims;
+pub mod executor;
+pub mod gpu;
+pub mod model;
+pub mod rng;
+pub mod train;

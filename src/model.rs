@@ -1,0 +1,397 @@
+//! The model: an ordered list of layers, its shape inference, and its
+//! parameters laid out exactly as PyTorch's `state_dict()` lays them out.
+//!
+//! Layout conventions (all row-major, as PyTorch):
+//! - activations are NCHW; `Flatten` is free because NCHW is already C,H,W-major;
+//! - conv weights are OIHW `[out, in, k, k]`, linear weights `[out, in]`;
+//! - all parameters live in one flat `f32` vector, in `state_dict` order.
+
+use anyhow::{bail, Result};
+use std::fmt;
+
+use crate::dims::{ConvDims, LinearDims, PoolDims};
+use crate::rng::Rng;
+
+/// One layer. Square kernels, symmetric zero padding, no dilation or groups:
+/// what the tutorial CNN and its variants need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    Conv2d {
+        in_ch: usize,
+        out_ch: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
+    Relu,
+    MaxPool2d {
+        kernel: usize,
+        stride: usize,
+    },
+    Flatten,
+    Linear {
+        in_features: usize,
+        out_features: usize,
+    },
+}
+
+/// A per-sample activation shape. `flat` is set after `Flatten` (shape `(c*h*w, 1, 1)`),
+/// which is what a `Linear` requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub flat: bool,
+}
+
+impl Shape {
+    pub fn image(c: usize, h: usize, w: usize) -> Self {
+        Shape { c, h, w, flat: false }
+    }
+    pub fn flat(n: usize) -> Self {
+        Shape { c: n, h: 1, w: 1, flat: true }
+    }
+    /// Elements per sample.
+    pub fn numel(&self) -> usize {
+        self.c * self.h * self.w
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.flat {
+            write!(f, "({})", self.c)
+        } else {
+            write!(f, "({},{},{})", self.c, self.h, self.w)
+        }
+    }
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Layer::Conv2d { in_ch, out_ch, kernel, stride, padding } => {
+                write!(f, "Conv2d({in_ch}, {out_ch}, {kernel}, {stride}, {padding})")
+            }
+            Layer::Relu => write!(f, "ReLU"),
+            Layer::MaxPool2d { kernel, stride } => write!(f, "MaxPool2d({kernel}, {stride})"),
+            Layer::Flatten => write!(f, "Flatten"),
+            Layer::Linear { in_features, out_features } => {
+                write!(f, "Linear({in_features}, {out_features})")
+            }
+        }
+    }
+}
+
+/// A named parameter tensor inside the flat parameter vector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamInfo {
+    /// PyTorch `state_dict` key, e.g. `conv2.2.weight`.
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// Offset in elements into the flat parameter vector.
+    pub offset: usize,
+    /// `fan_in` of the owning layer, which sets PyTorch's default init bound.
+    pub fan_in: usize,
+}
+
+impl ParamInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Where a parameterised layer's weight and bias sit in the flat vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamSlots {
+    pub weight: usize,
+    pub bias: usize,
+}
+
+/// A layer with its module path (`conv2.2`), its input/output shapes and,
+/// for Conv2d/Linear, where its parameters live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    pub name: String,
+    pub layer: Layer,
+    pub input: Shape,
+    pub output: Shape,
+    pub params: Option<ParamSlots>,
+}
+
+impl LayerInfo {
+    /// This layer's conv dimensions at batch `n` (None unless it is a Conv2d).
+    pub fn conv_dims(&self, n: usize) -> Option<ConvDims> {
+        match self.layer {
+            Layer::Conv2d { in_ch, out_ch, kernel, stride, padding } => Some(ConvDims {
+                n,
+                c: in_ch,
+                h: self.input.h,
+                w: self.input.w,
+                oc: out_ch,
+                k: kernel,
+                stride,
+                pad: padding,
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn pool_dims(&self, n: usize) -> Option<PoolDims> {
+        match self.layer {
+            Layer::MaxPool2d { kernel, stride } => {
+                Some(PoolDims { n, c: self.input.c, h: self.input.h, w: self.input.w, k: kernel, stride })
+            }
+            _ => None,
+        }
+    }
+
+    pub fn linear_dims(&self, n: usize) -> Option<LinearDims> {
+        match self.layer {
+            Layer::Linear { in_features, out_features } => {
+                Some(LinearDims { n, inf: in_features, outf: out_features })
+            }
+            _ => None,
+        }
+    }
+
+    /// Forward FLOPs per sample (a multiply-add counts 2).
+    pub fn flops_per_sample(&self) -> u64 {
+        let out = self.output.numel() as u64;
+        match self.layer {
+            Layer::Conv2d { in_ch, kernel, .. } => out * (2 * (in_ch * kernel * kernel) as u64),
+            Layer::Linear { in_features, .. } => out * 2 * in_features as u64,
+            Layer::Relu => out,
+            Layer::MaxPool2d { kernel, .. } => out * (kernel * kernel) as u64,
+            Layer::Flatten => 0,
+        }
+    }
+}
+
+/// A checked model: layers with inferred shapes and a parameter table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Model {
+    pub input: Shape,
+    pub layers: Vec<LayerInfo>,
+    pub params: Vec<ParamInfo>,
+    pub num_params: usize,
+}
+
+impl Model {
+    /// Infer every shape; reject a model that cannot run, naming the layer.
+    /// `layers` pairs each layer with its module path (used for parameter names).
+    pub fn new(input: Shape, layers: Vec<(String, Layer)>) -> Result<Model> {
+        if layers.is_empty() {
+            bail!("a model needs at least one layer");
+        }
+        let mut infos = Vec::with_capacity(layers.len());
+        let mut params = Vec::new();
+        let mut offset = 0usize;
+        let mut shape = input;
+        for (i, (name, layer)) in layers.into_iter().enumerate() {
+            let at = format!("layer {i} ({name}: {layer})");
+            let output = match layer {
+                Layer::Conv2d { in_ch, out_ch, kernel, stride, padding } => {
+                    if shape.flat {
+                        bail!("{at}: Conv2d needs an image input, but its input is flattened {shape}");
+                    }
+                    if in_ch == 0 || out_ch == 0 || kernel == 0 || stride == 0 {
+                        bail!("{at}: channels, kernel and stride must be positive");
+                    }
+                    if in_ch != shape.c {
+                        bail!("{at}: expects {in_ch} input channels but its input {shape} has {}", shape.c);
+                    }
+                    let (hp, wp) = (shape.h + 2 * padding, shape.w + 2 * padding);
+                    if kernel > hp || kernel > wp {
+                        bail!("{at}: kernel {kernel} is larger than the padded input {hp}x{wp}");
+                    }
+                    Shape::image(out_ch, (hp - kernel) / stride + 1, (wp - kernel) / stride + 1)
+                }
+                Layer::Relu => shape,
+                Layer::MaxPool2d { kernel, stride } => {
+                    if shape.flat {
+                        bail!("{at}: MaxPool2d needs an image input, but its input is flattened {shape}");
+                    }
+                    if kernel == 0 || stride == 0 {
+                        bail!("{at}: kernel and stride must be positive");
+                    }
+                    if kernel > shape.h || kernel > shape.w {
+                        bail!("{at}: kernel {kernel} is larger than its input {shape}");
+                    }
+                    Shape::image(shape.c, (shape.h - kernel) / stride + 1, (shape.w - kernel) / stride + 1)
+                }
+                Layer::Flatten => Shape::flat(shape.numel()),
+                Layer::Linear { in_features, out_features } => {
+                    if !shape.flat {
+                        bail!("{at}: Linear needs a flattened input, but its input is {shape}; add Flatten before it");
+                    }
+                    if in_features == 0 || out_features == 0 {
+                        bail!("{at}: features must be positive");
+                    }
+                    if in_features != shape.c {
+                        bail!(
+                            "{at}: expects {in_features} input features but the flattened input has {}",
+                            shape.c
+                        );
+                    }
+                    Shape::flat(out_features)
+                }
+            };
+            let slots = match layer {
+                Layer::Conv2d { in_ch, out_ch, kernel, .. } => {
+                    let fan_in = in_ch * kernel * kernel;
+                    Some(push_params(&mut params, &mut offset, &name, vec![out_ch, in_ch, kernel, kernel], fan_in))
+                }
+                Layer::Linear { in_features, out_features } => Some(push_params(
+                    &mut params,
+                    &mut offset,
+                    &name,
+                    vec![out_features, in_features],
+                    in_features,
+                )),
+                _ => None,
+            };
+            infos.push(LayerInfo { name, layer, input: shape, output, params: slots });
+            shape = output;
+        }
+        if !shape.flat {
+            bail!("the model must end in a Linear layer producing class scores, but it ends with shape {shape}");
+        }
+        Ok(Model { input, layers: infos, params, num_params: offset })
+    }
+
+    /// The tutorial CNN, with PyTorch's module names:
+    /// conv1 = Conv(1,16,5,1,2)+ReLU+Pool(2); conv2 = Conv(16,32,5,1,2)+ReLU+Conv(32,32,5,1,2)+ReLU+Pool(2);
+    /// conv3 = Conv(32,64,5,1,2)+ReLU; out = Linear(64*7*7, 10).
+    pub fn seed() -> Model {
+        let conv = |i, o| Layer::Conv2d { in_ch: i, out_ch: o, kernel: 5, stride: 1, padding: 2 };
+        let pool = Layer::MaxPool2d { kernel: 2, stride: 2 };
+        let l = |s: &str, layer| (s.to_string(), layer);
+        Model::new(
+            Shape::image(1, 28, 28),
+            vec![
+                l("conv1.0", conv(1, 16)),
+                l("conv1.1", Layer::Relu),
+                l("conv1.2", pool),
+                l("conv2.0", conv(16, 32)),
+                l("conv2.1", Layer::Relu),
+                l("conv2.2", conv(32, 32)),
+                l("conv2.3", Layer::Relu),
+                l("conv2.4", pool),
+                l("conv3.0", conv(32, 64)),
+                l("conv3.1", Layer::Relu),
+                l("flatten", Layer::Flatten),
+                l("out", Layer::Linear { in_features: 64 * 7 * 7, out_features: 10 }),
+            ],
+        )
+        .expect("the seed model is valid")
+    }
+
+    /// Number of output classes (the last Linear's width).
+    pub fn classes(&self) -> usize {
+        self.layers.last().map(|l| l.output.c).unwrap_or(0)
+    }
+
+    /// Forward FLOPs per sample over all layers.
+    pub fn flops_per_sample(&self) -> u64 {
+        self.layers.iter().map(|l| l.flops_per_sample()).sum()
+    }
+
+    /// PyTorch's default initialisation (kaiming_uniform(a=√5) for weights and
+    /// U(±1/√fan_in) for biases, which both reduce to U(±1/√fan_in)), drawn
+    /// tensor by tensor in `state_dict` order from `seed`.
+    pub fn init_params(&self, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        let mut p = vec![0f32; self.num_params];
+        for info in &self.params {
+            let bound = 1.0 / (info.fan_in as f64).sqrt();
+            for x in &mut p[info.offset..info.offset + info.numel()] {
+                *x = rng.uniform(-bound, bound) as f32;
+            }
+        }
+        p
+    }
+}
+
+fn push_params(params: &mut Vec<ParamInfo>, offset: &mut usize, name: &str, wshape: Vec<usize>, fan_in: usize) -> ParamSlots {
+    let out = wshape[0];
+    let weight = *offset;
+    let wn: usize = wshape.iter().product();
+    params.push(ParamInfo { name: format!("{name}.weight"), shape: wshape, offset: weight, fan_in });
+    let bias = weight + wn;
+    params.push(ParamInfo { name: format!("{name}.bias"), shape: vec![out], offset: bias, fan_in });
+    *offset = bias + out;
+    ParamSlots { weight, bias }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_model_matches_pytorch() {
+        let m = Model::seed();
+        assert_eq!(m.num_params, 121_514);
+        let names: Vec<_> = m.params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "conv1.0.weight", "conv1.0.bias", "conv2.0.weight", "conv2.0.bias", "conv2.2.weight",
+                "conv2.2.bias", "conv3.0.weight", "conv3.0.bias", "out.weight", "out.bias"
+            ]
+        );
+        assert_eq!(m.params[0].shape, vec![16, 1, 5, 5]);
+        assert_eq!(m.params[8].shape, vec![10, 3136]);
+        let shapes: Vec<_> = m.layers.iter().map(|l| l.output.to_string()).collect();
+        assert_eq!(shapes[2], "(16,14,14)");
+        assert_eq!(shapes[7], "(32,7,7)");
+        assert_eq!(shapes[9], "(64,7,7)");
+        assert_eq!(shapes[10], "(3136)");
+        assert_eq!(m.classes(), 10);
+        // ≈20.8 MFLOP forward per image, as the brief states.
+        let mflop = m.flops_per_sample() as f64 / 1e6;
+        assert!((20.7..20.9).contains(&mflop), "{mflop}");
+    }
+
+    #[test]
+    fn shape_errors_name_the_layer_and_numbers() {
+        let e = Model::new(
+            Shape::image(1, 28, 28),
+            vec![
+                ("c".into(), Layer::Conv2d { in_ch: 1, out_ch: 4, kernel: 3, stride: 1, padding: 1 }),
+                ("f".into(), Layer::Flatten),
+                ("o".into(), Layer::Linear { in_features: 100, out_features: 10 }),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("layer 2") && e.contains("100") && e.contains("3136"), "{e}");
+        let e = Model::new(
+            Shape::image(1, 28, 28),
+            vec![("c".into(), Layer::Conv2d { in_ch: 3, out_ch: 4, kernel: 3, stride: 1, padding: 1 })],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("3 input channels"), "{e}");
+        let e = Model::new(Shape::image(1, 4, 4), vec![("p".into(), Layer::MaxPool2d { kernel: 5, stride: 1 })])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("larger"), "{e}");
+    }
+
+    #[test]
+    fn init_is_seeded_and_bounded() {
+        let m = Model::seed();
+        let a = m.init_params(1);
+        assert_eq!(a, m.init_params(1));
+        assert_ne!(a, m.init_params(2));
+        for p in &m.params {
+            let bound = 1.0 / (p.fan_in as f32).sqrt();
+            let s = &a[p.offset..p.offset + p.numel()];
+            assert!(s.iter().all(|x| x.abs() <= bound), "{}", p.name);
+            let max = s.iter().fold(0f32, |m, x| m.max(x.abs()));
+            assert!(max > 0.8 * bound, "{} does not span its bound", p.name);
+        }
+    }
+}

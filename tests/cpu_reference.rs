@@ -1,0 +1,196 @@
+//! The CPU reference's backward passes against central finite differences, in f64.
+//!
+//! Each check takes a random linear functional L = Σ r·f(x) of the op's output, gets
+//! ∂L/∂x from the backward pass with dout = r, and compares it with
+//! (L(x+h) − L(x−h)) / 2h for every input element. In f64 with h = 1e-6 the
+//! difference is within ~1e-9 of the derivative (truncation O(h²·f''') plus
+//! rounding O(1e-16·|L|/h)), so a tolerance of 1e-6·(1 + |grad|) is loose enough for
+//! rounding and tight enough to catch any indexing or sign error. Piecewise-linear
+//! ops (ReLU, max-pool) get inputs kept at least 1e-3 from their kinks.
+
+use gpu_cnn::cpu::ops;
+use gpu_cnn::dims::{ConvDims, LinearDims, PoolDims};
+use gpu_cnn::rng::Rng;
+
+const H: f64 = 1e-6;
+const TOL: f64 = 1e-6;
+
+fn rand(rng: &mut Rng, n: usize) -> Vec<f64> {
+    (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Compare `analytic` with central differences of `loss` around `x`.
+fn check(what: &str, x: &[f64], analytic: &[f64], loss: impl Fn(&[f64]) -> f64) {
+    let mut xp = x.to_vec();
+    for i in 0..x.len() {
+        xp[i] = x[i] + H;
+        let lp = loss(&xp);
+        xp[i] = x[i] - H;
+        let lm = loss(&xp);
+        xp[i] = x[i];
+        let numeric = (lp - lm) / (2.0 * H);
+        let err = (numeric - analytic[i]).abs();
+        assert!(err <= TOL * (1.0 + analytic[i].abs()), "{what}[{i}]: analytic {} vs numeric {numeric} (|Δ| = {err:e})", analytic[i]);
+    }
+}
+
+fn conv_case(d: ConvDims, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let x = rand(&mut rng, d.input_len());
+    let w = rand(&mut rng, d.weight_len());
+    let b = rand(&mut rng, d.oc);
+    let r = rand(&mut rng, d.output_len());
+    let fwd = |x: &[f64], w: &[f64], b: &[f64]| {
+        let mut y = vec![0.0; d.output_len()];
+        ops::conv2d_forward(&mut y, x, w, b, d);
+        dot(&y, &r)
+    };
+    let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; d.oc]);
+    ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, &r, &x, &w, d);
+    check(&format!("conv {d:?} dx"), &x, &dx, |x| fwd(x, &w, &b));
+    check(&format!("conv {d:?} dw"), &w, &dw, |w| fwd(&x, w, &b));
+    check(&format!("conv {d:?} db"), &b, &db, |b| fwd(&x, &w, b));
+    // Skipping dx must not change dw/db.
+    let (mut dw2, mut db2) = (vec![0.0; w.len()], vec![0.0; d.oc]);
+    ops::conv2d_backward(None, &mut dw2, &mut db2, &r, &x, &w, d);
+    assert_eq!((dw2, db2), (dw, db));
+}
+
+#[test]
+fn conv2d_backward_matches_finite_differences() {
+    let shapes = [
+        ConvDims { n: 2, c: 3, h: 6, w: 5, oc: 4, k: 3, stride: 1, pad: 1 },
+        ConvDims { n: 1, c: 2, h: 7, w: 7, oc: 3, k: 5, stride: 1, pad: 2 },
+        ConvDims { n: 2, c: 2, h: 7, w: 6, oc: 2, k: 3, stride: 2, pad: 0 },
+        ConvDims { n: 1, c: 1, h: 5, w: 5, oc: 2, k: 2, stride: 3, pad: 1 },
+    ];
+    for (i, d) in shapes.into_iter().enumerate() {
+        conv_case(d, 10 + i as u64);
+    }
+}
+
+#[test]
+fn linear_backward_matches_finite_differences() {
+    let d = LinearDims { n: 3, inf: 7, outf: 4 };
+    let mut rng = Rng::new(1);
+    let x = rand(&mut rng, d.n * d.inf);
+    let w = rand(&mut rng, d.outf * d.inf);
+    let b = rand(&mut rng, d.outf);
+    let r = rand(&mut rng, d.n * d.outf);
+    let fwd = |x: &[f64], w: &[f64], b: &[f64]| {
+        let mut y = vec![0.0; d.n * d.outf];
+        ops::linear_forward(&mut y, x, w, b, d);
+        dot(&y, &r)
+    };
+    let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; d.outf]);
+    ops::linear_backward(Some(&mut dx), &mut dw, &mut db, &r, &x, &w, d);
+    check("linear dx", &x, &dx, |x| fwd(x, &w, &b));
+    check("linear dw", &w, &dw, |w| fwd(&x, w, &b));
+    check("linear db", &b, &db, |b| fwd(&x, &w, b));
+}
+
+#[test]
+fn relu_backward_matches_finite_differences() {
+    let mut rng = Rng::new(2);
+    let x: Vec<f64> = rand(&mut rng, 50).into_iter().map(|v| if v.abs() < 1e-3 { 0.5 } else { v }).collect();
+    assert!(x.iter().any(|&v| v < 0.0) && x.iter().any(|&v| v > 0.0));
+    let r = rand(&mut rng, 50);
+    let fwd = |x: &[f64]| {
+        let mut y = vec![0.0; x.len()];
+        ops::relu_forward(&mut y, x);
+        dot(&y, &r)
+    };
+    let mut dx = vec![0.0; 50];
+    ops::relu_backward(&mut dx, &r, &x);
+    check("relu dx", &x, &dx, fwd);
+}
+
+#[test]
+fn maxpool_backward_matches_finite_differences() {
+    for (seed, d) in [
+        PoolDims { n: 2, c: 3, h: 6, w: 6, k: 2, stride: 2 },
+        PoolDims { n: 1, c: 2, h: 7, w: 5, k: 3, stride: 2 }, // overlapping windows, floor mode
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut rng = Rng::new(3 + seed as u64);
+        // Distinct values at least 1e-3 apart, so no window has a near-tie.
+        let mut x: Vec<f64> = (0..d.input_len()).map(|i| i as f64 * 1e-2).collect();
+        rng.shuffle(&mut x);
+        let r = rand(&mut rng, d.output_len());
+        let fwd = |x: &[f64]| {
+            let (mut y, mut idx) = (vec![0.0; d.output_len()], vec![0u32; d.output_len()]);
+            ops::maxpool_forward(&mut y, &mut idx, x, d);
+            dot(&y, &r)
+        };
+        let (mut y, mut idx) = (vec![0.0; d.output_len()], vec![0u32; d.output_len()]);
+        ops::maxpool_forward(&mut y, &mut idx, &x, d);
+        let mut dx = vec![0.0; x.len()];
+        ops::maxpool_backward(&mut dx, &r, &idx, d);
+        check(&format!("maxpool {d:?} dx"), &x, &dx, fwd);
+    }
+}
+
+#[test]
+fn maxpool_ties_go_to_the_first_maximum() {
+    let d = PoolDims { n: 1, c: 1, h: 2, w: 2, k: 2, stride: 2 };
+    let (mut y, mut idx) = ([0f32], [9u32]);
+    ops::maxpool_forward(&mut y, &mut idx, &[1.0, 3.0, 3.0, 3.0], d);
+    assert_eq!((y[0], idx[0]), (3.0, 1));
+}
+
+#[test]
+fn softmax_ce_backward_matches_finite_differences() {
+    let (n, classes) = (4, 10);
+    let mut rng = Rng::new(4);
+    let z: Vec<f64> = rand(&mut rng, n * classes).into_iter().map(|v| 5.0 * v).collect();
+    let labels = [3u32, 0, 9, 3];
+    let loss = |z: &[f64]| {
+        let (mut p, mut l) = (vec![0.0; n * classes], vec![0.0; n]);
+        ops::softmax_ce_forward(&mut p, &mut l, z, &labels, n, classes)
+    };
+    let (mut p, mut l) = (vec![0.0; n * classes], vec![0.0; n]);
+    let mean = ops::softmax_ce_forward(&mut p, &mut l, &z, &labels, n, classes);
+    assert!((mean - l.iter().sum::<f64>() / n as f64).abs() < 1e-12);
+    for row in p.chunks(classes) {
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+    let mut dz = vec![0.0; n * classes];
+    ops::softmax_ce_backward(&mut dz, &p, &labels, n, classes);
+    check("softmax-ce dlogits", &z, &dz, loss);
+}
+
+#[test]
+fn softmax_ce_is_stable_for_huge_logits() {
+    let z = [1000f32, 0.0, -1000.0];
+    let (mut p, mut l) = ([0f32; 3], [0f32; 1]);
+    let loss = ops::softmax_ce_forward(&mut p, &mut l, &z, &[1], 1, 3);
+    assert!(loss.is_finite() && (loss - 1000.0).abs() < 1e-3, "{loss}");
+    assert!(p.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn optimizers_follow_pytorch_formulas() {
+    // SGD momentum 0.9, lr 0.1, two steps with g = 1 then 2:
+    // buf1 = 1, p1 = 1 - 0.1 = 0.9; buf2 = 0.9 + 2 = 2.9, p2 = 0.9 - 0.29 = 0.61.
+    let (mut p, mut buf) = ([1f32], [0f32]);
+    ops::sgd_update(&mut p, &[1.0], &mut buf, 0.1, 0.9);
+    ops::sgd_update(&mut p, &[2.0], &mut buf, 0.1, 0.9);
+    assert!((p[0] - 0.61).abs() < 1e-6, "{}", p[0]);
+    // Adam step 1 moves every weight by ~lr against its gradient's sign, whatever its size.
+    let (mut p, mut m, mut v) = ([0f32, 0.0], [0f32; 2], [0f32; 2]);
+    let (s, c) = gpu_cnn::executor::Optimizer::adam_factors(1e-3, 0.9, 0.999, 1);
+    ops::adam_update(&mut p, &[0.5, -1e-3], &mut m, &mut v, 0.9, 0.999, 1e-8, s, c);
+    // (eps = 1e-8 shows in the small gradient: 1e-3·1e-3/(1e-3 + 1e-8).)
+    let small = 1e-3 * 1e-3 / (1e-3 + 1e-8);
+    assert!((p[0] + 1e-3).abs() < 1e-9 && (p[1] - small).abs() < 1e-9, "{p:?}");
+    // Step 2 with the same gradient: m̂ = g, v̂ = g², so the same step again.
+    let (s, c) = gpu_cnn::executor::Optimizer::adam_factors(1e-3, 0.9, 0.999, 2);
+    ops::adam_update(&mut p, &[0.5, -1e-3], &mut m, &mut v, 0.9, 0.999, 1e-8, s, c);
+    assert!((p[0] + 2e-3).abs() < 1e-8 && (p[1] - 2.0 * small).abs() < 1e-8, "{p:?}");
+}
