@@ -23,11 +23,16 @@ struct Params {
     _pad: u32,
 }
 
+// The GEMM's two operands come from bindings 1 and 2 whatever the product, so
+// that every entry point binds only what it reads (one tile loop serves all three):
+//   forward          src_a = x (N,C,H,W)      src_b = params (W at w_off, bias at b_off)
+//   backward_input   src_a = dy (N,OC,OH,OW)  src_b = params
+//   backward_weight  src_a = x                src_b = dy
+//   backward_bias                             src_b = dy
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;              // (N,C,H,W)
-@group(0) @binding(2) var<storage, read> params: array<f32>;         // flat: W (OC,C,K,K) at w_off, bias (OC) at b_off
+@group(0) @binding(1) var<storage, read> src_a: array<f32>;
+@group(0) @binding(2) var<storage, read> src_b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;        // (N,OC,OH,OW)
-@group(0) @binding(4) var<storage, read> dy: array<f32>;             // (N,OC,OH,OW)
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;       // (N,C,H,W)
 @group(0) @binding(6) var<storage, read_write> partial: array<f32>;  // (splits, C*K*K, OC)
 @group(0) @binding(7) var<storage, read_write> grads: array<f32>;    // flat, same layout as params
@@ -47,7 +52,7 @@ const MODE_FORWARD: u32 = 0u;
 const MODE_BACKWARD_INPUT: u32 = 1u;
 const MODE_BACKWARD_WEIGHT: u32 = 2u;
 
-// x seen as the im2col matrix: element (p = (n,oh,ow), kidx = (c,kh,kw)); zero in the padding.
+// x (in src_a) seen as the im2col matrix: element (p = (n,oh,ow), kidx = (c,kh,kw)); zero in the padding.
 fn im2col(p: u32, kidx: u32) -> f32 {
     let ohw = P.oh * P.ow;
     let n = p / ohw;
@@ -60,15 +65,16 @@ fn im2col(p: u32, kidx: u32) -> f32 {
     if (ih < 0 || iw < 0 || ih >= i32(P.h) || iw >= i32(P.w)) {
         return 0.0;
     }
-    return x[((n * P.c + c) * P.h + u32(ih)) * P.w + u32(iw)];
+    return src_a[((n * P.c + c) * P.h + u32(ih)) * P.w + u32(iw)];
 }
 
+// dy (in src_b) at output pixel p = (n,oh,ow), channel oc.
 fn dy_at(p: u32, oc: u32) -> f32 {
     let ohw = P.oh * P.ow;
-    return dy[((p / ohw) * P.oc + oc) * ohw + p % ohw];
+    return src_b[((p / ohw) * P.oc + oc) * ohw + p % ohw];
 }
 
-// dy seen from input pixel m = (n,ih,iw) through kernel tap r = (oc,kh,kw): the output
+// dy (in src_a) seen from input pixel m = (n,ih,iw) through kernel tap r = (oc,kh,kw): the output
 // pixel that tap reaches, or zero where it falls between strides or off the edge.
 fn dy_through_kernel(m: u32, r: u32) -> f32 {
     let hw = P.h * P.w;
@@ -91,7 +97,7 @@ fn dy_through_kernel(m: u32, r: u32) -> f32 {
     if (oh >= P.oh || ow >= P.ow) {
         return 0.0;
     }
-    return dy[((n * P.oc + oc) * P.oh + oh) * P.ow + ow];
+    return src_a[((n * P.oc + oc) * P.oh + oh) * P.ow + ow];
 }
 
 fn a_elem(mode: u32, row: u32, r: u32) -> f32 {
@@ -105,8 +111,8 @@ fn a_elem(mode: u32, row: u32, r: u32) -> f32 {
 fn b_elem(mode: u32, r: u32, col: u32) -> f32 {
     let kk = P.k * P.k;
     switch mode {
-        case 0u: { return params[P.w_off + col * P.c * kk + r]; }
-        case 1u: { return params[P.w_off + ((r / kk) * P.c + col) * kk + r % kk]; }
+        case 0u: { return src_b[P.w_off + col * P.c * kk + r]; }
+        case 1u: { return src_b[P.w_off + ((r / kk) * P.c + col) * kk + r % kk]; }
         default: { return dy_at(r, col); }
     }
 }
@@ -186,7 +192,7 @@ fn forward(@builtin(local_invocation_id) lid: vec3<u32>,
         for (var j = 0u; j < TN; j++) {
             let col = col0 + lid.x * TN + j;
             if (col < P.oc) {
-                var v = acc[i][j] + params[P.b_off + col];
+                var v = acc[i][j] + src_b[P.b_off + col];
                 if (P.relu != 0u) {
                     v = max(v, 0.0);
                 }

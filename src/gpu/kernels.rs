@@ -218,6 +218,12 @@ impl Kernels {
         }
     }
 
+    /// Fold dispatches over two dimensions past `n` workgroups instead of the device's
+    /// limit: the tests use a tiny `n` to run every entry point's 2-D path on small shapes.
+    pub fn set_max_workgroups_per_dim(&mut self, n: u32) {
+        self.max_groups = n.clamp(1, self.max_groups);
+    }
+
     /// Fold `groups` workgroups over x and y so neither exceeds the per-dimension limit
     /// (the shaders rebuild the flat index as x + y * num_workgroups.x and skip the excess).
     fn grid(&self, groups: u64) -> (u32, u32) {
@@ -327,7 +333,7 @@ impl Kernels {
         let p = Self::conv_params(d, w_off, 0);
         let (gx, gy) = self.grid(ceil_div((d.n * d.h * d.w) as u64, CONV_BM));
         let groups = [gx, gy, ceil_div(d.c as u64, CONV_BN) as u32];
-        let b = [(4, dy), (2, params), (5, dx)];
+        let b = [(1, dy), (2, params), (5, dx)];
         self.dispatch(device, "conv2d.backward_input", &self.conv_backward_input, bytemuck::bytes_of(&p), &b, groups, d.flops())
     }
 
@@ -353,9 +359,9 @@ impl Kernels {
         let (gx, gy) = self.grid(ceil_div(rows, CONV_BM));
         let gemm = [gx, gy, (ceil_div(d.oc as u64, CONV_BN) * splits) as u32];
         [
-            self.dispatch(device, "conv2d.backward_weight", &self.conv_backward_weight, p, &[(1, x), (4, dy), (6, partial)], gemm, d.flops()),
+            self.dispatch(device, "conv2d.backward_weight", &self.conv_backward_weight, p, &[(1, x), (2, dy), (6, partial)], gemm, d.flops()),
             self.dispatch(device, "conv2d.reduce_weight", &self.conv_reduce_weight, p, &[(6, partial), (7, grads)], self.flat_groups(d.weight_len()), 0),
-            self.dispatch(device, "conv2d.backward_bias", &self.conv_backward_bias, p, &[(4, dy), (7, grads)], [u(d.oc), 1, 1], 0),
+            self.dispatch(device, "conv2d.backward_bias", &self.conv_backward_bias, p, &[(2, dy), (7, grads)], [u(d.oc), 1, 1], 0),
         ]
     }
 

@@ -2,14 +2,30 @@
 //! run-once-per-backend macro, random data and tolerance checks.
 #![allow(dead_code)]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use gpu_cnn::gpu::{BackendChoice, Gpu};
 use gpu_cnn::rng::Rng;
 
+/// A backend's device, held by one test at a time: wgpu's GL backend panics when
+/// another thread holds its context for over a second (a long dispatch on llvmpipe
+/// does), and both software drivers already use every core for a single test.
+pub struct Lease {
+    pub gpu: Arc<Gpu>,
+    _turn: MutexGuard<'static, ()>,
+}
+
 /// CI must find both software adapters (lavapipe and llvmpipe); a missing one fails the run.
 /// Off CI a missing adapter skips the test with a loud message.
-pub fn gpu(choice: BackendChoice) -> Option<Arc<Gpu>> {
+pub fn gpu(choice: BackendChoice) -> Option<Lease> {
+    static VULKAN_TURN: Mutex<()> = Mutex::new(());
+    static GL_TURN: Mutex<()> = Mutex::new(());
+    let turn = match choice {
+        BackendChoice::Vulkan => &VULKAN_TURN,
+        _ => &GL_TURN,
+    };
+    // A failed test poisons the mutex; the device itself is still fine.
+    let turn = turn.lock().unwrap_or_else(|e| e.into_inner());
     static VULKAN: OnceLock<Option<Arc<Gpu>>> = OnceLock::new();
     static GL: OnceLock<Option<Arc<Gpu>>> = OnceLock::new();
     let cell = match choice {
@@ -34,7 +50,7 @@ pub fn gpu(choice: BackendChoice) -> Option<Arc<Gpu>> {
         _ => wgpu::Backend::Gl,
     };
     assert_eq!(g.info.backend, want, "asked for {choice}, got {}", g.describe());
-    Some(g)
+    Some(Lease { gpu: g, _turn: turn })
 }
 
 /// One test body, run once per backend: `per_backend!(name, body)` makes
@@ -46,14 +62,14 @@ macro_rules! per_backend {
             use super::*;
             #[test]
             fn vulkan() {
-                if let Some(g) = common::gpu(gpu_cnn::gpu::BackendChoice::Vulkan) {
-                    ($body)(&g);
+                if let Some(lease) = common::gpu(gpu_cnn::gpu::BackendChoice::Vulkan) {
+                    ($body)(&lease.gpu);
                 }
             }
             #[test]
             fn gl() {
-                if let Some(g) = common::gpu(gpu_cnn::gpu::BackendChoice::Gl) {
-                    ($body)(&g);
+                if let Some(lease) = common::gpu(gpu_cnn::gpu::BackendChoice::Gl) {
+                    ($body)(&lease.gpu);
                 }
             }
         }
