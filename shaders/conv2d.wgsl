@@ -40,135 +40,218 @@ struct Params {
 const BM: u32 = 64u;   // tile rows
 const BN: u32 = 32u;   // tile cols
 const BK: u32 = 16u;   // reduction step
-const TM: u32 = 4u;    // rows per thread (register block)
+const TM: u32 = 8u;    // rows per thread (register block)
 const TN: u32 = 4u;    // cols per thread
-const THREADS: u32 = 128u; // (BN/TN) x (BM/TM)
+const THREADS: u32 = 64u; // (BN/TN) x (BM/TM)
 
-var<workgroup> As: array<f32, 1024>; // [BK][BM]
-var<workgroup> Bs: array<f32, 512>;  // [BK][BN]
+// Tiles stored as vec4 so each thread reads its 4 rows / 4 columns in one load and
+// accumulates in four vec4 registers: no dynamically indexed arrays in the hot loop
+// (llvmpipe spills those to memory).
+var<workgroup> As: array<vec4<f32>, 256>; // [BK][BM/4]
+var<workgroup> Bs: array<vec4<f32>, 128>; // [BK][BN/4]
 var<workgroup> red: array<f32, 256>;
 
 const MODE_FORWARD: u32 = 0u;
 const MODE_BACKWARD_INPUT: u32 = 1u;
 const MODE_BACKWARD_WEIGHT: u32 = 2u;
 
-// x (in src_a) seen as the im2col matrix: element (p = (n,oh,ow), kidx = (c,kh,kw)); zero in the padding.
-fn im2col(p: u32, kidx: u32) -> f32 {
-    let ohw = P.oh * P.ow;
-    let n = p / ohw;
-    let q = p % ohw;
-    let kk = P.k * P.k;
-    let c = kidx / kk;
-    let r = kidx % kk;
-    let ih = i32((q / P.ow) * P.stride + r / P.k) - i32(P.pad);
-    let iw = i32((q % P.ow) * P.stride + r % P.k) - i32(P.pad);
-    if (ih < 0 || iw < 0 || ih >= i32(P.h) || iw >= i32(P.w)) {
-        return 0.0;
+// CPU SIMD (llvmpipe, and a GPU's integer units too) has no vector integer
+// division, so the loaders divide through f32 reciprocals: exact for a < 2^22
+// after the one-step correction (the host keeps every dividend below that).
+fn fdiv(a: u32, b: u32, rb: f32) -> u32 {
+    var q = u32(f32(a) * rb);
+    if (q * b > a) {
+        q -= 1u;
+    } else if ((q + 1u) * b <= a) {
+        q += 1u;
     }
-    return src_a[((n * P.c + c) * P.h + u32(ih)) * P.w + u32(iw)];
+    return q;
+}
+
+// Reciprocals of the divisors, and the state of the one A row each thread loads:
+// a thread's row within the tile is fixed (THREADS is a multiple of BM), so its
+// (n,oh,ow) / (n,ih,iw) / (c,kh,kw) decomposition is computed once, not per element.
+var<private> r_k: f32;
+var<private> r_kk: f32;
+var<private> r_ow: f32;
+var<private> r_ohw: f32;
+var<private> row_ok: bool;
+var<private> row_base: u32;
+var<private> row_y: i32;
+var<private> row_x: i32;
+
+fn setup_row(mode: u32, row: u32, rows: u32) {
+    let kk = P.k * P.k;
+    let ohw = P.oh * P.ow;
+    r_k = 1.0 / f32(P.k);
+    r_kk = 1.0 / f32(kk);
+    r_ow = 1.0 / f32(P.ow);
+    r_ohw = 1.0 / f32(ohw);
+    row_ok = row < rows;
+    let r = min(row, rows - 1u);
+    switch mode {
+        case 0u: {
+            // row = output pixel (n,oh,ow); A = im2col(x)
+            let n = fdiv(r, ohw, r_ohw);
+            let q = r - n * ohw;
+            let oh = fdiv(q, P.ow, r_ow);
+            row_base = n * P.c * P.h * P.w;
+            row_y = i32(oh * P.stride) - i32(P.pad);
+            row_x = i32((q - oh * P.ow) * P.stride) - i32(P.pad);
+        }
+        case 1u: {
+            // row = input pixel (n,ih,iw); A = dy through the kernel
+            let hw = P.h * P.w;
+            let n = r / hw;
+            let q = r % hw;
+            row_base = n * P.oc * ohw;
+            row_y = i32(q / P.w + P.pad);
+            row_x = i32(q % P.w + P.pad);
+        }
+        default: {
+            // row = kernel tap (c,kh,kw); A = im2col(x) transposed
+            let c = fdiv(r, kk, r_kk);
+            let t = r - c * kk;
+            let kh = fdiv(t, P.k, r_k);
+            row_base = c * P.h * P.w;
+            row_y = i32(kh) - i32(P.pad);
+            row_x = i32(t - kh * P.k) - i32(P.pad);
+        }
+    }
+}
+
+fn a_elem(mode: u32, r: u32) -> f32 {
+    let kk = P.k * P.k;
+    switch mode {
+        case 0u: {
+            // r = (c,kh,kw)
+            let c = fdiv(r, kk, r_kk);
+            let t = r - c * kk;
+            let kh = fdiv(t, P.k, r_k);
+            let ih = row_y + i32(kh);
+            let iw = row_x + i32(t - kh * P.k);
+            if (ih < 0 || iw < 0 || ih >= i32(P.h) || iw >= i32(P.w)) {
+                return 0.0;
+            }
+            return src_a[row_base + (c * P.h + u32(ih)) * P.w + u32(iw)];
+        }
+        case 1u: {
+            // r = (oc,kh,kw): the output pixel this tap reaches, if any
+            let oc = fdiv(r, kk, r_kk);
+            let t = r - oc * kk;
+            let kh = fdiv(t, P.k, r_k);
+            let th = row_y - i32(kh);
+            let tw = row_x - i32(t - kh * P.k);
+            if (th < 0 || tw < 0) {
+                return 0.0;
+            }
+            var oh = u32(th);
+            var ow = u32(tw);
+            if (P.stride != 1u) {
+                if (oh % P.stride != 0u || ow % P.stride != 0u) {
+                    return 0.0;
+                }
+                oh /= P.stride;
+                ow /= P.stride;
+            }
+            if (oh >= P.oh || ow >= P.ow) {
+                return 0.0;
+            }
+            return src_a[row_base + (oc * P.oh + oh) * P.ow + ow];
+        }
+        default: {
+            // r = output pixel (n,oh,ow)
+            let ohw = P.oh * P.ow;
+            let n = fdiv(r, ohw, r_ohw);
+            let q = r - n * ohw;
+            let oh = fdiv(q, P.ow, r_ow);
+            let ih = i32(oh * P.stride) + row_y;
+            let iw = i32((q - oh * P.ow) * P.stride) + row_x;
+            if (ih < 0 || iw < 0 || ih >= i32(P.h) || iw >= i32(P.w)) {
+                return 0.0;
+            }
+            return src_a[n * P.c * P.h * P.w + row_base + u32(ih) * P.w + u32(iw)];
+        }
+    }
 }
 
 // dy (in src_b) at output pixel p = (n,oh,ow), channel oc.
 fn dy_at(p: u32, oc: u32) -> f32 {
     let ohw = P.oh * P.ow;
-    return src_b[((p / ohw) * P.oc + oc) * ohw + p % ohw];
-}
-
-// dy (in src_a) seen from input pixel m = (n,ih,iw) through kernel tap r = (oc,kh,kw): the output
-// pixel that tap reaches, or zero where it falls between strides or off the edge.
-fn dy_through_kernel(m: u32, r: u32) -> f32 {
-    let hw = P.h * P.w;
-    let n = m / hw;
-    let q = m % hw;
-    let kk = P.k * P.k;
-    let oc = r / kk;
-    let t = r % kk;
-    let th = i32(q / P.w) + i32(P.pad) - i32(t / P.k);
-    let tw = i32(q % P.w) + i32(P.pad) - i32(t % P.k);
-    if (th < 0 || tw < 0) {
-        return 0.0;
-    }
-    let s = P.stride;
-    if (u32(th) % s != 0u || u32(tw) % s != 0u) {
-        return 0.0;
-    }
-    let oh = u32(th) / s;
-    let ow = u32(tw) / s;
-    if (oh >= P.oh || ow >= P.ow) {
-        return 0.0;
-    }
-    return src_a[((n * P.oc + oc) * P.oh + oh) * P.ow + ow];
-}
-
-fn a_elem(mode: u32, row: u32, r: u32) -> f32 {
-    switch mode {
-        case 0u: { return im2col(row, r); }
-        case 1u: { return dy_through_kernel(row, r); }
-        default: { return im2col(r, row); }
-    }
+    let n = fdiv(p, ohw, r_ohw);
+    return src_b[(n * P.oc + oc) * ohw + (p - n * ohw)];
 }
 
 fn b_elem(mode: u32, r: u32, col: u32) -> f32 {
     let kk = P.k * P.k;
     switch mode {
         case 0u: { return src_b[P.w_off + col * P.c * kk + r]; }
-        case 1u: { return src_b[P.w_off + ((r / kk) * P.c + col) * kk + r % kk]; }
+        case 1u: {
+            let oc = fdiv(r, kk, r_kk);
+            return src_b[P.w_off + (oc * P.c + col) * kk + (r - oc * kk)];
+        }
         default: { return dy_at(r, col); }
     }
 }
 
 // One BM x BN output tile over reduction range [r_begin, r_end); each thread
-// returns its TM x TN block. Must be called in uniform control flow (barriers).
+// returns its TM x TN block (row i of the block in element i). Must be called in uniform control flow (barriers).
 fn gemm_tile(mode: u32, lid: vec3<u32>, li: u32, row0: u32, col0: u32, rows: u32, cols: u32,
-             r_begin: u32, r_end: u32) -> array<array<f32, 4>, 4> {
-    var acc: array<array<f32, 4>, 4>;
+             r_begin: u32, r_end: u32) -> array<vec4<f32>, 8> {
+    var acc0 = vec4<f32>();
+    var acc1 = vec4<f32>();
+    var acc2 = vec4<f32>();
+    var acc3 = vec4<f32>();
+    var acc4 = vec4<f32>();
+    var acc5 = vec4<f32>();
+    var acc6 = vec4<f32>();
+    var acc7 = vec4<f32>();
+    // This thread always loads tile row li % BM of A and tile column li % BN of B.
+    let am = li % BM;
+    let bn = li % BN;
+    setup_row(mode, row0 + am, rows);
+    let col_ok = col0 + bn < cols;
     for (var r0 = r_begin; r0 < r_end; r0 += BK) {
         for (var i = 0u; i < (BM * BK) / THREADS; i++) {
-            let e = li + i * THREADS;
-            let m = e % BM;
-            let kr = e / BM;
+            let kr = li / BM + i * (THREADS / BM);
             var v = 0.0;
-            if (row0 + m < rows && r0 + kr < r_end) {
-                v = a_elem(mode, row0 + m, r0 + kr);
+            if (row_ok && r0 + kr < r_end) {
+                v = a_elem(mode, r0 + kr);
             }
-            As[kr * BM + m] = v;
+            As[kr * (BM / 4u) + am / 4u][am % 4u] = v;
         }
         for (var i = 0u; i < (BN * BK) / THREADS; i++) {
-            let e = li + i * THREADS;
-            let nn = e % BN;
-            let kr = e / BN;
+            let kr = li / BN + i * (THREADS / BN);
             var v = 0.0;
-            if (col0 + nn < cols && r0 + kr < r_end) {
-                v = b_elem(mode, r0 + kr, col0 + nn);
+            if (col_ok && r0 + kr < r_end) {
+                v = b_elem(mode, r0 + kr, col0 + bn);
             }
-            Bs[kr * BN + nn] = v;
+            Bs[kr * (BN / 4u) + bn / 4u][bn % 4u] = v;
         }
         workgroupBarrier();
         for (var kr = 0u; kr < BK; kr++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var i = 0u; i < TM; i++) {
-                a[i] = As[kr * BM + lid.y * TM + i];
-            }
-            for (var j = 0u; j < TN; j++) {
-                b[j] = Bs[kr * BN + lid.x * TN + j];
-            }
-            for (var i = 0u; i < TM; i++) {
-                for (var j = 0u; j < TN; j++) {
-                    acc[i][j] = fma(a[i], b[j], acc[i][j]);
-                }
-            }
+            let a = As[kr * (BM / 4u) + lid.y * 2u];
+            let a2 = As[kr * (BM / 4u) + lid.y * 2u + 1u];
+            let b = Bs[kr * (BN / 4u) + lid.x];
+            acc0 = fma(vec4<f32>(a.x), b, acc0);
+            acc1 = fma(vec4<f32>(a.y), b, acc1);
+            acc2 = fma(vec4<f32>(a.z), b, acc2);
+            acc3 = fma(vec4<f32>(a.w), b, acc3);
+            acc4 = fma(vec4<f32>(a2.x), b, acc4);
+            acc5 = fma(vec4<f32>(a2.y), b, acc5);
+            acc6 = fma(vec4<f32>(a2.z), b, acc6);
+            acc7 = fma(vec4<f32>(a2.w), b, acc7);
         }
         workgroupBarrier();
     }
-    return acc;
+    return array<vec4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
 }
 
 fn row_tile(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
 }
 
-@compute @workgroup_size(8, 16)
+@compute @workgroup_size(8, 8)
 fn forward(@builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(local_invocation_index) li: u32,
            @builtin(workgroup_id) wid: vec3<u32>,
@@ -202,7 +285,7 @@ fn forward(@builtin(local_invocation_id) lid: vec3<u32>,
     }
 }
 
-@compute @workgroup_size(8, 16)
+@compute @workgroup_size(8, 8)
 fn backward_input(@builtin(local_invocation_id) lid: vec3<u32>,
                   @builtin(local_invocation_index) li: u32,
                   @builtin(workgroup_id) wid: vec3<u32>,
@@ -232,7 +315,7 @@ fn backward_input(@builtin(local_invocation_id) lid: vec3<u32>,
     }
 }
 
-@compute @workgroup_size(8, 16)
+@compute @workgroup_size(8, 8)
 fn backward_weight(@builtin(local_invocation_id) lid: vec3<u32>,
                    @builtin(local_invocation_index) li: u32,
                    @builtin(workgroup_id) wid: vec3<u32>,
@@ -290,6 +373,7 @@ fn backward_bias(@builtin(local_invocation_index) li: u32,
                  @builtin(workgroup_id) wid: vec3<u32>) {
     let oc = wid.x;
     let len = P.n * P.oh * P.ow;
+    r_ohw = 1.0 / f32(P.oh * P.ow);
     var s = 0.0;
     for (var p = li; p < len; p += 256u) {
         s += dy_at(p, oc);

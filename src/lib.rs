@@ -9,6 +9,7 @@
 //! - `executor`: the interface both executors implement
 //! - `train`: the training loop and evaluation
 
+pub mod bench;
 pub mod cpu;
 pub mod data;
 pub mod dims;
