@@ -25,14 +25,13 @@ fn first_batch(n: usize) -> (Vec<f32>, Vec<u32>) {
 // One Adam step of the seed model at batch 8 on the GPU and on the CPU reference,
 // from the same weights and batch. Tolerances:
 // - loss: 1e-5 + 1e-4·|ref| (a forward quantity);
-// - gradients: 1e-5 + 2e-3·|ref|. The two sides sum 50k-term reductions in different
-//   orders through five layers, and a max-pool whose inputs differ by rounding can
-//   pick the other of two near-equal values, moving one term between neighbours;
-//   gradients here are ~1e-3, so 1e-5 absolute is ~1% of a typical one;
-// - updated weights: Adam's first step is ±lr·g/(|g|+eps), so a weight moves by ~lr
-//   whatever its gradient's size; 2e-5 + 1e-4·|ref| covers f32 rounding of p − lr, and
-//   weights whose gradient is within the gradient tolerance of zero (where the sign,
-//   and so the step's direction, is not determined by f32 arithmetic) may differ by up to 2·lr.
+// - gradients: 1e-7 + 1e-3·|ref|. Gradients here are up to ~1e-2 (measured differences
+//   ≤ 3e-8); the two sides sum 50k-term reductions in different orders through five
+//   layers, and a max-pool whose inputs differ by rounding may route one term elsewhere;
+// - updated weights: 1e-6 + 1e-4·|ref|. Adam's first step is lr·g/(|g|+eps) ≈ ±lr, so a
+//   weight whose gradient is below the gradient tolerance (|g| < 1e-7 and the two sides
+//   disagree) has a direction f32 cannot settle: it may differ by up to 2·lr, and such
+//   weights must stay under 1% of the model or the check would be too weak.
 per_backend!(whole_training_step_matches_cpu, |g: &Arc<Gpu>| {
     let model = Model::seed();
     let params = model.init_params(42);
@@ -51,7 +50,7 @@ per_backend!(whole_training_step_matches_cpu, |g: &Arc<Gpu>| {
     let mut e_grad = 0f64;
     for p in &model.params {
         let r = p.offset..p.offset + p.numel();
-        let e = assert_close(&format!("grad {}", p.name), &gg[r.clone()], &to64(&cg[r]), 1e-5, 2e-3);
+        let e = assert_close(&format!("grad {}", p.name), &gg[r.clone()], &to64(&cg[r]), 1e-7, 1e-3);
         e_grad = e_grad.max(e);
     }
     let (gp, cp) = (gpu.params().unwrap(), cpu.params().unwrap());
@@ -59,17 +58,19 @@ per_backend!(whole_training_step_matches_cpu, |g: &Arc<Gpu>| {
     let mut undetermined = 0;
     for i in 0..gp.len() {
         let err = (gp[i] as f64 - cp[i] as f64).abs();
-        if cg[i].abs() < 1e-5 + 2e-3 * cg[i].abs() + 1e-5 {
+        if cg[i].abs() < 1e-7 && gg[i] != cg[i] {
             undetermined += 1;
             assert!(err <= 2e-3 + 1e-6, "param {i}: {} vs {} with gradient {}", gp[i], cp[i], cg[i]);
         } else {
-            assert!(err <= 2e-5 + 1e-4 * (cp[i] as f64).abs(), "param {i}: {} vs {} (|Δ| {err:e})", gp[i], cp[i]);
+            assert!(err <= 1e-6 + 1e-4 * (cp[i] as f64).abs(), "param {i}: {} vs {} (|Δ| {err:e})", gp[i], cp[i]);
             e_param = e_param.max(err);
         }
     }
-    assert!(undetermined < gp.len() / 50, "{undetermined} near-zero gradients: the check would be too weak");
-    // And the parameters did move: the step is not a no-op on either side.
-    assert!(gp.iter().zip(&params).filter(|(a, b)| a != b).count() > gp.len() * 9 / 10);
+    assert!(undetermined < gp.len() / 100, "{undetermined} weights with undetermined step direction: the check would be too weak");
+    // And the step moved the weights (about a quarter have an exactly zero gradient at
+    // batch 8: dead ReLU units, zero inputs to the classifier).
+    let moved = gp.iter().zip(&params).filter(|(a, b)| a != b).count();
+    assert!(moved > gp.len() * 2 / 3, "only {moved} weights moved");
     eprintln!(
         "whole step {:?}: max |Δ| loss {e_loss:.2e}, grads {e_grad:.2e}, weights {e_param:.2e} ({undetermined} near-zero-gradient weights)",
         g.info.backend
@@ -121,6 +122,8 @@ per_backend!(no_resource_growth_across_steps, |g: &Arc<Gpu>| {
         exec.predict(&images).unwrap();
     }
     let before = counts(g);
+    // (GL does not count buffer bytes, so only the object counts prove the counters are on.)
+    assert!(before[0] > 20 && before[1] > 20, "the resource counters are off: {before:?}");
     for _ in 0..10 {
         exec.train_step(&images, &labels).unwrap();
         exec.take_stats().unwrap();
