@@ -9,12 +9,16 @@
 //! - `executor`: the interface both executors implement
 //! - `train`: the training loop and evaluation
 
+pub mod arch;
 pub mod bench;
+pub mod checkpoint;
 pub mod cpu;
 pub mod data;
 pub mod dims;
 pub mod executor;
 pub mod gpu;
 pub mod model;
+pub mod plot;
+pub mod preprocess;
 pub mod rng;
 pub mod train;

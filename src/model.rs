@@ -6,7 +6,7 @@
 //! - conv weights are OIHW `[out, in, k, k]`, linear weights `[out, in]`;
 //! - all parameters live in one flat `f32` vector, in `state_dict` order.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::fmt;
 
 use crate::dims::{ConvDims, LinearDims, PoolDims};
@@ -65,6 +65,56 @@ impl fmt::Display for Shape {
         } else {
             write!(f, "({},{},{})", self.c, self.h, self.w)
         }
+    }
+}
+
+impl Layer {
+    /// The per-sample output shape for input `shape`, or why this layer cannot take it.
+    pub fn output_shape(&self, shape: Shape) -> Result<Shape> {
+        Ok(match *self {
+            Layer::Conv2d { in_ch, out_ch, kernel, stride, padding } => {
+                if shape.flat {
+                    bail!("Conv2d needs an image input, but its input is flattened {shape}");
+                }
+                if in_ch == 0 || out_ch == 0 || kernel == 0 || stride == 0 {
+                    bail!("channels, kernel and stride must be positive");
+                }
+                if in_ch != shape.c {
+                    bail!("expects {in_ch} input channels but its input {shape} has {}", shape.c);
+                }
+                let (hp, wp) = (shape.h + 2 * padding, shape.w + 2 * padding);
+                if kernel > hp || kernel > wp {
+                    bail!("kernel {kernel} is larger than the padded input {hp}x{wp}");
+                }
+                Shape::image(out_ch, (hp - kernel) / stride + 1, (wp - kernel) / stride + 1)
+            }
+            Layer::Relu => shape,
+            Layer::MaxPool2d { kernel, stride } => {
+                if shape.flat {
+                    bail!("MaxPool2d needs an image input, but its input is flattened {shape}");
+                }
+                if kernel == 0 || stride == 0 {
+                    bail!("kernel and stride must be positive");
+                }
+                if kernel > shape.h || kernel > shape.w {
+                    bail!("kernel {kernel} is larger than its input {shape}");
+                }
+                Shape::image(shape.c, (shape.h - kernel) / stride + 1, (shape.w - kernel) / stride + 1)
+            }
+            Layer::Flatten => Shape::flat(shape.numel()),
+            Layer::Linear { in_features, out_features } => {
+                if !shape.flat {
+                    bail!("Linear needs a flattened input, but its input is {shape}; add Flatten before it");
+                }
+                if in_features == 0 || out_features == 0 {
+                    bail!("features must be positive");
+                }
+                if in_features != shape.c {
+                    bail!("expects {in_features} input features but the flattened input has {}", shape.c);
+                }
+                Shape::flat(out_features)
+            }
+        })
     }
 }
 
@@ -191,53 +241,7 @@ impl Model {
         let mut shape = input;
         for (i, (name, layer)) in layers.into_iter().enumerate() {
             let at = format!("layer {i} ({name}: {layer})");
-            let output = match layer {
-                Layer::Conv2d { in_ch, out_ch, kernel, stride, padding } => {
-                    if shape.flat {
-                        bail!("{at}: Conv2d needs an image input, but its input is flattened {shape}");
-                    }
-                    if in_ch == 0 || out_ch == 0 || kernel == 0 || stride == 0 {
-                        bail!("{at}: channels, kernel and stride must be positive");
-                    }
-                    if in_ch != shape.c {
-                        bail!("{at}: expects {in_ch} input channels but its input {shape} has {}", shape.c);
-                    }
-                    let (hp, wp) = (shape.h + 2 * padding, shape.w + 2 * padding);
-                    if kernel > hp || kernel > wp {
-                        bail!("{at}: kernel {kernel} is larger than the padded input {hp}x{wp}");
-                    }
-                    Shape::image(out_ch, (hp - kernel) / stride + 1, (wp - kernel) / stride + 1)
-                }
-                Layer::Relu => shape,
-                Layer::MaxPool2d { kernel, stride } => {
-                    if shape.flat {
-                        bail!("{at}: MaxPool2d needs an image input, but its input is flattened {shape}");
-                    }
-                    if kernel == 0 || stride == 0 {
-                        bail!("{at}: kernel and stride must be positive");
-                    }
-                    if kernel > shape.h || kernel > shape.w {
-                        bail!("{at}: kernel {kernel} is larger than its input {shape}");
-                    }
-                    Shape::image(shape.c, (shape.h - kernel) / stride + 1, (shape.w - kernel) / stride + 1)
-                }
-                Layer::Flatten => Shape::flat(shape.numel()),
-                Layer::Linear { in_features, out_features } => {
-                    if !shape.flat {
-                        bail!("{at}: Linear needs a flattened input, but its input is {shape}; add Flatten before it");
-                    }
-                    if in_features == 0 || out_features == 0 {
-                        bail!("{at}: features must be positive");
-                    }
-                    if in_features != shape.c {
-                        bail!(
-                            "{at}: expects {in_features} input features but the flattened input has {}",
-                            shape.c
-                        );
-                    }
-                    Shape::flat(out_features)
-                }
-            };
+            let output = layer.output_shape(shape).with_context(|| at.clone())?;
             let slots = match layer {
                 Layer::Conv2d { in_ch, out_ch, kernel, .. } => {
                     let fan_in = in_ch * kernel * kernel;
@@ -364,19 +368,19 @@ mod tests {
                 ("o".into(), Layer::Linear { in_features: 100, out_features: 10 }),
             ],
         )
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+        let e = format!("{e:#}");
         assert!(e.contains("layer 2") && e.contains("100") && e.contains("3136"), "{e}");
         let e = Model::new(
             Shape::image(1, 28, 28),
             vec![("c".into(), Layer::Conv2d { in_ch: 3, out_ch: 4, kernel: 3, stride: 1, padding: 1 })],
         )
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+        let e = format!("{e:#}");
         assert!(e.contains("3 input channels"), "{e}");
         let e = Model::new(Shape::image(1, 4, 4), vec![("p".into(), Layer::MaxPool2d { kernel: 5, stride: 1 })])
-            .unwrap_err()
-            .to_string();
+            .unwrap_err();
+        let e = format!("{e:#}");
         assert!(e.contains("larger"), "{e}");
     }
 
@@ -391,7 +395,7 @@ mod tests {
             let s = &a[p.offset..p.offset + p.numel()];
             assert!(s.iter().all(|x| x.abs() <= bound), "{}", p.name);
             let max = s.iter().fold(0f32, |m, x| m.max(x.abs()));
-            assert!(max > 0.8 * bound, "{} does not span its bound", p.name);
+            assert!(s.len() < 100 || max > 0.95 * bound, "{} does not span its bound", p.name);
         }
     }
 }

@@ -7,6 +7,12 @@ use crate::data::Dataset;
 use crate::executor::Executor;
 use crate::rng::Rng;
 
+/// The shuffling stream for `seed`, kept apart from the weight initialisation's
+/// stream (`Rng::new(seed)`) so the two are not the same numbers.
+pub fn shuffle_rng(seed: u64) -> Rng {
+    Rng::new(seed ^ 0xD1B5_4A32_D192_ED03)
+}
+
 /// Sample order for one epoch: a Fisher-Yates shuffle from `rng`, or 0..n.
 pub fn epoch_order(n: usize, rng: &mut Rng, shuffle: bool) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
@@ -27,7 +33,7 @@ pub fn train_steps(
     seed: u64,
     mut on_step: impl FnMut(usize, &mut dyn Executor) -> Result<()>,
 ) -> Result<()> {
-    let mut rng = Rng::new(seed);
+    let mut rng = shuffle_rng(seed);
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     let mut step = 0;
     while step < steps {

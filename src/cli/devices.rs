@@ -1,0 +1,37 @@
+//! `gpu-cnn devices`: every adapter wgpu finds.
+
+use anyhow::Result;
+
+use gpu_cnn::gpu::context::{adapters, NO_ADAPTER_HELP};
+use gpu_cnn::gpu::BackendChoice;
+
+pub fn run() -> Result<()> {
+    let found = adapters(BackendChoice::Auto);
+    if found.is_empty() {
+        println!("{NO_ADAPTER_HELP}");
+        return Ok(());
+    }
+    for (i, a) in found.iter().enumerate() {
+        let info = a.get_info();
+        let l = a.limits();
+        println!("[{i}] {} ({:?}, {:?})", info.name, info.backend, info.device_type);
+        println!("    driver: {} {}", info.driver, info.driver_info);
+        println!(
+            "    storage buffers/stage {}, storage binding {} MiB, buffer {} MiB, workgroup storage {} KiB",
+            l.max_storage_buffers_per_shader_stage,
+            l.max_storage_buffer_binding_size >> 20,
+            l.max_buffer_size >> 20,
+            l.max_compute_workgroup_storage_size >> 10
+        );
+        println!(
+            "    invocations/workgroup {}, workgroup size {}x{}x{}, workgroups/dimension {}",
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroup_size_x,
+            l.max_compute_workgroup_size_y,
+            l.max_compute_workgroup_size_z,
+            l.max_compute_workgroups_per_dimension
+        );
+        println!("    timestamp queries: {}", a.features().contains(wgpu::Features::TIMESTAMP_QUERY));
+    }
+    Ok(())
+}

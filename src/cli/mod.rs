@@ -1,0 +1,117 @@
+//! Argument parsing and what the subcommands share: choosing a backend, the
+//! model, the dataset and the default weights.
+
+mod devices;
+mod eval;
+mod infer;
+mod summary;
+mod train;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gpu_cnn::arch;
+use gpu_cnn::cpu::CpuExecutor;
+use gpu_cnn::executor::{Executor, Optimizer};
+use gpu_cnn::gpu::{BackendChoice, Gpu, GpuExecutor};
+use gpu_cnn::model::{Model, Shape};
+
+#[derive(Parser)]
+#[command(name = "gpu-cnn", version, about = "Train and run a CNN for 28x28 digits through hand-written WGSL compute shaders on wgpu")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on an MNIST-format dataset (the bundled MNIST by default)
+    Train(train::Args),
+    /// Read digits from image files or directories
+    Infer(infer::Args),
+    /// Accuracy, loss, per-class accuracy and confusion matrix on a test set
+    Eval(eval::Args),
+    /// The model's layers, output shapes, parameters and FLOPs
+    Summary(summary::Args),
+    /// The GPU adapters wgpu finds, with the limits that matter for compute
+    Devices,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Infer(a) => infer::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Summary(a) => summary::run(a),
+        Command::Devices => devices::run(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    Auto,
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+    /// The plain-Rust CPU reference (slow, but needs no GPU)
+    Cpu,
+}
+
+impl Backend {
+    fn gpu_choice(self) -> Option<BackendChoice> {
+        Some(match self {
+            Backend::Auto => BackendChoice::Auto,
+            Backend::Vulkan => BackendChoice::Vulkan,
+            Backend::Metal => BackendChoice::Metal,
+            Backend::Dx12 => BackendChoice::Dx12,
+            Backend::Gl => BackendChoice::Gl,
+            Backend::Cpu => return None,
+        })
+    }
+}
+
+/// An executor on `backend` for batches up to `max_batch`.
+pub fn executor(backend: Backend, model: Model, opt: Optimizer, params: &[f32], max_batch: usize) -> Result<Box<dyn Executor>> {
+    Ok(match backend.gpu_choice() {
+        None => Box::new(CpuExecutor::new(model, opt, params.to_vec())?),
+        Some(choice) => {
+            let gpu = Arc::new(Gpu::new(choice)?);
+            Box::new(GpuExecutor::new(gpu, model, opt, params, max_batch)?)
+        }
+    })
+}
+
+pub const MNIST_INPUT: Shape = Shape { c: 1, h: 28, w: 28, flat: false };
+
+/// The seed CNN, or the model `--arch` describes.
+pub fn model_from(arch_spec: Option<&str>) -> Result<Model> {
+    match arch_spec {
+        None => Ok(Model::seed()),
+        Some(s) => arch::parse(s, MNIST_INPUT),
+    }
+}
+
+/// Weights trained by gpu-cnn itself and shipped with the repository.
+pub fn default_weights() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join("weights").join("mnist-cnn.safetensors")
+}
+
+pub fn weights_or_default(weights: Option<PathBuf>) -> Result<PathBuf> {
+    match weights {
+        Some(w) => Ok(w),
+        None => {
+            let d = default_weights();
+            if !d.is_file() {
+                bail!("no --weights given and the default weights {} are missing; train some with `gpu-cnn train`", d.display());
+            }
+            Ok(d)
+        }
+    }
+}
+
+pub fn data_dir(data: Option<PathBuf>) -> PathBuf {
+    data.unwrap_or_else(gpu_cnn::data::bundled_mnist_dir)
+}
