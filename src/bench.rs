@@ -33,7 +33,12 @@ pub fn time_dispatches(gpu: &Gpu, dispatches: &[&Dispatch], reps: usize) -> Resu
         };
         run(1)?; // warm-up
         let seconds = run(reps)? / reps as f64;
-        out.push(OpTiming { name: d.name.to_string(), workgroups: d.workgroups(), seconds, flops: d.flops });
+        out.push(OpTiming {
+            name: d.name.to_string(),
+            workgroups: d.workgroups(),
+            seconds,
+            flops: d.flops,
+        });
     }
     Ok(out)
 }

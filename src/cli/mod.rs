@@ -19,7 +19,11 @@ use gpu_cnn::gpu::{BackendChoice, Gpu, GpuExecutor};
 use gpu_cnn::model::{Model, Shape};
 
 #[derive(Parser)]
-#[command(name = "gpu-cnn", version, about = "Train and run a CNN for 28x28 digits through hand-written WGSL compute shaders on wgpu")]
+#[command(
+    name = "gpu-cnn",
+    version,
+    about = "Train and run a CNN for 28x28 digits through hand-written WGSL compute shaders on wgpu"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,7 +78,13 @@ impl Backend {
 }
 
 /// An executor on `backend` for batches up to `max_batch`.
-pub fn executor(backend: Backend, model: Model, opt: Optimizer, params: &[f32], max_batch: usize) -> Result<Box<dyn Executor>> {
+pub fn executor(
+    backend: Backend,
+    model: Model,
+    opt: Optimizer,
+    params: &[f32],
+    max_batch: usize,
+) -> Result<Box<dyn Executor>> {
     Ok(match backend.gpu_choice() {
         None => Box::new(CpuExecutor::new(model, opt, params.to_vec())?),
         Some(choice) => {
@@ -84,7 +94,12 @@ pub fn executor(backend: Backend, model: Model, opt: Optimizer, params: &[f32], 
     })
 }
 
-pub const MNIST_INPUT: Shape = Shape { c: 1, h: 28, w: 28, flat: false };
+pub const MNIST_INPUT: Shape = Shape {
+    c: 1,
+    h: 28,
+    w: 28,
+    flat: false,
+};
 
 /// The seed CNN, or the model `--arch` describes.
 pub fn model_from(arch_spec: Option<&str>) -> Result<Model> {
@@ -96,7 +111,10 @@ pub fn model_from(arch_spec: Option<&str>) -> Result<Model> {
 
 /// Weights trained by gpu-cnn itself and shipped with the repository.
 pub fn default_weights() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join("weights").join("mnist-cnn.safetensors")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join("weights")
+        .join("mnist-cnn.safetensors")
 }
 
 pub fn weights_or_default(weights: Option<PathBuf>) -> Result<PathBuf> {

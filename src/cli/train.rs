@@ -71,7 +71,10 @@ pub struct Args {
 
 /// One line of metrics.jsonl.
 fn metric(fields: &[(&str, serde_json::Value)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let map: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     serde_json::Value::Object(map).to_string()
 }
 
@@ -82,16 +85,23 @@ pub fn run(a: Args) -> Result<()> {
     if !(a.lr.is_finite() && a.lr > 0.0) {
         bail!("--lr must be a positive number");
     }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create output directory {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create output directory {}", a.out.display()))?;
     let probe = a.out.join(".write-test");
-    std::fs::write(&probe, b"").with_context(|| format!("output directory {} is not writable", a.out.display()))?;
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("output directory {} is not writable", a.out.display()))?;
     std::fs::remove_file(&probe).ok();
 
     let dir = super::data_dir(a.data.clone());
     let train = Dataset::load(&dir, Split::Train)?;
     let test = Dataset::load(&dir, Split::Test)?;
     if (train.rows, train.cols) != (28, 28) {
-        bail!("{}: images are {}x{}; gpu-cnn's models take 28x28", dir.display(), train.rows, train.cols);
+        bail!(
+            "{}: images are {}x{}; gpu-cnn's models take 28x28",
+            dir.display(),
+            train.rows,
+            train.cols
+        );
     }
 
     // Model, weights, optimizer and position: fresh, from --init, or from --resume.
@@ -102,8 +112,18 @@ pub fn run(a: Args) -> Result<()> {
     };
     let (model, params, opt, opt_state, pos) = if let Some(path) = &a.resume {
         let c = checkpoint::load(path, &seed_model)?;
-        let (opt, state) = c.optimizer.ok_or_else(|| anyhow!("{}: has no optimizer state to resume from (use --init to start from its weights)", path.display()))?;
-        let pos = c.position.ok_or_else(|| anyhow!("{}: has no training position to resume from", path.display()))?;
+        let (opt, state) = c.optimizer.ok_or_else(|| {
+            anyhow!(
+                "{}: has no optimizer state to resume from (use --init to start from its weights)",
+                path.display()
+            )
+        })?;
+        let pos = c.position.ok_or_else(|| {
+            anyhow!(
+                "{}: has no training position to resume from",
+                path.display()
+            )
+        })?;
         (c.model, c.params, opt, Some(state), pos)
     } else {
         let (model, params) = match &a.init {
@@ -113,12 +133,23 @@ pub fn run(a: Args) -> Result<()> {
             }
             None => (seed_model.clone(), seed_model.init_params(a.seed)),
         };
-        let pos = Position { epoch: 0, batch_in_epoch: 0, global_step: 0, epoch_rng: shuffle_rng(a.seed).state(), batch_size: a.batch_size, shuffle: !a.no_shuffle };
+        let pos = Position {
+            epoch: 0,
+            batch_in_epoch: 0,
+            global_step: 0,
+            epoch_rng: shuffle_rng(a.seed).state(),
+            batch_size: a.batch_size,
+            shuffle: !a.no_shuffle,
+        };
         (model, params, requested, None, pos)
     };
     let classes = train.labels.iter().copied().max().unwrap_or(0) as usize + 1;
     if model.classes() < classes {
-        bail!("the model has {} outputs but the dataset has labels up to {}", model.classes(), classes - 1);
+        bail!(
+            "the model has {} outputs but the dataset has labels up to {}",
+            model.classes(),
+            classes - 1
+        );
     }
     let batch = pos.batch_size;
     let mut exec = super::executor(a.backend, model.clone(), opt, &params, batch)?;
@@ -126,7 +157,11 @@ pub fn run(a: Args) -> Result<()> {
         exec.set_optimizer_state(state)?;
     }
     let out = &a.out;
-    let (ckpt_path, model_path, metrics_path) = (out.join("checkpoint.safetensors"), out.join("model.safetensors"), out.join("metrics.jsonl"));
+    let (ckpt_path, model_path, metrics_path) = (
+        out.join("checkpoint.safetensors"),
+        out.join("model.safetensors"),
+        out.join("metrics.jsonl"),
+    );
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(a.resume.is_some())
@@ -161,8 +196,16 @@ pub fn run(a: Args) -> Result<()> {
         let epoch_rng = rng.state();
         let order = epoch_order(train.len(), &mut rng, pos.shuffle);
         let batches: Vec<&[usize]> = order.chunks(batch).collect();
-        let bar = if fancy { ProgressBar::with_draw_target(Some(batches.len() as u64), ProgressDrawTarget::stdout()) } else { ProgressBar::hidden() };
-        bar.set_style(ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}").unwrap().progress_chars("=> "));
+        let bar = if fancy {
+            ProgressBar::with_draw_target(Some(batches.len() as u64), ProgressDrawTarget::stdout())
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
+                .unwrap()
+                .progress_chars("=> "),
+        );
         bar.set_prefix(format!("{}/{}", epoch + 1, a.epochs));
         bar.set_position(skip as u64);
         let mut t_log = Instant::now();
@@ -170,7 +213,17 @@ pub fn run(a: Args) -> Result<()> {
         for (bi, idx) in batches.iter().enumerate().skip(skip) {
             if reached(global) {
                 bar.finish_and_clear();
-                save(exec.as_mut(), Position { epoch, batch_in_epoch: bi, global_step: global, epoch_rng, batch_size: batch, shuffle: pos.shuffle })?;
+                save(
+                    exec.as_mut(),
+                    Position {
+                        epoch,
+                        batch_in_epoch: bi,
+                        global_step: global,
+                        epoch_rng,
+                        batch_size: batch,
+                        shuffle: pos.shuffle,
+                    },
+                )?;
                 break 'epochs;
             }
             train.batch(idx, &mut images, &mut labels);
@@ -192,11 +245,21 @@ pub fn run(a: Args) -> Result<()> {
                 let rate = samples_since as f64 / t_log.elapsed().as_secs_f64();
                 (t_log, samples_since) = (Instant::now(), 0);
                 history.push((global, s.mean_loss(), s.accuracy()));
-                let msg = format!("loss {:.4} acc {:.2}% {:.0} samples/s", s.mean_loss(), 100.0 * s.accuracy(), rate);
+                let msg = format!(
+                    "loss {:.4} acc {:.2}% {:.0} samples/s",
+                    s.mean_loss(),
+                    100.0 * s.accuracy(),
+                    rate
+                );
                 if fancy {
                     bar.set_message(msg);
                 } else {
-                    println!("epoch {} step {global} ({}/{}) {msg}", epoch + 1, bi + 1, batches.len());
+                    println!(
+                        "epoch {} step {global} ({}/{}) {msg}",
+                        epoch + 1,
+                        bi + 1,
+                        batches.len()
+                    );
                 }
                 writeln!(
                     metrics,
@@ -217,20 +280,56 @@ pub fn run(a: Args) -> Result<()> {
         epoch += 1;
         let ev = evaluate(exec.as_mut(), &test, batch)?;
         test_history.push((global, ev.loss, ev.accuracy));
-        println!("epoch {epoch}/{}: step {global}, test loss {:.4}, test accuracy {:.2}%", a.epochs, ev.loss, 100.0 * ev.accuracy);
+        println!(
+            "epoch {epoch}/{}: step {global}, test loss {:.4}, test accuracy {:.2}%",
+            a.epochs,
+            ev.loss,
+            100.0 * ev.accuracy
+        );
         writeln!(
             metrics,
             "{}",
-            metric(&[("step", global.into()), ("epoch", epoch.into()), ("test_loss", ev.loss.into()), ("test_accuracy", ev.accuracy.into())])
+            metric(&[
+                ("step", global.into()),
+                ("epoch", epoch.into()),
+                ("test_loss", ev.loss.into()),
+                ("test_accuracy", ev.accuracy.into())
+            ])
         )?;
-        save(exec.as_mut(), Position { epoch, batch_in_epoch: 0, global_step: global, epoch_rng: rng.state(), batch_size: batch, shuffle: pos.shuffle })?;
+        save(
+            exec.as_mut(),
+            Position {
+                epoch,
+                batch_in_epoch: 0,
+                global_step: global,
+                epoch_rng: rng.state(),
+                batch_size: batch,
+                shuffle: pos.shuffle,
+            },
+        )?;
     }
     if !ckpt_path.exists() {
         // Nothing to do (already at --steps/--epochs): still leave the weights.
-        save(exec.as_mut(), Position { epoch, batch_in_epoch: skip, global_step: global, epoch_rng: rng.state(), batch_size: batch, shuffle: pos.shuffle })?;
+        save(
+            exec.as_mut(),
+            Position {
+                epoch,
+                batch_in_epoch: skip,
+                global_step: global,
+                epoch_rng: rng.state(),
+                batch_size: batch,
+                shuffle: pos.shuffle,
+            },
+        )?;
     }
     let plot_path = out.join("curves.png");
     plot::training_curves(&history, &test_history, &plot_path)?;
-    println!("step {global}: wrote {}, {}, {} and {}", ckpt_path.display(), model_path.display(), metrics_path.display(), plot_path.display());
+    println!(
+        "step {global}: wrote {}, {}, {} and {}",
+        ckpt_path.display(),
+        model_path.display(),
+        metrics_path.display(),
+        plot_path.display()
+    );
     Ok(())
 }

@@ -34,7 +34,8 @@ pub fn conv2d_forward<T: Float>(out: &mut [T], inp: &[T], weight: &[T], bias: &[
                             for ow in 0..ow_n {
                                 let iw = (ow * d.stride + kw) as isize - d.pad as isize;
                                 if iw >= 0 && iw < d.w as isize {
-                                    o[oh * ow_n + ow] = o[oh * ow_n + ow] + wv * plane[ih as usize * d.w + iw as usize];
+                                    o[oh * ow_n + ow] = o[oh * ow_n + ow]
+                                        + wv * plane[ih as usize * d.w + iw as usize];
                                 }
                             }
                         }
@@ -193,7 +194,14 @@ pub fn linear_backward<T: Float>(
 }
 
 /// Fused, numerically stable softmax + cross-entropy. Returns the mean loss.
-pub fn softmax_ce_forward<T: Float>(probs: &mut [T], losses: &mut [T], logits: &[T], labels: &[u32], n: usize, classes: usize) -> T {
+pub fn softmax_ce_forward<T: Float>(
+    probs: &mut [T],
+    losses: &mut [T],
+    logits: &[T],
+    labels: &[u32],
+    n: usize,
+    classes: usize,
+) -> T {
     // logits and probs are (N,CLASSES), labels and losses are (N)
     let mut total = T::zero();
     for b in 0..n {
@@ -210,12 +218,22 @@ pub fn softmax_ce_forward<T: Float>(probs: &mut [T], losses: &mut [T], logits: &
     total / cast(n as f64)
 }
 
-pub fn softmax_ce_backward<T: Float>(dlogits: &mut [T], probs: &[T], labels: &[u32], n: usize, classes: usize) {
+pub fn softmax_ce_backward<T: Float>(
+    dlogits: &mut [T],
+    probs: &[T],
+    labels: &[u32],
+    n: usize,
+    classes: usize,
+) {
     // d(mean loss)/d logits = (softmax - onehot) / N
     let inv_n = T::one() / cast(n as f64);
     for b in 0..n {
         for c in 0..classes {
-            let onehot = if labels[b] as usize == c { T::one() } else { T::zero() };
+            let onehot = if labels[b] as usize == c {
+                T::one()
+            } else {
+                T::zero()
+            };
             dlogits[b * classes + c] = (probs[b * classes + c] - onehot) * inv_n;
         }
     }

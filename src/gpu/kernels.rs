@@ -14,7 +14,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("relu.wgsl", include_str!("../../shaders/relu.wgsl")),
     ("maxpool.wgsl", include_str!("../../shaders/maxpool.wgsl")),
     ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
-    ("softmax_ce.wgsl", include_str!("../../shaders/softmax_ce.wgsl")),
+    (
+        "softmax_ce.wgsl",
+        include_str!("../../shaders/softmax_ce.wgsl"),
+    ),
     ("optim.wgsl", include_str!("../../shaders/optim.wgsl")),
 ];
 
@@ -106,9 +109,15 @@ impl OptimParams {
                 p.lr = lr;
                 p.momentum = momentum;
             }
-            Optimizer::Adam { lr, beta1, beta2, eps } => {
+            Optimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
                 let (step_size, bc2_sqrt) = Optimizer::adam_factors(lr, beta1, beta2, step);
-                (p.lr, p.beta1, p.beta2, p.eps, p.step_size, p.bc2_sqrt) = (lr, beta1, beta2, eps, step_size, bc2_sqrt);
+                (p.lr, p.beta1, p.beta2, p.eps, p.step_size, p.bc2_sqrt) =
+                    (lr, beta1, beta2, eps, step_size, bc2_sqrt);
             }
         }
         p
@@ -254,14 +263,27 @@ impl Kernels {
             contents: uniform,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         });
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        entries.extend(buffers.iter().map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }));
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        entries.extend(buffers.iter().map(|&(binding, b)| wgpu::BindGroupEntry {
+            binding,
+            resource: b.as_entire_binding(),
+        }));
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(name),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        Dispatch { name, flops, pipeline: pipeline.clone(), bind_group, groups, uniform }
+        Dispatch {
+            name,
+            flops,
+            pipeline: pipeline.clone(),
+            bind_group,
+            groups,
+            uniform,
+        }
     }
 
     fn conv_params(d: ConvDims, w_off: usize, b_off: usize) -> ConvParams {
@@ -316,8 +338,20 @@ impl Kernels {
         p.relu = relu as u32;
         let (gx, gy) = self.grid(ceil_div((d.n * d.oh() * d.ow()) as u64, CONV_BM));
         let groups = [gx, gy, ceil_div(d.oc as u64, CONV_BN) as u32];
-        let name = if relu { "conv2d.forward+relu" } else { "conv2d.forward" };
-        self.dispatch(device, name, &self.conv_forward, bytemuck::bytes_of(&p), &[(1, x), (2, params), (3, y)], groups, d.flops())
+        let name = if relu {
+            "conv2d.forward+relu"
+        } else {
+            "conv2d.forward"
+        };
+        self.dispatch(
+            device,
+            name,
+            &self.conv_forward,
+            bytemuck::bytes_of(&p),
+            &[(1, x), (2, params), (3, y)],
+            groups,
+            d.flops(),
+        )
     }
 
     /// dx (N,C,H,W) from dy (N,OC,OH,OW) and W at `w_off` of `params`.
@@ -334,7 +368,15 @@ impl Kernels {
         let (gx, gy) = self.grid(ceil_div((d.n * d.h * d.w) as u64, CONV_BM));
         let groups = [gx, gy, ceil_div(d.c as u64, CONV_BN) as u32];
         let b = [(1, dy), (2, params), (5, dx)];
-        self.dispatch(device, "conv2d.backward_input", &self.conv_backward_input, bytemuck::bytes_of(&p), &b, groups, d.flops())
+        self.dispatch(
+            device,
+            "conv2d.backward_input",
+            &self.conv_backward_input,
+            bytemuck::bytes_of(&p),
+            &b,
+            groups,
+            d.flops(),
+        )
     }
 
     /// dW and db into `grads` at `w_off`/`b_off`: a split-reduction GEMM into `partial`
@@ -359,42 +401,149 @@ impl Kernels {
         let (gx, gy) = self.grid(ceil_div(rows, CONV_BM));
         let gemm = [gx, gy, (ceil_div(d.oc as u64, CONV_BN) * splits) as u32];
         [
-            self.dispatch(device, "conv2d.backward_weight", &self.conv_backward_weight, p, &[(1, x), (2, dy), (6, partial)], gemm, d.flops()),
-            self.dispatch(device, "conv2d.reduce_weight", &self.conv_reduce_weight, p, &[(6, partial), (7, grads)], self.flat_groups(d.weight_len()), 0),
-            self.dispatch(device, "conv2d.backward_bias", &self.conv_backward_bias, p, &[(2, dy), (7, grads)], [u(d.oc), 1, 1], 0),
+            self.dispatch(
+                device,
+                "conv2d.backward_weight",
+                &self.conv_backward_weight,
+                p,
+                &[(1, x), (2, dy), (6, partial)],
+                gemm,
+                d.flops(),
+            ),
+            self.dispatch(
+                device,
+                "conv2d.reduce_weight",
+                &self.conv_reduce_weight,
+                p,
+                &[(6, partial), (7, grads)],
+                self.flat_groups(d.weight_len()),
+                0,
+            ),
+            self.dispatch(
+                device,
+                "conv2d.backward_bias",
+                &self.conv_backward_bias,
+                p,
+                &[(2, dy), (7, grads)],
+                [u(d.oc), 1, 1],
+                0,
+            ),
         ]
     }
 
-    pub fn relu_forward(&self, device: &wgpu::Device, len: usize, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Dispatch {
-        let p = SizeParams { a: u(len), b: 0, _pad: [0; 2] };
-        self.dispatch(device, "relu.forward", &self.relu_forward, bytemuck::bytes_of(&p), &[(1, x), (2, y)], self.flat_groups(len), 0)
+    pub fn relu_forward(
+        &self,
+        device: &wgpu::Device,
+        len: usize,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = SizeParams {
+            a: u(len),
+            b: 0,
+            _pad: [0; 2],
+        };
+        self.dispatch(
+            device,
+            "relu.forward",
+            &self.relu_forward,
+            bytemuck::bytes_of(&p),
+            &[(1, x), (2, y)],
+            self.flat_groups(len),
+            0,
+        )
     }
 
     /// `x` may be the ReLU's input or its output (the mask is the same).
-    pub fn relu_backward(&self, device: &wgpu::Device, len: usize, x: &wgpu::Buffer, dy: &wgpu::Buffer, dx: &wgpu::Buffer) -> Dispatch {
-        let p = SizeParams { a: u(len), b: 0, _pad: [0; 2] };
+    pub fn relu_backward(
+        &self,
+        device: &wgpu::Device,
+        len: usize,
+        x: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = SizeParams {
+            a: u(len),
+            b: 0,
+            _pad: [0; 2],
+        };
         let b = [(1, x), (3, dy), (4, dx)];
-        self.dispatch(device, "relu.backward", &self.relu_backward, bytemuck::bytes_of(&p), &b, self.flat_groups(len), 0)
+        self.dispatch(
+            device,
+            "relu.backward",
+            &self.relu_backward,
+            bytemuck::bytes_of(&p),
+            &b,
+            self.flat_groups(len),
+            0,
+        )
     }
 
     fn pool_params(d: PoolDims) -> PoolParams {
-        PoolParams { n: u(d.n), c: u(d.c), h: u(d.h), w: u(d.w), k: u(d.k), stride: u(d.stride), oh: u(d.oh()), ow: u(d.ow()) }
+        PoolParams {
+            n: u(d.n),
+            c: u(d.c),
+            h: u(d.h),
+            w: u(d.w),
+            k: u(d.k),
+            stride: u(d.stride),
+            oh: u(d.oh()),
+            ow: u(d.ow()),
+        }
     }
 
-    pub fn pool_forward(&self, device: &wgpu::Device, d: PoolDims, x: &wgpu::Buffer, y: &wgpu::Buffer, argmax: &wgpu::Buffer) -> Dispatch {
+    pub fn pool_forward(
+        &self,
+        device: &wgpu::Device,
+        d: PoolDims,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        argmax: &wgpu::Buffer,
+    ) -> Dispatch {
         let p = Self::pool_params(d);
         let b = [(1, x), (2, y), (3, argmax)];
-        self.dispatch(device, "maxpool.forward", &self.pool_forward, bytemuck::bytes_of(&p), &b, self.flat_groups(d.output_len()), 0)
+        self.dispatch(
+            device,
+            "maxpool.forward",
+            &self.pool_forward,
+            bytemuck::bytes_of(&p),
+            &b,
+            self.flat_groups(d.output_len()),
+            0,
+        )
     }
 
-    pub fn pool_backward(&self, device: &wgpu::Device, d: PoolDims, argmax: &wgpu::Buffer, dy: &wgpu::Buffer, dx: &wgpu::Buffer) -> Dispatch {
+    pub fn pool_backward(
+        &self,
+        device: &wgpu::Device,
+        d: PoolDims,
+        argmax: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Dispatch {
         let p = Self::pool_params(d);
         let b = [(3, argmax), (4, dy), (5, dx)];
-        self.dispatch(device, "maxpool.backward", &self.pool_backward, bytemuck::bytes_of(&p), &b, self.flat_groups(d.input_len()), 0)
+        self.dispatch(
+            device,
+            "maxpool.backward",
+            &self.pool_backward,
+            bytemuck::bytes_of(&p),
+            &b,
+            self.flat_groups(d.input_len()),
+            0,
+        )
     }
 
     fn linear_params(d: LinearDims, w_off: usize, b_off: usize) -> LinearParams {
-        LinearParams { n: u(d.n), inf: u(d.inf), outf: u(d.outf), w_off: u(w_off), b_off: u(b_off), _pad: [0; 3] }
+        LinearParams {
+            n: u(d.n),
+            inf: u(d.inf),
+            outf: u(d.outf),
+            w_off: u(w_off),
+            b_off: u(b_off),
+            _pad: [0; 3],
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -412,7 +561,15 @@ impl Kernels {
         let (gx, gy) = self.grid((d.n * d.outf) as u64);
         let flops = 2 * (d.n * d.inf * d.outf) as u64;
         let b = [(1, x), (2, params), (3, y)];
-        self.dispatch(device, "linear.forward", &self.linear_forward, bytemuck::bytes_of(&p), &b, [gx, gy, 1], flops)
+        self.dispatch(
+            device,
+            "linear.forward",
+            &self.linear_forward,
+            bytemuck::bytes_of(&p),
+            &b,
+            [gx, gy, 1],
+            flops,
+        )
     }
 
     pub fn linear_backward_input(
@@ -427,7 +584,15 @@ impl Kernels {
         let p = Self::linear_params(d, w_off, 0);
         let flops = 2 * (d.n * d.inf * d.outf) as u64;
         let b = [(4, dy), (2, params), (5, dx)];
-        self.dispatch(device, "linear.backward_input", &self.linear_backward_input, bytemuck::bytes_of(&p), &b, self.flat_groups(d.n * d.inf), flops)
+        self.dispatch(
+            device,
+            "linear.backward_input",
+            &self.linear_backward_input,
+            bytemuck::bytes_of(&p),
+            &b,
+            self.flat_groups(d.n * d.inf),
+            flops,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -445,7 +610,15 @@ impl Kernels {
         let flops = 2 * (d.n * d.inf * d.outf) as u64;
         let groups = self.flat_groups(d.outf * d.inf + d.outf);
         let b = [(1, x), (4, dy), (6, grads)];
-        self.dispatch(device, "linear.backward_params", &self.linear_backward_params, bytemuck::bytes_of(&p), &b, groups, flops)
+        self.dispatch(
+            device,
+            "linear.backward_params",
+            &self.linear_backward_params,
+            bytemuck::bytes_of(&p),
+            &b,
+            groups,
+            flops,
+        )
     }
 
     /// probs (N,CLASSES) and per-sample losses (N) from logits and labels.
@@ -460,15 +633,46 @@ impl Kernels {
         probs: &wgpu::Buffer,
         losses: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = SizeParams { a: u(n), b: u(classes), _pad: [0; 2] };
+        let p = SizeParams {
+            a: u(n),
+            b: u(classes),
+            _pad: [0; 2],
+        };
         let b = [(1, logits), (2, labels), (3, probs), (4, losses)];
-        self.dispatch(device, "softmax_ce.forward", &self.softmax_forward, bytemuck::bytes_of(&p), &b, self.flat_groups(n), 0)
+        self.dispatch(
+            device,
+            "softmax_ce.forward",
+            &self.softmax_forward,
+            bytemuck::bytes_of(&p),
+            &b,
+            self.flat_groups(n),
+            0,
+        )
     }
 
-    pub fn softmax_predict(&self, device: &wgpu::Device, n: usize, classes: usize, logits: &wgpu::Buffer, probs: &wgpu::Buffer) -> Dispatch {
-        let p = SizeParams { a: u(n), b: u(classes), _pad: [0; 2] };
+    pub fn softmax_predict(
+        &self,
+        device: &wgpu::Device,
+        n: usize,
+        classes: usize,
+        logits: &wgpu::Buffer,
+        probs: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = SizeParams {
+            a: u(n),
+            b: u(classes),
+            _pad: [0; 2],
+        };
         let b = [(1, logits), (3, probs)];
-        self.dispatch(device, "softmax_ce.predict", &self.softmax_predict, bytemuck::bytes_of(&p), &b, self.flat_groups(n), 0)
+        self.dispatch(
+            device,
+            "softmax_ce.predict",
+            &self.softmax_predict,
+            bytemuck::bytes_of(&p),
+            &b,
+            self.flat_groups(n),
+            0,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -481,9 +685,21 @@ impl Kernels {
         probs: &wgpu::Buffer,
         dlogits: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = SizeParams { a: u(n), b: u(classes), _pad: [0; 2] };
+        let p = SizeParams {
+            a: u(n),
+            b: u(classes),
+            _pad: [0; 2],
+        };
         let b = [(2, labels), (3, probs), (5, dlogits)];
-        self.dispatch(device, "softmax_ce.backward", &self.softmax_backward, bytemuck::bytes_of(&p), &b, self.flat_groups(n * classes), 0)
+        self.dispatch(
+            device,
+            "softmax_ce.backward",
+            &self.softmax_backward,
+            bytemuck::bytes_of(&p),
+            &b,
+            self.flat_groups(n * classes),
+            0,
+        )
     }
 
     /// metrics [loss_sum, correct, samples, _] += this batch's.
@@ -498,9 +714,21 @@ impl Kernels {
         losses: &wgpu::Buffer,
         metrics: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = SizeParams { a: u(n), b: u(classes), _pad: [0; 2] };
+        let p = SizeParams {
+            a: u(n),
+            b: u(classes),
+            _pad: [0; 2],
+        };
         let b = [(2, labels), (3, probs), (4, losses), (6, metrics)];
-        self.dispatch(device, "softmax_ce.accumulate", &self.softmax_accumulate, bytemuck::bytes_of(&p), &b, [1, 1, 1], 0)
+        self.dispatch(
+            device,
+            "softmax_ce.accumulate",
+            &self.softmax_accumulate,
+            bytemuck::bytes_of(&p),
+            &b,
+            [1, 1, 1],
+            0,
+        )
     }
 
     /// One update of all `len` parameters; rewrite `Dispatch::uniform` with
@@ -519,12 +747,26 @@ impl Kernels {
         let p = OptimParams::new(opt, len, 1);
         let groups = self.flat_groups(len);
         match opt {
-            Optimizer::Sgd { .. } => {
-                self.dispatch(device, "optim.sgd", &self.sgd, bytemuck::bytes_of(&p), &[(1, params), (2, grads), (3, m)], groups, 0)
-            }
+            Optimizer::Sgd { .. } => self.dispatch(
+                device,
+                "optim.sgd",
+                &self.sgd,
+                bytemuck::bytes_of(&p),
+                &[(1, params), (2, grads), (3, m)],
+                groups,
+                0,
+            ),
             Optimizer::Adam { .. } => {
                 let b = [(1, params), (2, grads), (3, m), (4, v)];
-                self.dispatch(device, "optim.adam", &self.adam, bytemuck::bytes_of(&p), &b, groups, 0)
+                self.dispatch(
+                    device,
+                    "optim.adam",
+                    &self.adam,
+                    bytemuck::bytes_of(&p),
+                    &b,
+                    groups,
+                    0,
+                )
             }
         }
     }

@@ -1,0 +1,539 @@
+//! The `gpu-cnn` binary, run for real on the bundled data: training writes its
+//! files, resume is exact, infer/eval/summary/devices work, and every bad input
+//! gets a clear error and a non-zero exit, never a panic.
+
+use assert_cmd::Command;
+use safetensors::tensor::{Dtype, TensorView};
+use std::path::{Path, PathBuf};
+
+use gpu_cnn::checkpoint;
+use gpu_cnn::data::{bundled_mnist_dir, Dataset, Split};
+use gpu_cnn::model::Model;
+
+fn bin() -> Command {
+    let mut c = Command::cargo_bin("gpu-cnn").unwrap();
+    c.env("NODEVICE_SELECT", "1");
+    c
+}
+
+/// Vulkan in CI (lavapipe); off CI, whatever adapter there is.
+fn backend() -> &'static str {
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        "vulkan"
+    } else {
+        "auto"
+    }
+}
+
+fn stdout_of(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "command failed\nstdout:\n{so}\nstderr:\n{se}"
+    );
+    so.to_string()
+}
+
+/// Runs, must fail with exit code 1 (not a panic's 101), and stderr must contain every `needles`.
+fn fails_with(c: &mut Command, needles: &[&str]) {
+    let out = c.output().unwrap();
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected a clean failure, got {:?}\nstderr:\n{se}",
+        out.status
+    );
+    assert!(!se.contains("panicked"), "panicked:\n{se}");
+    for n in needles {
+        assert!(se.contains(n), "stderr lacks '{n}':\n{se}");
+    }
+}
+
+fn train(out: &Path, steps: u64, extra: &[&str]) -> String {
+    let mut c = bin();
+    c.args([
+        "train",
+        "--steps",
+        &steps.to_string(),
+        "--batch-size",
+        "8",
+        "--log-every",
+        "2",
+        "--backend",
+        backend(),
+        "--out",
+    ])
+    .arg(out)
+    .args(extra);
+    stdout_of(&mut c)
+}
+
+/// A small MNIST-format test split (the first `n` test images), for quick evals.
+fn small_test_set(dir: &Path, n: usize) {
+    let test = Dataset::load(&bundled_mnist_dir(), Split::Test)
+        .unwrap()
+        .take(n);
+    let mut img = vec![0, 0, 8, 3];
+    for d in [n as u32, 28, 28] {
+        img.extend(d.to_be_bytes());
+    }
+    img.extend(&test.images);
+    let mut lab = vec![0, 0, 8, 1];
+    lab.extend((n as u32).to_be_bytes());
+    lab.extend(&test.labels);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), img).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), lab).unwrap();
+}
+
+#[test]
+fn train_writes_checkpoint_metrics_and_plot_and_resume_is_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let out = train(&a, 6, &[]);
+    assert!(out.contains("step 6"), "{out}");
+    for f in [
+        "checkpoint.safetensors",
+        "model.safetensors",
+        "metrics.jsonl",
+        "curves.png",
+    ] {
+        assert!(a.join(f).is_file(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for k in ["step", "epoch", "loss", "accuracy", "samples_per_s", "lr"] {
+        assert!(lines[2].get(k).is_some(), "metrics lack {k}: {}", lines[2]);
+    }
+    assert_eq!(lines[2]["step"], 6);
+    image::open(a.join("curves.png")).unwrap();
+
+    // 3 steps, then resume to 6: the same weights as 6 uninterrupted steps.
+    train(&b, 3, &[]);
+    let ck = checkpoint::load(&b.join("checkpoint.safetensors"), &Model::seed()).unwrap();
+    assert_eq!(ck.position.unwrap().global_step, 3);
+    let mut c = bin();
+    c.args([
+        "train",
+        "--steps",
+        "6",
+        "--log-every",
+        "2",
+        "--backend",
+        backend(),
+        "--resume",
+    ])
+    .arg(b.join("checkpoint.safetensors"))
+    .arg("--out")
+    .arg(&b);
+    let out = stdout_of(&mut c);
+    assert!(out.contains("step 6"), "{out}");
+    let (wa, wb) = (
+        checkpoint::load(&a.join("model.safetensors"), &Model::seed()).unwrap(),
+        checkpoint::load(&b.join("model.safetensors"), &Model::seed()).unwrap(),
+    );
+    assert_eq!(
+        wa.params, wb.params,
+        "resumed run differs from the uninterrupted one"
+    );
+    let resumed = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
+    assert!(
+        resumed.lines().count() == 3 || resumed.lines().count() == 4,
+        "{resumed}"
+    );
+
+    // --init starts from the weights with a fresh optimizer.
+    let c_dir = tmp.path().join("c");
+    train(
+        &c_dir,
+        1,
+        &["--init", a.join("model.safetensors").to_str().unwrap()],
+    );
+
+    // eval on a small test split, with the confusion matrix plot.
+    let data = tmp.path().join("small");
+    small_test_set(&data, 50);
+    let plot = tmp.path().join("confusion.png");
+    let mut c = bin();
+    c.args(["eval", "--backend", backend(), "--weights"])
+        .arg(a.join("model.safetensors"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--plot")
+        .arg(&plot);
+    let out = stdout_of(&mut c);
+    assert!(
+        out.contains("accuracy")
+            && out.contains("confusion matrix")
+            && out.contains("50 test images"),
+        "{out}"
+    );
+    image::open(&plot).unwrap();
+}
+
+#[test]
+fn arch_models_train_and_reload_without_repeating_the_spec() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = "c4k3 relu pool2 c8k3 relu pool2 flat fc10";
+    let out = train(tmp.path(), 2, &["--arch", spec]);
+    assert!(out.contains("step 2"), "{out}");
+    let ck = checkpoint::load(&tmp.path().join("model.safetensors"), &Model::seed()).unwrap();
+    assert_eq!(ck.model.params[0].name, "layers.0.weight");
+    let mut c = bin();
+    c.args([
+        "infer",
+        "tests/images/7_black_on_white.png",
+        "--backend",
+        backend(),
+        "--weights",
+    ])
+    .arg(tmp.path().join("model.safetensors"));
+    stdout_of(&mut c);
+}
+
+#[test]
+fn summary_explains_the_classifier_input() {
+    let out = stdout_of(bin().arg("summary"));
+    assert!(
+        out.contains("121514")
+            && out.contains("3136")
+            && out.contains("conv2.2")
+            && out.contains("20.81"),
+        "{out}"
+    );
+    let out = stdout_of(bin().args(["summary", "--arch", "c8k3 relu pool2 flat fc10"]));
+    assert!(
+        out.contains("1568") && out.contains("15690") && out.contains("layers.4"),
+        "{out}"
+    );
+}
+
+#[test]
+fn devices_lists_the_adapters() {
+    let out = stdout_of(bin().arg("devices"));
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        assert!(out.contains("Vulkan") && out.contains("Gl"), "{out}");
+    }
+    assert!(
+        out.contains("storage buffers/stage") || out.contains("no GPU adapter"),
+        "{out}"
+    );
+}
+
+fn default_weights() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/weights/mnist-cnn.safetensors")
+}
+
+#[test]
+fn infer_reads_the_shipped_pictures_with_the_default_weights() {
+    let out = stdout_of(bin().args(["infer", "tests/images", "--backend", backend()]));
+    let mut n = 0;
+    for line in out.lines() {
+        // "tests/images/7_black_on_white.png: 7  (7 99.9%, …)"
+        let (file, rest) = line.split_once(": ").unwrap();
+        let want = Path::new(file)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .chars()
+            .next()
+            .unwrap();
+        assert_eq!(rest.chars().next().unwrap(), want, "{line}");
+        n += 1;
+    }
+    assert_eq!(n, 10, "{out}");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = stdout_of(
+        bin()
+            .args([
+                "infer",
+                "tests/images/1_rgba_transparent.png",
+                "tests/images/4_large.bmp",
+                "--json",
+                "--backend",
+                backend(),
+                "--save-preprocessed",
+            ])
+            .arg(tmp.path()),
+    );
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        (rows[0]["digit"].as_u64(), rows[1]["digit"].as_u64()),
+        (Some(1), Some(4))
+    );
+    assert_eq!(rows[0]["top3"].as_array().unwrap().len(), 3);
+    let seen = image::open(tmp.path().join("4_large.28x28.png")).unwrap();
+    assert_eq!((seen.width(), seen.height()), (28, 28));
+    assert!(default_weights().is_file());
+}
+
+/// A PNG whose header claims `w`x`h` pixels, with empty image data: it reports its
+/// size like a real one, and decoding it would need w*h bytes.
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut body = kind.to_vec();
+        body.extend(data);
+        let mut crc = flate2::Crc::new();
+        crc.update(&body);
+        let mut v = (data.len() as u32).to_be_bytes().to_vec();
+        v.extend(&body);
+        v.extend(crc.sum().to_be_bytes());
+        v
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 0, 0, 0, 0]);
+    let mut v = b"\x89PNG\r\n\x1a\n".to_vec();
+    v.extend(chunk(b"IHDR", &ihdr));
+    v.extend(chunk(b"IDAT", &[]));
+    v.extend(chunk(b"IEND", &[]));
+    v
+}
+
+#[test]
+fn bad_images_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    let infer = |f: &Path| {
+        let mut c = bin();
+        c.args(["infer", "--backend", backend()]).arg(f);
+        c
+    };
+    fails_with(
+        &mut infer(&p("missing.png")),
+        &["missing.png", "no such file"],
+    );
+    std::fs::write(p("empty.png"), b"").unwrap();
+    fails_with(&mut infer(&p("empty.png")), &["empty.png", "empty"]);
+    std::fs::write(p("notes.txt"), b"this is not a picture").unwrap();
+    fails_with(&mut infer(&p("notes.txt")), &["notes.txt", "not an image"]);
+    let good = std::fs::read("tests/images/7_black_on_white.png").unwrap();
+    std::fs::write(p("cut.png"), &good[..good.len() / 2]).unwrap();
+    fails_with(&mut infer(&p("cut.png")), &["cut.png"]);
+    std::fs::write(p("huge.png"), png_header(20_000, 20_000)).unwrap();
+    fails_with(
+        &mut infer(&p("huge.png")),
+        &["huge.png", "20000x20000", "pixel limit"],
+    );
+    image::GrayImage::from_pixel(40, 40, image::Luma([255]))
+        .save(p("blank.png"))
+        .unwrap();
+    fails_with(&mut infer(&p("blank.png")), &["blank.png", "blank"]);
+    std::fs::create_dir(p("nothing")).unwrap();
+    fails_with(&mut infer(&p("nothing")), &["nothing", "no image files"]);
+}
+
+fn write_checkpoint(path: &Path, tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>) {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+/// The seed model's state_dict as (name, dtype, shape, bytes), from PyTorch's point of view.
+fn seed_tensors() -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+    let m = Model::seed();
+    let p = m.init_params(0);
+    m.params
+        .iter()
+        .map(|i| {
+            (
+                i.name.clone(),
+                Dtype::F32,
+                i.shape.clone(),
+                bytemuck::cast_slice(&p[i.offset..i.offset + i.numel()]).to_vec(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn bad_checkpoints_name_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = "tests/images/7_black_on_white.png";
+    let infer = |w: &Path| {
+        let mut c = bin();
+        c.args(["infer", img, "--backend", backend(), "--weights"])
+            .arg(w);
+        c
+    };
+    // A file as PyTorch writes it (no gpu-cnn metadata) loads.
+    let ok = tmp.path().join("torch.safetensors");
+    write_checkpoint(&ok, seed_tensors());
+    stdout_of(&mut infer(&ok));
+
+    let p = tmp.path().join("text.safetensors");
+    std::fs::write(&p, b"not safetensors at all").unwrap();
+    fails_with(
+        &mut infer(&p),
+        &["text.safetensors", "not a safetensors file"],
+    );
+
+    let mut t = seed_tensors();
+    t.retain(|x| x.0 != "conv2.2.bias");
+    let p = tmp.path().join("missing.safetensors");
+    write_checkpoint(&p, t);
+    fails_with(&mut infer(&p), &["missing key 'conv2.2.bias'", "[32]"]);
+
+    let mut t = seed_tensors();
+    t.push(("conv4.0.weight".into(), Dtype::F32, vec![1], vec![0; 4]));
+    let p = tmp.path().join("extra.safetensors");
+    write_checkpoint(&p, t);
+    fails_with(&mut infer(&p), &["unexpected key 'conv4.0.weight'"]);
+
+    let mut t = seed_tensors();
+    t[8].2 = vec![3136, 10];
+    let p = tmp.path().join("shape.safetensors");
+    write_checkpoint(&p, t);
+    fails_with(
+        &mut infer(&p),
+        &["'out.weight'", "[3136, 10]", "[10, 3136]"],
+    );
+
+    let mut t = seed_tensors();
+    t[1] = (t[1].0.clone(), Dtype::F16, vec![16], vec![0; 32]);
+    let p = tmp.path().join("dtype.safetensors");
+    write_checkpoint(&p, t);
+    fails_with(&mut infer(&p), &["'conv1.0.bias'", "F16", "F32"]);
+
+    fails_with(
+        &mut infer(&tmp.path().join("absent.safetensors")),
+        &["absent.safetensors"],
+    );
+}
+
+fn idx_dir(dir: &Path, images: Vec<u8>, labels: Vec<u8>) {
+    std::fs::create_dir_all(dir).unwrap();
+    for split in ["train", "t10k"] {
+        std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), &images).unwrap();
+        std::fs::write(dir.join(format!("{split}-labels-idx1-ubyte")), &labels).unwrap();
+    }
+}
+
+fn header(magic: u32, dims: &[u32]) -> Vec<u8> {
+    let mut v = magic.to_be_bytes().to_vec();
+    for d in dims {
+        v.extend(d.to_be_bytes());
+    }
+    v
+}
+
+#[test]
+fn bad_datasets_and_options_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let train_on = |dir: &Path| {
+        let mut c = bin();
+        c.args(["train", "--steps", "1", "--backend", backend(), "--data"])
+            .arg(dir)
+            .arg("--out")
+            .arg(tmp.path().join("out"));
+        c
+    };
+    let good_labels = {
+        let mut v = header(0x801, &[2]);
+        v.extend([1, 2]);
+        v
+    };
+    let mut images = header(0x803, &[2, 28, 28]);
+    images.extend(vec![0u8; 2 * 784]);
+
+    let d = tmp.path().join("magic");
+    let mut bad = images.clone();
+    bad[3] = 0x04;
+    idx_dir(&d, bad, good_labels.clone());
+    fails_with(&mut train_on(&d), &["train-images-idx3-ubyte", "magic"]);
+
+    let d = tmp.path().join("short");
+    idx_dir(
+        &d,
+        images[..images.len() - 10].to_vec(),
+        good_labels.clone(),
+    );
+    fails_with(
+        &mut train_on(&d),
+        &["train-images-idx3-ubyte", "1568 bytes", "1558"],
+    );
+
+    let d = tmp.path().join("dims");
+    let mut bad = header(0x803, &[2, 32, 32]);
+    bad.extend(vec![0u8; 2 * 1024]);
+    idx_dir(&d, bad, good_labels.clone());
+    fails_with(&mut train_on(&d), &["32x32", "28x28"]);
+
+    let d = tmp.path().join("label");
+    let mut bad = header(0x801, &[2]);
+    bad.extend([1, 10]);
+    idx_dir(&d, images.clone(), bad);
+    fails_with(&mut train_on(&d), &["train-labels-idx1-ubyte", "label 10"]);
+
+    fails_with(
+        &mut train_on(&tmp.path().join("nowhere")),
+        &["nowhere", "train-images-idx3-ubyte"],
+    );
+
+    let mut c = bin();
+    c.args([
+        "train",
+        "--steps",
+        "1",
+        "--arch",
+        "c8k5 pool2 pool2 pool2 pool2 pool2 flat fc10",
+    ]);
+    fails_with(&mut c, &["--arch layer 6", "pool2", "larger"]);
+
+    let mut c = bin();
+    c.args([
+        "train",
+        "--steps",
+        "1",
+        "--backend",
+        backend(),
+        "--batch-size",
+        "100000",
+        "--out",
+    ])
+    .arg(tmp.path().join("big"));
+    fails_with(
+        &mut c,
+        &["batch size 100000", "buffer limit", "smaller batch size"],
+    );
+
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let mut c = bin();
+    c.args(["train", "--steps", "1", "--out"])
+        .arg(file.join("sub"));
+    fails_with(&mut c, &["cannot create output directory", "a-file"]);
+
+    // No adapter for the asked backend (no Metal on Linux, no Vulkan/GL on macOS…).
+    let absent = if cfg!(target_os = "macos") {
+        "vulkan"
+    } else {
+        "metal"
+    };
+    let mut c = bin();
+    c.args(["train", "--steps", "1", "--backend", absent, "--out"])
+        .arg(tmp.path().join("x"));
+    fails_with(
+        &mut c,
+        &[
+            "no GPU adapter found",
+            "mesa-vulkan-drivers",
+            "--backend cpu",
+        ],
+    );
+}
