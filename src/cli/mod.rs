@@ -1,6 +1,7 @@
 //! Argument parsing and what the subcommands share: choosing a backend, the
 //! model, the dataset and the default weights.
 
+mod bench;
 mod devices;
 mod eval;
 mod infer;
@@ -41,10 +42,13 @@ enum Command {
     Summary(summary::Args),
     /// The GPU adapters wgpu finds, with the limits that matter for compute
     Devices,
+    /// Training and inference throughput, first-step latency and a per-op GPU profile
+    Bench(bench::Args),
 }
 
-pub fn run(cli: Cli) -> Result<()> {
+pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     match cli.command {
+        Command::Bench(a) => bench::run(a, started),
         Command::Train(a) => train::run(a),
         Command::Infer(a) => infer::run(a),
         Command::Eval(a) => eval::run(a),
@@ -65,7 +69,7 @@ pub enum Backend {
 }
 
 impl Backend {
-    fn gpu_choice(self) -> Option<BackendChoice> {
+    pub fn gpu_choice(self) -> Option<BackendChoice> {
         Some(match self {
             Backend::Auto => BackendChoice::Auto,
             Backend::Vulkan => BackendChoice::Vulkan,

@@ -114,7 +114,8 @@ impl Gpu {
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gpu-cnn"),
-            required_features: wgpu::Features::empty(),
+            // Timestamps, where the adapter has them, for `gpu-cnn bench`'s per-op profile.
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -134,6 +135,12 @@ impl Gpu {
             limits,
             kernels,
         })
+    }
+
+    pub fn has_timestamps(&self) -> bool {
+        self.device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
     /// e.g. `Vulkan: llvmpipe (LLVM 15.0.6, 256 bits)`.

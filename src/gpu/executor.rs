@@ -218,6 +218,7 @@ impl GpuExecutor {
         let classes = self.model.classes();
         let mut forward = Vec::new();
         for (i, l) in self.model.layers.iter().enumerate() {
+            let first = forward.len();
             let (x, y) = (self.value(i), self.value(i + 1));
             match l.layer {
                 Layer::Conv2d { .. } => {
@@ -258,6 +259,9 @@ impl GpuExecutor {
                 }
                 Layer::Relu | Layer::Flatten => {}
             }
+            forward[first..]
+                .iter_mut()
+                .for_each(|d: &mut Dispatch| d.layer = l.name.clone());
         }
         let logits = self.value(nl);
         let dlogits = self.grad(nl).expect("the logits have a gradient");
@@ -284,6 +288,7 @@ impl GpuExecutor {
         ];
         let mut backward = Vec::new();
         for (i, l) in self.model.layers.iter().enumerate().rev() {
+            let first = backward.len();
             let dy = self.grad(i + 1).expect("every layer output has a gradient");
             let dx = self.grad(i);
             match l.layer {
@@ -356,6 +361,9 @@ impl GpuExecutor {
                 }
                 Layer::Flatten => {}
             }
+            backward[first..]
+                .iter_mut()
+                .for_each(|d: &mut Dispatch| d.layer = l.name.clone());
         }
         let predict = k.softmax_predict(dev, n, classes, logits, &self.probs);
         Plan {

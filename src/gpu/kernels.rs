@@ -130,6 +130,10 @@ pub struct Dispatch {
     pub name: &'static str,
     /// Useful FLOPs per execution (0 for memory-bound ops), for profiles.
     pub flops: u64,
+    /// Bytes a memory-bound op must move per execution (0 for compute-bound ones).
+    pub bytes: u64,
+    /// The layer it belongs to, when built by the executor (e.g. `conv2.2`).
+    pub layer: String,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
@@ -138,6 +142,11 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
+    fn moving(mut self, bytes: usize) -> Self {
+        self.bytes = bytes as u64;
+        self
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
@@ -279,6 +288,8 @@ impl Kernels {
         Dispatch {
             name,
             flops,
+            bytes: 0,
+            layer: String::new(),
             pipeline: pipeline.clone(),
             bind_group,
             groups,
@@ -452,6 +463,7 @@ impl Kernels {
             self.flat_groups(len),
             0,
         )
+        .moving(8 * len)
     }
 
     /// `x` may be the ReLU's input or its output (the mask is the same).
@@ -478,6 +490,7 @@ impl Kernels {
             self.flat_groups(len),
             0,
         )
+        .moving(12 * len)
     }
 
     fn pool_params(d: PoolDims) -> PoolParams {
@@ -512,6 +525,7 @@ impl Kernels {
             self.flat_groups(d.output_len()),
             0,
         )
+        .moving(4 * d.input_len() + 8 * d.output_len())
     }
 
     pub fn pool_backward(
@@ -533,6 +547,7 @@ impl Kernels {
             self.flat_groups(d.input_len()),
             0,
         )
+        .moving(4 * d.input_len() + 8 * d.output_len())
     }
 
     fn linear_params(d: LinearDims, w_off: usize, b_off: usize) -> LinearParams {
@@ -747,15 +762,17 @@ impl Kernels {
         let p = OptimParams::new(opt, len, 1);
         let groups = self.flat_groups(len);
         match opt {
-            Optimizer::Sgd { .. } => self.dispatch(
-                device,
-                "optim.sgd",
-                &self.sgd,
-                bytemuck::bytes_of(&p),
-                &[(1, params), (2, grads), (3, m)],
-                groups,
-                0,
-            ),
+            Optimizer::Sgd { .. } => self
+                .dispatch(
+                    device,
+                    "optim.sgd",
+                    &self.sgd,
+                    bytemuck::bytes_of(&p),
+                    &[(1, params), (2, grads), (3, m)],
+                    groups,
+                    0,
+                )
+                .moving(20 * len),
             Optimizer::Adam { .. } => {
                 let b = [(1, params), (2, grads), (3, m), (4, v)];
                 self.dispatch(
@@ -767,6 +784,7 @@ impl Kernels {
                     groups,
                     0,
                 )
+                .moving(28 * len)
             }
         }
     }

@@ -1,0 +1,90 @@
+//! `cargo bench`: every WGSL entry point at the seed model's real shapes (batch 64),
+//! a whole training step, and inference at batch 1, 64 and 1000, on the best adapter
+//! (`GPU_CNN_BACKEND=vulkan|gl|metal|dx12` to choose). Compute-bound ops report
+//! FLOP/s (criterion's "elem/s" = FLOP/s here), memory-bound ones bytes/s.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpu_cnn::data::{bundled_mnist_dir, Dataset, Split};
+use gpu_cnn::executor::{Executor, Optimizer};
+use gpu_cnn::gpu::{BackendChoice, Gpu, GpuExecutor};
+use gpu_cnn::model::Model;
+
+fn gpu() -> Arc<Gpu> {
+    let choice = std::env::var("GPU_CNN_BACKEND")
+        .ok()
+        .map(|s| s.parse().expect("GPU_CNN_BACKEND"))
+        .unwrap_or(BackendChoice::Auto);
+    Arc::new(Gpu::new(choice).expect("a GPU adapter"))
+}
+
+fn batch(n: usize) -> (Vec<f32>, Vec<u32>) {
+    let data = Dataset::load(&bundled_mnist_dir(), Split::Train).unwrap();
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    data.batch(&(0..n).collect::<Vec<_>>(), &mut x, &mut y);
+    (x, y)
+}
+
+fn wait(g: &Gpu) {
+    g.device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+}
+
+fn benches(c: &mut Criterion) {
+    let g = gpu();
+    eprintln!("benchmarking on {}", g.describe());
+    let model = Model::seed();
+    let params = model.init_params(0);
+    let opt = Optimizer::adam(1e-3);
+    let (x, y) = batch(64);
+    let mut exec = GpuExecutor::new(g.clone(), model.clone(), opt, &params, 64).unwrap();
+    exec.train_step(&x, &y).unwrap();
+
+    let mut ops = c.benchmark_group("ops (seed model, batch 64)");
+    ops.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for (i, d) in exec.train_dispatches(64).unwrap().into_iter().enumerate() {
+        if d.flops > 0 {
+            ops.throughput(Throughput::Elements(d.flops));
+        } else {
+            ops.throughput(Throughput::Bytes(d.bytes.max(1)));
+        }
+        let id = format!("{i:02} {} {}", d.layer, d.name);
+        ops.bench_function(id, |b| {
+            b.iter(|| {
+                g.run(&[d]);
+                wait(&g);
+            })
+        });
+    }
+    ops.finish();
+
+    let mut step = c.benchmark_group("training step");
+    step.sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    step.throughput(Throughput::Elements(64));
+    step.bench_function("batch 64 (elem/s = samples/s)", |b| {
+        b.iter(|| {
+            exec.train_step(&x, &y).unwrap();
+            exec.take_stats().unwrap();
+        })
+    });
+    step.finish();
+
+    let mut inf = c.benchmark_group("inference");
+    inf.sample_size(10).measurement_time(Duration::from_secs(5));
+    for n in [1usize, 64, 1000] {
+        let (xs, _) = batch(n);
+        let mut e = GpuExecutor::new(g.clone(), model.clone(), opt, &params, n).unwrap();
+        inf.throughput(Throughput::Elements(n as u64));
+        inf.bench_function(format!("batch {n} (elem/s = images/s)"), |b| {
+            b.iter(|| e.predict(&xs).unwrap())
+        });
+    }
+    inf.finish();
+}
+
+criterion_group!(engine, benches);
+criterion_main!(engine);

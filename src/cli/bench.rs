@@ -1,0 +1,196 @@
+//! `gpu-cnn bench`: end-to-end figures and a per-op profile of a training step.
+
+use anyhow::Result;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+
+use gpu_cnn::bench::{time_dispatches, timestamp_dispatches, OpTiming};
+use gpu_cnn::cpu::CpuExecutor;
+use gpu_cnn::data::{bundled_mnist_dir, Dataset, Split};
+use gpu_cnn::dims::ConvDims;
+use gpu_cnn::executor::{Executor, Optimizer};
+use gpu_cnn::gpu::{Gpu, GpuExecutor};
+use gpu_cnn::model::Model;
+
+use super::Backend;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
+    /// Training batch size
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Training steps to time (after one warm-up step)
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Inference batch sizes to time
+    #[arg(long, value_delimiter = ',', default_value = "1,64,1000")]
+    infer_batches: Vec<usize>,
+    /// Machine-readable output
+    #[arg(long)]
+    json: bool,
+}
+
+fn batch_of(data: &Dataset, n: usize) -> (Vec<f32>, Vec<u32>) {
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    let idx: Vec<usize> = (0..n).map(|i| i % data.len()).collect();
+    data.batch(&idx, &mut images, &mut labels);
+    (images, labels)
+}
+
+/// Seconds per call of `f`, over enough calls to take ~`budget` seconds (at least 2).
+fn per_call(budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let t = Instant::now();
+    f()?;
+    let once = t.elapsed().as_secs_f64();
+    let reps = ((budget / once.max(1e-6)) as usize).clamp(2, 200);
+    let t = Instant::now();
+    for _ in 0..reps {
+        f()?;
+    }
+    Ok(t.elapsed().as_secs_f64() / reps as f64)
+}
+
+pub fn run(a: Args, started: Instant) -> Result<()> {
+    let model = Model::seed();
+    let params = model.init_params(0);
+    let opt = Optimizer::adam(1e-3);
+    let train = Dataset::load(&bundled_mnist_dir(), Split::Train)?;
+    let b = a.batch_size;
+    let (gpu, mut exec): (Option<Arc<Gpu>>, Box<dyn Executor>) = match a.backend.gpu_choice() {
+        None => (
+            None,
+            Box::new(CpuExecutor::new(model.clone(), opt, params.clone())?),
+        ),
+        Some(choice) => {
+            let gpu = Arc::new(Gpu::new(choice)?);
+            (
+                Some(gpu.clone()),
+                Box::new(GpuExecutor::new(gpu, model.clone(), opt, &params, b)?),
+            )
+        }
+    };
+    let (images, labels) = batch_of(&train, b);
+    exec.train_step(&images, &labels)?;
+    exec.take_stats()?;
+    let first_step = started.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    for _ in 0..a.steps {
+        exec.train_step(&images, &labels)?;
+    }
+    exec.take_stats()?;
+    let step_s = t.elapsed().as_secs_f64() / a.steps.max(1) as f64;
+    let train_rate = b as f64 / step_s;
+    let train_gflops = 3.0 * model.flops_per_sample() as f64 * train_rate / 1e9;
+
+    let mut inference = Vec::new();
+    for &n in &a.infer_batches {
+        let mut ex: Box<dyn Executor> = match &gpu {
+            None => Box::new(CpuExecutor::new(model.clone(), opt, params.clone())?),
+            Some(g) => Box::new(GpuExecutor::new(g.clone(), model.clone(), opt, &params, n)?),
+        };
+        let (x, _) = batch_of(&train, n);
+        let s = per_call(2.0, || ex.predict(&x).map(|_| ()))?;
+        inference.push((n, s, n as f64 / s));
+    }
+
+    // Per-op profile and the reference matmul (GPU only).
+    let mut ops: Vec<OpTiming> = Vec::new();
+    let mut timing = "none";
+    let mut sgemm = None;
+    if let Some(g) = &gpu {
+        let mut ex = GpuExecutor::new(g.clone(), model.clone(), opt, &params, b)?;
+        ex.train_step(&images, &labels)?;
+        let ds = ex.train_dispatches(b)?;
+        (ops, timing) = match timestamp_dispatches(g, &ds, 3)? {
+            Some(t) => (t, "GPU timestamps"),
+            None => (time_dispatches(g, &ds, 3)?, "wall time per dispatch"),
+        };
+        // A plain 512x512x512 matmul through the same tiled kernel: a 1x1 convolution
+        // of 512 one-pixel images with 512 channels into 512 channels.
+        let d = ConvDims {
+            n: 512,
+            c: 512,
+            h: 1,
+            w: 1,
+            oc: 512,
+            k: 1,
+            stride: 1,
+            pad: 0,
+        };
+        let (x, w, y) = (
+            g.upload("a", &vec![0.5f32; 512 * 512]),
+            g.upload("b", &vec![0.25f32; 512 * 512 + 512]),
+            g.storage("c", 512 * 512 * 4),
+        );
+        let mm = g
+            .kernels
+            .conv_forward(&g.device, d, 0, 512 * 512, false, &x, &w, &y);
+        let t = match timestamp_dispatches(g, &[&mm], 3)? {
+            Some(t) => t,
+            None => time_dispatches(g, &[&mm], 3)?,
+        };
+        sgemm = Some(t[0].gflops());
+    }
+    let step_ops: f64 = ops.iter().map(|o| o.seconds).sum();
+
+    if a.json {
+        let j = json!({
+            "backend": exec.describe(),
+            "batch_size": b,
+            "first_step_s": first_step,
+            "train_samples_per_s": train_rate,
+            "train_gflops": train_gflops,
+            "inference": inference.iter().map(|&(n, s, r)| json!({"batch": n, "seconds": s, "images_per_s": r})).collect::<Vec<_>>(),
+            "reference_sgemm_gflops": sgemm,
+            "op_timing": timing,
+            "ops": ops.iter().map(|o| json!({"op": o.name, "layer": o.layer, "workgroups": o.workgroups, "ms": o.seconds * 1e3, "gflops": o.gflops(), "gbytes_per_s": o.gbytes_per_s(), "share": o.seconds / step_ops})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+        return Ok(());
+    }
+    println!("backend            {}", exec.describe());
+    println!("first step         {first_step:.2} s from process start (device, shader compilation, one step)");
+    println!("training           {train_rate:.1} samples/s at batch {b} ({train_gflops:.2} GFLOP/s, {:.1} ms/step)", step_s * 1e3);
+    for (n, s, r) in &inference {
+        println!(
+            "inference          {r:.1} images/s at batch {n} ({:.2} ms/batch)",
+            s * 1e3
+        );
+    }
+    if let Some(s) = sgemm {
+        println!("reference matmul   {s:.2} GFLOP/s (512x512x512 through the conv kernel as a 1x1 convolution)");
+    }
+    if !ops.is_empty() {
+        println!("\nper-op profile of one training step at batch {b} ({timing}):");
+        println!(
+            "{:<8} {:<24} {:>12} {:>9} {:>16} {:>7}",
+            "layer", "op", "workgroups", "ms", "rate", "share"
+        );
+        for o in &ops {
+            let wg = format!(
+                "{}x{}x{}",
+                o.workgroups[0], o.workgroups[1], o.workgroups[2]
+            );
+            let rate = if o.flops > 0 {
+                format!("{:.2} GFLOP/s", o.gflops())
+            } else if o.bytes > 0 {
+                format!("{:.2} GB/s", o.gbytes_per_s())
+            } else {
+                "-".into()
+            };
+            println!(
+                "{:<8} {:<24} {wg:>12} {:>9.3} {rate:>16} {:>6.1}%",
+                o.layer,
+                o.name,
+                o.seconds * 1e3,
+                100.0 * o.seconds / step_ops
+            );
+        }
+        println!("{:<8} {:<24} {:>12} {:>9.3}", "", "sum", "", step_ops * 1e3);
+    }
+    Ok(())
+}
