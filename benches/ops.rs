@@ -42,9 +42,7 @@ fn benches(c: &mut Criterion) {
     exec.train_step(&x, &y).unwrap();
 
     let mut ops = c.benchmark_group("ops (seed model, batch 64)");
-    ops.sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    ops.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     for (i, d) in exec.train_dispatches(64).unwrap().into_iter().enumerate() {
         if d.flops > 0 {
             ops.throughput(Throughput::Elements(d.flops));
@@ -62,8 +60,7 @@ fn benches(c: &mut Criterion) {
     ops.finish();
 
     let mut step = c.benchmark_group("training step");
-    step.sample_size(10)
-        .measurement_time(Duration::from_secs(5));
+    step.sample_size(10).measurement_time(Duration::from_secs(5));
     step.throughput(Throughput::Elements(64));
     step.bench_function("batch 64 (elem/s = samples/s)", |b| {
         b.iter(|| {
@@ -79,9 +76,7 @@ fn benches(c: &mut Criterion) {
         let (xs, _) = batch(n);
         let mut e = GpuExecutor::new(g.clone(), model.clone(), opt, &params, n).unwrap();
         inf.throughput(Throughput::Elements(n as u64));
-        inf.bench_function(format!("batch {n} (elem/s = images/s)"), |b| {
-            b.iter(|| e.predict(&xs).unwrap())
-        });
+        inf.bench_function(format!("batch {n} (elem/s = images/s)"), |b| b.iter(|| e.predict(&xs).unwrap()));
     }
     inf.finish();
 }

@@ -8,11 +8,8 @@ use image::{imageops, GrayImage, Rgb, RgbImage, Rgba, RgbaImage};
 
 fn main() -> anyhow::Result<()> {
     let test = Dataset::load(&bundled_mnist_dir(), Split::Test)?;
-    let digit = |i: usize| {
-        GrayImage::from_fn(28, 28, |x, y| {
-            image::Luma([test.images[i * 784 + (y * 28 + x) as usize]])
-        })
-    };
+    let digit =
+        |i: usize| GrayImage::from_fn(28, 28, |x, y| image::Luma([test.images[i * 784 + (y * 28 + x) as usize]]));
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images");
     std::fs::create_dir_all(&out)?;
     let label = |i: usize| test.labels[i];
@@ -46,11 +43,7 @@ fn main() -> anyhow::Result<()> {
     for (x, y, p) in g.enumerate_pixels() {
         let a = p.0[0] as f32 / 255.0;
         let mix = |paper: f32, ink: f32| (paper * (1.0 - a) + ink * a) as u8;
-        img.put_pixel(
-            x + 60,
-            y + 10,
-            Rgb([mix(250.0, 20.0), mix(235.0, 40.0), mix(140.0, 160.0)]),
-        );
+        img.put_pixel(x + 60, y + 10, Rgb([mix(250.0, 20.0), mix(235.0, 40.0), mix(140.0, 160.0)]));
     }
     img.save(out.join(format!("{}_blue_on_yellow.jpg", label(i))))?;
 

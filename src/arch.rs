@@ -21,11 +21,7 @@ pub const SEED_SPEC: &str = "c16k5 relu pool2 c32k5 relu c32k5 relu pool2 c64k5 
 pub fn parse(spec: &str, input: Shape) -> Result<Model> {
     let mut layers = Vec::new();
     let mut shape = input;
-    for (i, tok) in spec
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|t| !t.is_empty())
-        .enumerate()
-    {
+    for (i, tok) in spec.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty()).enumerate() {
         let at = || format!("--arch layer {} '{tok}' (input {shape})", i + 1);
         let layer = parse_token(tok, shape.c, shape.numel()).with_context(at)?;
         shape = layer.output_shape(shape).with_context(at)?;
@@ -36,21 +32,14 @@ pub fn parse(spec: &str, input: Shape) -> Result<Model> {
     }
     let model = Model::new(input, layers).with_context(|| format!("--arch '{spec}'"))?;
     let seed = Model::seed();
-    if input == seed.input
-        && model
-            .layers
-            .iter()
-            .map(|l| l.layer)
-            .eq(seed.layers.iter().map(|l| l.layer))
-    {
+    if input == seed.input && model.layers.iter().map(|l| l.layer).eq(seed.layers.iter().map(|l| l.layer)) {
         return Ok(seed);
     }
     Ok(model)
 }
 
 fn number(s: &str, what: &str) -> Result<usize> {
-    s.parse::<usize>()
-        .map_err(|_| anyhow!("expected a number for {what}, found '{s}'"))
+    s.parse::<usize>().map_err(|_| anyhow!("expected a number for {what}, found '{s}'"))
 }
 
 /// Split `c16k5s1p2` after its prefix into the values tagged by `tags` (in order, each optional
@@ -85,15 +74,9 @@ fn parse_token(tok: &str, channels: usize, flat: usize) -> Result<Layer> {
         _ if t.starts_with("pool") => {
             let v = tagged(&t[4..], &['s'])?;
             let kernel = v[0].unwrap();
-            Layer::MaxPool2d {
-                kernel,
-                stride: v[1].unwrap_or(kernel),
-            }
+            Layer::MaxPool2d { kernel, stride: v[1].unwrap_or(kernel) }
         }
-        _ if t.starts_with("fc") => Layer::Linear {
-            in_features: flat,
-            out_features: number(&t[2..], "fc's outputs")?,
-        },
+        _ if t.starts_with("fc") => Layer::Linear { in_features: flat, out_features: number(&t[2..], "fc's outputs")? },
         _ if t.starts_with('c') => {
             let v = tagged(&t[1..], &['k', 's', 'p'])?;
             let kernel = v[1].ok_or_else(|| anyhow!("a conv needs a kernel size, e.g. c16k5"))?;
@@ -105,9 +88,7 @@ fn parse_token(tok: &str, channels: usize, flat: usize) -> Result<Layer> {
                 padding: v[3].unwrap_or(kernel / 2),
             }
         }
-        _ => bail!(
-            "unknown layer; expected c<OUT>k<K>[s<S>][p<P>], relu, pool<K>[s<S>], flat or fc<OUT>"
-        ),
+        _ => bail!("unknown layer; expected c<OUT>k<K>[s<S>][p<P>], relu, pool<K>[s<S>], flat or fc<OUT>"),
     })
 }
 
@@ -117,13 +98,7 @@ pub fn spec_of(model: &Model) -> String {
         .layers
         .iter()
         .map(|l| match l.layer {
-            Layer::Conv2d {
-                out_ch,
-                kernel,
-                stride,
-                padding,
-                ..
-            } => format!("c{out_ch}k{kernel}s{stride}p{padding}"),
+            Layer::Conv2d { out_ch, kernel, stride, padding, .. } => format!("c{out_ch}k{kernel}s{stride}p{padding}"),
             Layer::Relu => "relu".into(),
             Layer::MaxPool2d { kernel, stride } => format!("pool{kernel}s{stride}"),
             Layer::Flatten => "flat".into(),
@@ -150,11 +125,7 @@ mod tests {
 
     #[test]
     fn a_user_can_add_a_conv_layer() {
-        let m = parse(
-            "c16k5 relu pool2 c32k5 relu c32k5 relu c32k3 relu pool2 c64k5 relu flat fc10",
-            mnist(),
-        )
-        .unwrap();
+        let m = parse("c16k5 relu pool2 c32k5 relu c32k5 relu c32k3 relu pool2 c64k5 relu flat fc10", mnist()).unwrap();
         assert_eq!(m.params[6].name, "layers.7.weight");
         assert_eq!(m.params[6].shape, vec![32, 32, 3, 3]);
         assert_eq!(m.classes(), 10);
@@ -163,10 +134,7 @@ mod tests {
 
     #[test]
     fn bad_specs_name_the_layer() {
-        let e = format!(
-            "{:#}",
-            parse("c8k5 pool2 pool2 pool2 pool2 pool2 flat fc10", mnist()).unwrap_err()
-        );
+        let e = format!("{:#}", parse("c8k5 pool2 pool2 pool2 pool2 pool2 flat fc10", mnist()).unwrap_err());
         assert!(e.contains("pool2") && e.contains("larger"), "{e}");
         let e = format!("{:#}", parse("c8k5 relu conv9", mnist()).unwrap_err());
         assert!(e.contains("layer 3") && e.contains("conv9"), "{e}");

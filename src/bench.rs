@@ -59,11 +59,7 @@ pub fn time_dispatches(gpu: &Gpu, dispatches: &[&Dispatch], reps: usize) -> Resu
 /// GPU time of each dispatch, from timestamps written around it (one compute pass per
 /// dispatch, all in one submission), averaged over `reps` submissions.
 /// None if the device has no timestamp queries.
-pub fn timestamp_dispatches(
-    gpu: &Gpu,
-    dispatches: &[&Dispatch],
-    reps: usize,
-) -> Result<Option<Vec<OpTiming>>> {
+pub fn timestamp_dispatches(gpu: &Gpu, dispatches: &[&Dispatch], reps: usize) -> Result<Option<Vec<OpTiming>>> {
     if !gpu.has_timestamps() || dispatches.is_empty() {
         return Ok(None);
     }
@@ -102,17 +98,9 @@ pub fn timestamp_dispatches(
             continue; // warm-up
         }
         for (i, t) in total.iter_mut().enumerate() {
-            let dt = ticks[2 * i + 1]
-                .checked_sub(ticks[2 * i])
-                .ok_or_else(|| anyhow!("timestamps went backwards"))?;
+            let dt = ticks[2 * i + 1].checked_sub(ticks[2 * i]).ok_or_else(|| anyhow!("timestamps went backwards"))?;
             *t += dt as f64 * period_ns * 1e-9;
         }
     }
-    Ok(Some(
-        dispatches
-            .iter()
-            .zip(total)
-            .map(|(d, t)| OpTiming::of(d, t / reps as f64))
-            .collect(),
-    ))
+    Ok(Some(dispatches.iter().zip(total).map(|(d, t)| OpTiming::of(d, t / reps as f64)).collect()))
 }

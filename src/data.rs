@@ -38,9 +38,7 @@ impl Split {
 
 /// The MNIST copy bundled with the repository.
 pub fn bundled_mnist_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("assets")
-        .join("mnist")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join("mnist")
 }
 
 impl Dataset {
@@ -72,12 +70,7 @@ impl Dataset {
                 n
             );
         }
-        Ok(Dataset {
-            images: images_data,
-            labels: labels_data,
-            rows,
-            cols,
-        })
+        Ok(Dataset { images: images_data, labels: labels_data, rows, cols })
     }
 
     /// The first `n` samples (or all, if fewer).
@@ -97,11 +90,7 @@ impl Dataset {
         images.clear();
         labels.clear();
         for &i in indices {
-            images.extend(
-                self.images[i * p..(i + 1) * p]
-                    .iter()
-                    .map(|&b| b as f32 / 255.0),
-            );
+            images.extend(self.images[i * p..(i + 1) * p].iter().map(|&b| b as f32 / 255.0));
             labels.push(self.labels[i] as u32);
         }
     }
@@ -114,10 +103,7 @@ fn find_file(dir: &Path, stem: &str) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    bail!(
-        "{}: no {stem} or {stem}.gz (an MNIST-format dataset has four IDX files)",
-        dir.display()
-    )
+    bail!("{}: no {stem} or {stem}.gz (an MNIST-format dataset has four IDX files)", dir.display())
 }
 
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
@@ -142,20 +128,13 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
 pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, Vec<u8>)> {
     let p = path.display();
     if bytes.len() < 16 {
-        bail!(
-            "{p}: {} bytes is too short for an IDX image header (16 bytes)",
-            bytes.len()
-        );
+        bail!("{p}: {} bytes is too short for an IDX image header (16 bytes)", bytes.len());
     }
     let magic = be_u32(bytes, 0);
     if magic != IMAGES_MAGIC {
         bail!("{p}: magic number {magic:#010x} is not an IDX u8 image file ({IMAGES_MAGIC:#010x})");
     }
-    let (n, rows, cols) = (
-        be_u32(bytes, 4) as u64,
-        be_u32(bytes, 8) as u64,
-        be_u32(bytes, 12) as u64,
-    );
+    let (n, rows, cols) = (be_u32(bytes, 4) as u64, be_u32(bytes, 8) as u64, be_u32(bytes, 12) as u64);
     if rows == 0 || cols == 0 {
         bail!("{p}: images of {rows}x{cols} pixels");
     }
@@ -174,10 +153,7 @@ pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, Vec<u8>)
 pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
     let p = path.display();
     if bytes.len() < 8 {
-        bail!(
-            "{p}: {} bytes is too short for an IDX label header (8 bytes)",
-            bytes.len()
-        );
+        bail!("{p}: {} bytes is too short for an IDX label header (8 bytes)", bytes.len());
     }
     let magic = be_u32(bytes, 0);
     if magic != LABELS_MAGIC {
@@ -214,10 +190,7 @@ mod tests {
         for &l in &test.labels {
             counts[l as usize] += 1;
         }
-        assert_eq!(
-            counts,
-            [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-        );
+        assert_eq!(counts, [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
         let mut imgs = Vec::new();
         let mut labels = Vec::new();
         test.batch(&[0, 1], &mut imgs, &mut labels);
@@ -232,17 +205,11 @@ mod tests {
         let mut ok = header(IMAGES_MAGIC, &[2, 2, 2]);
         ok.extend([0u8; 8]);
         assert!(parse_images(p, &ok).is_ok());
-        let e = parse_images(p, &header(0x0803_0000, &[1, 1, 1]))
-            .unwrap_err()
-            .to_string();
+        let e = parse_images(p, &header(0x0803_0000, &[1, 1, 1])).unwrap_err().to_string();
         assert!(e.contains("x.idx") && e.contains("magic"), "{e}");
-        let e = parse_images(p, &ok[..ok.len() - 1])
-            .unwrap_err()
-            .to_string();
+        let e = parse_images(p, &ok[..ok.len() - 1]).unwrap_err().to_string();
         assert!(e.contains("8 bytes") && e.contains("7"), "{e}");
-        let e = parse_images(p, &header(IMAGES_MAGIC, &[1, 0, 28]))
-            .unwrap_err()
-            .to_string();
+        let e = parse_images(p, &header(IMAGES_MAGIC, &[1, 0, 28])).unwrap_err().to_string();
         assert!(e.contains("0x28"), "{e}");
         let e = parse_images(p, &ok[..10]).unwrap_err().to_string();
         assert!(e.contains("too short"), "{e}");
@@ -256,12 +223,7 @@ mod tests {
 
     #[test]
     fn missing_dir_names_the_file() {
-        let e = Dataset::load(Path::new("/nonexistent"), Split::Train)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("/nonexistent") && e.contains("train-images-idx3-ubyte"),
-            "{e}"
-        );
+        let e = Dataset::load(Path::new("/nonexistent"), Split::Train).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent") && e.contains("train-images-idx3-ubyte"), "{e}");
     }
 }

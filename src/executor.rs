@@ -8,27 +8,14 @@ use crate::model::Model;
 /// The optimizer and its hyper-parameters (PyTorch's formulas, no weight decay).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Optimizer {
-    Sgd {
-        lr: f32,
-        momentum: f32,
-    },
-    Adam {
-        lr: f32,
-        beta1: f32,
-        beta2: f32,
-        eps: f32,
-    },
+    Sgd { lr: f32, momentum: f32 },
+    Adam { lr: f32, beta1: f32, beta2: f32, eps: f32 },
 }
 
 impl Optimizer {
     /// Adam with PyTorch's default betas and eps.
     pub fn adam(lr: f32) -> Self {
-        Optimizer::Adam {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        }
+        Optimizer::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
     }
     pub fn sgd(lr: f32, momentum: f32) -> Self {
         Optimizer::Sgd { lr, momentum }
@@ -104,10 +91,7 @@ pub trait Executor {
 pub fn batch_len(model: &Model, images: &[f32], labels: Option<&[u32]>) -> Result<usize> {
     let per = model.input.numel();
     if images.is_empty() || !images.len().is_multiple_of(per) {
-        bail!(
-            "a batch of images must hold a positive multiple of {per} values, got {}",
-            images.len()
-        );
+        bail!("a batch of images must hold a positive multiple of {per} values, got {}", images.len());
     }
     let n = images.len() / per;
     if let Some(labels) = labels {

@@ -16,23 +16,11 @@ use crate::rng::Rng;
 /// what the tutorial CNN and its variants need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layer {
-    Conv2d {
-        in_ch: usize,
-        out_ch: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    },
+    Conv2d { in_ch: usize, out_ch: usize, kernel: usize, stride: usize, padding: usize },
     Relu,
-    MaxPool2d {
-        kernel: usize,
-        stride: usize,
-    },
+    MaxPool2d { kernel: usize, stride: usize },
     Flatten,
-    Linear {
-        in_features: usize,
-        out_features: usize,
-    },
+    Linear { in_features: usize, out_features: usize },
 }
 
 /// A per-sample activation shape. `flat` is set after `Flatten` (shape `(c*h*w, 1, 1)`),
@@ -47,20 +35,10 @@ pub struct Shape {
 
 impl Shape {
     pub fn image(c: usize, h: usize, w: usize) -> Self {
-        Shape {
-            c,
-            h,
-            w,
-            flat: false,
-        }
+        Shape { c, h, w, flat: false }
     }
     pub fn flat(n: usize) -> Self {
-        Shape {
-            c: n,
-            h: 1,
-            w: 1,
-            flat: true,
-        }
+        Shape { c: n, h: 1, w: 1, flat: true }
     }
     /// Elements per sample.
     pub fn numel(&self) -> usize {
@@ -82,13 +60,7 @@ impl Layer {
     /// The per-sample output shape for input `shape`, or why this layer cannot take it.
     pub fn output_shape(&self, shape: Shape) -> Result<Shape> {
         Ok(match *self {
-            Layer::Conv2d {
-                in_ch,
-                out_ch,
-                kernel,
-                stride,
-                padding,
-            } => {
+            Layer::Conv2d { in_ch, out_ch, kernel, stride, padding } => {
                 if shape.flat {
                     bail!("Conv2d needs an image input, but its input is flattened {shape}");
                 }
@@ -96,20 +68,13 @@ impl Layer {
                     bail!("channels, kernel and stride must be positive");
                 }
                 if in_ch != shape.c {
-                    bail!(
-                        "expects {in_ch} input channels but its input {shape} has {}",
-                        shape.c
-                    );
+                    bail!("expects {in_ch} input channels but its input {shape} has {}", shape.c);
                 }
                 let (hp, wp) = (shape.h + 2 * padding, shape.w + 2 * padding);
                 if kernel > hp || kernel > wp {
                     bail!("kernel {kernel} is larger than the padded input {hp}x{wp}");
                 }
-                Shape::image(
-                    out_ch,
-                    (hp - kernel) / stride + 1,
-                    (wp - kernel) / stride + 1,
-                )
+                Shape::image(out_ch, (hp - kernel) / stride + 1, (wp - kernel) / stride + 1)
             }
             Layer::Relu => shape,
             Layer::MaxPool2d { kernel, stride } => {
@@ -122,17 +87,10 @@ impl Layer {
                 if kernel > shape.h || kernel > shape.w {
                     bail!("kernel {kernel} is larger than its input {shape}");
                 }
-                Shape::image(
-                    shape.c,
-                    (shape.h - kernel) / stride + 1,
-                    (shape.w - kernel) / stride + 1,
-                )
+                Shape::image(shape.c, (shape.h - kernel) / stride + 1, (shape.w - kernel) / stride + 1)
             }
             Layer::Flatten => Shape::flat(shape.numel()),
-            Layer::Linear {
-                in_features,
-                out_features,
-            } => {
+            Layer::Linear { in_features, out_features } => {
                 if !shape.flat {
                     bail!("Linear needs a flattened input, but its input is {shape}; add Flatten before it");
                 }
@@ -140,10 +98,7 @@ impl Layer {
                     bail!("features must be positive");
                 }
                 if in_features != shape.c {
-                    bail!(
-                        "expects {in_features} input features but the flattened input has {}",
-                        shape.c
-                    );
+                    bail!("expects {in_features} input features but the flattened input has {}", shape.c);
                 }
                 Shape::flat(out_features)
             }
@@ -154,25 +109,13 @@ impl Layer {
 impl fmt::Display for Layer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Layer::Conv2d {
-                in_ch,
-                out_ch,
-                kernel,
-                stride,
-                padding,
-            } => {
-                write!(
-                    f,
-                    "Conv2d({in_ch}, {out_ch}, {kernel}, {stride}, {padding})"
-                )
+            Layer::Conv2d { in_ch, out_ch, kernel, stride, padding } => {
+                write!(f, "Conv2d({in_ch}, {out_ch}, {kernel}, {stride}, {padding})")
             }
             Layer::Relu => write!(f, "ReLU"),
             Layer::MaxPool2d { kernel, stride } => write!(f, "MaxPool2d({kernel}, {stride})"),
             Layer::Flatten => write!(f, "Flatten"),
-            Layer::Linear {
-                in_features,
-                out_features,
-            } => {
+            Layer::Linear { in_features, out_features } => {
                 write!(f, "Linear({in_features}, {out_features})")
             }
         }
@@ -219,13 +162,7 @@ impl LayerInfo {
     /// This layer's conv dimensions at batch `n` (None unless it is a Conv2d).
     pub fn conv_dims(&self, n: usize) -> Option<ConvDims> {
         match self.layer {
-            Layer::Conv2d {
-                in_ch,
-                out_ch,
-                kernel,
-                stride,
-                padding,
-            } => Some(ConvDims {
+            Layer::Conv2d { in_ch, out_ch, kernel, stride, padding } => Some(ConvDims {
                 n,
                 c: in_ch,
                 h: self.input.h,
@@ -241,28 +178,16 @@ impl LayerInfo {
 
     pub fn pool_dims(&self, n: usize) -> Option<PoolDims> {
         match self.layer {
-            Layer::MaxPool2d { kernel, stride } => Some(PoolDims {
-                n,
-                c: self.input.c,
-                h: self.input.h,
-                w: self.input.w,
-                k: kernel,
-                stride,
-            }),
+            Layer::MaxPool2d { kernel, stride } => {
+                Some(PoolDims { n, c: self.input.c, h: self.input.h, w: self.input.w, k: kernel, stride })
+            }
             _ => None,
         }
     }
 
     pub fn linear_dims(&self, n: usize) -> Option<LinearDims> {
         match self.layer {
-            Layer::Linear {
-                in_features,
-                out_features,
-            } => Some(LinearDims {
-                n,
-                inf: in_features,
-                outf: out_features,
-            }),
+            Layer::Linear { in_features, out_features } => Some(LinearDims { n, inf: in_features, outf: out_features }),
             _ => None,
         }
     }
@@ -304,68 +229,30 @@ impl Model {
             let at = format!("layer {i} ({name}: {layer})");
             let output = layer.output_shape(shape).with_context(|| at.clone())?;
             let slots = match layer {
-                Layer::Conv2d {
-                    in_ch,
-                    out_ch,
-                    kernel,
-                    ..
-                } => {
+                Layer::Conv2d { in_ch, out_ch, kernel, .. } => {
                     let fan_in = in_ch * kernel * kernel;
-                    Some(push_params(
-                        &mut params,
-                        &mut offset,
-                        &name,
-                        vec![out_ch, in_ch, kernel, kernel],
-                        fan_in,
-                    ))
+                    Some(push_params(&mut params, &mut offset, &name, vec![out_ch, in_ch, kernel, kernel], fan_in))
                 }
-                Layer::Linear {
-                    in_features,
-                    out_features,
-                } => Some(push_params(
-                    &mut params,
-                    &mut offset,
-                    &name,
-                    vec![out_features, in_features],
-                    in_features,
-                )),
+                Layer::Linear { in_features, out_features } => {
+                    Some(push_params(&mut params, &mut offset, &name, vec![out_features, in_features], in_features))
+                }
                 _ => None,
             };
-            infos.push(LayerInfo {
-                name,
-                layer,
-                input: shape,
-                output,
-                params: slots,
-            });
+            infos.push(LayerInfo { name, layer, input: shape, output, params: slots });
             shape = output;
         }
         if !shape.flat {
             bail!("the model must end in a Linear layer producing class scores, but it ends with shape {shape}");
         }
-        Ok(Model {
-            input,
-            layers: infos,
-            params,
-            num_params: offset,
-        })
+        Ok(Model { input, layers: infos, params, num_params: offset })
     }
 
     /// The tutorial CNN, with PyTorch's module names:
     /// conv1 = Conv(1,16,5,1,2)+ReLU+Pool(2); conv2 = Conv(16,32,5,1,2)+ReLU+Conv(32,32,5,1,2)+ReLU+Pool(2);
     /// conv3 = Conv(32,64,5,1,2)+ReLU; out = Linear(64*7*7, 10).
     pub fn seed() -> Model {
-        let conv = |i, o| Layer::Conv2d {
-            in_ch: i,
-            out_ch: o,
-            kernel: 5,
-            stride: 1,
-            padding: 2,
-        };
-        let pool = Layer::MaxPool2d {
-            kernel: 2,
-            stride: 2,
-        };
+        let conv = |i, o| Layer::Conv2d { in_ch: i, out_ch: o, kernel: 5, stride: 1, padding: 2 };
+        let pool = Layer::MaxPool2d { kernel: 2, stride: 2 };
         let l = |s: &str, layer| (s.to_string(), layer);
         Model::new(
             Shape::image(1, 28, 28),
@@ -381,13 +268,7 @@ impl Model {
                 l("conv3.0", conv(32, 64)),
                 l("conv3.1", Layer::Relu),
                 l("flatten", Layer::Flatten),
-                l(
-                    "out",
-                    Layer::Linear {
-                        in_features: 64 * 7 * 7,
-                        out_features: 10,
-                    },
-                ),
+                l("out", Layer::Linear { in_features: 64 * 7 * 7, out_features: 10 }),
             ],
         )
         .expect("the seed model is valid")
@@ -429,19 +310,9 @@ fn push_params(
     let out = wshape[0];
     let weight = *offset;
     let wn: usize = wshape.iter().product();
-    params.push(ParamInfo {
-        name: format!("{name}.weight"),
-        shape: wshape,
-        offset: weight,
-        fan_in,
-    });
+    params.push(ParamInfo { name: format!("{name}.weight"), shape: wshape, offset: weight, fan_in });
     let bias = weight + wn;
-    params.push(ParamInfo {
-        name: format!("{name}.bias"),
-        shape: vec![out],
-        offset: bias,
-        fan_in,
-    });
+    params.push(ParamInfo { name: format!("{name}.bias"), shape: vec![out], offset: bias, fan_in });
     *offset = bias + out;
     ParamSlots { weight, bias }
 }
@@ -488,59 +359,23 @@ mod tests {
         let e = Model::new(
             Shape::image(1, 28, 28),
             vec![
-                (
-                    "c".into(),
-                    Layer::Conv2d {
-                        in_ch: 1,
-                        out_ch: 4,
-                        kernel: 3,
-                        stride: 1,
-                        padding: 1,
-                    },
-                ),
+                ("c".into(), Layer::Conv2d { in_ch: 1, out_ch: 4, kernel: 3, stride: 1, padding: 1 }),
                 ("f".into(), Layer::Flatten),
-                (
-                    "o".into(),
-                    Layer::Linear {
-                        in_features: 100,
-                        out_features: 10,
-                    },
-                ),
+                ("o".into(), Layer::Linear { in_features: 100, out_features: 10 }),
             ],
         )
         .unwrap_err();
         let e = format!("{e:#}");
-        assert!(
-            e.contains("layer 2") && e.contains("100") && e.contains("3136"),
-            "{e}"
-        );
+        assert!(e.contains("layer 2") && e.contains("100") && e.contains("3136"), "{e}");
         let e = Model::new(
             Shape::image(1, 28, 28),
-            vec![(
-                "c".into(),
-                Layer::Conv2d {
-                    in_ch: 3,
-                    out_ch: 4,
-                    kernel: 3,
-                    stride: 1,
-                    padding: 1,
-                },
-            )],
+            vec![("c".into(), Layer::Conv2d { in_ch: 3, out_ch: 4, kernel: 3, stride: 1, padding: 1 })],
         )
         .unwrap_err();
         let e = format!("{e:#}");
         assert!(e.contains("3 input channels"), "{e}");
-        let e = Model::new(
-            Shape::image(1, 4, 4),
-            vec![(
-                "p".into(),
-                Layer::MaxPool2d {
-                    kernel: 5,
-                    stride: 1,
-                },
-            )],
-        )
-        .unwrap_err();
+        let e = Model::new(Shape::image(1, 4, 4), vec![("p".into(), Layer::MaxPool2d { kernel: 5, stride: 1 })])
+            .unwrap_err();
         let e = format!("{e:#}");
         assert!(e.contains("larger"), "{e}");
     }
@@ -556,11 +391,7 @@ mod tests {
             let s = &a[p.offset..p.offset + p.numel()];
             assert!(s.iter().all(|x| x.abs() <= bound), "{}", p.name);
             let max = s.iter().fold(0f32, |m, x| m.max(x.abs()));
-            assert!(
-                s.len() < 100 || max > 0.95 * bound,
-                "{} does not span its bound",
-                p.name
-            );
+            assert!(s.len() < 100 || max > 0.95 * bound, "{} does not span its bound", p.name);
         }
     }
 }

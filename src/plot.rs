@@ -70,10 +70,7 @@ fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: Rgb<u
     let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
     for i in 0..=n {
         let t = i as f64 / n as f64;
-        let (x, y) = (
-            (x0 + (x1 - x0) * t).round() as i64,
-            (y0 + (y1 - y0) * t).round() as i64,
-        );
+        let (x, y) = ((x0 + (x1 - x0) * t).round() as i64, (y0 + (y1 - y0) * t).round() as i64);
         put(img, x, y, c);
         put(img, x, y + 1, c);
     }
@@ -113,23 +110,12 @@ fn panel(img: &mut RgbImage, ox: i64, title: &str, train: &[(f64, f64)], test: &
         line(img, (left, py(yv)), (left + w, py(yv)), GRID);
         text(img, ox + 2, py(yv) as i64 - 3, &fmt_tick(yv), BLACK);
         let xv = xmin + (xmax - xmin) * i as f64 / 4.0;
-        text(
-            img,
-            px(xv) as i64 - 6,
-            (top + h) as i64 + 6,
-            &format!("{xv:.0}"),
-            BLACK,
-        );
+        text(img, px(xv) as i64 - 6, (top + h) as i64 + 6, &format!("{xv:.0}"), BLACK);
     }
     line(img, (left, top), (left, top + h), BLACK);
     line(img, (left, top + h), (left + w, top + h), BLACK);
     for pair in train.windows(2) {
-        line(
-            img,
-            (px(pair[0].0), py(pair[0].1)),
-            (px(pair[1].0), py(pair[1].1)),
-            BLUE,
-        );
+        line(img, (px(pair[0].0), py(pair[0].1)), (px(pair[1].0), py(pair[1].1)), BLUE);
     }
     for &(x, y) in test {
         for dx in -3..=3 {
@@ -139,33 +125,17 @@ fn panel(img: &mut RgbImage, ox: i64, title: &str, train: &[(f64, f64)], test: &
         }
     }
     text(img, left as i64, 10, title, BLACK);
-    text(
-        img,
-        (left + w) as i64 - 60,
-        (top + h) as i64 + 18,
-        "step",
-        BLACK,
-    );
+    text(img, (left + w) as i64 - 60, (top + h) as i64 + 18, "step", BLACK);
 }
 
 /// Loss and accuracy against the step: train (line) per log point, test (dots) per epoch.
 /// Points are (step, loss, accuracy).
-pub fn training_curves(
-    train: &[(u64, f64, f64)],
-    test: &[(u64, f64, f64)],
-    path: &Path,
-) -> Result<()> {
+pub fn training_curves(train: &[(u64, f64, f64)], test: &[(u64, f64, f64)], path: &Path) -> Result<()> {
     let mut img = RgbImage::from_pixel(880, 290, WHITE);
     let pick = |v: &[(u64, f64, f64)], f: fn(&(u64, f64, f64)) -> f64| {
         v.iter().map(|p| (p.0 as f64, f(p))).collect::<Vec<_>>()
     };
-    panel(
-        &mut img,
-        0,
-        "loss: train (line) test (dots)",
-        &pick(train, |p| p.1),
-        &pick(test, |p| p.1),
-    );
+    panel(&mut img, 0, "loss: train (line) test (dots)", &pick(train, |p| p.1), &pick(test, |p| p.1));
     panel(
         &mut img,
         440,
@@ -173,8 +143,7 @@ pub fn training_curves(
         &pick(train, |p| 100.0 * p.2),
         &pick(test, |p| 100.0 * p.2),
     );
-    img.save(path)
-        .with_context(|| format!("cannot write {}", path.display()))
+    img.save(path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// A confusion matrix as a heat map: rows are the true class, columns the prediction.
@@ -189,11 +158,7 @@ pub fn confusion(matrix: &[Vec<u64>], path: &Path) -> Result<()> {
         for (p, &n) in row.iter().enumerate() {
             let share = n as f64 / total;
             let shade = (255.0 * (1.0 - share.sqrt())) as u8;
-            let color = if t == p {
-                Rgb([shade, shade, 255])
-            } else {
-                Rgb([255, shade, shade])
-            };
+            let color = if t == p { Rgb([shade, shade, 255]) } else { Rgb([255, shade, shade]) };
             let (x0, y0) = (ox + p as i64 * cell, oy + t as i64 * cell);
             for y in 1..cell {
                 for x in 1..cell {
@@ -202,31 +167,12 @@ pub fn confusion(matrix: &[Vec<u64>], path: &Path) -> Result<()> {
             }
             let s = n.to_string();
             let ink = if share > 0.5 { WHITE } else { BLACK };
-            text(
-                &mut img,
-                x0 + cell / 2 - 3 * s.len() as i64,
-                y0 + cell / 2 - 3,
-                &s,
-                ink,
-            );
+            text(&mut img, x0 + cell / 2 - 3 * s.len() as i64, y0 + cell / 2 - 3, &s, ink);
         }
-        text(
-            &mut img,
-            ox - 14,
-            oy + t as i64 * cell + cell / 2 - 3,
-            &t.to_string(),
-            BLACK,
-        );
-        text(
-            &mut img,
-            ox + t as i64 * cell + cell / 2 - 3,
-            oy - 12,
-            &t.to_string(),
-            BLACK,
-        );
+        text(&mut img, ox - 14, oy + t as i64 * cell + cell / 2 - 3, &t.to_string(), BLACK);
+        text(&mut img, ox + t as i64 * cell + cell / 2 - 3, oy - 12, &t.to_string(), BLACK);
     }
     text(&mut img, ox, 10, "predicted", BLACK);
     text(&mut img, 2, oy + cell * k as i64 + 6, "rows: true", BLACK);
-    img.save(path)
-        .with_context(|| format!("cannot write {}", path.display()))
+    img.save(path).with_context(|| format!("cannot write {}", path.display()))
 }

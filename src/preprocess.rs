@@ -14,8 +14,7 @@ pub const MAX_PIXELS: u64 = 64_000_000;
 pub type Digit = [f32; 784];
 
 pub fn load_image(path: &Path) -> Result<image::RgbaImage> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
     if meta.len() == 0 {
         bail!("{}: the file is empty", path.display());
     }
@@ -24,19 +23,11 @@ pub fn load_image(path: &Path) -> Result<image::RgbaImage> {
         .with_guessed_format()
         .with_context(|| format!("{}: cannot read", path.display()))?;
     if reader.format().is_none() {
-        bail!(
-            "{}: not an image in a known format (PNG, JPEG, BMP, GIF, TIFF, WebP)",
-            path.display()
-        );
+        bail!("{}: not an image in a known format (PNG, JPEG, BMP, GIF, TIFF, WebP)", path.display());
     }
-    let (w, h) = reader
-        .into_dimensions()
-        .with_context(|| format!("{}: not a readable image", path.display()))?;
+    let (w, h) = reader.into_dimensions().with_context(|| format!("{}: not a readable image", path.display()))?;
     if w as u64 * h as u64 > MAX_PIXELS {
-        bail!(
-            "{}: {w}x{h} is over the {MAX_PIXELS}-pixel limit; scale the image down first",
-            path.display()
-        );
+        bail!("{}: {w}x{h} is over the {MAX_PIXELS}-pixel limit; scale the image down first", path.display());
     }
     let img = image::ImageReader::open(path)?
         .with_guessed_format()?
@@ -73,13 +64,9 @@ pub fn prepare(img: &image::RgbaImage) -> Result<Digit> {
     // Ink relative to the background, stretched to [0,1].
     let max = g.iter().cloned().fold(0f32, f32::max);
     if max - bg < 0.1 {
-        bail!(
-            "no digit found: the image is blank (contrast {:.2})",
-            max - bg
-        );
+        bail!("no digit found: the image is blank (contrast {:.2})", max - bg);
     }
-    g.iter_mut()
-        .for_each(|v| *v = ((*v - bg) / (max - bg)).clamp(0.0, 1.0));
+    g.iter_mut().for_each(|v| *v = ((*v - bg) / (max - bg)).clamp(0.0, 1.0));
     // Bounding box of the ink (pixels at least 20% of full ink: ignores faint noise).
     let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
     for y in 0..h {
@@ -95,10 +82,8 @@ pub fn prepare(img: &image::RgbaImage) -> Result<Digit> {
     });
     // Fit in 20x20 keeping the aspect ratio.
     let scale = 20.0 / cw.max(ch) as f32;
-    let (sw, sh) = (
-        ((cw as f32 * scale).round() as u32).clamp(1, 20),
-        ((ch as f32 * scale).round() as u32).clamp(1, 20),
-    );
+    let (sw, sh) =
+        (((cw as f32 * scale).round() as u32).clamp(1, 20), ((ch as f32 * scale).round() as u32).clamp(1, 20));
     let small: image::ImageBuffer<image::Luma<f32>, Vec<f32>> =
         image::imageops::resize(&crop, sw, sh, image::imageops::FilterType::Triangle);
     // Center of mass to the middle of 28x28.
@@ -108,10 +93,7 @@ pub fn prepare(img: &image::RgbaImage) -> Result<Digit> {
         mx += p.0[0] * (x as f32 + 0.5);
         my += p.0[0] * (y as f32 + 0.5);
     }
-    let (ox, oy) = (
-        (14.0 - mx / m.max(1e-6)).round() as i64,
-        (14.0 - my / m.max(1e-6)).round() as i64,
-    );
+    let (ox, oy) = ((14.0 - mx / m.max(1e-6)).round() as i64, (14.0 - my / m.max(1e-6)).round() as i64);
     let mut out = [0f32; 784];
     for (x, y, p) in small.enumerate_pixels() {
         let (tx, ty) = (x as i64 + ox, y as i64 + oy);
@@ -124,11 +106,9 @@ pub fn prepare(img: &image::RgbaImage) -> Result<Digit> {
 
 /// Save a prepared digit as an 8-bit grayscale PNG (what the network saw).
 pub fn save_png(digit: &Digit, path: &Path) -> Result<()> {
-    let img = image::GrayImage::from_fn(28, 28, |x, y| {
-        image::Luma([(digit[(y * 28 + x) as usize] * 255.0).round() as u8])
-    });
-    img.save(path)
-        .with_context(|| format!("cannot write {}", path.display()))
+    let img =
+        image::GrayImage::from_fn(28, 28, |x, y| image::Luma([(digit[(y * 28 + x) as usize] * 255.0).round() as u8]));
+    img.save(path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]
@@ -153,9 +133,8 @@ mod tests {
         assert!(diff < 1.0, "{diff}");
         // Background is black, the glyph fits in the middle 20x20-ish and its mass is centred.
         assert_eq!(a[0], 0.0);
-        let (m, mx) = a.iter().enumerate().fold((0f32, 0f32), |(m, mx), (i, &v)| {
-            (m + v, mx + v * ((i % 28) as f32 + 0.5))
-        });
+        let (m, mx) =
+            a.iter().enumerate().fold((0f32, 0f32), |(m, mx), (i, &v)| (m + v, mx + v * ((i % 28) as f32 + 0.5)));
         assert!((mx / m - 14.0).abs() < 1.0, "{}", mx / m);
     }
 
@@ -168,12 +147,7 @@ mod tests {
 
     #[test]
     fn blank_image_is_an_error() {
-        let e = prepare(&image::RgbaImage::from_pixel(
-            30,
-            30,
-            image::Rgba([255, 255, 255, 255]),
-        ))
-        .unwrap_err();
+        let e = prepare(&image::RgbaImage::from_pixel(30, 30, image::Rgba([255, 255, 255, 255]))).unwrap_err();
         assert!(e.to_string().contains("blank"), "{e}");
     }
 }

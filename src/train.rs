@@ -73,11 +73,7 @@ pub fn evaluate(exec: &mut dyn Executor, data: &Dataset, batch: usize) -> Result
         }
         predictions.extend(crate::cpu::ops::argmax_rows(&probs, classes));
     }
-    let correct = predictions
-        .iter()
-        .zip(&data.labels)
-        .filter(|(&p, &l)| p == l as usize)
-        .count();
+    let correct = predictions.iter().zip(&data.labels).filter(|(&p, &l)| p == l as usize).count();
     Ok(Evaluation {
         loss: loss / data.len().max(1) as f64,
         accuracy: correct as f64 / data.len().max(1) as f64,

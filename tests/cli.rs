@@ -27,14 +27,8 @@ fn backend() -> &'static str {
 
 fn stdout_of(c: &mut Command) -> String {
     let out = c.output().unwrap();
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "command failed\nstdout:\n{so}\nstderr:\n{se}"
-    );
+    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "command failed\nstdout:\n{so}\nstderr:\n{se}");
     so.to_string()
 }
 
@@ -42,12 +36,7 @@ fn stdout_of(c: &mut Command) -> String {
 fn fails_with(c: &mut Command, needles: &[&str]) {
     let out = c.output().unwrap();
     let se = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected a clean failure, got {:?}\nstderr:\n{se}",
-        out.status
-    );
+    assert_eq!(out.status.code(), Some(1), "expected a clean failure, got {:?}\nstderr:\n{se}", out.status);
     assert!(!se.contains("panicked"), "panicked:\n{se}");
     for n in needles {
         assert!(se.contains(n), "stderr lacks '{n}':\n{se}");
@@ -75,9 +64,7 @@ fn train(out: &Path, steps: u64, extra: &[&str]) -> String {
 
 /// A small MNIST-format test split (the first `n` test images), for quick evals.
 fn small_test_set(dir: &Path, n: usize) {
-    let test = Dataset::load(&bundled_mnist_dir(), Split::Test)
-        .unwrap()
-        .take(n);
+    let test = Dataset::load(&bundled_mnist_dir(), Split::Test).unwrap().take(n);
     let mut img = vec![0, 0, 8, 3];
     for d in [n as u32, 28, 28] {
         img.extend(d.to_be_bytes());
@@ -97,19 +84,11 @@ fn train_writes_checkpoint_metrics_and_plot_and_resume_is_exact() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let out = train(&a, 6, &[]);
     assert!(out.contains("step 6"), "{out}");
-    for f in [
-        "checkpoint.safetensors",
-        "model.safetensors",
-        "metrics.jsonl",
-        "curves.png",
-    ] {
+    for f in ["checkpoint.safetensors", "model.safetensors", "metrics.jsonl", "curves.png"] {
         assert!(a.join(f).is_file(), "{f} missing");
     }
     let metrics = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = metrics
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3);
     for k in ["step", "epoch", "loss", "accuracy", "samples_per_s", "lr"] {
         assert!(lines[2].get(k).is_some(), "metrics lack {k}: {}", lines[2]);
@@ -122,42 +101,23 @@ fn train_writes_checkpoint_metrics_and_plot_and_resume_is_exact() {
     let ck = checkpoint::load(&b.join("checkpoint.safetensors"), &Model::seed()).unwrap();
     assert_eq!(ck.position.unwrap().global_step, 3);
     let mut c = bin();
-    c.args([
-        "train",
-        "--steps",
-        "6",
-        "--log-every",
-        "2",
-        "--backend",
-        backend(),
-        "--resume",
-    ])
-    .arg(b.join("checkpoint.safetensors"))
-    .arg("--out")
-    .arg(&b);
+    c.args(["train", "--steps", "6", "--log-every", "2", "--backend", backend(), "--resume"])
+        .arg(b.join("checkpoint.safetensors"))
+        .arg("--out")
+        .arg(&b);
     let out = stdout_of(&mut c);
     assert!(out.contains("step 6"), "{out}");
     let (wa, wb) = (
         checkpoint::load(&a.join("model.safetensors"), &Model::seed()).unwrap(),
         checkpoint::load(&b.join("model.safetensors"), &Model::seed()).unwrap(),
     );
-    assert_eq!(
-        wa.params, wb.params,
-        "resumed run differs from the uninterrupted one"
-    );
+    assert_eq!(wa.params, wb.params, "resumed run differs from the uninterrupted one");
     let resumed = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
-    assert!(
-        resumed.lines().count() == 3 || resumed.lines().count() == 4,
-        "{resumed}"
-    );
+    assert!(resumed.lines().count() == 3 || resumed.lines().count() == 4, "{resumed}");
 
     // --init starts from the weights with a fresh optimizer.
     let c_dir = tmp.path().join("c");
-    train(
-        &c_dir,
-        1,
-        &["--init", a.join("model.safetensors").to_str().unwrap()],
-    );
+    train(&c_dir, 1, &["--init", a.join("model.safetensors").to_str().unwrap()]);
 
     // eval on a small test split, with the confusion matrix plot.
     let data = tmp.path().join("small");
@@ -171,12 +131,7 @@ fn train_writes_checkpoint_metrics_and_plot_and_resume_is_exact() {
         .arg("--plot")
         .arg(&plot);
     let out = stdout_of(&mut c);
-    assert!(
-        out.contains("accuracy")
-            && out.contains("confusion matrix")
-            && out.contains("50 test images"),
-        "{out}"
-    );
+    assert!(out.contains("accuracy") && out.contains("confusion matrix") && out.contains("50 test images"), "{out}");
     image::open(&plot).unwrap();
 }
 
@@ -189,14 +144,8 @@ fn arch_models_train_and_reload_without_repeating_the_spec() {
     let ck = checkpoint::load(&tmp.path().join("model.safetensors"), &Model::seed()).unwrap();
     assert_eq!(ck.model.params[0].name, "layers.0.weight");
     let mut c = bin();
-    c.args([
-        "infer",
-        "tests/images/7_black_on_white.png",
-        "--backend",
-        backend(),
-        "--weights",
-    ])
-    .arg(tmp.path().join("model.safetensors"));
+    c.args(["infer", "tests/images/7_black_on_white.png", "--backend", backend(), "--weights"])
+        .arg(tmp.path().join("model.safetensors"));
     stdout_of(&mut c);
 }
 
@@ -204,17 +153,11 @@ fn arch_models_train_and_reload_without_repeating_the_spec() {
 fn summary_explains_the_classifier_input() {
     let out = stdout_of(bin().arg("summary"));
     assert!(
-        out.contains("121514")
-            && out.contains("3136")
-            && out.contains("conv2.2")
-            && out.contains("20.81"),
+        out.contains("121514") && out.contains("3136") && out.contains("conv2.2") && out.contains("20.81"),
         "{out}"
     );
     let out = stdout_of(bin().args(["summary", "--arch", "c8k3 relu pool2 flat fc10"]));
-    assert!(
-        out.contains("1568") && out.contains("15690") && out.contains("layers.4"),
-        "{out}"
-    );
+    assert!(out.contains("1568") && out.contains("15690") && out.contains("layers.4"), "{out}");
 }
 
 #[test]
@@ -223,10 +166,7 @@ fn devices_lists_the_adapters() {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         assert!(out.contains("Vulkan") && out.contains("Gl"), "{out}");
     }
-    assert!(
-        out.contains("storage buffers/stage") || out.contains("no GPU adapter"),
-        "{out}"
-    );
+    assert!(out.contains("storage buffers/stage") || out.contains("no GPU adapter"), "{out}");
 }
 
 fn default_weights() -> PathBuf {
@@ -240,14 +180,7 @@ fn infer_reads_the_shipped_pictures_with_the_default_weights() {
     for line in out.lines() {
         // "tests/images/7_black_on_white.png: 7  (7 99.9%, …)"
         let (file, rest) = line.split_once(": ").unwrap();
-        let want = Path::new(file)
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .chars()
-            .next()
-            .unwrap();
+        let want = Path::new(file).file_name().unwrap().to_str().unwrap().chars().next().unwrap();
         assert_eq!(rest.chars().next().unwrap(), want, "{line}");
         n += 1;
     }
@@ -266,14 +199,8 @@ fn infer_reads_the_shipped_pictures_with_the_default_weights() {
             ])
             .arg(tmp.path()),
     );
-    let rows: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(
-        (rows[0]["digit"].as_u64(), rows[1]["digit"].as_u64()),
-        (Some(1), Some(4))
-    );
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!((rows[0]["digit"].as_u64(), rows[1]["digit"].as_u64()), (Some(1), Some(4)));
     assert_eq!(rows[0]["top3"].as_array().unwrap().len(), 3);
     let seen = image::open(tmp.path().join("4_large.28x28.png")).unwrap();
     assert_eq!((seen.width(), seen.height()), (28, 28));
@@ -312,10 +239,7 @@ fn bad_images_fail_cleanly() {
         c.args(["infer", "--backend", backend()]).arg(f);
         c
     };
-    fails_with(
-        &mut infer(&p("missing.png")),
-        &["missing.png", "no such file"],
-    );
+    fails_with(&mut infer(&p("missing.png")), &["missing.png", "no such file"]);
     std::fs::write(p("empty.png"), b"").unwrap();
     fails_with(&mut infer(&p("empty.png")), &["empty.png", "empty"]);
     std::fs::write(p("notes.txt"), b"this is not a picture").unwrap();
@@ -324,23 +248,16 @@ fn bad_images_fail_cleanly() {
     std::fs::write(p("cut.png"), &good[..good.len() / 2]).unwrap();
     fails_with(&mut infer(&p("cut.png")), &["cut.png"]);
     std::fs::write(p("huge.png"), png_header(20_000, 20_000)).unwrap();
-    fails_with(
-        &mut infer(&p("huge.png")),
-        &["huge.png", "20000x20000", "pixel limit"],
-    );
-    image::GrayImage::from_pixel(40, 40, image::Luma([255]))
-        .save(p("blank.png"))
-        .unwrap();
+    fails_with(&mut infer(&p("huge.png")), &["huge.png", "20000x20000", "pixel limit"]);
+    image::GrayImage::from_pixel(40, 40, image::Luma([255])).save(p("blank.png")).unwrap();
     fails_with(&mut infer(&p("blank.png")), &["blank.png", "blank"]);
     std::fs::create_dir(p("nothing")).unwrap();
     fails_with(&mut infer(&p("nothing")), &["nothing", "no image files"]);
 }
 
 fn write_checkpoint(path: &Path, tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>) {
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
+    let views: Vec<(String, TensorView)> =
+        tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
     std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
 
@@ -367,8 +284,7 @@ fn bad_checkpoints_name_the_key() {
     let img = "tests/images/7_black_on_white.png";
     let infer = |w: &Path| {
         let mut c = bin();
-        c.args(["infer", img, "--backend", backend(), "--weights"])
-            .arg(w);
+        c.args(["infer", img, "--backend", backend(), "--weights"]).arg(w);
         c
     };
     // A file as PyTorch writes it (no gpu-cnn metadata) loads.
@@ -378,10 +294,7 @@ fn bad_checkpoints_name_the_key() {
 
     let p = tmp.path().join("text.safetensors");
     std::fs::write(&p, b"not safetensors at all").unwrap();
-    fails_with(
-        &mut infer(&p),
-        &["text.safetensors", "not a safetensors file"],
-    );
+    fails_with(&mut infer(&p), &["text.safetensors", "not a safetensors file"]);
 
     let mut t = seed_tensors();
     t.retain(|x| x.0 != "conv2.2.bias");
@@ -399,10 +312,7 @@ fn bad_checkpoints_name_the_key() {
     t[8].2 = vec![3136, 10];
     let p = tmp.path().join("shape.safetensors");
     write_checkpoint(&p, t);
-    fails_with(
-        &mut infer(&p),
-        &["'out.weight'", "[3136, 10]", "[10, 3136]"],
-    );
+    fails_with(&mut infer(&p), &["'out.weight'", "[3136, 10]", "[10, 3136]"]);
 
     let mut t = seed_tensors();
     t[1] = (t[1].0.clone(), Dtype::F16, vec![16], vec![0; 32]);
@@ -410,10 +320,7 @@ fn bad_checkpoints_name_the_key() {
     write_checkpoint(&p, t);
     fails_with(&mut infer(&p), &["'conv1.0.bias'", "F16", "F32"]);
 
-    fails_with(
-        &mut infer(&tmp.path().join("absent.safetensors")),
-        &["absent.safetensors"],
-    );
+    fails_with(&mut infer(&tmp.path().join("absent.safetensors")), &["absent.safetensors"]);
 }
 
 fn idx_dir(dir: &Path, images: Vec<u8>, labels: Vec<u8>) {
@@ -458,15 +365,8 @@ fn bad_datasets_and_options_fail_cleanly() {
     fails_with(&mut train_on(&d), &["train-images-idx3-ubyte", "magic"]);
 
     let d = tmp.path().join("short");
-    idx_dir(
-        &d,
-        images[..images.len() - 10].to_vec(),
-        good_labels.clone(),
-    );
-    fails_with(
-        &mut train_on(&d),
-        &["train-images-idx3-ubyte", "1568 bytes", "1558"],
-    );
+    idx_dir(&d, images[..images.len() - 10].to_vec(), good_labels.clone());
+    fails_with(&mut train_on(&d), &["train-images-idx3-ubyte", "1568 bytes", "1558"]);
 
     let d = tmp.path().join("dims");
     let mut bad = header(0x803, &[2, 32, 32]);
@@ -480,60 +380,26 @@ fn bad_datasets_and_options_fail_cleanly() {
     idx_dir(&d, images.clone(), bad);
     fails_with(&mut train_on(&d), &["train-labels-idx1-ubyte", "label 10"]);
 
-    fails_with(
-        &mut train_on(&tmp.path().join("nowhere")),
-        &["nowhere", "train-images-idx3-ubyte"],
-    );
+    fails_with(&mut train_on(&tmp.path().join("nowhere")), &["nowhere", "train-images-idx3-ubyte"]);
 
     let mut c = bin();
-    c.args([
-        "train",
-        "--steps",
-        "1",
-        "--arch",
-        "c8k5 pool2 pool2 pool2 pool2 pool2 flat fc10",
-    ]);
+    c.args(["train", "--steps", "1", "--arch", "c8k5 pool2 pool2 pool2 pool2 pool2 flat fc10"]);
     fails_with(&mut c, &["--arch layer 6", "pool2", "larger"]);
 
     let mut c = bin();
-    c.args([
-        "train",
-        "--steps",
-        "1",
-        "--backend",
-        backend(),
-        "--batch-size",
-        "100000",
-        "--out",
-    ])
-    .arg(tmp.path().join("big"));
-    fails_with(
-        &mut c,
-        &["batch size 100000", "buffer limit", "smaller batch size"],
-    );
+    c.args(["train", "--steps", "1", "--backend", backend(), "--batch-size", "100000", "--out"])
+        .arg(tmp.path().join("big"));
+    fails_with(&mut c, &["batch size 100000", "buffer limit", "smaller batch size"]);
 
     let file = tmp.path().join("a-file");
     std::fs::write(&file, b"").unwrap();
     let mut c = bin();
-    c.args(["train", "--steps", "1", "--out"])
-        .arg(file.join("sub"));
+    c.args(["train", "--steps", "1", "--out"]).arg(file.join("sub"));
     fails_with(&mut c, &["cannot create output directory", "a-file"]);
 
     // No adapter for the asked backend (no Metal on Linux, no Vulkan/GL on macOS…).
-    let absent = if cfg!(target_os = "macos") {
-        "vulkan"
-    } else {
-        "metal"
-    };
+    let absent = if cfg!(target_os = "macos") { "vulkan" } else { "metal" };
     let mut c = bin();
-    c.args(["train", "--steps", "1", "--backend", absent, "--out"])
-        .arg(tmp.path().join("x"));
-    fails_with(
-        &mut c,
-        &[
-            "no GPU adapter found",
-            "mesa-vulkan-drivers",
-            "--backend cpu",
-        ],
-    );
+    c.args(["train", "--steps", "1", "--backend", absent, "--out"]).arg(tmp.path().join("x"));
+    fails_with(&mut c, &["no GPU adapter found", "mesa-vulkan-drivers", "--backend cpu"]);
 }

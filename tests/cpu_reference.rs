@@ -67,46 +67,10 @@ fn conv_case(d: ConvDims, seed: u64) {
 #[test]
 fn conv2d_backward_matches_finite_differences() {
     let shapes = [
-        ConvDims {
-            n: 2,
-            c: 3,
-            h: 6,
-            w: 5,
-            oc: 4,
-            k: 3,
-            stride: 1,
-            pad: 1,
-        },
-        ConvDims {
-            n: 1,
-            c: 2,
-            h: 7,
-            w: 7,
-            oc: 3,
-            k: 5,
-            stride: 1,
-            pad: 2,
-        },
-        ConvDims {
-            n: 2,
-            c: 2,
-            h: 7,
-            w: 6,
-            oc: 2,
-            k: 3,
-            stride: 2,
-            pad: 0,
-        },
-        ConvDims {
-            n: 1,
-            c: 1,
-            h: 5,
-            w: 5,
-            oc: 2,
-            k: 2,
-            stride: 3,
-            pad: 1,
-        },
+        ConvDims { n: 2, c: 3, h: 6, w: 5, oc: 4, k: 3, stride: 1, pad: 1 },
+        ConvDims { n: 1, c: 2, h: 7, w: 7, oc: 3, k: 5, stride: 1, pad: 2 },
+        ConvDims { n: 2, c: 2, h: 7, w: 6, oc: 2, k: 3, stride: 2, pad: 0 },
+        ConvDims { n: 1, c: 1, h: 5, w: 5, oc: 2, k: 2, stride: 3, pad: 1 },
     ];
     for (i, d) in shapes.into_iter().enumerate() {
         conv_case(d, 10 + i as u64);
@@ -115,11 +79,7 @@ fn conv2d_backward_matches_finite_differences() {
 
 #[test]
 fn linear_backward_matches_finite_differences() {
-    let d = LinearDims {
-        n: 3,
-        inf: 7,
-        outf: 4,
-    };
+    let d = LinearDims { n: 3, inf: 7, outf: 4 };
     let mut rng = Rng::new(1);
     let x = rand(&mut rng, d.n * d.inf);
     let w = rand(&mut rng, d.outf * d.inf);
@@ -140,10 +100,7 @@ fn linear_backward_matches_finite_differences() {
 #[test]
 fn relu_backward_matches_finite_differences() {
     let mut rng = Rng::new(2);
-    let x: Vec<f64> = rand(&mut rng, 50)
-        .into_iter()
-        .map(|v| if v.abs() < 1e-3 { 0.5 } else { v })
-        .collect();
+    let x: Vec<f64> = rand(&mut rng, 50).into_iter().map(|v| if v.abs() < 1e-3 { 0.5 } else { v }).collect();
     assert!(x.iter().any(|&v| v < 0.0) && x.iter().any(|&v| v > 0.0));
     let r = rand(&mut rng, 50);
     let fwd = |x: &[f64]| {
@@ -159,22 +116,8 @@ fn relu_backward_matches_finite_differences() {
 #[test]
 fn maxpool_backward_matches_finite_differences() {
     for (seed, d) in [
-        PoolDims {
-            n: 2,
-            c: 3,
-            h: 6,
-            w: 6,
-            k: 2,
-            stride: 2,
-        },
-        PoolDims {
-            n: 1,
-            c: 2,
-            h: 7,
-            w: 5,
-            k: 3,
-            stride: 2,
-        }, // overlapping windows, floor mode
+        PoolDims { n: 2, c: 3, h: 6, w: 6, k: 2, stride: 2 },
+        PoolDims { n: 1, c: 2, h: 7, w: 5, k: 3, stride: 2 }, // overlapping windows, floor mode
     ]
     .into_iter()
     .enumerate()
@@ -199,14 +142,7 @@ fn maxpool_backward_matches_finite_differences() {
 
 #[test]
 fn maxpool_ties_go_to_the_first_maximum() {
-    let d = PoolDims {
-        n: 1,
-        c: 1,
-        h: 2,
-        w: 2,
-        k: 2,
-        stride: 2,
-    };
+    let d = PoolDims { n: 1, c: 1, h: 2, w: 2, k: 2, stride: 2 };
     let (mut y, mut idx) = ([0f32], [9u32]);
     ops::maxpool_forward(&mut y, &mut idx, &[1.0, 3.0, 3.0, 3.0], d);
     assert_eq!((y[0], idx[0]), (3.0, 1));
@@ -216,10 +152,7 @@ fn maxpool_ties_go_to_the_first_maximum() {
 fn softmax_ce_backward_matches_finite_differences() {
     let (n, classes) = (4, 10);
     let mut rng = Rng::new(4);
-    let z: Vec<f64> = rand(&mut rng, n * classes)
-        .into_iter()
-        .map(|v| 5.0 * v)
-        .collect();
+    let z: Vec<f64> = rand(&mut rng, n * classes).into_iter().map(|v| 5.0 * v).collect();
     let labels = [3u32, 0, 9, 3];
     let loss = |z: &[f64]| {
         let (mut p, mut l) = (vec![0.0; n * classes], vec![0.0; n]);
@@ -256,38 +189,12 @@ fn optimizers_follow_pytorch_formulas() {
     // Adam step 1 moves every weight by ~lr against its gradient's sign, whatever its size.
     let (mut p, mut m, mut v) = ([0f32, 0.0], [0f32; 2], [0f32; 2]);
     let (s, c) = gpu_cnn::executor::Optimizer::adam_factors(1e-3, 0.9, 0.999, 1);
-    ops::adam_update(
-        &mut p,
-        &[0.5, -1e-3],
-        &mut m,
-        &mut v,
-        0.9,
-        0.999,
-        1e-8,
-        s,
-        c,
-    );
+    ops::adam_update(&mut p, &[0.5, -1e-3], &mut m, &mut v, 0.9, 0.999, 1e-8, s, c);
     // (eps = 1e-8 shows in the small gradient: 1e-3·1e-3/(1e-3 + 1e-8).)
     let small = 1e-3 * 1e-3 / (1e-3 + 1e-8);
-    assert!(
-        (p[0] + 1e-3).abs() < 1e-9 && (p[1] - small).abs() < 1e-9,
-        "{p:?}"
-    );
+    assert!((p[0] + 1e-3).abs() < 1e-9 && (p[1] - small).abs() < 1e-9, "{p:?}");
     // Step 2 with the same gradient: m̂ = g, v̂ = g², so the same step again.
     let (s, c) = gpu_cnn::executor::Optimizer::adam_factors(1e-3, 0.9, 0.999, 2);
-    ops::adam_update(
-        &mut p,
-        &[0.5, -1e-3],
-        &mut m,
-        &mut v,
-        0.9,
-        0.999,
-        1e-8,
-        s,
-        c,
-    );
-    assert!(
-        (p[0] + 2e-3).abs() < 1e-8 && (p[1] - 2.0 * small).abs() < 1e-8,
-        "{p:?}"
-    );
+    ops::adam_update(&mut p, &[0.5, -1e-3], &mut m, &mut v, 0.9, 0.999, 1e-8, s, c);
+    assert!((p[0] + 2e-3).abs() < 1e-8 && (p[1] - 2.0 * small).abs() < 1e-8, "{p:?}");
 }

@@ -44,25 +44,13 @@ per_backend!(whole_training_step_matches_cpu, |g: &Arc<Gpu>| {
 
     let (gs, cs) = (gpu.take_stats().unwrap(), cpu.take_stats().unwrap());
     assert_eq!((gs.samples, gs.correct), (cs.samples, cs.correct));
-    let e_loss = assert_close(
-        "loss",
-        &[gs.mean_loss() as f32],
-        &[cs.mean_loss()],
-        1e-5,
-        1e-4,
-    );
+    let e_loss = assert_close("loss", &[gs.mean_loss() as f32], &[cs.mean_loss()], 1e-5, 1e-4);
 
     let (gg, cg) = (gpu.grads().unwrap(), cpu.grads().unwrap());
     let mut e_grad = 0f64;
     for p in &model.params {
         let r = p.offset..p.offset + p.numel();
-        let e = assert_close(
-            &format!("grad {}", p.name),
-            &gg[r.clone()],
-            &to64(&cg[r]),
-            1e-7,
-            1e-3,
-        );
+        let e = assert_close(&format!("grad {}", p.name), &gg[r.clone()], &to64(&cg[r]), 1e-7, 1e-3);
         e_grad = e_grad.max(e);
     }
     let (gp, cp) = (gpu.params().unwrap(), cpu.params().unwrap());
@@ -72,20 +60,9 @@ per_backend!(whole_training_step_matches_cpu, |g: &Arc<Gpu>| {
         let err = (gp[i] as f64 - cp[i] as f64).abs();
         if cg[i].abs() < 1e-7 && gg[i] != cg[i] {
             undetermined += 1;
-            assert!(
-                err <= 2e-3 + 1e-6,
-                "param {i}: {} vs {} with gradient {}",
-                gp[i],
-                cp[i],
-                cg[i]
-            );
+            assert!(err <= 2e-3 + 1e-6, "param {i}: {} vs {} with gradient {}", gp[i], cp[i], cg[i]);
         } else {
-            assert!(
-                err <= 1e-6 + 1e-4 * (cp[i] as f64).abs(),
-                "param {i}: {} vs {} (|Δ| {err:e})",
-                gp[i],
-                cp[i]
-            );
+            assert!(err <= 1e-6 + 1e-4 * (cp[i] as f64).abs(), "param {i}: {} vs {} (|Δ| {err:e})", gp[i], cp[i]);
             e_param = e_param.max(err);
         }
     }
@@ -107,20 +84,10 @@ per_backend!(whole_training_step_matches_cpu, |g: &Arc<Gpu>| {
 // 32 (Adam, lr 1e-3) and require ≥ 90% on the first 1,000 test images. The loss must fall too.
 per_backend!(it_learns_mnist, |g: &Arc<Gpu>| {
     let model = Model::seed();
-    let train = Dataset::load(&bundled_mnist_dir(), Split::Train)
-        .unwrap()
-        .take(6400);
-    let test = Dataset::load(&bundled_mnist_dir(), Split::Test)
-        .unwrap()
-        .take(1000);
-    let mut exec = GpuExecutor::new(
-        g.clone(),
-        model.clone(),
-        Optimizer::adam(1e-3),
-        &model.init_params(0),
-        32,
-    )
-    .unwrap();
+    let train = Dataset::load(&bundled_mnist_dir(), Split::Train).unwrap().take(6400);
+    let test = Dataset::load(&bundled_mnist_dir(), Split::Test).unwrap().take(1000);
+    let mut exec =
+        GpuExecutor::new(g.clone(), model.clone(), Optimizer::adam(1e-3), &model.init_params(0), 32).unwrap();
     let t0 = Instant::now();
     let mut losses = Vec::new();
     train_steps(&mut exec, &train, 32, 200, 0, |step, e| {
@@ -139,11 +106,7 @@ per_backend!(it_learns_mnist, |g: &Arc<Gpu>| {
         ev.loss
     );
     assert!(losses[3] < losses[0] * 0.5, "loss did not fall: {losses:?}");
-    assert!(
-        ev.accuracy >= 0.90,
-        "test accuracy {:.2}% < 90%",
-        ev.accuracy * 100.0
-    );
+    assert!(ev.accuracy >= 0.90, "test accuracy {:.2}% < 90%", ev.accuracy * 100.0);
 });
 
 // Steps after the first create no buffers, bind groups, pipelines or memory:
@@ -151,23 +114,12 @@ per_backend!(it_learns_mnist, |g: &Arc<Gpu>| {
 per_backend!(no_resource_growth_across_steps, |g: &Arc<Gpu>| {
     let model = Model::seed();
     let (images, labels) = first_batch(4);
-    let mut exec = GpuExecutor::new(
-        g.clone(),
-        model.clone(),
-        Optimizer::sgd(0.01, 0.9),
-        &model.init_params(1),
-        4,
-    )
-    .unwrap();
+    let mut exec =
+        GpuExecutor::new(g.clone(), model.clone(), Optimizer::sgd(0.01, 0.9), &model.init_params(1), 4).unwrap();
     let counts = |g: &Gpu| {
         g.device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
         let c = g.device.get_internal_counters().hal;
-        [
-            c.buffers.read(),
-            c.bind_groups.read(),
-            c.compute_pipelines.read(),
-            c.buffer_memory.read(),
-        ]
+        [c.buffers.read(), c.bind_groups.read(), c.compute_pipelines.read(), c.buffer_memory.read()]
     };
     for _ in 0..2 {
         exec.train_step(&images, &labels).unwrap();
@@ -176,18 +128,11 @@ per_backend!(no_resource_growth_across_steps, |g: &Arc<Gpu>| {
     }
     let before = counts(g);
     // (GL does not count buffer bytes, so only the object counts prove the counters are on.)
-    assert!(
-        before[0] > 20 && before[1] > 20,
-        "the resource counters are off: {before:?}"
-    );
+    assert!(before[0] > 20 && before[1] > 20, "the resource counters are off: {before:?}");
     for _ in 0..10 {
         exec.train_step(&images, &labels).unwrap();
         exec.take_stats().unwrap();
         exec.predict(&images).unwrap();
     }
-    assert_eq!(
-        counts(g),
-        before,
-        "[buffers, bind groups, pipelines, buffer bytes] grew across steps"
-    );
+    assert_eq!(counts(g), before, "[buffers, bind groups, pipelines, buffer bytes] grew across steps");
 });

@@ -10,56 +10,35 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 fn every_shader_validates_and_translates_to_all_backends() {
     assert_eq!(SHADERS.len(), 6);
     for (name, src) in SHADERS {
-        let module = naga::front::wgsl::parse_str(src)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+        let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
         let info = Validator::new(ValidationFlags::all(), Capabilities::default())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
         let entries: Vec<_> = module.entry_points.iter().map(|e| e.name.clone()).collect();
-        assert!(
-            entries.len() >= 2,
-            "{name}: forward and backward entry points expected, found {entries:?}"
-        );
+        assert!(entries.len() >= 2, "{name}: forward and backward entry points expected, found {entries:?}");
 
         spv::write_vec(&module, &info, &spv::Options::default(), None)
             .unwrap_or_else(|e| panic!("{name} -> SPIR-V: {e}"));
 
         let mut out = String::new();
-        let (hlsl_options, hlsl_pipeline) =
-            (hlsl::Options::default(), hlsl::PipelineOptions::default());
+        let (hlsl_options, hlsl_pipeline) = (hlsl::Options::default(), hlsl::PipelineOptions::default());
         let mut w = hlsl::Writer::new(&mut out, &hlsl_options, &hlsl_pipeline);
-        w.write(&module, &info, None)
-            .unwrap_or_else(|e| panic!("{name} -> HLSL: {e}"));
+        w.write(&module, &info, None).unwrap_or_else(|e| panic!("{name} -> HLSL: {e}"));
 
-        msl::write_string(
-            &module,
-            &info,
-            &msl::Options::default(),
-            &msl::PipelineOptions::default(),
-        )
-        .unwrap_or_else(|e| panic!("{name} -> MSL: {e}"));
+        msl::write_string(&module, &info, &msl::Options::default(), &msl::PipelineOptions::default())
+            .unwrap_or_else(|e| panic!("{name} -> MSL: {e}"));
 
         for ep in &module.entry_points {
             let mut out = String::new();
-            let options = glsl::Options {
-                version: glsl::Version::Desktop(430),
-                ..Default::default()
-            };
+            let options = glsl::Options { version: glsl::Version::Desktop(430), ..Default::default() };
             let pipeline = glsl::PipelineOptions {
                 shader_stage: naga::ShaderStage::Compute,
                 entry_point: ep.name.clone(),
                 multiview: None,
             };
-            glsl::Writer::new(
-                &mut out,
-                &module,
-                &info,
-                &options,
-                &pipeline,
-                Default::default(),
-            )
-            .and_then(|mut w| w.write())
-            .unwrap_or_else(|e| panic!("{name}::{} -> GLSL: {e}", ep.name));
+            glsl::Writer::new(&mut out, &module, &info, &options, &pipeline, Default::default())
+                .and_then(|mut w| w.write())
+                .unwrap_or_else(|e| panic!("{name}::{} -> GLSL: {e}", ep.name));
         }
     }
 }

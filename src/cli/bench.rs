@@ -60,16 +60,10 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
     let train = Dataset::load(&bundled_mnist_dir(), Split::Train)?;
     let b = a.batch_size;
     let (gpu, mut exec): (Option<Arc<Gpu>>, Box<dyn Executor>) = match a.backend.gpu_choice() {
-        None => (
-            None,
-            Box::new(CpuExecutor::new(model.clone(), opt, params.clone())?),
-        ),
+        None => (None, Box::new(CpuExecutor::new(model.clone(), opt, params.clone())?)),
         Some(choice) => {
             let gpu = Arc::new(Gpu::new(choice)?);
-            (
-                Some(gpu.clone()),
-                Box::new(GpuExecutor::new(gpu, model.clone(), opt, &params, b)?),
-            )
+            (Some(gpu.clone()), Box::new(GpuExecutor::new(gpu, model.clone(), opt, &params, b)?))
         }
     };
     let (images, labels) = batch_of(&train, b);
@@ -111,24 +105,13 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
         };
         // A plain 512x512x512 matmul through the same tiled kernel: a 1x1 convolution
         // of 512 one-pixel images with 512 channels into 512 channels.
-        let d = ConvDims {
-            n: 512,
-            c: 512,
-            h: 1,
-            w: 1,
-            oc: 512,
-            k: 1,
-            stride: 1,
-            pad: 0,
-        };
+        let d = ConvDims { n: 512, c: 512, h: 1, w: 1, oc: 512, k: 1, stride: 1, pad: 0 };
         let (x, w, y) = (
             g.upload("a", &vec![0.5f32; 512 * 512]),
             g.upload("b", &vec![0.25f32; 512 * 512 + 512]),
             g.storage("c", 512 * 512 * 4),
         );
-        let mm = g
-            .kernels
-            .conv_forward(&g.device, d, 0, 512 * 512, false, &x, &w, &y);
+        let mm = g.kernels.conv_forward(&g.device, d, 0, 512 * 512, false, &x, &w, &y);
         let t = match timestamp_dispatches(g, &[&mm], 3)? {
             Some(t) => t,
             None => time_dispatches(g, &[&mm], 3)?,
@@ -154,27 +137,21 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
     }
     println!("backend            {}", exec.describe());
     println!("first step         {first_step:.2} s from process start (device, shader compilation, one step)");
-    println!("training           {train_rate:.1} samples/s at batch {b} ({train_gflops:.2} GFLOP/s, {:.1} ms/step)", step_s * 1e3);
+    println!(
+        "training           {train_rate:.1} samples/s at batch {b} ({train_gflops:.2} GFLOP/s, {:.1} ms/step)",
+        step_s * 1e3
+    );
     for (n, s, r) in &inference {
-        println!(
-            "inference          {r:.1} images/s at batch {n} ({:.2} ms/batch)",
-            s * 1e3
-        );
+        println!("inference          {r:.1} images/s at batch {n} ({:.2} ms/batch)", s * 1e3);
     }
     if let Some(s) = sgemm {
         println!("reference matmul   {s:.2} GFLOP/s (512x512x512 through the conv kernel as a 1x1 convolution)");
     }
     if !ops.is_empty() {
         println!("\nper-op profile of one training step at batch {b} ({timing}):");
-        println!(
-            "{:<8} {:<24} {:>12} {:>9} {:>16} {:>7}",
-            "layer", "op", "workgroups", "ms", "rate", "share"
-        );
+        println!("{:<8} {:<24} {:>12} {:>9} {:>16} {:>7}", "layer", "op", "workgroups", "ms", "rate", "share");
         for o in &ops {
-            let wg = format!(
-                "{}x{}x{}",
-                o.workgroups[0], o.workgroups[1], o.workgroups[2]
-            );
+            let wg = format!("{}x{}x{}", o.workgroups[0], o.workgroups[1], o.workgroups[2]);
             let rate = if o.flops > 0 {
                 format!("{:.2} GFLOP/s", o.gflops())
             } else if o.bytes > 0 {

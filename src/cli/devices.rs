@@ -14,10 +14,7 @@ pub fn run() -> Result<()> {
     for (i, a) in found.iter().enumerate() {
         let info = a.get_info();
         let l = a.limits();
-        println!(
-            "[{i}] {} ({:?}, {:?})",
-            info.name, info.backend, info.device_type
-        );
+        println!("[{i}] {} ({:?}, {:?})", info.name, info.backend, info.device_type);
         println!("    driver: {} {}", info.driver, info.driver_info);
         println!(
             "    storage buffers/stage {}, storage binding {} MiB, buffer {} MiB, workgroup storage {} KiB",
@@ -34,10 +31,7 @@ pub fn run() -> Result<()> {
             l.max_compute_workgroup_size_z,
             l.max_compute_workgroups_per_dimension
         );
-        println!(
-            "    timestamp queries: {}",
-            a.features().contains(wgpu::Features::TIMESTAMP_QUERY)
-        );
+        println!("    timestamp queries: {}", a.features().contains(wgpu::Features::TIMESTAMP_QUERY));
     }
     Ok(())
 }

@@ -37,24 +37,13 @@ pub fn run(a: Args) -> Result<()> {
     let test = Dataset::load(&super::data_dir(a.data), Split::Test)?;
     let k = ck.model.classes();
     let batch = a.batch_size.clamp(1, test.len().max(1));
-    let mut exec = super::executor(
-        a.backend,
-        ck.model,
-        Optimizer::sgd(0.0, 0.0),
-        &ck.params,
-        batch,
-    )?;
+    let mut exec = super::executor(a.backend, ck.model, Optimizer::sgd(0.0, 0.0), &ck.params, batch)?;
     let ev = evaluate(exec.as_mut(), &test, batch)?;
     let mut m = vec![vec![0u64; k]; k];
     for (&p, &t) in ev.predictions.iter().zip(&test.labels) {
         m[t as usize][p] += 1;
     }
-    println!(
-        "{} on {} test images ({})",
-        weights.display(),
-        test.len(),
-        exec.describe()
-    );
+    println!("{} on {} test images ({})", weights.display(), test.len(), exec.describe());
     println!("accuracy {:.2}%  loss {:.4}", 100.0 * ev.accuracy, ev.loss);
     println!("\nper class:");
     for (c, row) in m.iter().enumerate() {

@@ -70,10 +70,7 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(dir) = &a.save_preprocessed {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         for (f, d) in files.iter().zip(&digits) {
-            let stem = f
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_else(|| "image".into());
+            let stem = f.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "image".into());
             preprocess::save_png(d, &dir.join(format!("{stem}.28x28.png")))?;
         }
     }
@@ -81,13 +78,7 @@ pub fn run(a: Args) -> Result<()> {
     let ck = checkpoint::load(&weights, &super::model_from(a.arch.as_deref())?)?;
     let classes = ck.model.classes();
     // Inference only: the optimizer is never stepped.
-    let mut exec = super::executor(
-        a.backend,
-        ck.model,
-        Optimizer::sgd(0.0, 0.0),
-        &ck.params,
-        digits.len().min(1024),
-    )?;
+    let mut exec = super::executor(a.backend, ck.model, Optimizer::sgd(0.0, 0.0), &ck.params, digits.len().min(1024))?;
     let flat: Vec<f32> = digits.iter().flatten().copied().collect();
     let probs = exec.predict(&flat)?;
     for (f, row) in files.iter().zip(probs.chunks(classes)) {
@@ -100,19 +91,11 @@ pub fn run(a: Args) -> Result<()> {
 
 fn report(f: &Path, top: &[(usize, f32)], json: bool) {
     if json {
-        let top3: Vec<serde_json::Value> = top
-            .iter()
-            .map(|&(d, p)| serde_json::json!({"digit": d, "probability": p}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"file": f.display().to_string(), "digit": top[0].0, "top3": top3})
-        );
+        let top3: Vec<serde_json::Value> =
+            top.iter().map(|&(d, p)| serde_json::json!({"digit": d, "probability": p})).collect();
+        println!("{}", serde_json::json!({"file": f.display().to_string(), "digit": top[0].0, "top3": top3}));
     } else {
-        let rest: Vec<String> = top
-            .iter()
-            .map(|&(d, p)| format!("{d} {:.1}%", 100.0 * p))
-            .collect();
+        let rest: Vec<String> = top.iter().map(|&(d, p)| format!("{d} {:.1}%", 100.0 * p)).collect();
         println!("{}: {}  ({})", f.display(), top[0].0, rest.join(", "));
     }
 }

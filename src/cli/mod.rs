@@ -98,12 +98,7 @@ pub fn executor(
     })
 }
 
-pub const MNIST_INPUT: Shape = Shape {
-    c: 1,
-    h: 28,
-    w: 28,
-    flat: false,
-};
+pub const MNIST_INPUT: Shape = Shape { c: 1, h: 28, w: 28, flat: false };
 
 /// The seed CNN, or the model `--arch` describes.
 pub fn model_from(arch_spec: Option<&str>) -> Result<Model> {
@@ -115,10 +110,7 @@ pub fn model_from(arch_spec: Option<&str>) -> Result<Model> {
 
 /// Weights trained by gpu-cnn itself and shipped with the repository.
 pub fn default_weights() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("assets")
-        .join("weights")
-        .join("mnist-cnn.safetensors")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join("weights").join("mnist-cnn.safetensors")
 }
 
 pub fn weights_or_default(weights: Option<PathBuf>) -> Result<PathBuf> {
@@ -127,7 +119,10 @@ pub fn weights_or_default(weights: Option<PathBuf>) -> Result<PathBuf> {
         None => {
             let d = default_weights();
             if !d.is_file() {
-                bail!("no --weights given and the default weights {} are missing; train some with `gpu-cnn train`", d.display());
+                bail!(
+                    "no --weights given and the default weights {} are missing; train some with `gpu-cnn train`",
+                    d.display()
+                );
             }
             Ok(d)
         }

@@ -24,22 +24,10 @@ pub fn table(model: &Model) -> String {
         "{line}\n{:<10} {:<24} {:<12} {:>10} {:>10}\n{line}\n",
         "name", "layer", "output shape", "params", "MFLOPs"
     );
-    s += &format!(
-        "{:<10} {:<24} {:<12} {:>10} {:>10}\n",
-        "input",
-        "",
-        format!("{}", model.input),
-        "",
-        ""
-    );
+    s += &format!("{:<10} {:<24} {:<12} {:>10} {:>10}\n", "input", "", format!("{}", model.input), "", "");
     for l in &model.layers {
         let params: usize = l.params.map_or(0, |_| {
-            model
-                .params
-                .iter()
-                .filter(|p| p.name.starts_with(&format!("{}.", l.name)))
-                .map(|p| p.numel())
-                .sum()
+            model.params.iter().filter(|p| p.name.starts_with(&format!("{}.", l.name))).map(|p| p.numel()).sum()
         });
         s += &format!(
             "{:<10} {:<24} {:<12} {:>10} {:>10.3}\n",
@@ -55,19 +43,10 @@ pub fn table(model: &Model) -> String {
         model.num_params,
         model.flops_per_sample() as f64 / 1e6
     );
-    if let Some(f) = model
-        .layers
-        .iter()
-        .find(|l| l.layer == gpu_cnn::model::Layer::Flatten)
-    {
+    if let Some(f) = model.layers.iter().find(|l| l.layer == gpu_cnn::model::Layer::Flatten) {
         s += &format!(
             "flatten turns {} into {} features: that is why the classifier's input is {}·{}·{} = {}\n",
-            f.input,
-            f.output.c,
-            f.input.c,
-            f.input.h,
-            f.input.w,
-            f.output.c
+            f.input, f.output.c, f.input.c, f.input.h, f.input.w, f.output.c
         );
     }
     s

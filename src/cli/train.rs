@@ -71,10 +71,8 @@ pub struct Args {
 
 /// One line of metrics.jsonl.
 fn metric(fields: &[(&str, serde_json::Value)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = fields
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
+    let map: serde_json::Map<String, serde_json::Value> =
+        fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     serde_json::Value::Object(map).to_string()
 }
 
@@ -85,23 +83,16 @@ pub fn run(a: Args) -> Result<()> {
     if !(a.lr.is_finite() && a.lr > 0.0) {
         bail!("--lr must be a positive number");
     }
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create output directory {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create output directory {}", a.out.display()))?;
     let probe = a.out.join(".write-test");
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("output directory {} is not writable", a.out.display()))?;
+    std::fs::write(&probe, b"").with_context(|| format!("output directory {} is not writable", a.out.display()))?;
     std::fs::remove_file(&probe).ok();
 
     let dir = super::data_dir(a.data.clone());
     let train = Dataset::load(&dir, Split::Train)?;
     let test = Dataset::load(&dir, Split::Test)?;
     if (train.rows, train.cols) != (28, 28) {
-        bail!(
-            "{}: images are {}x{}; gpu-cnn's models take 28x28",
-            dir.display(),
-            train.rows,
-            train.cols
-        );
+        bail!("{}: images are {}x{}; gpu-cnn's models take 28x28", dir.display(), train.rows, train.cols);
     }
 
     // Model, weights, optimizer and position: fresh, from --init, or from --resume.
@@ -113,17 +104,9 @@ pub fn run(a: Args) -> Result<()> {
     let (model, params, opt, opt_state, pos) = if let Some(path) = &a.resume {
         let c = checkpoint::load(path, &seed_model)?;
         let (opt, state) = c.optimizer.ok_or_else(|| {
-            anyhow!(
-                "{}: has no optimizer state to resume from (use --init to start from its weights)",
-                path.display()
-            )
+            anyhow!("{}: has no optimizer state to resume from (use --init to start from its weights)", path.display())
         })?;
-        let pos = c.position.ok_or_else(|| {
-            anyhow!(
-                "{}: has no training position to resume from",
-                path.display()
-            )
-        })?;
+        let pos = c.position.ok_or_else(|| anyhow!("{}: has no training position to resume from", path.display()))?;
         (c.model, c.params, opt, Some(state), pos)
     } else {
         let (model, params) = match &a.init {
@@ -145,11 +128,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let classes = train.labels.iter().copied().max().unwrap_or(0) as usize + 1;
     if model.classes() < classes {
-        bail!(
-            "the model has {} outputs but the dataset has labels up to {}",
-            model.classes(),
-            classes - 1
-        );
+        bail!("the model has {} outputs but the dataset has labels up to {}", model.classes(), classes - 1);
     }
     let batch = pos.batch_size;
     let mut exec = super::executor(a.backend, model.clone(), opt, &params, batch)?;
@@ -157,11 +136,8 @@ pub fn run(a: Args) -> Result<()> {
         exec.set_optimizer_state(state)?;
     }
     let out = &a.out;
-    let (ckpt_path, model_path, metrics_path) = (
-        out.join("checkpoint.safetensors"),
-        out.join("model.safetensors"),
-        out.join("metrics.jsonl"),
-    );
+    let (ckpt_path, model_path, metrics_path) =
+        (out.join("checkpoint.safetensors"), out.join("model.safetensors"), out.join("metrics.jsonl"));
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(a.resume.is_some())
@@ -245,21 +221,11 @@ pub fn run(a: Args) -> Result<()> {
                 let rate = samples_since as f64 / t_log.elapsed().as_secs_f64();
                 (t_log, samples_since) = (Instant::now(), 0);
                 history.push((global, s.mean_loss(), s.accuracy()));
-                let msg = format!(
-                    "loss {:.4} acc {:.2}% {:.0} samples/s",
-                    s.mean_loss(),
-                    100.0 * s.accuracy(),
-                    rate
-                );
+                let msg = format!("loss {:.4} acc {:.2}% {:.0} samples/s", s.mean_loss(), 100.0 * s.accuracy(), rate);
                 if fancy {
                     bar.set_message(msg);
                 } else {
-                    println!(
-                        "epoch {} step {global} ({}/{}) {msg}",
-                        epoch + 1,
-                        bi + 1,
-                        batches.len()
-                    );
+                    println!("epoch {} step {global} ({}/{}) {msg}", epoch + 1, bi + 1, batches.len());
                 }
                 writeln!(
                     metrics,

@@ -47,13 +47,7 @@ impl CpuExecutor {
                 Layer::Conv2d { .. } => {
                     let d = l.conv_dims(n).unwrap();
                     let s = l.params.unwrap();
-                    ops::conv2d_forward(
-                        &mut out,
-                        inp,
-                        &p[s.weight..s.bias],
-                        &p[s.bias..s.bias + d.oc],
-                        d,
-                    );
+                    ops::conv2d_forward(&mut out, inp, &p[s.weight..s.bias], &p[s.bias..s.bias + d.oc], d);
                 }
                 Layer::Relu => ops::relu_forward(&mut out, inp),
                 Layer::MaxPool2d { .. } => {
@@ -65,13 +59,7 @@ impl CpuExecutor {
                 Layer::Linear { .. } => {
                     let d = l.linear_dims(n).unwrap();
                     let s = l.params.unwrap();
-                    ops::linear_forward(
-                        &mut out,
-                        inp,
-                        &p[s.weight..s.bias],
-                        &p[s.bias..s.bias + d.outf],
-                        d,
-                    );
+                    ops::linear_forward(&mut out, inp, &p[s.weight..s.bias], &p[s.bias..s.bias + d.outf], d);
                 }
             }
             self.acts[i + 1] = out;
@@ -84,52 +72,27 @@ impl CpuExecutor {
         for (i, l) in self.model.layers.iter().enumerate().rev() {
             let inp = &self.acts[i];
             // The network's input needs no gradient.
-            let mut dinp = if i > 0 {
-                vec![0f32; inp.len()]
-            } else {
-                Vec::new()
-            };
+            let mut dinp = if i > 0 { vec![0f32; inp.len()] } else { Vec::new() };
             let want_dinp = i > 0;
             match l.layer {
                 Layer::Conv2d { .. } => {
                     let d = l.conv_dims(n).unwrap();
                     let s = l.params.unwrap();
-                    let (dw, db) =
-                        self.grads[s.weight..s.bias + d.oc].split_at_mut(s.bias - s.weight);
+                    let (dw, db) = self.grads[s.weight..s.bias + d.oc].split_at_mut(s.bias - s.weight);
                     let w = &self.params[s.weight..s.bias];
-                    ops::conv2d_backward(
-                        want_dinp.then_some(&mut dinp[..]),
-                        dw,
-                        db,
-                        &dout,
-                        inp,
-                        w,
-                        d,
-                    );
+                    ops::conv2d_backward(want_dinp.then_some(&mut dinp[..]), dw, db, &dout, inp, w, d);
                 }
                 Layer::Relu if want_dinp => ops::relu_backward(&mut dinp, &dout, inp),
-                Layer::MaxPool2d { .. } if want_dinp => ops::maxpool_backward(
-                    &mut dinp,
-                    &dout,
-                    &self.argmax[i],
-                    l.pool_dims(n).unwrap(),
-                ),
+                Layer::MaxPool2d { .. } if want_dinp => {
+                    ops::maxpool_backward(&mut dinp, &dout, &self.argmax[i], l.pool_dims(n).unwrap())
+                }
                 Layer::Flatten if want_dinp => dinp.copy_from_slice(&dout),
                 Layer::Linear { .. } => {
                     let d = l.linear_dims(n).unwrap();
                     let s = l.params.unwrap();
-                    let (dw, db) =
-                        self.grads[s.weight..s.bias + d.outf].split_at_mut(s.bias - s.weight);
+                    let (dw, db) = self.grads[s.weight..s.bias + d.outf].split_at_mut(s.bias - s.weight);
                     let w = &self.params[s.weight..s.bias];
-                    ops::linear_backward(
-                        want_dinp.then_some(&mut dinp[..]),
-                        dw,
-                        db,
-                        &dout,
-                        inp,
-                        w,
-                        d,
-                    );
+                    ops::linear_backward(want_dinp.then_some(&mut dinp[..]), dw, db, &dout, inp, w, d);
                 }
                 _ => {}
             }
@@ -161,11 +124,7 @@ impl Executor for CpuExecutor {
         ops::softmax_ce_forward(&mut probs, &mut losses, logits, labels, n, classes);
         let pred = ops::argmax_rows(&probs, classes);
         self.stats.loss_sum += losses.iter().map(|&l| l as f64).sum::<f64>();
-        self.stats.correct += pred
-            .iter()
-            .zip(labels)
-            .filter(|(&p, &l)| p == l as usize)
-            .count() as u64;
+        self.stats.correct += pred.iter().zip(labels).filter(|(&p, &l)| p == l as usize).count() as u64;
         self.stats.samples += n as u64;
         let mut dlogits = vec![0f32; n * classes];
         ops::softmax_ce_backward(&mut dlogits, &probs, labels, n, classes);
@@ -173,32 +132,13 @@ impl Executor for CpuExecutor {
         self.step += 1;
         let np = self.model.num_params;
         match self.optimizer {
-            Optimizer::Sgd { lr, momentum } => ops::sgd_update(
-                &mut self.params,
-                &self.grads,
-                &mut self.opt_state,
-                lr,
-                momentum,
-            ),
-            Optimizer::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-            } => {
+            Optimizer::Sgd { lr, momentum } => {
+                ops::sgd_update(&mut self.params, &self.grads, &mut self.opt_state, lr, momentum)
+            }
+            Optimizer::Adam { lr, beta1, beta2, eps } => {
                 let (m, v) = self.opt_state.split_at_mut(np);
                 let (step_size, bc2_sqrt) = Optimizer::adam_factors(lr, beta1, beta2, self.step);
-                ops::adam_update(
-                    &mut self.params,
-                    &self.grads,
-                    m,
-                    v,
-                    beta1,
-                    beta2,
-                    eps,
-                    step_size,
-                    bc2_sqrt,
-                )
+                ops::adam_update(&mut self.params, &self.grads, m, v, beta1, beta2, eps, step_size, bc2_sqrt)
             }
         }
         Ok(())
@@ -215,14 +155,7 @@ impl Executor for CpuExecutor {
         let mut probs = vec![0f32; n * classes];
         let mut losses = vec![0f32; n];
         let labels = vec![0u32; n];
-        ops::softmax_ce_forward(
-            &mut probs,
-            &mut losses,
-            &self.acts[self.model.layers.len()],
-            &labels,
-            n,
-            classes,
-        );
+        ops::softmax_ce_forward(&mut probs, &mut losses, &self.acts[self.model.layers.len()], &labels, n, classes);
         Ok(probs)
     }
 
@@ -241,10 +174,7 @@ impl Executor for CpuExecutor {
     }
 
     fn optimizer_state(&mut self) -> Result<OptimizerState> {
-        Ok(OptimizerState {
-            step: self.step,
-            vectors: self.opt_state.clone(),
-        })
+        Ok(OptimizerState { step: self.step, vectors: self.opt_state.clone() })
     }
 
     fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {

@@ -34,8 +34,7 @@ pub fn conv2d_forward<T: Float>(out: &mut [T], inp: &[T], weight: &[T], bias: &[
                             for ow in 0..ow_n {
                                 let iw = (ow * d.stride + kw) as isize - d.pad as isize;
                                 if iw >= 0 && iw < d.w as isize {
-                                    o[oh * ow_n + ow] = o[oh * ow_n + ow]
-                                        + wv * plane[ih as usize * d.w + iw as usize];
+                                    o[oh * ow_n + ow] = o[oh * ow_n + ow] + wv * plane[ih as usize * d.w + iw as usize];
                                 }
                             }
                         }
@@ -218,22 +217,12 @@ pub fn softmax_ce_forward<T: Float>(
     total / cast(n as f64)
 }
 
-pub fn softmax_ce_backward<T: Float>(
-    dlogits: &mut [T],
-    probs: &[T],
-    labels: &[u32],
-    n: usize,
-    classes: usize,
-) {
+pub fn softmax_ce_backward<T: Float>(dlogits: &mut [T], probs: &[T], labels: &[u32], n: usize, classes: usize) {
     // d(mean loss)/d logits = (softmax - onehot) / N
     let inv_n = T::one() / cast(n as f64);
     for b in 0..n {
         for c in 0..classes {
-            let onehot = if labels[b] as usize == c {
-                T::one()
-            } else {
-                T::zero()
-            };
+            let onehot = if labels[b] as usize == c { T::one() } else { T::zero() };
             dlogits[b * classes + c] = (probs[b * classes + c] - onehot) * inv_n;
         }
     }
@@ -241,10 +230,7 @@ pub fn softmax_ce_backward<T: Float>(
 
 /// Index of the largest probability in each row (first on ties).
 pub fn argmax_rows<T: Float>(probs: &[T], classes: usize) -> Vec<usize> {
-    probs
-        .chunks(classes)
-        .map(|row| (0..classes).fold(0, |best, c| if row[c] > row[best] { c } else { best }))
-        .collect()
+    probs.chunks(classes).map(|row| (0..classes).fold(0, |best, c| if row[c] > row[best] { c } else { best })).collect()
 }
 
 /// PyTorch's SGD with momentum (dampening 0, no Nesterov, no weight decay):

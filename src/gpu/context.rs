@@ -80,11 +80,7 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
         wgpu::DeviceType::Other => 1,
         wgpu::DeviceType::Cpu => 0,
     };
-    let api = if info.backend == wgpu::Backend::Gl {
-        0
-    } else {
-        1
-    };
+    let api = if info.backend == wgpu::Backend::Gl { 0 } else { 1 };
     (device, api)
 }
 
@@ -106,10 +102,7 @@ impl Gpu {
     pub fn new(choice: BackendChoice) -> Result<Gpu> {
         let mut found = adapters(choice);
         found.sort_by_key(|a| std::cmp::Reverse(rank(&a.get_info())));
-        let adapter = found
-            .into_iter()
-            .next()
-            .ok_or_else(|| anyhow!("backend {choice}: {NO_ADAPTER_HELP}"))?;
+        let adapter = found.into_iter().next().ok_or_else(|| anyhow!("backend {choice}: {NO_ADAPTER_HELP}"))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -122,25 +115,13 @@ impl Gpu {
             trace: wgpu::Trace::Off,
         }))
         .with_context(|| format!("cannot open a device on {} ({:?})", info.name, info.backend))?;
-        let kernels = checked(&device, || Kernels::new(&device)).with_context(|| {
-            format!(
-                "building the compute pipelines on {} ({:?})",
-                info.name, info.backend
-            )
-        })?;
-        Ok(Gpu {
-            device,
-            queue,
-            info,
-            limits,
-            kernels,
-        })
+        let kernels = checked(&device, || Kernels::new(&device))
+            .with_context(|| format!("building the compute pipelines on {} ({:?})", info.name, info.backend))?;
+        Ok(Gpu { device, queue, info, limits, kernels })
     }
 
     pub fn has_timestamps(&self) -> bool {
-        self.device
-            .features()
-            .contains(wgpu::Features::TIMESTAMP_QUERY)
+        self.device.features().contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
     /// e.g. `Vulkan: llvmpipe (LLVM 15.0.6, 256 bits)`.
@@ -152,22 +133,17 @@ impl Gpu {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.max(4).next_multiple_of(4),
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
     }
 
     pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytemuck::cast_slice(data),
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-            })
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        })
     }
 
     pub fn staging(&self, bytes: u64) -> wgpu::Buffer {
@@ -204,10 +180,7 @@ impl Gpu {
         let size = std::mem::size_of::<T>() as u64;
         let bytes = count as u64 * size;
         if bytes > staging.size() {
-            bail!(
-                "read of {bytes} bytes exceeds the {}-byte staging buffer",
-                staging.size()
-            );
+            bail!("read of {bytes} bytes exceeds the {}-byte staging buffer", staging.size());
         }
         encoder.copy_buffer_to_buffer(src, offset * size, staging, 0, bytes);
         self.queue.submit([encoder.finish()]);
@@ -216,18 +189,11 @@ impl Gpu {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             tx.send(r).ok();
         });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .context("waiting for the GPU")?;
+        self.device.poll(wgpu::PollType::wait_indefinitely()).context("waiting for the GPU")?;
         pollster::block_on(rx.receive())
             .ok_or_else(|| anyhow!("the GPU dropped a buffer mapping"))?
             .context("mapping a buffer for reading")?;
-        let out = bytemuck::cast_slice::<u8, T>(
-            &slice
-                .get_mapped_range()
-                .context("reading a mapped buffer")?,
-        )
-        .to_vec();
+        let out = bytemuck::cast_slice::<u8, T>(&slice.get_mapped_range().context("reading a mapped buffer")?).to_vec();
         staging.unmap();
         Ok(out)
     }
@@ -236,13 +202,7 @@ impl Gpu {
     pub fn read<T: bytemuck::Pod>(&self, src: &wgpu::Buffer) -> Result<Vec<T>> {
         let staging = self.staging(src.size());
         let count = src.size() as usize / std::mem::size_of::<T>();
-        self.read_with(
-            self.device.create_command_encoder(&Default::default()),
-            src,
-            0,
-            count,
-            &staging,
-        )
+        self.read_with(self.device.create_command_encoder(&Default::default()), src, 0, count, &staging)
     }
 }
 

@@ -46,8 +46,8 @@ pub struct GpuExecutor {
     probs: wgpu::Buffer,               // (max_batch, classes)
     losses: wgpu::Buffer,              // (max_batch)
     metrics: wgpu::Buffer,             // [loss_sum, correct, samples, _]
-    partial: wgpu::Buffer, // conv weight-gradient split sums, sized for the largest conv
-    staging: wgpu::Buffer, // reused for every read-back
+    partial: wgpu::Buffer,             // conv weight-gradient split sums, sized for the largest conv
+    staging: wgpu::Buffer,             // reused for every read-back
     optim: Dispatch,
     plans: HashMap<usize, Plan>,
     step: u32,
@@ -56,21 +56,12 @@ pub struct GpuExecutor {
 impl GpuExecutor {
     /// Allocate everything for batches of up to `max_batch` samples; errors (rather than
     /// failing later) when a buffer would exceed the adapter's limits.
-    pub fn new(
-        gpu: Arc<Gpu>,
-        model: Model,
-        optimizer: Optimizer,
-        params: &[f32],
-        max_batch: usize,
-    ) -> Result<Self> {
+    pub fn new(gpu: Arc<Gpu>, model: Model, optimizer: Optimizer, params: &[f32], max_batch: usize) -> Result<Self> {
         check_len("parameters", params.len(), model.num_params)?;
         if max_batch == 0 {
             bail!("batch size must be at least 1");
         }
-        let limit = gpu
-            .limits
-            .max_storage_buffer_binding_size
-            .min(gpu.limits.max_buffer_size);
+        let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
         let sized = |what: &str, elems: usize| -> Result<u64> {
             let bytes = elems as u64 * 4;
             if bytes > limit {
@@ -88,53 +79,43 @@ impl GpuExecutor {
 
         let mut fused_relu = vec![false; nl];
         for i in 1..nl {
-            fused_relu[i] = layers[i].layer == Layer::Relu
-                && matches!(layers[i - 1].layer, Layer::Conv2d { .. });
+            fused_relu[i] = layers[i].layer == Layer::Relu && matches!(layers[i - 1].layer, Layer::Conv2d { .. });
         }
         let gpu_ref = &gpu;
-        let (values, value_of, gradients, grad_of, argmax, partial) =
-            checked(&gpu.device, || -> Result<_> {
-                let mut values = vec![gpu_ref.storage(
-                    "input",
-                    sized("the input batch", max_batch * model.input.numel())?,
-                )];
-                let mut value_of = vec![0usize];
-                let mut gradients = Vec::new();
-                let mut grad_of: Vec<Option<usize>> = vec![None];
-                let mut argmax = Vec::new();
-                let mut partial_len = 1usize;
-                for (i, l) in layers.iter().enumerate() {
-                    let elems = max_batch * l.output.numel();
-                    let what = format!("layer {i} ({})'s output", l.name);
-                    if l.layer == Layer::Flatten || fused_relu[i] {
-                        value_of.push(value_of[i]);
-                    } else {
-                        values.push(gpu_ref.storage(&l.name, sized(&what, elems)?));
-                        value_of.push(values.len() - 1);
-                    }
-                    if l.layer == Layer::Flatten {
-                        grad_of.push(grad_of[i]);
-                    } else {
-                        gradients
-                            .push(gpu_ref.storage(&format!("d {}", l.name), sized(&what, elems)?));
-                        grad_of.push(Some(gradients.len() - 1));
-                    }
-                    argmax.push(match l.layer {
-                        Layer::MaxPool2d { .. } => {
-                            Some(gpu_ref.storage("argmax", sized(&what, elems)?))
-                        }
-                        _ => None,
-                    });
-                    if let Some(d) = l.conv_dims(max_batch) {
-                        partial_len = partial_len.max(Kernels::conv_partial_len(d));
-                    }
+        let (values, value_of, gradients, grad_of, argmax, partial) = checked(&gpu.device, || -> Result<_> {
+            let mut values = vec![gpu_ref.storage("input", sized("the input batch", max_batch * model.input.numel())?)];
+            let mut value_of = vec![0usize];
+            let mut gradients = Vec::new();
+            let mut grad_of: Vec<Option<usize>> = vec![None];
+            let mut argmax = Vec::new();
+            let mut partial_len = 1usize;
+            for (i, l) in layers.iter().enumerate() {
+                let elems = max_batch * l.output.numel();
+                let what = format!("layer {i} ({})'s output", l.name);
+                if l.layer == Layer::Flatten || fused_relu[i] {
+                    value_of.push(value_of[i]);
+                } else {
+                    values.push(gpu_ref.storage(&l.name, sized(&what, elems)?));
+                    value_of.push(values.len() - 1);
                 }
-                let partial = gpu_ref.storage(
-                    "conv weight partial sums",
-                    sized("conv weight-gradient partial sums", partial_len)?,
-                );
-                Ok((values, value_of, gradients, grad_of, argmax, partial))
-            })??;
+                if l.layer == Layer::Flatten {
+                    grad_of.push(grad_of[i]);
+                } else {
+                    gradients.push(gpu_ref.storage(&format!("d {}", l.name), sized(&what, elems)?));
+                    grad_of.push(Some(gradients.len() - 1));
+                }
+                argmax.push(match l.layer {
+                    Layer::MaxPool2d { .. } => Some(gpu_ref.storage("argmax", sized(&what, elems)?)),
+                    _ => None,
+                });
+                if let Some(d) = l.conv_dims(max_batch) {
+                    partial_len = partial_len.max(Kernels::conv_partial_len(d));
+                }
+            }
+            let partial =
+                gpu_ref.storage("conv weight partial sums", sized("conv weight-gradient partial sums", partial_len)?);
+            Ok((values, value_of, gradients, grad_of, argmax, partial))
+        })??;
 
         let np = model.num_params;
         let bytes = sized("the parameters", np)?;
@@ -143,31 +124,14 @@ impl GpuExecutor {
                 let param_buf = gpu.upload("params", params);
                 let grads = gpu.storage("grads", bytes);
                 let opt_m = gpu.storage("optimizer m", bytes);
-                let opt_v = gpu.storage(
-                    "optimizer v",
-                    if optimizer.state_vectors() > 1 {
-                        bytes
-                    } else {
-                        4
-                    },
-                );
+                let opt_v = gpu.storage("optimizer v", if optimizer.state_vectors() > 1 { bytes } else { 4 });
                 let labels = gpu.storage("labels", max_batch as u64 * 4);
                 let probs = gpu.storage("probs", (max_batch * classes) as u64 * 4);
                 let losses = gpu.storage("losses", max_batch as u64 * 4);
                 let metrics = gpu.storage("metrics", 16);
                 let staging = gpu.staging(bytes.max((max_batch * classes) as u64 * 4).max(16));
-                let optim = gpu.kernels.optimizer(
-                    &gpu.device,
-                    optimizer,
-                    np,
-                    &param_buf,
-                    &grads,
-                    &opt_m,
-                    &opt_v,
-                );
-                (
-                    param_buf, grads, opt_m, opt_v, labels, probs, losses, metrics, staging, optim,
-                )
+                let optim = gpu.kernels.optimizer(&gpu.device, optimizer, np, &param_buf, &grads, &opt_m, &opt_v);
+                (param_buf, grads, opt_m, opt_v, labels, probs, losses, metrics, staging, optim)
             })?;
         Ok(GpuExecutor {
             gpu,
@@ -235,16 +199,10 @@ impl GpuExecutor {
                         y,
                     ));
                 }
-                Layer::Relu if !self.fused_relu[i] => {
-                    forward.push(k.relu_forward(dev, n * l.output.numel(), x, y))
+                Layer::Relu if !self.fused_relu[i] => forward.push(k.relu_forward(dev, n * l.output.numel(), x, y)),
+                Layer::MaxPool2d { .. } => {
+                    forward.push(k.pool_forward(dev, l.pool_dims(n).unwrap(), x, y, self.argmax[i].as_ref().unwrap()))
                 }
-                Layer::MaxPool2d { .. } => forward.push(k.pool_forward(
-                    dev,
-                    l.pool_dims(n).unwrap(),
-                    x,
-                    y,
-                    self.argmax[i].as_ref().unwrap(),
-                )),
                 Layer::Linear { .. } => {
                     let s = l.params.unwrap();
                     forward.push(k.linear_forward(
@@ -259,31 +217,13 @@ impl GpuExecutor {
                 }
                 Layer::Relu | Layer::Flatten => {}
             }
-            forward[first..]
-                .iter_mut()
-                .for_each(|d: &mut Dispatch| d.layer = l.name.clone());
+            forward[first..].iter_mut().for_each(|d: &mut Dispatch| d.layer = l.name.clone());
         }
         let logits = self.value(nl);
         let dlogits = self.grad(nl).expect("the logits have a gradient");
         let loss = vec![
-            k.softmax_forward(
-                dev,
-                n,
-                classes,
-                logits,
-                &self.labels,
-                &self.probs,
-                &self.losses,
-            ),
-            k.softmax_accumulate(
-                dev,
-                n,
-                classes,
-                &self.labels,
-                &self.probs,
-                &self.losses,
-                &self.metrics,
-            ),
+            k.softmax_forward(dev, n, classes, logits, &self.labels, &self.probs, &self.losses),
+            k.softmax_accumulate(dev, n, classes, &self.labels, &self.probs, &self.losses, &self.metrics),
             k.softmax_backward(dev, n, classes, &self.labels, &self.probs, dlogits),
         ];
         let mut backward = Vec::new();
@@ -305,25 +245,12 @@ impl GpuExecutor {
                         &self.grads,
                     ));
                     if let Some(dx) = dx {
-                        backward.push(k.conv_backward_input(
-                            dev,
-                            d,
-                            s.weight,
-                            dy,
-                            &self.params,
-                            dx,
-                        ));
+                        backward.push(k.conv_backward_input(dev, d, s.weight, dy, &self.params, dx));
                     }
                 }
                 Layer::Relu => {
                     if let Some(dx) = dx {
-                        backward.push(k.relu_backward(
-                            dev,
-                            n * l.output.numel(),
-                            self.value(i + 1),
-                            dy,
-                            dx,
-                        ));
+                        backward.push(k.relu_backward(dev, n * l.output.numel(), self.value(i + 1), dy, dx));
                     }
                 }
                 Layer::MaxPool2d { .. } => {
@@ -339,48 +266,23 @@ impl GpuExecutor {
                 }
                 Layer::Linear { .. } => {
                     let (d, s) = (l.linear_dims(n).unwrap(), l.params.unwrap());
-                    backward.push(k.linear_backward_params(
-                        dev,
-                        d,
-                        s.weight,
-                        s.bias,
-                        self.value(i),
-                        dy,
-                        &self.grads,
-                    ));
+                    backward.push(k.linear_backward_params(dev, d, s.weight, s.bias, self.value(i), dy, &self.grads));
                     if let Some(dx) = dx {
-                        backward.push(k.linear_backward_input(
-                            dev,
-                            d,
-                            s.weight,
-                            dy,
-                            &self.params,
-                            dx,
-                        ));
+                        backward.push(k.linear_backward_input(dev, d, s.weight, dy, &self.params, dx));
                     }
                 }
                 Layer::Flatten => {}
             }
-            backward[first..]
-                .iter_mut()
-                .for_each(|d: &mut Dispatch| d.layer = l.name.clone());
+            backward[first..].iter_mut().for_each(|d: &mut Dispatch| d.layer = l.name.clone());
         }
         let predict = k.softmax_predict(dev, n, classes, logits, &self.probs);
-        Plan {
-            forward,
-            loss,
-            backward,
-            predict,
-        }
+        Plan { forward, loss, backward, predict }
     }
 
     /// The dispatches for batch size `n`, built on first use and kept.
     fn plan(&mut self, n: usize) -> Result<&Plan> {
         if n > self.max_batch {
-            bail!(
-                "a batch of {n} exceeds this executor's largest batch of {}",
-                self.max_batch
-            );
+            bail!("a batch of {n} exceeds this executor's largest batch of {}", self.max_batch);
         }
         if !self.plans.contains_key(&n) {
             let plan = checked(&self.gpu.device, || self.build_plan(n))?;
@@ -393,12 +295,7 @@ impl GpuExecutor {
     pub fn train_dispatches(&mut self, n: usize) -> Result<Vec<&Dispatch>> {
         self.plan(n)?;
         let p = &self.plans[&n];
-        Ok(p.forward
-            .iter()
-            .chain(&p.loss)
-            .chain(&p.backward)
-            .chain([&self.optim])
-            .collect())
+        Ok(p.forward.iter().chain(&p.loss).chain(&p.backward).chain([&self.optim]).collect())
     }
 
     fn read(&self, src: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {
@@ -433,13 +330,7 @@ impl Executor for GpuExecutor {
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in plan
-                .forward
-                .iter()
-                .chain(&plan.loss)
-                .chain(&plan.backward)
-                .chain([&self.optim])
-            {
+            for d in plan.forward.iter().chain(&plan.loss).chain(&plan.backward).chain([&self.optim]) {
                 d.record(&mut pass);
             }
         }
@@ -450,11 +341,7 @@ impl Executor for GpuExecutor {
     fn take_stats(&mut self) -> Result<Stats> {
         let m = self.read(&self.metrics, 3)?;
         self.gpu.queue.write_buffer(&self.metrics, 0, &[0u8; 16]);
-        Ok(Stats {
-            loss_sum: m[0] as f64,
-            correct: m[1] as u64,
-            samples: m[2] as u64,
-        })
+        Ok(Stats { loss_sum: m[0] as f64, correct: m[1] as u64, samples: m[2] as u64 })
     }
 
     fn predict(&mut self, images: &[f32]) -> Result<Vec<f32>> {
@@ -465,9 +352,7 @@ impl Executor for GpuExecutor {
         for chunk in images.chunks(self.max_batch * per) {
             let n = chunk.len() / per;
             self.plan(n)?;
-            self.gpu
-                .queue
-                .write_buffer(self.value(0), 0, bytemuck::cast_slice(chunk));
+            self.gpu.queue.write_buffer(self.value(0), 0, bytemuck::cast_slice(chunk));
             let plan = &self.plans[&n];
             let mut enc = self.gpu.device.create_command_encoder(&Default::default());
             {
@@ -476,13 +361,7 @@ impl Executor for GpuExecutor {
                     d.record(&mut pass);
                 }
             }
-            out.extend(self.gpu.read_with::<f32>(
-                enc,
-                &self.probs,
-                0,
-                n * classes,
-                &self.staging,
-            )?);
+            out.extend(self.gpu.read_with::<f32>(enc, &self.probs, 0, n * classes, &self.staging)?);
         }
         Ok(out)
     }
@@ -493,9 +372,7 @@ impl Executor for GpuExecutor {
 
     fn set_params(&mut self, params: &[f32]) -> Result<()> {
         check_len("parameters", params.len(), self.model.num_params)?;
-        self.gpu
-            .queue
-            .write_buffer(&self.params, 0, bytemuck::cast_slice(params));
+        self.gpu.queue.write_buffer(&self.params, 0, bytemuck::cast_slice(params));
         Ok(())
     }
 
@@ -509,19 +386,12 @@ impl Executor for GpuExecutor {
         if self.optimizer.state_vectors() > 1 {
             vectors.extend(self.read(&self.opt_v, np)?);
         }
-        Ok(OptimizerState {
-            step: self.step,
-            vectors,
-        })
+        Ok(OptimizerState { step: self.step, vectors })
     }
 
     fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
         let np = self.model.num_params;
-        check_len(
-            "optimizer state",
-            state.vectors.len(),
-            np * self.optimizer.state_vectors(),
-        )?;
+        check_len("optimizer state", state.vectors.len(), np * self.optimizer.state_vectors())?;
         let q = &self.gpu.queue;
         q.write_buffer(&self.opt_m, 0, bytemuck::cast_slice(&state.vectors[..np]));
         if self.optimizer.state_vectors() > 1 {

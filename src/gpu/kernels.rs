@@ -14,10 +14,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("relu.wgsl", include_str!("../../shaders/relu.wgsl")),
     ("maxpool.wgsl", include_str!("../../shaders/maxpool.wgsl")),
     ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
-    (
-        "softmax_ce.wgsl",
-        include_str!("../../shaders/softmax_ce.wgsl"),
-    ),
+    ("softmax_ce.wgsl", include_str!("../../shaders/softmax_ce.wgsl")),
     ("optim.wgsl", include_str!("../../shaders/optim.wgsl")),
 ];
 
@@ -109,15 +106,9 @@ impl OptimParams {
                 p.lr = lr;
                 p.momentum = momentum;
             }
-            Optimizer::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-            } => {
+            Optimizer::Adam { lr, beta1, beta2, eps } => {
                 let (step_size, bc2_sqrt) = Optimizer::adam_factors(lr, beta1, beta2, step);
-                (p.lr, p.beta1, p.beta2, p.eps, p.step_size, p.bc2_sqrt) =
-                    (lr, beta1, beta2, eps, step_size, bc2_sqrt);
+                (p.lr, p.beta1, p.beta2, p.eps, p.step_size, p.bc2_sqrt) = (lr, beta1, beta2, eps, step_size, bc2_sqrt);
             }
         }
         p
@@ -272,14 +263,10 @@ impl Kernels {
             contents: uniform,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         });
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: uniform.as_entire_binding(),
-        }];
-        entries.extend(buffers.iter().map(|&(binding, b)| wgpu::BindGroupEntry {
-            binding,
-            resource: b.as_entire_binding(),
-        }));
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        entries.extend(
+            buffers.iter().map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }),
+        );
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(name),
             layout: &pipeline.get_bind_group_layout(0),
@@ -349,11 +336,7 @@ impl Kernels {
         p.relu = relu as u32;
         let (gx, gy) = self.grid(ceil_div((d.n * d.oh() * d.ow()) as u64, CONV_BM));
         let groups = [gx, gy, ceil_div(d.oc as u64, CONV_BN) as u32];
-        let name = if relu {
-            "conv2d.forward+relu"
-        } else {
-            "conv2d.forward"
-        };
+        let name = if relu { "conv2d.forward+relu" } else { "conv2d.forward" };
         self.dispatch(
             device,
             name,
@@ -442,18 +425,8 @@ impl Kernels {
         ]
     }
 
-    pub fn relu_forward(
-        &self,
-        device: &wgpu::Device,
-        len: usize,
-        x: &wgpu::Buffer,
-        y: &wgpu::Buffer,
-    ) -> Dispatch {
-        let p = SizeParams {
-            a: u(len),
-            b: 0,
-            _pad: [0; 2],
-        };
+    pub fn relu_forward(&self, device: &wgpu::Device, len: usize, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Dispatch {
+        let p = SizeParams { a: u(len), b: 0, _pad: [0; 2] };
         self.dispatch(
             device,
             "relu.forward",
@@ -475,11 +448,7 @@ impl Kernels {
         dy: &wgpu::Buffer,
         dx: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = SizeParams {
-            a: u(len),
-            b: 0,
-            _pad: [0; 2],
-        };
+        let p = SizeParams { a: u(len), b: 0, _pad: [0; 2] };
         let b = [(1, x), (3, dy), (4, dx)];
         self.dispatch(
             device,
@@ -551,14 +520,7 @@ impl Kernels {
     }
 
     fn linear_params(d: LinearDims, w_off: usize, b_off: usize) -> LinearParams {
-        LinearParams {
-            n: u(d.n),
-            inf: u(d.inf),
-            outf: u(d.outf),
-            w_off: u(w_off),
-            b_off: u(b_off),
-            _pad: [0; 3],
-        }
+        LinearParams { n: u(d.n), inf: u(d.inf), outf: u(d.outf), w_off: u(w_off), b_off: u(b_off), _pad: [0; 3] }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -576,15 +538,7 @@ impl Kernels {
         let (gx, gy) = self.grid((d.n * d.outf) as u64);
         let flops = 2 * (d.n * d.inf * d.outf) as u64;
         let b = [(1, x), (2, params), (3, y)];
-        self.dispatch(
-            device,
-            "linear.forward",
-            &self.linear_forward,
-            bytemuck::bytes_of(&p),
-            &b,
-            [gx, gy, 1],
-            flops,
-        )
+        self.dispatch(device, "linear.forward", &self.linear_forward, bytemuck::bytes_of(&p), &b, [gx, gy, 1], flops)
     }
 
     pub fn linear_backward_input(
@@ -648,11 +602,7 @@ impl Kernels {
         probs: &wgpu::Buffer,
         losses: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = SizeParams {
-            a: u(n),
-            b: u(classes),
-            _pad: [0; 2],
-        };
+        let p = SizeParams { a: u(n), b: u(classes), _pad: [0; 2] };
         let b = [(1, logits), (2, labels), (3, probs), (4, losses)];
         self.dispatch(
             device,
@@ -673,11 +623,7 @@ impl Kernels {
         logits: &wgpu::Buffer,
         probs: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = SizeParams {
-            a: u(n),
-            b: u(classes),
-            _pad: [0; 2],
-        };
+        let p = SizeParams { a: u(n), b: u(classes), _pad: [0; 2] };
         let b = [(1, logits), (3, probs)];
         self.dispatch(
             device,
@@ -700,11 +646,7 @@ impl Kernels {
         probs: &wgpu::Buffer,
         dlogits: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = SizeParams {
-            a: u(n),
-            b: u(classes),
-            _pad: [0; 2],
-        };
+        let p = SizeParams { a: u(n), b: u(classes), _pad: [0; 2] };
         let b = [(2, labels), (3, probs), (5, dlogits)];
         self.dispatch(
             device,
@@ -729,11 +671,7 @@ impl Kernels {
         losses: &wgpu::Buffer,
         metrics: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = SizeParams {
-            a: u(n),
-            b: u(classes),
-            _pad: [0; 2],
-        };
+        let p = SizeParams { a: u(n), b: u(classes), _pad: [0; 2] };
         let b = [(2, labels), (3, probs), (4, losses), (6, metrics)];
         self.dispatch(
             device,
@@ -775,16 +713,7 @@ impl Kernels {
                 .moving(20 * len),
             Optimizer::Adam { .. } => {
                 let b = [(1, params), (2, grads), (3, m), (4, v)];
-                self.dispatch(
-                    device,
-                    "optim.adam",
-                    &self.adam,
-                    bytemuck::bytes_of(&p),
-                    &b,
-                    groups,
-                    0,
-                )
-                .moving(28 * len)
+                self.dispatch(device, "optim.adam", &self.adam, bytemuck::bytes_of(&p), &b, groups, 0).moving(28 * len)
             }
         }
     }

@@ -49,16 +49,8 @@ pub fn gpu(choice: BackendChoice) -> Option<Lease> {
         BackendChoice::Vulkan => wgpu::Backend::Vulkan,
         _ => wgpu::Backend::Gl,
     };
-    assert_eq!(
-        g.info.backend,
-        want,
-        "asked for {choice}, got {}",
-        g.describe()
-    );
-    Some(Lease {
-        gpu: g,
-        _turn: turn,
-    })
+    assert_eq!(g.info.backend, want, "asked for {choice}, got {}", g.describe());
+    Some(Lease { gpu: g, _turn: turn })
 }
 
 /// One test body, run once per backend: `per_backend!(name, body)` makes
