@@ -136,7 +136,7 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
         return Ok(());
     }
     println!("backend            {}", exec.describe());
-    println!("first step         {first_step:.2} s from process start (device, shader compilation, one step)");
+    println!("first step         {first_step:.2} s from process start to the end of the first training step");
     println!(
         "training           {train_rate:.1} samples/s at batch {b} ({train_gflops:.2} GFLOP/s, {:.1} ms/step)",
         step_s * 1e3
