@@ -403,3 +403,29 @@ fn bad_datasets_and_options_fail_cleanly() {
     c.args(["train", "--steps", "1", "--backend", absent, "--out"]).arg(tmp.path().join("x"));
     fails_with(&mut c, &["no GPU adapter found", "mesa-vulkan-drivers", "--backend cpu"]);
 }
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_message_and_keeps_the_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    train(tmp.path(), 2, &[]);
+    let ckpt = tmp.path().join("checkpoint.safetensors");
+    let before = std::fs::read(&ckpt).unwrap();
+    let mut c = bin();
+    c.args([
+        "train",
+        "--steps",
+        "20",
+        "--batch-size",
+        "8",
+        "--log-every",
+        "1",
+        "--lr",
+        "1e30",
+        "--backend",
+        backend(),
+        "--out",
+    ])
+    .arg(tmp.path());
+    fails_with(&mut c, &["the loss became", "at step", "lower --lr", "checkpoint.safetensors"]);
+    assert_eq!(std::fs::read(&ckpt).unwrap(), before, "the last good checkpoint was overwritten");
+}
