@@ -212,10 +212,14 @@ pub fn run(a: Args) -> Result<()> {
                 if !s.mean_loss().is_finite() {
                     bar.abandon();
                     bail!(
-                        "the loss became {} at step {global}: training diverged; try a lower --lr (e.g. {}). The last good checkpoint is kept{}",
+                        "the loss became {} at step {global}: training diverged; try a lower --lr (e.g. {:e}). {}",
                         s.mean_loss(),
                         opt.lr() / 10.0,
-                        if ckpt_path.exists() { format!(" at {}", ckpt_path.display()) } else { String::new() }
+                        if ckpt_path.exists() {
+                            format!("The last good checkpoint is kept: {}", ckpt_path.display())
+                        } else {
+                            "No checkpoint was written.".to_string()
+                        }
                     );
                 }
                 let rate = samples_since as f64 / t_log.elapsed().as_secs_f64();
