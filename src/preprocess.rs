@@ -14,25 +14,25 @@ pub const MAX_PIXELS: u64 = 64_000_000;
 pub type Digit = [f32; 784];
 
 pub fn load_image(path: &Path) -> Result<image::RgbaImage> {
-    let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    if meta.len() == 0 {
+    // Read once; the header is parsed for the size check, then the same bytes are decoded.
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    if bytes.is_empty() {
         bail!("{}: the file is empty", path.display());
     }
-    let reader = image::ImageReader::open(path)
-        .with_context(|| format!("{}: cannot open", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    if reader.format().is_none() {
-        bail!("{}: not an image in a known format (PNG, JPEG, BMP, GIF, TIFF, WebP)", path.display());
-    }
-    let (w, h) = reader.into_dimensions().with_context(|| format!("{}: not a readable image", path.display()))?;
+    let reader = || -> Result<image::ImageReader<std::io::Cursor<&[u8]>>> {
+        let r = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+            .with_guessed_format()
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        if r.format().is_none() {
+            bail!("{}: not an image in a known format (PNG, JPEG, BMP, GIF, TIFF, WebP)", path.display());
+        }
+        Ok(r)
+    };
+    let (w, h) = reader()?.into_dimensions().with_context(|| format!("{}: not a readable image", path.display()))?;
     if w as u64 * h as u64 > MAX_PIXELS {
         bail!("{}: {w}x{h} is over the {MAX_PIXELS}-pixel limit; scale the image down first", path.display());
     }
-    let img = image::ImageReader::open(path)?
-        .with_guessed_format()?
-        .decode()
-        .with_context(|| format!("{}: corrupt or truncated image", path.display()))?;
+    let img = reader()?.decode().with_context(|| format!("{}: corrupt or truncated image", path.display()))?;
     Ok(img.to_rgba8())
 }
 
