@@ -1,41 +1,14 @@
-// Conv2d, forward and backward, as implicit GEMM on one shared-memory tiled
-// matmul (after tfjs-webgpu's conv2d): no im2col buffer is ever materialised,
-// the tile loaders compute each element's address from the shapes in `P`.
+// Conv2d's shared-memory tiled engine (after tfjs-webgpu's conv2d): implicit
+// GEMM on one tiled matmul, no im2col buffer ever materialised; the tile loaders
+// compute each element's address from the shapes in `P`. Follows conv2d_common.wgsl.
 //
-// The three products, written C[row, col] = sum_r A[row, r] * B[r, col]:
-//   forward          rows = (n,oh,ow)  cols = oc  r = (c,kh,kw)    A = im2col(x)  B = W^T
-//   backward_input   rows = (n,ih,iw)  cols = c   r = (oc,kh,kw)   A = dy gathered through the kernel window
-//   backward_weight  rows = (c,kh,kw)  cols = oc  r = (n,oh,ow)    A = im2col(x)^T  B = dy, split along r
-// backward_weight's reduction is N*OH*OW long (50k terms for conv1 at batch 64),
-// so it is cut into `splits` chunks that run as separate workgroups and write
-// partial sums; reduce_weight adds them up. backward_bias is a tree reduction.
+// As GEMMs:
+//   forward          rows = (n,oh,ow)  cols = oc  A = im2col(x)  B = W^T
+//   backward_input   rows = (n,ih,iw)  cols = c   A = dy gathered through the kernel window
+//   backward_weight  rows = (c,kh,kw)  cols = oc  A = im2col(x)^T  B = dy
 //
 // Dispatch: x,y = the row-tile index folded into two dimensions (so any batch
 // stays under 65,535 workgroups a dimension), z = col tile (+ split * col tiles).
-
-struct Params {
-    n: u32, c: u32, h: u32, w: u32,
-    oc: u32, oh: u32, ow: u32, k: u32,
-    stride: u32, pad: u32, w_off: u32, b_off: u32,
-    chunk: u32,   // backward_weight: reduction length per split, a multiple of BK
-    splits: u32,  // backward_weight / reduce_weight: number of splits
-    relu: u32,    // forward: 1 = apply ReLU in the epilogue
-    _pad: u32,
-}
-
-// The GEMM's two operands come from bindings 1 and 2 whatever the product, so
-// that every entry point binds only what it reads (one tile loop serves all three):
-//   forward          src_a = x (N,C,H,W)      src_b = params (W at w_off, bias at b_off)
-//   backward_input   src_a = dy (N,OC,OH,OW)  src_b = params
-//   backward_weight  src_a = x                src_b = dy
-//   backward_bias                             src_b = dy
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> src_a: array<f32>;
-@group(0) @binding(2) var<storage, read> src_b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;        // (N,OC,OH,OW)
-@group(0) @binding(5) var<storage, read_write> dx: array<f32>;       // (N,C,H,W)
-@group(0) @binding(6) var<storage, read_write> partial: array<f32>;  // (splits, C*K*K, OC)
-@group(0) @binding(7) var<storage, read_write> grads: array<f32>;    // flat, same layout as params
 
 const BM: u32 = 64u;   // tile rows
 const BN: u32 = 32u;   // tile cols
@@ -49,24 +22,10 @@ const THREADS: u32 = 64u; // (BN/TN) x (BM/TM)
 // (llvmpipe spills those to memory).
 var<workgroup> As: array<vec4<f32>, 256>; // [BK][BM/4]
 var<workgroup> Bs: array<vec4<f32>, 128>; // [BK][BN/4]
-var<workgroup> red: array<f32, 256>;
 
 const MODE_FORWARD: u32 = 0u;
 const MODE_BACKWARD_INPUT: u32 = 1u;
 const MODE_BACKWARD_WEIGHT: u32 = 2u;
-
-// CPU SIMD (llvmpipe, and a GPU's integer units too) has no vector integer
-// division, so the loaders divide through f32 reciprocals: exact for a < 2^22
-// after the one-step correction (the host keeps every dividend below that).
-fn fdiv(a: u32, b: u32, rb: f32) -> u32 {
-    var q = u32(f32(a) * rb);
-    if (q * b > a) {
-        q -= 1u;
-    } else if ((q + 1u) * b <= a) {
-        q += 1u;
-    }
-    return q;
-}
 
 // Reciprocals of the divisors, and the state of the one A row each thread loads:
 // a thread's row within the tile is fixed (THREADS is a multiple of BM), so its
@@ -74,7 +33,6 @@ fn fdiv(a: u32, b: u32, rb: f32) -> u32 {
 var<private> r_k: f32;
 var<private> r_kk: f32;
 var<private> r_ow: f32;
-var<private> r_ohw: f32;
 var<private> row_ok: bool;
 var<private> row_base: u32;
 var<private> row_y: i32;
@@ -175,13 +133,6 @@ fn a_elem(mode: u32, r: u32) -> f32 {
     }
 }
 
-// dy (in src_b) at output pixel p = (n,oh,ow), channel oc.
-fn dy_at(p: u32, oc: u32) -> f32 {
-    let ohw = P.oh * P.ow;
-    let n = fdiv(p, ohw, r_ohw);
-    return src_b[(n * P.oc + oc) * ohw + (p - n * ohw)];
-}
-
 fn b_elem(mode: u32, r: u32, col: u32) -> f32 {
     let kk = P.k * P.k;
     switch mode {
@@ -247,10 +198,6 @@ fn gemm_tile(mode: u32, lid: vec3<u32>, li: u32, row0: u32, col0: u32, rows: u32
     return array<vec4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
 }
 
-fn row_tile(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
-}
-
 @compute @workgroup_size(8, 8)
 fn forward(@builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(local_invocation_index) li: u32,
@@ -258,7 +205,7 @@ fn forward(@builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
     let ohw = P.oh * P.ow;
     let rows = P.n * ohw;
-    let tile = row_tile(wid, nwg);
+    let tile = folded_tile(wid, nwg);
     if (tile * BM >= rows) {
         return;
     }
@@ -279,7 +226,7 @@ fn forward(@builtin(local_invocation_id) lid: vec3<u32>,
                 if (P.relu != 0u) {
                     v = max(v, 0.0);
                 }
-                y[(n * P.oc + col) * ohw + q] = v;
+                out[(n * P.oc + col) * ohw + q] = v;
             }
         }
     }
@@ -292,7 +239,7 @@ fn backward_input(@builtin(local_invocation_id) lid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
     let hw = P.h * P.w;
     let rows = P.n * hw;
-    let tile = row_tile(wid, nwg);
+    let tile = folded_tile(wid, nwg);
     if (tile * BM >= rows) {
         return;
     }
@@ -309,7 +256,7 @@ fn backward_input(@builtin(local_invocation_id) lid: vec3<u32>,
         for (var j = 0u; j < TN; j++) {
             let col = col0 + lid.x * TN + j;
             if (col < P.c) {
-                dx[(n * P.c + col) * hw + q] = acc[i][j];
+                out[(n * P.c + col) * hw + q] = acc[i][j];
             }
         }
     }
@@ -322,7 +269,7 @@ fn backward_weight(@builtin(local_invocation_id) lid: vec3<u32>,
                    @builtin(num_workgroups) nwg: vec3<u32>) {
     let rows = P.c * P.k * P.k;
     let red_len = P.n * P.oh * P.ow;
-    let tile = row_tile(wid, nwg);
+    let tile = folded_tile(wid, nwg);
     if (tile * BM >= rows) {
         return;
     }
@@ -341,52 +288,8 @@ fn backward_weight(@builtin(local_invocation_id) lid: vec3<u32>,
         for (var j = 0u; j < TN; j++) {
             let col = col0 + lid.x * TN + j;
             if (col < P.oc) {
-                partial[(split * rows + row) * P.oc + col] = acc[i][j];
+                out[(split * rows + row) * P.oc + col] = acc[i][j];
             }
         }
-    }
-}
-
-// dW[oc, kidx] = sum over splits of partial[s, kidx, oc]; one thread per weight,
-// `splits` terms each (the long reduction already happened in backward_weight).
-@compute @workgroup_size(256)
-fn reduce_weight(@builtin(local_invocation_index) li: u32,
-                 @builtin(workgroup_id) wid: vec3<u32>,
-                 @builtin(num_workgroups) nwg: vec3<u32>) {
-    let rows = P.c * P.k * P.k;
-    let idx = (wid.x + wid.y * nwg.x) * 256u + li;
-    if (idx >= rows * P.oc) {
-        return;
-    }
-    let oc = idx / rows;
-    let kidx = idx % rows;
-    var s = 0.0;
-    for (var sp = 0u; sp < P.splits; sp++) {
-        s += partial[(sp * rows + kidx) * P.oc + oc];
-    }
-    grads[P.w_off + idx] = s;
-}
-
-// db[oc] = sum over (n,oh,ow) of dy: one workgroup per output channel, tree reduction.
-@compute @workgroup_size(256)
-fn backward_bias(@builtin(local_invocation_index) li: u32,
-                 @builtin(workgroup_id) wid: vec3<u32>) {
-    let oc = wid.x;
-    let len = P.n * P.oh * P.ow;
-    r_ohw = 1.0 / f32(P.oh * P.ow);
-    var s = 0.0;
-    for (var p = li; p < len; p += 256u) {
-        s += dy_at(p, oc);
-    }
-    red[li] = s;
-    workgroupBarrier();
-    for (var half = 128u; half > 0u; half >>= 1u) {
-        if (li < half) {
-            red[li] += red[li + half];
-        }
-        workgroupBarrier();
-    }
-    if (li == 0u) {
-        grads[P.b_off + oc] = red[0];
     }
 }

@@ -165,8 +165,28 @@ fn devices_lists_the_adapters() {
     let out = stdout_of(bin().arg("devices"));
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         assert!(out.contains("Vulkan") && out.contains("Gl"), "{out}");
+        // lavapipe's 8-lane subgroups get the subgroup engine; GL has none.
+        assert!(out.contains("subgroups: 8..8 lanes, conv kernels: subgroup"), "{out}");
+        assert!(out.contains("subgroups: none, conv kernels: tiled"), "{out}");
     }
     assert!(out.contains("storage buffers/stage") || out.contains("no GPU adapter"), "{out}");
+}
+
+#[test]
+fn both_conv_engines_read_the_pictures_alike_and_a_bad_choice_is_named() {
+    let infer = |engine: &str, backend: &str| {
+        let mut c = bin();
+        c.env("GPU_CNN_CONV", engine).args(["infer", "tests/images", "--backend", backend]);
+        c
+    };
+    let auto = stdout_of(&mut infer("auto", backend()));
+    let tiled = stdout_of(&mut infer("tiled", backend()));
+    let digits = |out: &str| out.lines().map(|l| l.split(": ").nth(1).unwrap()[..1].to_string()).collect::<Vec<_>>();
+    assert_eq!(digits(&auto), digits(&tiled), "{auto}\n{tiled}");
+    assert_eq!(digits(&auto).len(), 10, "{auto}");
+    fails_with(&mut infer("fastest", backend()), &["GPU_CNN_CONV=fastest", "auto, tiled or subgroup"]);
+    // GL has no subgroups, so it cannot run the subgroup engine.
+    fails_with(&mut infer("subgroup", "gl"), &["GPU_CNN_CONV=subgroup", "exactly 8 lanes"]);
 }
 
 fn default_weights() -> PathBuf {

@@ -20,6 +20,7 @@ use std::sync::{Arc, OnceLock};
 
 use gpu_cnn::cpu::ops;
 use gpu_cnn::dims::{ConvDims, LinearDims, PoolDims};
+use gpu_cnn::gpu::kernels::ConvEngine;
 use gpu_cnn::gpu::{Dispatch, Gpu, Kernels};
 use gpu_cnn::rng::Rng;
 
@@ -28,19 +29,29 @@ use common::{assert_close, to64, uniform};
 const FWD: (f64, f64) = (1e-5, 1e-4);
 const RED: (f64, f64) = (1e-4, 1e-3);
 
-/// The device's kernels, and a second set that folds dispatches over two
-/// dimensions after only 3 workgroups, so every entry point's 2-D path runs on small shapes.
-fn kernel_sets(g: &Arc<Gpu>) -> [&Kernels; 2] {
-    // One folded set per backend, built on first use.
-    static VK: OnceLock<Kernels> = OnceLock::new();
-    static GL: OnceLock<Kernels> = OnceLock::new();
+/// The device's kernels, a second set that folds dispatches over two dimensions
+/// after only 3 workgroups (so every entry point's 2-D path runs on small shapes),
+/// and, where the device runs the subgroup conv engine, the tiled engine too,
+/// plain and folded: every engine the device can run is checked.
+fn kernel_sets(g: &Arc<Gpu>) -> Vec<&Kernels> {
+    // Built once per backend, on first use.
+    static VK: OnceLock<Vec<Kernels>> = OnceLock::new();
+    static GL: OnceLock<Vec<Kernels>> = OnceLock::new();
     let cell = if g.info.backend == wgpu::Backend::Vulkan { &VK } else { &GL };
-    let folded = cell.get_or_init(|| {
-        let mut k = Kernels::new(&g.device);
-        k.set_max_workgroups_per_dim(3);
-        k
+    let extra = cell.get_or_init(|| {
+        let folded = |engine| {
+            let mut k = Kernels::new(&g.device, engine);
+            k.set_max_workgroups_per_dim(3);
+            k
+        };
+        let mut sets = vec![folded(g.kernels.conv_engine)];
+        if g.kernels.conv_engine != ConvEngine::Tiled {
+            sets.push(Kernels::new(&g.device, ConvEngine::Tiled));
+            sets.push(folded(ConvEngine::Tiled));
+        }
+        sets
     });
-    [&g.kernels, folded]
+    std::iter::once(&g.kernels).chain(extra).collect()
 }
 
 fn run(g: &Gpu, ds: &[Dispatch]) {
@@ -81,7 +92,7 @@ fn conv_case(g: &Gpu, k: &Kernels, d: ConvDims, seed: u64) -> [f64; 5] {
     let by = g.storage("y", d.output_len() as u64 * 4);
     let bdy = g.upload("dy", &dy);
     let bdx = g.storage("dx", d.input_len() as u64 * 4);
-    let bpart = g.storage("partial", Kernels::conv_partial_len(d) as u64 * 4);
+    let bpart = g.storage("partial", k.conv_partial_len(d) as u64 * 4);
     let bgrads = g.storage("grads", params.len() as u64 * 4);
     let mut ds = vec![k.conv_forward(&g.device, d, w_off, b_off, false, &bx, &bp, &by)];
     ds.push(k.conv_backward_input(&g.device, d, w_off, &bdy, &bp, &bdx));
@@ -367,4 +378,15 @@ per_backend!(optimizers, |g: &Arc<Gpu>| {
         }
     }
     report(g, "optim.sgd/adam", worst);
+});
+
+// lavapipe (8-lane subgroups) must run the subgroup engine, or its speed silently
+// goes; GL has no subgroups and runs the tiled one. Both are checked above either way.
+per_backend!(conv_engine_matches_the_adapter, |g: &Arc<Gpu>| {
+    let want = match g.info.backend {
+        wgpu::Backend::Vulkan if g.info.name.contains("llvmpipe") => ConvEngine::Subgroup,
+        wgpu::Backend::Gl => ConvEngine::Tiled,
+        _ => return,
+    };
+    assert_eq!(g.kernels.conv_engine, want, "{} (is GPU_CNN_CONV set?)", g.describe());
 });

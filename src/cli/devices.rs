@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use gpu_cnn::gpu::context::{adapters, NO_ADAPTER_HELP};
+use gpu_cnn::gpu::kernels::ConvEngine;
 use gpu_cnn::gpu::BackendChoice;
 
 pub fn run() -> Result<()> {
@@ -32,6 +33,12 @@ pub fn run() -> Result<()> {
             l.max_compute_workgroups_per_dimension
         );
         println!("    timestamp queries: {}", a.features().contains(wgpu::Features::TIMESTAMP_QUERY));
+        let subgroups = if a.features().contains(wgpu::Features::SUBGROUP) {
+            format!("{}..{} lanes", info.subgroup_min_size, info.subgroup_max_size)
+        } else {
+            "none".to_string()
+        };
+        println!("    subgroups: {subgroups}, conv kernels: {}", ConvEngine::best(a).name());
     }
     Ok(())
 }

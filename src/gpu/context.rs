@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use wgpu::util::DeviceExt;
 
-use crate::gpu::kernels::{Dispatch, Kernels};
+use crate::gpu::kernels::{ConvEngine, Dispatch, Kernels};
 
 /// Which wgpu backend to use; `Auto` prefers native APIs over GL and real GPUs over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,17 +105,18 @@ impl Gpu {
         let adapter = found.into_iter().next().ok_or_else(|| anyhow!("backend {choice}: {NO_ADAPTER_HELP}"))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let conv_engine = ConvEngine::choose(&adapter)?;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gpu-cnn"),
             // Timestamps, where the adapter has them, for `gpu-cnn bench`'s per-op profile.
-            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+            required_features: (adapter.features() & wgpu::Features::TIMESTAMP_QUERY) | conv_engine.features(),
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
         .with_context(|| format!("cannot open a device on {} ({:?})", info.name, info.backend))?;
-        let kernels = checked(&device, || Kernels::new(&device))
+        let kernels = checked(&device, || Kernels::new(&device, conv_engine))
             .with_context(|| format!("building the compute pipelines on {} ({:?})", info.name, info.backend))?;
         Ok(Gpu { device, queue, info, limits, kernels })
     }
@@ -124,9 +125,9 @@ impl Gpu {
         self.device.features().contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
-    /// e.g. `Vulkan: llvmpipe (LLVM 15.0.6, 256 bits)`.
+    /// e.g. `Vulkan: llvmpipe (LLVM 15.0.6, 256 bits), subgroup conv kernels`.
     pub fn describe(&self) -> String {
-        format!("{:?}: {}", self.info.backend, self.info.name)
+        format!("{:?}: {}, {} conv kernels", self.info.backend, self.info.name, self.kernels.conv_engine.name())
     }
 
     pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {

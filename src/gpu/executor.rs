@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::executor::{batch_len, check_len, Executor, Optimizer, OptimizerState, Stats};
 use crate::gpu::context::{checked, Gpu};
-use crate::gpu::kernels::{Dispatch, Kernels, OptimParams};
+use crate::gpu::kernels::{Dispatch, OptimParams};
 use crate::model::{Layer, Model};
 
 /// The dispatches of one batch size, in recording order.
@@ -109,7 +109,7 @@ impl GpuExecutor {
                     _ => None,
                 });
                 if let Some(d) = l.conv_dims(max_batch) {
-                    partial_len = partial_len.max(Kernels::conv_partial_len(d));
+                    partial_len = partial_len.max(gpu.kernels.conv_partial_len(d));
                 }
             }
             let partial =

@@ -10,7 +10,15 @@ use crate::executor::Optimizer;
 
 /// The WGSL sources, one file per op family (also validated by naga in tests).
 pub const SHADERS: &[(&str, &str)] = &[
-    ("conv2d.wgsl", include_str!("../../shaders/conv2d.wgsl")),
+    // Both conv engines start with the shared part (uniform, bindings, reductions).
+    (
+        "conv2d.wgsl",
+        concat!(include_str!("../../shaders/conv2d_common.wgsl"), include_str!("../../shaders/conv2d.wgsl")),
+    ),
+    (
+        "conv2d_subgroup.wgsl",
+        concat!(include_str!("../../shaders/conv2d_common.wgsl"), include_str!("../../shaders/conv2d_subgroup.wgsl")),
+    ),
     ("relu.wgsl", include_str!("../../shaders/relu.wgsl")),
     ("maxpool.wgsl", include_str!("../../shaders/maxpool.wgsl")),
     ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
@@ -22,6 +30,107 @@ pub const SHADERS: &[(&str, &str)] = &[
 const CONV_BM: u64 = 64;
 const CONV_BN: u64 = 32;
 const CONV_BK: u64 = 16;
+// conv2d_subgroup.wgsl: columns per tile, and rows per 8-lane row group.
+const SG_COLS: u64 = 64;
+const SG_GROUP_ROWS: u64 = 8;
+/// The subgroup size conv2d_subgroup.wgsl is written for.
+pub const SG_LANES: u32 = 8;
+
+/// Which GEMM engine runs the convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvEngine {
+    /// conv2d.wgsl: shared-memory tiles of 64x32, 64 threads a workgroup; runs everywhere.
+    Tiled,
+    /// conv2d_subgroup.wgsl: one 8-lane subgroup a workgroup, operands shared by
+    /// `subgroupBroadcast` instead of workgroup memory; needs subgroups of exactly 8
+    /// (llvmpipe on AVX2), where it is several times faster.
+    Subgroup,
+}
+
+impl ConvEngine {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvEngine::Tiled => "tiled",
+            ConvEngine::Subgroup => "subgroup",
+        }
+    }
+
+    /// The fastest engine the adapter can run.
+    pub fn best(adapter: &wgpu::Adapter) -> ConvEngine {
+        let info = adapter.get_info();
+        let can_subgroup = adapter.features().contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == SG_LANES
+            && info.subgroup_max_size == SG_LANES;
+        if can_subgroup {
+            ConvEngine::Subgroup
+        } else {
+            ConvEngine::Tiled
+        }
+    }
+
+    /// `best`, unless the environment variable `GPU_CNN_CONV` (`tiled` or `subgroup`)
+    /// says otherwise: for comparing the engines on one adapter.
+    pub fn choose(adapter: &wgpu::Adapter) -> anyhow::Result<ConvEngine> {
+        let info = adapter.get_info();
+        let best = Self::best(adapter);
+        match std::env::var("GPU_CNN_CONV").ok().as_deref() {
+            None | Some("") | Some("auto") => Ok(best),
+            Some("tiled") => Ok(ConvEngine::Tiled),
+            Some("subgroup") if best == ConvEngine::Subgroup => Ok(ConvEngine::Subgroup),
+            Some("subgroup") => anyhow::bail!(
+                "GPU_CNN_CONV=subgroup needs subgroups of exactly {SG_LANES} lanes; {} ({:?}) has {}",
+                info.name,
+                info.backend,
+                if adapter.features().contains(wgpu::Features::SUBGROUP) {
+                    format!("{}..{}", info.subgroup_min_size, info.subgroup_max_size)
+                } else {
+                    "none".to_string()
+                }
+            ),
+            Some(other) => anyhow::bail!("GPU_CNN_CONV={other}: expected auto, tiled or subgroup"),
+        }
+    }
+
+    /// Device features the engine needs.
+    pub fn features(self) -> wgpu::Features {
+        match self {
+            ConvEngine::Tiled => wgpu::Features::empty(),
+            ConvEngine::Subgroup => wgpu::Features::SUBGROUP,
+        }
+    }
+}
+
+/// The three GEMM entry points of one engine (forward, backward_input, backward_weight).
+struct ConvGemms {
+    forward: wgpu::ComputePipeline,
+    backward_input: wgpu::ComputePipeline,
+    backward_weight: wgpu::ComputePipeline,
+}
+
+enum ConvPipelines {
+    Tiled(ConvGemms),
+    /// Built twice: 16-row tiles for 16-channel GEMMs, 32-row tiles for wider ones.
+    Subgroup {
+        narrow: ConvGemms,
+        wide: ConvGemms,
+    },
+}
+
+#[derive(Clone, Copy)]
+enum ConvOp {
+    Forward,
+    BackwardInput,
+    BackwardWeight,
+}
+
+/// How one conv GEMM is laid out on the grid.
+struct GemmShape<'a> {
+    pipeline: &'a wgpu::ComputePipeline,
+    /// Tiles along the dimension folded over x and y.
+    folded: u64,
+    /// Tiles along z (before splits).
+    z: u64,
+}
 /// Aim for this many workgroups in a conv weight-gradient GEMM, splitting its reduction.
 const CONV_WEIGHT_TARGET_GROUPS: u64 = 256;
 /// Threads per workgroup of the element-wise entry points.
@@ -151,9 +260,8 @@ impl Dispatch {
 
 pub struct Kernels {
     max_groups: u32,
-    conv_forward: wgpu::ComputePipeline,
-    conv_backward_input: wgpu::ComputePipeline,
-    conv_backward_weight: wgpu::ComputePipeline,
+    pub conv_engine: ConvEngine,
+    conv: ConvPipelines,
     conv_reduce_weight: wgpu::ComputePipeline,
     conv_backward_bias: wgpu::ComputePipeline,
     relu_forward: wgpu::ComputePipeline,
@@ -180,7 +288,8 @@ fn ceil_div(a: u64, b: u64) -> u64 {
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Kernels {
+    /// Every pipeline, compiled once; `device` must have `conv_engine.features()`.
+    pub fn new(device: &wgpu::Device, conv_engine: ConvEngine) -> Kernels {
         let module = |name: &str| {
             let src = SHADERS.iter().find(|(n, _)| *n == name).unwrap().1;
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -188,17 +297,33 @@ impl Kernels {
                 source: wgpu::ShaderSource::Wgsl(src.into()),
             })
         };
-        let pipe = |m: &wgpu::ShaderModule, entry: &str| {
+        let pipe_with = |m: &wgpu::ShaderModule, entry: &str, constants: &[(&str, f64)]| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
                 layout: None,
                 module: m,
                 entry_point: Some(entry),
-                compilation_options: Default::default(),
+                compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
                 cache: None,
             })
         };
-        let conv = module("conv2d.wgsl");
+        let pipe = |m: &wgpu::ShaderModule, entry: &str| pipe_with(m, entry, &[]);
+        let gemms = |m: &wgpu::ShaderModule, constants: &[(&str, f64)]| ConvGemms {
+            forward: pipe_with(m, "forward", constants),
+            backward_input: pipe_with(m, "backward_input", constants),
+            backward_weight: pipe_with(m, "backward_weight", constants),
+        };
+        let conv = match conv_engine {
+            ConvEngine::Tiled => module("conv2d.wgsl"),
+            ConvEngine::Subgroup => module("conv2d_subgroup.wgsl"),
+        };
+        let conv_pipelines = match conv_engine {
+            ConvEngine::Tiled => ConvPipelines::Tiled(gemms(&conv, &[])),
+            ConvEngine::Subgroup => ConvPipelines::Subgroup {
+                narrow: gemms(&conv, &[("ROW_GROUPS", 2.0)]),
+                wide: gemms(&conv, &[("ROW_GROUPS", 4.0)]),
+            },
+        };
         let relu = module("relu.wgsl");
         let pool = module("maxpool.wgsl");
         let linear = module("linear.wgsl");
@@ -206,9 +331,8 @@ impl Kernels {
         let optim = module("optim.wgsl");
         Kernels {
             max_groups: device.limits().max_compute_workgroups_per_dimension,
-            conv_forward: pipe(&conv, "forward"),
-            conv_backward_input: pipe(&conv, "backward_input"),
-            conv_backward_weight: pipe(&conv, "backward_weight"),
+            conv_engine,
+            conv: conv_pipelines,
             conv_reduce_weight: pipe(&conv, "reduce_weight"),
             conv_backward_bias: pipe(&conv, "backward_bias"),
             relu_forward: pipe(&relu, "forward"),
@@ -305,18 +429,56 @@ impl Kernels {
         }
     }
 
+    /// Grid layout of one conv GEMM on this engine.
+    fn gemm_shape(&self, op: ConvOp, d: ConvDims) -> GemmShape<'_> {
+        let kk = (d.c * d.k * d.k) as u64;
+        // (rows, cols) of the product as each engine orients it.
+        let (pixels, channels) = match op {
+            ConvOp::Forward => ((d.n * d.oh() * d.ow()) as u64, d.oc as u64),
+            ConvOp::BackwardInput => ((d.n * d.h * d.w) as u64, d.c as u64),
+            ConvOp::BackwardWeight => (kk, d.oc as u64),
+        };
+        fn pick(g: &ConvGemms, op: ConvOp) -> &wgpu::ComputePipeline {
+            match op {
+                ConvOp::Forward => &g.forward,
+                ConvOp::BackwardInput => &g.backward_input,
+                ConvOp::BackwardWeight => &g.backward_weight,
+            }
+        }
+        match &self.conv {
+            // Rows = pixels (or taps), columns = channels.
+            ConvPipelines::Tiled(g) => {
+                GemmShape { pipeline: pick(g, op), folded: ceil_div(pixels, CONV_BM), z: ceil_div(channels, CONV_BN) }
+            }
+            // Rows = channels, in groups of 8; columns = pixels (or taps).
+            ConvPipelines::Subgroup { narrow, wide } => {
+                let (g, row_groups) = if channels <= 2 * SG_GROUP_ROWS { (narrow, 2) } else { (wide, 4) };
+                GemmShape {
+                    pipeline: pick(g, op),
+                    folded: ceil_div(pixels, SG_COLS),
+                    z: ceil_div(channels, row_groups * SG_GROUP_ROWS),
+                }
+            }
+        }
+    }
+
     /// Splits of the weight-gradient reduction (N*OH*OW long): (splits, chunk).
-    fn conv_weight_splits(d: ConvDims) -> (u64, u64) {
+    fn conv_weight_splits(&self, d: ConvDims) -> (u64, u64) {
         let red = (d.n * d.oh() * d.ow()) as u64;
-        let tiles = ceil_div((d.c * d.k * d.k) as u64, CONV_BM) * ceil_div(d.oc as u64, CONV_BN);
-        let want = ceil_div(CONV_WEIGHT_TARGET_GROUPS, tiles).clamp(1, ceil_div(red, CONV_BK));
+        let shape = self.gemm_shape(ConvOp::BackwardWeight, d);
+        // llvmpipe runs a workgroup per core thread: fewer, longer splits write fewer partial sums.
+        let target = match self.conv_engine {
+            ConvEngine::Tiled => CONV_WEIGHT_TARGET_GROUPS,
+            ConvEngine::Subgroup => CONV_WEIGHT_TARGET_GROUPS / 4,
+        };
+        let want = ceil_div(target, shape.folded * shape.z).clamp(1, ceil_div(red, CONV_BK));
         let chunk = ceil_div(ceil_div(red, want), CONV_BK) * CONV_BK;
         (ceil_div(red, chunk), chunk)
     }
 
     /// Elements of the scratch buffer `conv_backward_params` needs for `d`.
-    pub fn conv_partial_len(d: ConvDims) -> usize {
-        Self::conv_weight_splits(d).0 as usize * d.c * d.k * d.k * d.oc
+    pub fn conv_partial_len(&self, d: ConvDims) -> usize {
+        self.conv_weight_splits(d).0 as usize * d.c * d.k * d.k * d.oc
     }
 
     /// y (N,OC,OH,OW) = conv(x (N,C,H,W), W at `w_off` of `params`) + bias at `b_off`, then ReLU if `relu`.
@@ -334,13 +496,14 @@ impl Kernels {
     ) -> Dispatch {
         let mut p = Self::conv_params(d, w_off, b_off);
         p.relu = relu as u32;
-        let (gx, gy) = self.grid(ceil_div((d.n * d.oh() * d.ow()) as u64, CONV_BM));
-        let groups = [gx, gy, ceil_div(d.oc as u64, CONV_BN) as u32];
+        let shape = self.gemm_shape(ConvOp::Forward, d);
+        let (gx, gy) = self.grid(shape.folded);
+        let groups = [gx, gy, shape.z as u32];
         let name = if relu { "conv2d.forward+relu" } else { "conv2d.forward" };
         self.dispatch(
             device,
             name,
-            &self.conv_forward,
+            shape.pipeline,
             bytemuck::bytes_of(&p),
             &[(1, x), (2, params), (3, y)],
             groups,
@@ -359,18 +522,11 @@ impl Kernels {
         dx: &wgpu::Buffer,
     ) -> Dispatch {
         let p = Self::conv_params(d, w_off, 0);
-        let (gx, gy) = self.grid(ceil_div((d.n * d.h * d.w) as u64, CONV_BM));
-        let groups = [gx, gy, ceil_div(d.c as u64, CONV_BN) as u32];
-        let b = [(1, dy), (2, params), (5, dx)];
-        self.dispatch(
-            device,
-            "conv2d.backward_input",
-            &self.conv_backward_input,
-            bytemuck::bytes_of(&p),
-            &b,
-            groups,
-            d.flops(),
-        )
+        let shape = self.gemm_shape(ConvOp::BackwardInput, d);
+        let (gx, gy) = self.grid(shape.folded);
+        let groups = [gx, gy, shape.z as u32];
+        let b = [(1, dy), (2, params), (3, dx)];
+        self.dispatch(device, "conv2d.backward_input", shape.pipeline, bytemuck::bytes_of(&p), &b, groups, d.flops())
     }
 
     /// dW and db into `grads` at `w_off`/`b_off`: a split-reduction GEMM into `partial`
@@ -387,20 +543,20 @@ impl Kernels {
         partial: &wgpu::Buffer,
         grads: &wgpu::Buffer,
     ) -> [Dispatch; 3] {
-        let (splits, chunk) = Self::conv_weight_splits(d);
+        let (splits, chunk) = self.conv_weight_splits(d);
         let mut p = Self::conv_params(d, w_off, b_off);
         (p.splits, p.chunk) = (splits as u32, chunk as u32);
         let p = bytemuck::bytes_of(&p);
-        let rows = (d.c * d.k * d.k) as u64;
-        let (gx, gy) = self.grid(ceil_div(rows, CONV_BM));
-        let gemm = [gx, gy, (ceil_div(d.oc as u64, CONV_BN) * splits) as u32];
+        let shape = self.gemm_shape(ConvOp::BackwardWeight, d);
+        let (gx, gy) = self.grid(shape.folded);
+        let gemm = [gx, gy, (shape.z * splits) as u32];
         [
             self.dispatch(
                 device,
                 "conv2d.backward_weight",
-                &self.conv_backward_weight,
+                shape.pipeline,
                 p,
-                &[(1, x), (2, dy), (6, partial)],
+                &[(1, x), (2, dy), (3, partial)],
                 gemm,
                 d.flops(),
             ),
@@ -409,7 +565,7 @@ impl Kernels {
                 "conv2d.reduce_weight",
                 &self.conv_reduce_weight,
                 p,
-                &[(6, partial), (7, grads)],
+                &[(1, partial), (3, grads)],
                 self.flat_groups(d.weight_len()),
                 0,
             ),
@@ -418,7 +574,7 @@ impl Kernels {
                 "conv2d.backward_bias",
                 &self.conv_backward_bias,
                 p,
-                &[(2, dy), (7, grads)],
+                &[(2, dy), (3, grads)],
                 [u(d.oc), 1, 1],
                 0,
             ),

@@ -1,0 +1,109 @@
+// Conv2d, the part both GEMM engines share: the uniform, the bindings, the
+// integer helpers, and the two reductions that are not GEMMs (reduce_weight,
+// backward_bias). Rust prepends this file to conv2d.wgsl (the shared-memory
+// tiled engine, for GPUs) or conv2d_subgroup.wgsl (the subgroup-broadcast engine,
+// for 8-lane SIMD such as llvmpipe) to make one module.
+//
+// The three products, written C[row, col] = sum_r A[row, r] * B[r, col]:
+//   forward          out = y (N,OC,OH,OW)  r = (c,kh,kw)   from x and W
+//   backward_input   out = dx (N,C,H,W)    r = (oc,kh,kw)  from dy and W
+//   backward_weight  out = dW (OC,C,K,K)   r = (n,oh,ow)   from x and dy, split along r
+// backward_weight's reduction is N*OH*OW long (50k terms for conv1 at batch 64),
+// so it is cut into `splits` chunks that run as separate workgroups and write
+// partial sums (splits, C*K*K, OC); reduce_weight adds them up. backward_bias is
+// a tree reduction.
+
+struct Params {
+    n: u32, c: u32, h: u32, w: u32,
+    oc: u32, oh: u32, ow: u32, k: u32,
+    stride: u32, pad: u32, w_off: u32, b_off: u32,
+    chunk: u32,   // backward_weight: reduction length per split
+    splits: u32,  // backward_weight / reduce_weight: number of splits
+    relu: u32,    // forward: 1 = apply ReLU in the epilogue
+    _pad: u32,
+}
+
+// Every entry point reads bindings 1 and 2 and writes binding 3, whatever the
+// product, so each binds only what it uses:
+//   forward          src_a = x (N,C,H,W)      src_b = params (W at w_off, bias at b_off)  out = y (N,OC,OH,OW)
+//   backward_input   src_a = dy (N,OC,OH,OW)  src_b = params                              out = dx (N,C,H,W)
+//   backward_weight  src_a = x                src_b = dy          out = partial sums (splits, C*K*K, OC)
+//   reduce_weight    src_a = partial sums                         out = grads (flat, laid out as params)
+//   backward_bias                             src_b = dy          out = grads
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> src_a: array<f32>;
+@group(0) @binding(2) var<storage, read> src_b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+// CPU SIMD (llvmpipe, and a GPU's integer units too) has no vector integer
+// division, so the loaders divide through f32 reciprocals: exact for a < 2^22
+// after the one-step correction (the host keeps every dividend below that).
+fn fdiv(a: u32, b: u32, rb: f32) -> u32 {
+    var q = u32(f32(a) * rb);
+    if (q * b > a) {
+        q -= 1u;
+    } else if ((q + 1u) * b <= a) {
+        q += 1u;
+    }
+    return q;
+}
+
+var<private> r_ohw: f32;
+
+// dy (in src_b) at output pixel p = (n,oh,ow), channel oc.
+fn dy_at(p: u32, oc: u32) -> f32 {
+    let ohw = P.oh * P.ow;
+    let n = fdiv(p, ohw, r_ohw);
+    return src_b[(n * P.oc + oc) * ohw + (p - n * ohw)];
+}
+
+// The tile index a dispatch folded over x and y (see `Kernels::grid`).
+fn folded_tile(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+var<workgroup> red: array<f32, 256>;
+
+// dW[oc, kidx] = sum over splits of partial[s, kidx, oc]; one thread per weight,
+// `splits` terms each (the long reduction already happened in backward_weight).
+@compute @workgroup_size(256)
+fn reduce_weight(@builtin(local_invocation_index) li: u32,
+                 @builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let rows = P.c * P.k * P.k;
+    let idx = (wid.x + wid.y * nwg.x) * 256u + li;
+    if (idx >= rows * P.oc) {
+        return;
+    }
+    let oc = idx / rows;
+    let kidx = idx % rows;
+    var s = 0.0;
+    for (var sp = 0u; sp < P.splits; sp++) {
+        s += src_a[(sp * rows + kidx) * P.oc + oc];
+    }
+    out[P.w_off + idx] = s;
+}
+
+// db[oc] = sum over (n,oh,ow) of dy: one workgroup per output channel, tree reduction.
+@compute @workgroup_size(256)
+fn backward_bias(@builtin(local_invocation_index) li: u32,
+                 @builtin(workgroup_id) wid: vec3<u32>) {
+    let oc = wid.x;
+    let len = P.n * P.oh * P.ow;
+    r_ohw = 1.0 / f32(P.oh * P.ow);
+    var s = 0.0;
+    for (var p = li; p < len; p += 256u) {
+        s += dy_at(p, oc);
+    }
+    red[li] = s;
+    workgroupBarrier();
+    for (var half = 128u; half > 0u; half >>= 1u) {
+        if (li < half) {
+            red[li] += red[li + half];
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        out[P.b_off + oc] = red[0];
+    }
+}

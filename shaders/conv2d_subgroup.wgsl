@@ -1,0 +1,374 @@
+// Conv2d's subgroup-broadcast engine, for 8-lane SIMD: llvmpipe/lavapipe on
+// AVX2, where a subgroup is one 256-bit register. Follows conv2d_common.wgsl.
+//
+// Why a second engine: llvmpipe runs 8 invocations as the lanes of one vector
+// and turns every storage or workgroup-memory load whose address differs across
+// lanes into a loop of 8 scalar loads. The tiled engine's inner loop reads
+// workgroup memory per FMA, so on llvmpipe it is bound by those loops. Here a
+// workgroup is one 8-lane subgroup and shares nothing through memory: each lane
+// loads a value once and `subgroupBroadcast` (an extract and a splat) hands it
+// to the other seven, so each loaded value feeds 8 to 32 vector FMAs.
+//
+// As GEMMs, with out[row, col] = sum_r A[row, r] * B[r, col]:
+//   forward          rows = oc  cols = (n,oh,ow)  A = W        B = im2col(x)
+//   backward_input   rows = c   cols = (n,ih,iw)  A = W^T      B = dy through the kernel window
+//   backward_weight  rows = oc  cols = (c,kh,kw)  A = dy       B = im2col(x)^T, split along r
+// The rows are always the short channel dimension, loaded by lane `l` for rows
+// l, l+8, l+16, l+24 of the tile and broadcast; the columns are the long pixel
+// or tap dimension, 8 per lane (4l..4l+3 and 32+4l..32+4l+3 of a 64-wide tile),
+// gathered from src_a. Each lane accumulates ROW_GROUPS*8 rows x 8 columns.
+//
+// Dispatch: workgroup_size(8); x,y = column tile folded into two dimensions,
+// z = row tile (+ split * row tiles for backward_weight).
+//
+// The loops below are written out rather than indexed: llvmpipe keeps any
+// dynamically indexed local array in memory, and a broadcast's lane must be a
+// constant.
+
+// 8-row groups per tile: 2 for 16-channel layers, 4 otherwise (set per pipeline).
+override ROW_GROUPS: u32 = 4u;
+const TILE_COLS: u32 = 64u;
+
+// 8 rows x this lane's 8 columns: lo = columns 4l..4l+3, hi = 32+4l..32+4l+3.
+struct Acc {
+    lo0: vec4<f32>, lo1: vec4<f32>, lo2: vec4<f32>, lo3: vec4<f32>,
+    lo4: vec4<f32>, lo5: vec4<f32>, lo6: vec4<f32>, lo7: vec4<f32>,
+    hi0: vec4<f32>, hi1: vec4<f32>, hi2: vec4<f32>, hi3: vec4<f32>,
+    hi4: vec4<f32>, hi5: vec4<f32>, hi6: vec4<f32>, hi7: vec4<f32>,
+}
+
+// acc[i] += (lane i's x) * (lo, hi): a rank-1 update of 8 rows by 8 columns.
+fn rank8(x: f32, lo: vec4<f32>, hi: vec4<f32>, acc: Acc) -> Acc {
+    var o = acc;
+    { let v = vec4(subgroupBroadcast(x, 0u)); o.lo0 = fma(v, lo, o.lo0); o.hi0 = fma(v, hi, o.hi0); }
+    { let v = vec4(subgroupBroadcast(x, 1u)); o.lo1 = fma(v, lo, o.lo1); o.hi1 = fma(v, hi, o.hi1); }
+    { let v = vec4(subgroupBroadcast(x, 2u)); o.lo2 = fma(v, lo, o.lo2); o.hi2 = fma(v, hi, o.hi2); }
+    { let v = vec4(subgroupBroadcast(x, 3u)); o.lo3 = fma(v, lo, o.lo3); o.hi3 = fma(v, hi, o.hi3); }
+    { let v = vec4(subgroupBroadcast(x, 4u)); o.lo4 = fma(v, lo, o.lo4); o.hi4 = fma(v, hi, o.hi4); }
+    { let v = vec4(subgroupBroadcast(x, 5u)); o.lo5 = fma(v, lo, o.lo5); o.hi5 = fma(v, hi, o.hi5); }
+    { let v = vec4(subgroupBroadcast(x, 6u)); o.lo6 = fma(v, lo, o.lo6); o.hi6 = fma(v, hi, o.hi6); }
+    { let v = vec4(subgroupBroadcast(x, 7u)); o.lo7 = fma(v, lo, o.lo7); o.hi7 = fma(v, hi, o.hi7); }
+    return o;
+}
+
+var<private> acc0: Acc; // rows 0..7 of the tile
+var<private> acc1: Acc; // rows 8..15
+var<private> acc2: Acc; // rows 16..23 (ROW_GROUPS = 4)
+var<private> acc3: Acc; // rows 24..31 (ROW_GROUPS = 4)
+
+// One reduction step: x = this lane's A values for rows l, l+8, l+16, l+24;
+// lo, hi = B in this lane's columns.
+fn accumulate(x: vec4<f32>, lo: vec4<f32>, hi: vec4<f32>) {
+    acc0 = rank8(x.x, lo, hi, acc0);
+    acc1 = rank8(x.y, lo, hi, acc1);
+    if (ROW_GROUPS > 2u) {
+        acc2 = rank8(x.z, lo, hi, acc2);
+        acc3 = rank8(x.w, lo, hi, acc3);
+    }
+}
+
+// Four gathered loads; a lane outside the tensor reads element 0 and gets 0.
+fn gather_a(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
+    let i = select(vec4(0u), idx, ok);
+    let v = vec4(src_a[i.x], src_a[i.y], src_a[i.z], src_a[i.w]);
+    return select(vec4(0.0), v, ok);
+}
+
+fn gather_rows(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
+    let i = select(vec4(0u), idx, ok);
+    var v = vec4(src_b[i.x], src_b[i.y], 0.0, 0.0);
+    if (ROW_GROUPS > 2u) {
+        v.z = src_b[i.z];
+        v.w = src_b[i.w];
+    }
+    return select(vec4(0.0), v, ok);
+}
+
+// The tile's place: `lane`, its four rows (l, l+8, l+16, l+24 from row0) and its
+// first columns (lo at col_lo + 0..3, hi at col_lo + 32 + 0..3).
+struct Tile {
+    lane: u32,
+    row0: u32,
+    rows: vec4<u32>,
+    col_lo: vec4<u32>,
+    col_hi: vec4<u32>,
+}
+
+fn tile_at(lane: u32, row_tile: u32, col_tile: u32) -> Tile {
+    let row0 = row_tile * ROW_GROUPS * 8u;
+    let c = col_tile * TILE_COLS + lane * 4u + vec4(0u, 1u, 2u, 3u);
+    return Tile(lane, row0, row0 + lane + vec4(0u, 8u, 16u, 24u), c, c + 32u);
+}
+
+// Where each of this lane's output columns goes: element `base[j] + row * row_stride`
+// of `out` for tile row `row`, if `ok[j]` and the row exists. Computed once per
+// tile, so the epilogue does no division per value.
+struct OutCols {
+    base: vec4<u32>,
+    ok: vec4<bool>,
+}
+
+var<private> out_lo: OutCols;
+var<private> out_hi: OutCols;
+var<private> out_row_stride: u32;
+var<private> out_rows: u32;
+var<private> out_bias: bool; // forward: add the bias of the row (and apply ReLU if P.relu)
+
+fn emit(row: u32, cols: OutCols, v: vec4<f32>) {
+    if (row >= out_rows) {
+        return;
+    }
+    var o = v;
+    if (out_bias) {
+        o += src_b[P.b_off + row];
+        if (P.relu != 0u) {
+            o = max(o, vec4(0.0));
+        }
+    }
+    let idx = cols.base + row * out_row_stride;
+    for (var j = 0u; j < 4u; j++) {
+        if (cols.ok[j]) {
+            out[idx[j]] = o[j];
+        }
+    }
+}
+
+fn emit_group(row: u32, a: Acc) {
+    emit(row + 0u, out_lo, a.lo0);
+    emit(row + 0u, out_hi, a.hi0);
+    emit(row + 1u, out_lo, a.lo1);
+    emit(row + 1u, out_hi, a.hi1);
+    emit(row + 2u, out_lo, a.lo2);
+    emit(row + 2u, out_hi, a.hi2);
+    emit(row + 3u, out_lo, a.lo3);
+    emit(row + 3u, out_hi, a.hi3);
+    emit(row + 4u, out_lo, a.lo4);
+    emit(row + 4u, out_hi, a.hi4);
+    emit(row + 5u, out_lo, a.lo5);
+    emit(row + 5u, out_hi, a.hi5);
+    emit(row + 6u, out_lo, a.lo6);
+    emit(row + 6u, out_hi, a.hi6);
+    emit(row + 7u, out_lo, a.lo7);
+    emit(row + 7u, out_hi, a.hi7);
+}
+
+fn emit_all(t: Tile) {
+    emit_group(t.row0, acc0);
+    emit_group(t.row0 + 8u, acc1);
+    if (ROW_GROUPS > 2u) {
+        emit_group(t.row0 + 16u, acc2);
+        emit_group(t.row0 + 24u, acc3);
+    }
+}
+
+// Output columns of an (N, rows, plane) tensor at flat pixels p = (n, q) of a plane of `plane` pixels.
+fn plane_cols(p: vec4<u32>, rows: u32, plane: u32) -> OutCols {
+    let n = p / plane;
+    return OutCols(n * rows * plane + (p - n * plane), p < vec4(P.n * plane));
+}
+
+// im2col columns: for output pixels p = (n,oh,ow), where each kernel tap reads x.
+struct PixelCols {
+    base: vec4<u32>, // n*C*H*W
+    y0: vec4<i32>,   // oh*stride - pad
+    x0: vec4<i32>,   // ow*stride - pad
+    ok: vec4<bool>,
+}
+
+fn pixel_cols(p: vec4<u32>) -> PixelCols {
+    let ohw = P.oh * P.ow;
+    let n = p / ohw;
+    let q = p - n * ohw;
+    let oh = q / P.ow;
+    let ow = q - oh * P.ow;
+    let s = P.stride;
+    return PixelCols(n * (P.c * P.h * P.w), vec4<i32>(oh * s) - i32(P.pad), vec4<i32>(ow * s) - i32(P.pad),
+                     p < vec4(P.n * ohw));
+}
+
+// x at tap (c,kh,kw) for each of the four pixels.
+fn im2col(cols: PixelCols, c: u32, kh: u32, kw: u32) -> vec4<f32> {
+    let ih = cols.y0 + i32(kh);
+    let iw = cols.x0 + i32(kw);
+    let ok = cols.ok & (ih >= vec4(0)) & (iw >= vec4(0)) & (ih < vec4(i32(P.h))) & (iw < vec4(i32(P.w)));
+    let idx = cols.base + (c * P.h) * P.w + vec4<u32>(ih) * P.w + vec4<u32>(iw);
+    return gather_a(idx, ok);
+}
+
+@compute @workgroup_size(8)
+fn forward(@builtin(subgroup_invocation_id) lane: u32,
+           @builtin(workgroup_id) wid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>) {
+    let col_tile = folded_tile(wid, nwg);
+    if (col_tile * TILE_COLS >= P.n * P.oh * P.ow) {
+        return;
+    }
+    let t = tile_at(lane, wid.z, col_tile);
+    let lo = pixel_cols(t.col_lo);
+    let hi = pixel_cols(t.col_hi);
+    let ckk = P.c * P.k * P.k;
+    // A = W (OC, C*K*K): this lane's rows of W, advanced one element per step.
+    var w_idx = P.w_off + t.rows * ckk;
+    let w_ok = t.rows < vec4(P.oc);
+    for (var c = 0u; c < P.c; c++) {
+        for (var kh = 0u; kh < P.k; kh++) {
+            for (var kw = 0u; kw < P.k; kw++) {
+                accumulate(gather_rows(w_idx, w_ok), im2col(lo, c, kh, kw), im2col(hi, c, kh, kw));
+                w_idx += 1u;
+            }
+        }
+    }
+    let ohw = P.oh * P.ow;
+    out_lo = plane_cols(t.col_lo, P.oc, ohw);
+    out_hi = plane_cols(t.col_hi, P.oc, ohw);
+    out_row_stride = ohw;
+    out_rows = P.oc;
+    out_bias = true;
+    emit_all(t);
+}
+
+// dy columns: for input pixels (n,ih,iw), the output pixels their taps reach.
+struct InputCols {
+    base: vec4<u32>, // n*OC*OH*OW
+    yy: vec4<i32>,   // ih + pad
+    xx: vec4<i32>,   // iw + pad
+    ok: vec4<bool>,
+}
+
+fn input_cols(p: vec4<u32>) -> InputCols {
+    let hw = P.h * P.w;
+    let n = p / hw;
+    let q = p - n * hw;
+    let ih = q / P.w;
+    return InputCols(n * (P.oc * P.oh * P.ow), vec4<i32>(ih) + i32(P.pad), vec4<i32>(q - ih * P.w) + i32(P.pad),
+                     p < vec4(P.n * hw));
+}
+
+// Exact t / s for 0 <= t < 2^22 through the f32 reciprocal `rs` (see fdiv):
+// llvmpipe runs both sides of every branch, so the hot loop must not divide.
+fn fdiv4(t: vec4<u32>, s: u32, rs: f32) -> vec4<u32> {
+    var q = vec4<u32>(vec4<f32>(t) * rs);
+    q -= select(vec4(0u), vec4(1u), q * s > t);
+    q += select(vec4(0u), vec4(1u), (q + 1u) * s <= t);
+    return q;
+}
+
+var<private> r_stride: f32;
+
+// dy[n, oc, oh, ow] where oh*stride = ih + pad - kh and ow*stride = iw + pad - kw.
+fn dy_window(cols: InputCols, oc: u32, kh: u32, kw: u32) -> vec4<f32> {
+    let th = cols.yy - i32(kh);
+    let tw = cols.xx - i32(kw);
+    let uh = vec4<u32>(max(th, vec4(0)));
+    let uw = vec4<u32>(max(tw, vec4(0)));
+    let oh = fdiv4(uh, P.stride, r_stride);
+    let ow = fdiv4(uw, P.stride, r_stride);
+    let ok = cols.ok & (th >= vec4(0)) & (tw >= vec4(0)) & (oh * P.stride == uh) & (ow * P.stride == uw)
+        & (oh < vec4(P.oh)) & (ow < vec4(P.ow));
+    let idx = cols.base + oc * P.oh * P.ow + oh * P.ow + ow;
+    return gather_a(idx, ok);
+}
+
+@compute @workgroup_size(8)
+fn backward_input(@builtin(subgroup_invocation_id) lane: u32,
+                  @builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let col_tile = folded_tile(wid, nwg);
+    if (col_tile * TILE_COLS >= P.n * P.h * P.w) {
+        return;
+    }
+    let t = tile_at(lane, wid.z, col_tile);
+    r_stride = 1.0 / f32(P.stride);
+    let lo = input_cols(t.col_lo);
+    let hi = input_cols(t.col_hi);
+    let kk = P.k * P.k;
+    // A = W^T: row c at (oc,kh,kw) is W[oc, c, kh, kw].
+    let w_ok = t.rows < vec4(P.c);
+    for (var oc = 0u; oc < P.oc; oc++) {
+        var w_idx = P.w_off + (oc * P.c + t.rows) * kk;
+        for (var kh = 0u; kh < P.k; kh++) {
+            for (var kw = 0u; kw < P.k; kw++) {
+                accumulate(gather_rows(w_idx, w_ok), dy_window(lo, oc, kh, kw), dy_window(hi, oc, kh, kw));
+                w_idx += 1u;
+            }
+        }
+    }
+    let hw = P.h * P.w;
+    out_lo = plane_cols(t.col_lo, P.c, hw);
+    out_hi = plane_cols(t.col_hi, P.c, hw);
+    out_row_stride = hw;
+    out_rows = P.c;
+    out_bias = false;
+    emit_all(t);
+}
+
+// im2col^T columns: for kernel taps (c,kh,kw), where each output pixel reads x.
+struct TapCols {
+    base: vec4<u32>, // c*H*W
+    dy: vec4<i32>,   // kh - pad
+    dx: vec4<i32>,   // kw - pad
+    ok: vec4<bool>,
+}
+
+fn tap_cols(tap: vec4<u32>) -> TapCols {
+    let kk = P.k * P.k;
+    let c = tap / kk;
+    let q = tap - c * kk;
+    let kh = q / P.k;
+    return TapCols(c * P.h * P.w, vec4<i32>(kh) - i32(P.pad), vec4<i32>(q - kh * P.k) - i32(P.pad),
+                   tap < vec4(P.c * kk));
+}
+
+// x at output pixel (n,oh,ow) through each of the four taps.
+fn im2col_t(cols: TapCols, n: u32, oh: u32, ow: u32) -> vec4<f32> {
+    let ih = i32(oh * P.stride) + cols.dy;
+    let iw = i32(ow * P.stride) + cols.dx;
+    let ok = cols.ok & (ih >= vec4(0)) & (iw >= vec4(0)) & (ih < vec4(i32(P.h))) & (iw < vec4(i32(P.w)));
+    let idx = n * P.c * P.h * P.w + cols.base + vec4<u32>(ih) * P.w + vec4<u32>(iw);
+    return gather_a(idx, ok);
+}
+
+@compute @workgroup_size(8)
+fn backward_weight(@builtin(subgroup_invocation_id) lane: u32,
+                   @builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row_tiles = (P.oc + ROW_GROUPS * 8u - 1u) / (ROW_GROUPS * 8u);
+    let split = wid.z / row_tiles;
+    let col_tile = folded_tile(wid, nwg);
+    let ckk = P.c * P.k * P.k;
+    if (col_tile * TILE_COLS >= ckk) {
+        return;
+    }
+    let t = tile_at(lane, wid.z % row_tiles, col_tile);
+    let lo = tap_cols(t.col_lo);
+    let hi = tap_cols(t.col_hi);
+    let ohw = P.oh * P.ow;
+    let r_begin = split * P.chunk;
+    let r_end = min(r_begin + P.chunk, P.n * ohw);
+    // Walk the output pixels (n,oh,ow) of this split in order.
+    var n = r_begin / ohw;
+    var oh = (r_begin - n * ohw) / P.ow;
+    var ow = r_begin - n * ohw - oh * P.ow;
+    // A = dy: row oc at pixel p is dy[n, oc, oh, ow].
+    let dy_ok = t.rows < vec4(P.oc);
+    for (var r = r_begin; r < r_end; r++) {
+        let dy_idx = (n * P.oc + t.rows) * ohw + oh * P.ow + ow;
+        accumulate(gather_rows(dy_idx, dy_ok), im2col_t(lo, n, oh, ow), im2col_t(hi, n, oh, ow));
+        ow += 1u;
+        if (ow == P.ow) {
+            ow = 0u;
+            oh += 1u;
+            if (oh == P.oh) {
+                oh = 0u;
+                n += 1u;
+            }
+        }
+    }
+    // partial sums (splits, C*K*K, OC): tap-major, so a row (oc) is one element apart.
+    out_lo = OutCols((split * ckk + t.col_lo) * P.oc, t.col_lo < vec4(ckk));
+    out_hi = OutCols((split * ckk + t.col_hi) * P.oc, t.col_hi < vec4(ckk));
+    out_row_stride = 1u;
+    out_rows = P.oc;
+    out_bias = false;
+    emit_all(t);
+}
