@@ -1,6 +1,6 @@
 //! `cargo bench`: every WGSL entry point at the seed model's real shapes (batch 64),
-//! a whole training step, and inference at batch 1, 64 and 1000, on the best adapter
-//! (`GPU_CNN_BACKEND=vulkan|gl|metal|dx12` to choose). Compute-bound ops report
+//! the reference SGEMM, a whole training step, and inference at batch 1, 64 and
+//! 1000, on the best adapter (`GPU_CNN_BACKEND=vulkan|gl|metal|dx12` to choose). Compute-bound ops report
 //! FLOP/s (criterion's "elem/s" = FLOP/s here), memory-bound ones bytes/s.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -57,6 +57,20 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    // The reference SGEMM the per-op rates compare with (`gpu-cnn bench` prints the shares).
+    let (a, b, out) = (
+        g.upload("a", &vec![0.5f32; 512 * 512]),
+        g.upload("b", &vec![0.25f32; 512 * 512]),
+        g.storage("c", 512 * 512 * 4),
+    );
+    let mm = g.kernels.sgemm(&g.device, [512; 3], &a, &b, &out).unwrap();
+    ops.throughput(Throughput::Elements(mm.flops));
+    ops.bench_function(format!("reference sgemm 512x512x512 ({} engine)", g.kernels.conv_engine.name()), |bch| {
+        bch.iter(|| {
+            g.run(&[&mm]);
+            wait(&g);
+        })
+    });
     ops.finish();
 
     let mut step = c.benchmark_group("training step");

@@ -1,5 +1,6 @@
 // Conv2d's subgroup-broadcast engine, for 8-lane SIMD: llvmpipe/lavapipe on
-// AVX2, where a subgroup is one 256-bit register. Follows conv2d_common.wgsl.
+// AVX2, where a subgroup is one 256-bit register. Follows conv2d_common.wgsl
+// and rank8.wgsl (the register tile and its broadcasts).
 //
 // Why a second engine: llvmpipe runs 8 invocations as the lanes of one vector
 // and turns every storage or workgroup-memory load whose address differs across
@@ -20,52 +21,6 @@
 //
 // Dispatch: workgroup_size(8); x,y = column tile folded into two dimensions,
 // z = row tile (+ split * row tiles for backward_weight).
-//
-// The loops below are written out rather than indexed: llvmpipe keeps any
-// dynamically indexed local array in memory, and a broadcast's lane must be a
-// constant.
-
-// 8-row groups per tile: 2 for 16-channel layers, 4 otherwise (set per pipeline).
-override ROW_GROUPS: u32 = 4u;
-const TILE_COLS: u32 = 64u;
-
-// 8 rows x this lane's 8 columns: lo = columns 4l..4l+3, hi = 32+4l..32+4l+3.
-struct Acc {
-    lo0: vec4<f32>, lo1: vec4<f32>, lo2: vec4<f32>, lo3: vec4<f32>,
-    lo4: vec4<f32>, lo5: vec4<f32>, lo6: vec4<f32>, lo7: vec4<f32>,
-    hi0: vec4<f32>, hi1: vec4<f32>, hi2: vec4<f32>, hi3: vec4<f32>,
-    hi4: vec4<f32>, hi5: vec4<f32>, hi6: vec4<f32>, hi7: vec4<f32>,
-}
-
-// acc[i] += (lane i's x) * (lo, hi): a rank-1 update of 8 rows by 8 columns.
-fn rank8(x: f32, lo: vec4<f32>, hi: vec4<f32>, acc: Acc) -> Acc {
-    var o = acc;
-    { let v = vec4(subgroupBroadcast(x, 0u)); o.lo0 = fma(v, lo, o.lo0); o.hi0 = fma(v, hi, o.hi0); }
-    { let v = vec4(subgroupBroadcast(x, 1u)); o.lo1 = fma(v, lo, o.lo1); o.hi1 = fma(v, hi, o.hi1); }
-    { let v = vec4(subgroupBroadcast(x, 2u)); o.lo2 = fma(v, lo, o.lo2); o.hi2 = fma(v, hi, o.hi2); }
-    { let v = vec4(subgroupBroadcast(x, 3u)); o.lo3 = fma(v, lo, o.lo3); o.hi3 = fma(v, hi, o.hi3); }
-    { let v = vec4(subgroupBroadcast(x, 4u)); o.lo4 = fma(v, lo, o.lo4); o.hi4 = fma(v, hi, o.hi4); }
-    { let v = vec4(subgroupBroadcast(x, 5u)); o.lo5 = fma(v, lo, o.lo5); o.hi5 = fma(v, hi, o.hi5); }
-    { let v = vec4(subgroupBroadcast(x, 6u)); o.lo6 = fma(v, lo, o.lo6); o.hi6 = fma(v, hi, o.hi6); }
-    { let v = vec4(subgroupBroadcast(x, 7u)); o.lo7 = fma(v, lo, o.lo7); o.hi7 = fma(v, hi, o.hi7); }
-    return o;
-}
-
-var<private> acc0: Acc; // rows 0..7 of the tile
-var<private> acc1: Acc; // rows 8..15
-var<private> acc2: Acc; // rows 16..23 (ROW_GROUPS = 4)
-var<private> acc3: Acc; // rows 24..31 (ROW_GROUPS = 4)
-
-// One reduction step: x = this lane's A values for rows l, l+8, l+16, l+24;
-// lo, hi = B in this lane's columns.
-fn accumulate(x: vec4<f32>, lo: vec4<f32>, hi: vec4<f32>) {
-    acc0 = rank8(x.x, lo, hi, acc0);
-    acc1 = rank8(x.y, lo, hi, acc1);
-    if (ROW_GROUPS > 2u) {
-        acc2 = rank8(x.z, lo, hi, acc2);
-        acc3 = rank8(x.w, lo, hi, acc3);
-    }
-}
 
 // Four gathered loads; a lane outside the tensor reads element 0 and gets 0.
 fn gather_a(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
@@ -114,9 +69,13 @@ var<private> out_row_stride: u32;
 var<private> out_rows: u32;
 var<private> out_bias: bool; // forward: add the bias of the row (and apply ReLU if P.relu)
 
-fn emit(row: u32, cols: OutCols, v: vec4<f32>) {
+fn emit(row: u32, half: u32, v: vec4<f32>) {
     if (row >= out_rows) {
         return;
+    }
+    var cols = out_lo;
+    if (half == 1u) {
+        cols = out_hi;
     }
     var o = v;
     if (out_bias) {
@@ -130,34 +89,6 @@ fn emit(row: u32, cols: OutCols, v: vec4<f32>) {
         if (cols.ok[j]) {
             out[idx[j]] = o[j];
         }
-    }
-}
-
-fn emit_group(row: u32, a: Acc) {
-    emit(row + 0u, out_lo, a.lo0);
-    emit(row + 0u, out_hi, a.hi0);
-    emit(row + 1u, out_lo, a.lo1);
-    emit(row + 1u, out_hi, a.hi1);
-    emit(row + 2u, out_lo, a.lo2);
-    emit(row + 2u, out_hi, a.hi2);
-    emit(row + 3u, out_lo, a.lo3);
-    emit(row + 3u, out_hi, a.hi3);
-    emit(row + 4u, out_lo, a.lo4);
-    emit(row + 4u, out_hi, a.hi4);
-    emit(row + 5u, out_lo, a.lo5);
-    emit(row + 5u, out_hi, a.hi5);
-    emit(row + 6u, out_lo, a.lo6);
-    emit(row + 6u, out_hi, a.hi6);
-    emit(row + 7u, out_lo, a.lo7);
-    emit(row + 7u, out_hi, a.hi7);
-}
-
-fn emit_all(t: Tile) {
-    emit_group(t.row0, acc0);
-    emit_group(t.row0 + 8u, acc1);
-    if (ROW_GROUPS > 2u) {
-        emit_group(t.row0 + 16u, acc2);
-        emit_group(t.row0 + 24u, acc3);
     }
 }
 
@@ -224,7 +155,7 @@ fn forward(@builtin(subgroup_invocation_id) lane: u32,
     out_row_stride = ohw;
     out_rows = P.oc;
     out_bias = true;
-    emit_all(t);
+    emit_all(t.row0);
 }
 
 // dy columns: for input pixels (n,ih,iw), the output pixels their taps reach.
@@ -299,7 +230,7 @@ fn backward_input(@builtin(subgroup_invocation_id) lane: u32,
     out_row_stride = hw;
     out_rows = P.c;
     out_bias = false;
-    emit_all(t);
+    emit_all(t.row0);
 }
 
 // im2col^T columns: for kernel taps (c,kh,kw), where each output pixel reads x.
@@ -370,5 +301,5 @@ fn backward_weight(@builtin(subgroup_invocation_id) lane: u32,
     out_row_stride = 1u;
     out_rows = P.oc;
     out_bias = false;
-    emit_all(t);
+    emit_all(t.row0);
 }

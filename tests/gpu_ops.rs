@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 
 use gpu_cnn::cpu::ops;
 use gpu_cnn::dims::{ConvDims, LinearDims, PoolDims};
-use gpu_cnn::gpu::kernels::ConvEngine;
+use gpu_cnn::gpu::kernels::{sgemm_tile, ConvEngine};
 use gpu_cnn::gpu::{Dispatch, Gpu, Kernels};
 use gpu_cnn::rng::Rng;
 
@@ -378,6 +378,30 @@ per_backend!(optimizers, |g: &Arc<Gpu>| {
         }
     }
     report(g, "optim.sgd/adam", worst);
+});
+
+// The reference SGEMM `gpu-cnn bench` divides the convs by: it must compute a
+// matmul, or the shares it yields mean nothing. 128x128x48 fits both engines'
+// tiles (64x64x16 and 32x64x4) with more than one tile each way.
+per_backend!(reference_sgemm, |g: &Arc<Gpu>| {
+    let [m, n, k] = [128, 128, 48];
+    let mut rng = Rng::new(9);
+    let a = uniform(&mut rng, m * k, -1.0, 1.0);
+    let b = uniform(&mut rng, k * n, -1.0, 1.0);
+    let mut want = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            want[i * n + j] = (0..k).map(|r| a[i * k + r] as f64 * b[r * n + j] as f64).sum();
+        }
+    }
+    for ks in kernel_sets(g) {
+        assert!(sgemm_tile(ks.conv_engine).iter().zip([m, n, k]).all(|(t, x)| x % t == 0 && x / t >= 2));
+        let (ba, bb, bc) = (g.upload("a", &a), g.upload("b", &b), g.storage("c", (m * n * 4) as u64));
+        run(g, &[ks.sgemm(&g.device, [m, n, k], &ba, &bb, &bc).unwrap()]);
+        let e = assert_close("sgemm", &g.read::<f32>(&bc).unwrap(), &want, FWD.0, FWD.1);
+        report(g, &format!("sgemm ({})", ks.conv_engine.name()), e);
+        assert!(ks.sgemm(&g.device, [m + 1, n, k], &ba, &bb, &bc).is_err(), "a size off the tile must be refused");
+    }
 });
 
 // lavapipe (8-lane subgroups) must run the subgroup engine, or its speed silently

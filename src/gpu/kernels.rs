@@ -10,20 +10,31 @@ use crate::executor::Optimizer;
 
 /// The WGSL sources, one file per op family (also validated by naga in tests).
 pub const SHADERS: &[(&str, &str)] = &[
-    // Both conv engines start with the shared part (uniform, bindings, reductions).
+    // Both conv engines start with the shared part (uniform, bindings, reductions);
+    // the subgroup one also with the register tile it shares with its SGEMM.
     (
         "conv2d.wgsl",
         concat!(include_str!("../../shaders/conv2d_common.wgsl"), include_str!("../../shaders/conv2d.wgsl")),
     ),
     (
         "conv2d_subgroup.wgsl",
-        concat!(include_str!("../../shaders/conv2d_common.wgsl"), include_str!("../../shaders/conv2d_subgroup.wgsl")),
+        concat!(
+            include_str!("../../shaders/conv2d_common.wgsl"),
+            include_str!("../../shaders/rank8.wgsl"),
+            include_str!("../../shaders/conv2d_subgroup.wgsl")
+        ),
     ),
     ("relu.wgsl", include_str!("../../shaders/relu.wgsl")),
     ("maxpool.wgsl", include_str!("../../shaders/maxpool.wgsl")),
     ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
     ("softmax_ce.wgsl", include_str!("../../shaders/softmax_ce.wgsl")),
     ("optim.wgsl", include_str!("../../shaders/optim.wgsl")),
+    // The reference matmuls of `gpu-cnn bench`, one per conv engine.
+    ("sgemm.wgsl", include_str!("../../shaders/sgemm.wgsl")),
+    (
+        "sgemm_subgroup.wgsl",
+        concat!(include_str!("../../shaders/rank8.wgsl"), include_str!("../../shaders/sgemm_subgroup.wgsl")),
+    ),
 ];
 
 // Tile sizes of conv2d.wgsl's GEMM; they must match its constants.
@@ -114,6 +125,14 @@ enum ConvPipelines {
         narrow: ConvGemms,
         wide: ConvGemms,
     },
+}
+
+/// The reference SGEMM's tile: rows, columns, reduction step (M, N, K must be multiples).
+pub fn sgemm_tile(engine: ConvEngine) -> [usize; 3] {
+    match engine {
+        ConvEngine::Tiled => [64, 64, 16],
+        ConvEngine::Subgroup => [32, 64, 4],
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -262,6 +281,7 @@ pub struct Kernels {
     max_groups: u32,
     pub conv_engine: ConvEngine,
     conv: ConvPipelines,
+    sgemm: wgpu::ComputePipeline,
     conv_reduce_weight: wgpu::ComputePipeline,
     conv_backward_bias: wgpu::ComputePipeline,
     relu_forward: wgpu::ComputePipeline,
@@ -324,6 +344,10 @@ impl Kernels {
                 wide: gemms(&conv, &[("ROW_GROUPS", 4.0)]),
             },
         };
+        let sgemm = match conv_engine {
+            ConvEngine::Tiled => pipe(&module("sgemm.wgsl"), "matmul"),
+            ConvEngine::Subgroup => pipe_with(&module("sgemm_subgroup.wgsl"), "matmul", &[("ROW_GROUPS", 4.0)]),
+        };
         let relu = module("relu.wgsl");
         let pool = module("maxpool.wgsl");
         let linear = module("linear.wgsl");
@@ -333,6 +357,7 @@ impl Kernels {
             max_groups: device.limits().max_compute_workgroups_per_dimension,
             conv_engine,
             conv: conv_pipelines,
+            sgemm,
             conv_reduce_weight: pipe(&conv, "reduce_weight"),
             conv_backward_bias: pipe(&conv, "backward_bias"),
             relu_forward: pipe(&relu, "forward"),
@@ -579,6 +604,36 @@ impl Kernels {
                 0,
             ),
         ]
+    }
+
+    /// The reference SGEMM on this engine: c (m,n) = a (m,k) x b (k,n), row-major.
+    /// The sizes must be multiples of `sgemm_tile`: it exists to be timed, not to serve shapes.
+    pub fn sgemm(
+        &self,
+        device: &wgpu::Device,
+        [m, n, k]: [usize; 3],
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        c: &wgpu::Buffer,
+    ) -> anyhow::Result<Dispatch> {
+        let tile = sgemm_tile(self.conv_engine);
+        if [m, n, k].iter().zip(tile).any(|(&x, t)| x == 0 || x % t != 0) {
+            anyhow::bail!(
+                "sgemm {m}x{n}x{k}: sizes must be multiples of {tile:?} on the {} engine",
+                self.conv_engine.name()
+            );
+        }
+        let p = SizeParams { a: u(m), b: u(n), _pad: [u(k), 0] };
+        let groups = [u(n / tile[1]), u(m / tile[0]), 1];
+        Ok(self.dispatch(
+            device,
+            "sgemm.matmul",
+            &self.sgemm,
+            bytemuck::bytes_of(&p),
+            &[(1, a), (2, b), (3, c)],
+            groups,
+            2 * (m * n * k) as u64,
+        ))
     }
 
     pub fn relu_forward(&self, device: &wgpu::Device, len: usize, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Dispatch {
