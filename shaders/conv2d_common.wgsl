@@ -1,4 +1,4 @@
-// Conv2d, the part both GEMM engines share: the uniform, the bindings, the
+// Conv2d, the part both GEMM engines share (after fdiv.wgsl): the uniform, the bindings, the
 // integer helpers, and the two reductions that are not GEMMs (reduce_weight,
 // backward_bias). Rust prepends this file to conv2d.wgsl (the shared-memory
 // tiled engine, for GPUs) or conv2d_subgroup.wgsl (the subgroup-broadcast engine,
@@ -34,19 +34,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> src_a: array<f32>;
 @group(0) @binding(2) var<storage, read> src_b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-
-// CPU SIMD (llvmpipe, and a GPU's integer units too) has no vector integer
-// division, so the loaders divide through f32 reciprocals: exact for a < 2^22
-// after the one-step correction (the host keeps every dividend below that).
-fn fdiv(a: u32, b: u32, rb: f32) -> u32 {
-    var q = u32(f32(a) * rb);
-    if (q * b > a) {
-        q -= 1u;
-    } else if ((q + 1u) * b <= a) {
-        q += 1u;
-    }
-    return q;
-}
 
 var<private> r_ohw: f32;
 

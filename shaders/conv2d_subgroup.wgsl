@@ -175,18 +175,11 @@ fn input_cols(p: vec4<u32>) -> InputCols {
                      p < vec4(P.n * hw));
 }
 
-// Exact t / s for 0 <= t < 2^22 through the f32 reciprocal `rs` (see fdiv):
-// llvmpipe runs both sides of every branch, so the hot loop must not divide.
-fn fdiv4(t: vec4<u32>, s: u32, rs: f32) -> vec4<u32> {
-    var q = vec4<u32>(vec4<f32>(t) * rs);
-    q -= select(vec4(0u), vec4(1u), q * s > t);
-    q += select(vec4(0u), vec4(1u), (q + 1u) * s <= t);
-    return q;
-}
-
 var<private> r_stride: f32;
 
 // dy[n, oc, oh, ow] where oh*stride = ih + pad - kh and ow*stride = iw + pad - kw.
+// llvmpipe runs both sides of every branch, so a stride != 1 path would cost even
+// at stride 1: the division goes through fdiv4 whatever the stride.
 fn dy_window(cols: InputCols, oc: u32, kh: u32, kw: u32) -> vec4<f32> {
     let th = cols.yy - i32(kh);
     let tw = cols.xx - i32(kw);

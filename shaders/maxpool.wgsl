@@ -1,4 +1,4 @@
-// MaxPool2d (no padding, floor mode), forward with argmax and backward.
+// MaxPool2d (no padding, floor mode), forward with argmax and backward. Follows fdiv.wgsl.
 // Backward gathers rather than scatters: each input element sums the outputs
 // whose window holds it and whose argmax is it, so overlapping windows
 // (kernel > stride) need no atomics.
@@ -28,9 +28,12 @@ fn forward(@builtin(local_invocation_index) li: u32,
     if (i >= P.n * P.c * ohw) {
         return;
     }
-    let plane = (i / ohw) * P.h * P.w;
-    let h0 = ((i % ohw) / P.ow) * P.stride;
-    let w0 = (i % P.ow) * P.stride;
+    let nc = fdiv(i, ohw, 1.0 / f32(ohw));
+    let q = i - nc * ohw;
+    let oh = fdiv(q, P.ow, 1.0 / f32(P.ow));
+    let plane = nc * P.h * P.w;
+    let h0 = oh * P.stride;
+    let w0 = (q - oh * P.ow) * P.stride;
     var best = h0 * P.w + w0;
     var best_v = x[plane + best];
     for (var kh = 0u; kh < P.k; kh++) {
@@ -57,21 +60,16 @@ fn backward(@builtin(local_invocation_index) li: u32,
     if (i >= P.n * P.c * hw) {
         return;
     }
-    let nc = i / hw;
-    let at = i % hw;
-    let ih = at / P.w;
-    let iw = at % P.w;
-    // windows oh*stride <= ih < oh*stride + k
-    var oh_lo = 0u;
-    if (ih + 1u > P.k) {
-        oh_lo = (ih + 1u - P.k + P.stride - 1u) / P.stride;
-    }
-    var ow_lo = 0u;
-    if (iw + 1u > P.k) {
-        ow_lo = (iw + 1u - P.k + P.stride - 1u) / P.stride;
-    }
-    let oh_hi = min(ih / P.stride + 1u, P.oh);
-    let ow_hi = min(iw / P.stride + 1u, P.ow);
+    let nc = fdiv(i, hw, 1.0 / f32(hw));
+    let at = i - nc * hw;
+    let ih = fdiv(at, P.w, 1.0 / f32(P.w));
+    let iw = at - ih * P.w;
+    // windows oh*stride <= ih < oh*stride + k: ceil((ih + 1 - k) / stride) <= oh <= ih / stride
+    let rs = 1.0 / f32(P.stride);
+    let oh_lo = fdiv(max(ih + 1u, P.k) - P.k + P.stride - 1u, P.stride, rs);
+    let ow_lo = fdiv(max(iw + 1u, P.k) - P.k + P.stride - 1u, P.stride, rs);
+    let oh_hi = min(fdiv(ih, P.stride, rs) + 1u, P.oh);
+    let ow_hi = min(fdiv(iw, P.stride, rs) + 1u, P.ow);
     var s = 0.0;
     for (var oh = oh_lo; oh < oh_hi; oh++) {
         for (var ow = ow_lo; ow < ow_hi; ow++) {

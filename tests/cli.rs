@@ -409,7 +409,11 @@ fn bad_datasets_and_options_fail_cleanly() {
     let mut c = bin();
     c.args(["train", "--steps", "1", "--backend", backend(), "--batch-size", "100000", "--out"])
         .arg(tmp.path().join("big"));
-    fails_with(&mut c, &["batch size 100000", "buffer limit", "smaller batch size"]);
+    fails_with(&mut c, &["batch size 100000", "2^24", "smaller batch size"]);
+    // The largest tensor, conv1's output, is 16x28x28 a picture: 1,338 pictures pass 2^24.
+    let mut c = bin();
+    c.args(["eval", "--backend", backend(), "--batch-size", "1338"]);
+    fails_with(&mut c, &["batch size 1338", "layer 0 (conv1.0)'s output", "16783872 elements"]);
 
     let file = tmp.path().join("a-file");
     std::fs::write(&file, b"").unwrap();

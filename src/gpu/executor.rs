@@ -23,6 +23,10 @@ struct Plan {
     predict: Dispatch,
 }
 
+/// Tensors must have fewer elements than this: the shaders divide indices through
+/// f32 reciprocals (shaders/fdiv.wgsl), which is exact only below 2^24.
+pub const MAX_TENSOR_ELEMS: usize = 1 << 24;
+
 pub struct GpuExecutor {
     gpu: Arc<Gpu>,
     model: Model,
@@ -63,6 +67,12 @@ impl GpuExecutor {
         }
         let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
         let sized = |what: &str, elems: usize| -> Result<u64> {
+            if elems >= MAX_TENSOR_ELEMS {
+                bail!(
+                    "batch size {max_batch}: {what} would have {elems} elements; the shaders index exactly \
+                     below {MAX_TENSOR_ELEMS} (2^24); use a smaller batch size"
+                );
+            }
             let bytes = elems as u64 * 4;
             if bytes > limit {
                 bail!(

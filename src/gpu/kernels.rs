@@ -14,18 +14,23 @@ pub const SHADERS: &[(&str, &str)] = &[
     // the subgroup one also with the register tile it shares with its SGEMM.
     (
         "conv2d.wgsl",
-        concat!(include_str!("../../shaders/conv2d_common.wgsl"), include_str!("../../shaders/conv2d.wgsl")),
+        concat!(
+            include_str!("../../shaders/fdiv.wgsl"),
+            include_str!("../../shaders/conv2d_common.wgsl"),
+            include_str!("../../shaders/conv2d.wgsl")
+        ),
     ),
     (
         "conv2d_subgroup.wgsl",
         concat!(
+            include_str!("../../shaders/fdiv.wgsl"),
             include_str!("../../shaders/conv2d_common.wgsl"),
             include_str!("../../shaders/rank8.wgsl"),
             include_str!("../../shaders/conv2d_subgroup.wgsl")
         ),
     ),
     ("relu.wgsl", include_str!("../../shaders/relu.wgsl")),
-    ("maxpool.wgsl", include_str!("../../shaders/maxpool.wgsl")),
+    ("maxpool.wgsl", concat!(include_str!("../../shaders/fdiv.wgsl"), include_str!("../../shaders/maxpool.wgsl"))),
     ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
     ("softmax_ce.wgsl", include_str!("../../shaders/softmax_ce.wgsl")),
     ("optim.wgsl", include_str!("../../shaders/optim.wgsl")),
