@@ -68,3 +68,11 @@ pub struct LinearDims {
     pub inf: usize,
     pub outf: usize,
 }
+
+impl LinearDims {
+    /// The same product as a 1x1 convolution of 1x1 images: x (n,inf,1,1), W (outf,inf,1,1)
+    /// and y (n,outf,1,1) have exactly the linear layer's memory layouts.
+    pub fn as_conv(self) -> ConvDims {
+        ConvDims { n: self.n, c: self.inf, h: 1, w: 1, oc: self.outf, k: 1, stride: 1, pad: 0 }
+    }
+}

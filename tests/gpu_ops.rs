@@ -234,8 +234,10 @@ per_backend!(maxpool, |g: &Arc<Gpu>| {
 });
 
 per_backend!(linear, |g: &Arc<Gpu>| {
+    // Batches from LINEAR_GEMM_MIN_BATCH (16) up also run on the subgroup conv GEMM.
     let shapes = [
         LinearDims { n: 4, inf: 3136, outf: 10 }, // the seed's classifier
+        LinearDims { n: 64, inf: 3136, outf: 10 },
         LinearDims { n: 1, inf: 5, outf: 3 },
         LinearDims { n: 7, inf: 65, outf: 17 },
         LinearDims { n: 7000, inf: 3, outf: 10 }, // 70,000 workgroups: a 2-D dispatch on any device
@@ -254,14 +256,13 @@ per_backend!(linear, |g: &Arc<Gpu>| {
             let by = g.storage("y", (d.n * d.outf) as u64 * 4);
             let bdx = g.storage("dx", (d.n * d.inf) as u64 * 4);
             let bg = g.storage("grads", params.len() as u64 * 4);
-            run(
-                g,
-                &[
-                    ks.linear_forward(&g.device, d, w_off, b_off, &bx, &bp, &by),
-                    ks.linear_backward_input(&g.device, d, w_off, &bdy, &bp, &bdx),
-                    ks.linear_backward_params(&g.device, d, w_off, b_off, &bx, &bdy, &bg),
-                ],
-            );
+            let bpart = g.storage("partial", ks.linear_partial_len(d).max(1) as u64 * 4);
+            let mut ds = vec![
+                ks.linear_forward(&g.device, d, w_off, b_off, &bx, &bp, &by),
+                ks.linear_backward_input(&g.device, d, w_off, &bdy, &bp, &bdx),
+            ];
+            ds.extend(ks.linear_backward_params(&g.device, d, w_off, b_off, &bx, &bdy, &bpart, &bg));
+            run(g, &ds);
             let p64 = to64(&params);
             let (w, b) = (&p64[w_off..b_off], &p64[b_off..]);
             let mut y = vec![0f64; d.n * d.outf];

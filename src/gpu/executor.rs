@@ -50,8 +50,8 @@ pub struct GpuExecutor {
     probs: wgpu::Buffer,               // (max_batch, classes)
     losses: wgpu::Buffer,              // (max_batch)
     metrics: wgpu::Buffer,             // [loss_sum, correct, samples, _]
-    partial: wgpu::Buffer,             // conv weight-gradient split sums, sized for the largest conv
-    staging: wgpu::Buffer,             // reused for every read-back
+    partial: wgpu::Buffer, // weight-gradient split sums, sized for the largest conv (or linear on the conv GEMM)
+    staging: wgpu::Buffer, // reused for every read-back
     optim: Dispatch,
     plans: HashMap<usize, Plan>,
     step: u32,
@@ -121,9 +121,11 @@ impl GpuExecutor {
                 if let Some(d) = l.conv_dims(max_batch) {
                     partial_len = partial_len.max(gpu.kernels.conv_partial_len(d));
                 }
+                if let Some(d) = l.linear_dims(max_batch) {
+                    partial_len = partial_len.max(gpu.kernels.linear_partial_len(d));
+                }
             }
-            let partial =
-                gpu_ref.storage("conv weight partial sums", sized("conv weight-gradient partial sums", partial_len)?);
+            let partial = gpu_ref.storage("weight partial sums", sized("weight-gradient partial sums", partial_len)?);
             Ok((values, value_of, gradients, grad_of, argmax, partial))
         })??;
 
@@ -276,7 +278,16 @@ impl GpuExecutor {
                 }
                 Layer::Linear { .. } => {
                     let (d, s) = (l.linear_dims(n).unwrap(), l.params.unwrap());
-                    backward.push(k.linear_backward_params(dev, d, s.weight, s.bias, self.value(i), dy, &self.grads));
+                    backward.extend(k.linear_backward_params(
+                        dev,
+                        d,
+                        s.weight,
+                        s.bias,
+                        self.value(i),
+                        dy,
+                        &self.partial,
+                        &self.grads,
+                    ));
                     if let Some(dx) = dx {
                         backward.push(k.linear_backward_input(dev, d, s.weight, dy, &self.params, dx));
                     }
