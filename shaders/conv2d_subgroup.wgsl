@@ -98,6 +98,16 @@ fn plane_cols(p: vec4<u32>, rows: u32, plane: u32) -> OutCols {
     return OutCols(n * rows * plane + (p - n * plane), p < vec4(P.n * plane));
 }
 
+// Store the tile into an (N, rows, plane) tensor: y (forward, with bias) or dx.
+fn emit_planes(t: Tile, rows: u32, plane: u32, bias: bool) {
+    out_lo = plane_cols(t.col_lo, rows, plane);
+    out_hi = plane_cols(t.col_hi, rows, plane);
+    out_row_stride = plane;
+    out_rows = rows;
+    out_bias = bias;
+    emit_all(t.row0);
+}
+
 // im2col columns: for output pixels p = (n,oh,ow), where each kernel tap reads x.
 struct PixelCols {
     base: vec4<u32>, // n*C*H*W
@@ -149,13 +159,7 @@ fn forward(@builtin(subgroup_invocation_id) lane: u32,
             }
         }
     }
-    let ohw = P.oh * P.ow;
-    out_lo = plane_cols(t.col_lo, P.oc, ohw);
-    out_hi = plane_cols(t.col_hi, P.oc, ohw);
-    out_row_stride = ohw;
-    out_rows = P.oc;
-    out_bias = true;
-    emit_all(t.row0);
+    emit_planes(t, P.oc, P.oh * P.ow, true);
 }
 
 // dy columns: for input pixels (n,ih,iw), the output pixels their taps reach.
@@ -217,13 +221,7 @@ fn backward_input(@builtin(subgroup_invocation_id) lane: u32,
             }
         }
     }
-    let hw = P.h * P.w;
-    out_lo = plane_cols(t.col_lo, P.c, hw);
-    out_hi = plane_cols(t.col_hi, P.c, hw);
-    out_row_stride = hw;
-    out_rows = P.c;
-    out_bias = false;
-    emit_all(t.row0);
+    emit_planes(t, P.c, P.h * P.w, false);
 }
 
 // im2col^T columns: for kernel taps (c,kh,kw), where each output pixel reads x.

@@ -244,21 +244,31 @@ impl GpuExecutor {
             let dy = self.grad(i + 1).expect("every layer output has a gradient");
             let dx = self.grad(i);
             match l.layer {
-                Layer::Conv2d { .. } => {
-                    let (d, s) = (l.conv_dims(n).unwrap(), l.params.unwrap());
-                    backward.extend(k.conv_backward_params(
-                        dev,
-                        d,
-                        s.weight,
-                        s.bias,
-                        self.value(i),
-                        dy,
-                        &self.partial,
-                        &self.grads,
-                    ));
-                    if let Some(dx) = dx {
-                        backward.push(k.conv_backward_input(dev, d, s.weight, dy, &self.params, dx));
-                    }
+                Layer::Conv2d { .. } | Layer::Linear { .. } => {
+                    // Weight and bias gradients, then the input gradient (none for the first layer).
+                    let (s, x) = (l.params.unwrap(), self.value(i));
+                    let (params, input) = match (l.conv_dims(n), l.linear_dims(n)) {
+                        (Some(d), _) => (
+                            Vec::from(k.conv_backward_params(
+                                dev,
+                                d,
+                                s.weight,
+                                s.bias,
+                                x,
+                                dy,
+                                &self.partial,
+                                &self.grads,
+                            )),
+                            dx.map(|dx| k.conv_backward_input(dev, d, s.weight, dy, &self.params, dx)),
+                        ),
+                        (None, Some(d)) => (
+                            k.linear_backward_params(dev, d, s.weight, s.bias, x, dy, &self.partial, &self.grads),
+                            dx.map(|dx| k.linear_backward_input(dev, d, s.weight, dy, &self.params, dx)),
+                        ),
+                        (None, None) => unreachable!("conv and linear layers have dims"),
+                    };
+                    backward.extend(params);
+                    backward.extend(input);
                 }
                 Layer::Relu => {
                     if let Some(dx) = dx {
@@ -274,22 +284,6 @@ impl GpuExecutor {
                             dy,
                             dx,
                         ));
-                    }
-                }
-                Layer::Linear { .. } => {
-                    let (d, s) = (l.linear_dims(n).unwrap(), l.params.unwrap());
-                    backward.extend(k.linear_backward_params(
-                        dev,
-                        d,
-                        s.weight,
-                        s.bias,
-                        self.value(i),
-                        dy,
-                        &self.partial,
-                        &self.grads,
-                    ));
-                    if let Some(dx) = dx {
-                        backward.push(k.linear_backward_input(dev, d, s.weight, dy, &self.params, dx));
                     }
                 }
                 Layer::Flatten => {}
