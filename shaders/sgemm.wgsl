@@ -1,20 +1,8 @@
 // The reference SGEMM of `gpu-cnn bench`, tiled engine: c (M,N) = a (M,K) x b (K,N),
-// row-major, M and N multiples of 64, K a multiple of 16. Not an op of the model:
-// it tells what this adapter reaches on a plain matmul with the conv engine's
-// technique (shared-memory tiles, 4x4 register blocks), so each conv's GFLOP/s
-// can be read as a share of it. Dispatch: (N/64, M/64).
-
-struct Dims {
-    m: u32,
-    n: u32,
-    k: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> D: Dims;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+// row-major, M and N multiples of 64, K a multiple of 16. Follows sgemm_common.wgsl.
+// Not an op of the model: it tells what this adapter reaches on a plain matmul
+// with the conv engine's technique (shared-memory tiles, 4x4 register blocks), so
+// each conv's GFLOP/s can be read as a share of it. Dispatch: (N/64, M/64).
 
 var<workgroup> As: array<vec4<f32>, 256>; // [k 16][row 64 / 4]: a's tile, transposed
 var<workgroup> Bs: array<vec4<f32>, 256>; // [k 16][col 64 / 4]

@@ -1,21 +1,10 @@
 // The reference SGEMM of `gpu-cnn bench`, subgroup engine: c (M,N) = a (M,K) x b (K,N),
-// row-major, M a multiple of ROW_GROUPS*8, N of 64, K of 4. Follows rank8.wgsl.
+// row-major, M a multiple of ROW_GROUPS*8, N of 64, K of 4. Follows sgemm_common.wgsl
+// and rank8.wgsl.
 // Not an op of the model: it runs conv2d_subgroup.wgsl's register tile on plain
 // operands, loaded four at a time (a along k, b along the row) with none of the
 // convolution's address arithmetic, so each conv's GFLOP/s can be read as a share
 // of it. Dispatch: (N/64, M/(ROW_GROUPS*8)), workgroup_size(8).
-
-struct Dims {
-    m: u32,
-    n: u32,
-    k: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> D: Dims;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
 
 var<private> lane_col4: u32; // this lane's lo column quad in c's rows
 

@@ -189,6 +189,29 @@ fn both_conv_engines_read_the_pictures_alike_and_a_bad_choice_is_named() {
     fails_with(&mut infer("subgroup", "gl"), &["GPU_CNN_CONV=subgroup", "exactly 8 lanes"]);
 }
 
+#[test]
+fn bench_reports_rates_a_reference_sgemm_and_a_per_op_profile() {
+    let out =
+        stdout_of(bin().args(["bench", "--backend", backend(), "--steps", "1", "--infer-batches", "1,3", "--json"]));
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(j["train_samples_per_s"].as_f64().unwrap() > 0.0, "{out}");
+    assert!(j["first_step_s"].as_f64().unwrap() > 0.0, "{out}");
+    let batches: Vec<_> = j["inference"].as_array().unwrap().iter().map(|r| r["batch"].as_u64().unwrap()).collect();
+    assert_eq!(batches, [1, 3]);
+    let sgemm = j["reference_sgemm_gflops"].as_f64().unwrap();
+    assert!(sgemm > 0.0, "{out}");
+    let ops = j["ops"].as_array().unwrap();
+    // Every conv GEMM of the seed model is profiled, with its share of the SGEMM's rate.
+    let conv: Vec<_> = ops.iter().filter(|o| o["op"].as_str().unwrap().starts_with("conv2d.forward")).collect();
+    assert!(conv.len() >= 4, "{out}");
+    for o in conv {
+        let share = o["of_sgemm"].as_f64().unwrap();
+        assert!((share - o["gflops"].as_f64().unwrap() / sgemm).abs() < 1e-9, "{o}");
+    }
+    let total: f64 = ops.iter().map(|o| o["share"].as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-6, "step shares sum to {total}");
+}
+
 fn default_weights() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/weights/mnist-cnn.safetensors")
 }

@@ -35,10 +35,14 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("softmax_ce.wgsl", include_str!("../../shaders/softmax_ce.wgsl")),
     ("optim.wgsl", include_str!("../../shaders/optim.wgsl")),
     // The reference matmuls of `gpu-cnn bench`, one per conv engine.
-    ("sgemm.wgsl", include_str!("../../shaders/sgemm.wgsl")),
+    ("sgemm.wgsl", concat!(include_str!("../../shaders/sgemm_common.wgsl"), include_str!("../../shaders/sgemm.wgsl"))),
     (
         "sgemm_subgroup.wgsl",
-        concat!(include_str!("../../shaders/rank8.wgsl"), include_str!("../../shaders/sgemm_subgroup.wgsl")),
+        concat!(
+            include_str!("../../shaders/sgemm_common.wgsl"),
+            include_str!("../../shaders/rank8.wgsl"),
+            include_str!("../../shaders/sgemm_subgroup.wgsl")
+        ),
     ),
 ];
 
