@@ -39,6 +39,18 @@ fn gather_rows(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
     return select(vec4(0.0), v, ok);
 }
 
+// (c, kh, kw) of reduction index r over (channels, K, K); r_k = 1/K, r_kk = 1/K^2.
+var<private> r_k: f32;
+var<private> r_kk: f32;
+
+fn tap_of(r: u32) -> vec3<u32> {
+    let kk = P.k * P.k;
+    let c = fdiv(r, kk, r_kk);
+    let t = r - c * kk;
+    let kh = fdiv(t, P.k, r_k);
+    return vec3(c, kh, t - kh * P.k);
+}
+
 // The tile's place: `lane`, its four rows (l, l+8, l+16, l+24 from row0) and its
 // first columns (lo at col_lo + 0..3, hi at col_lo + 32 + 0..3).
 struct Tile {
@@ -127,13 +139,20 @@ fn pixel_cols(p: vec4<u32>) -> PixelCols {
                      p < vec4(P.n * ohw));
 }
 
-// x at tap (c,kh,kw) for each of the four pixels.
-fn im2col(cols: PixelCols, c: u32, kh: u32, kw: u32) -> vec4<f32> {
-    let ih = cols.y0 + i32(kh);
-    let iw = cols.x0 + i32(kw);
-    let ok = cols.ok & (ih >= vec4(0)) & (iw >= vec4(0)) & (ih < vec4(i32(P.h))) & (iw < vec4(i32(P.w)));
-    let idx = cols.base + (c * P.h) * P.w + vec4<u32>(ih) * P.w + vec4<u32>(iw);
+// x at tap (c,kh,kw) for each of the four pixels (zero unless `live`).
+fn im2col(cols: PixelCols, tap: vec3<u32>, live: bool) -> vec4<f32> {
+    let ih = cols.y0 + i32(tap.y);
+    let iw = cols.x0 + i32(tap.z);
+    let ok = cols.ok & vec4(live) & (ih >= vec4(0)) & (iw >= vec4(0)) & (ih < vec4(i32(P.h))) & (iw < vec4(i32(P.w)));
+    let idx = cols.base + (tap.x * P.h) * P.w + vec4<u32>(ih) * P.w + vec4<u32>(iw);
     return gather_a(idx, ok);
+}
+
+// Reduction step r < len of the forward product; w_row = this lane's rows of W (OC, C*K*K).
+fn forward_step(lo: PixelCols, hi: PixelCols, w_row: vec4<u32>, w_ok: vec4<bool>, r: u32, len: u32) -> Step {
+    let live = r < len;
+    let tap = tap_of(r);
+    return Step(gather_rows(w_row + r, w_ok & vec4(live)), im2col(lo, tap, live), im2col(hi, tap, live));
 }
 
 @compute @workgroup_size(8)
@@ -147,17 +166,14 @@ fn forward(@builtin(subgroup_invocation_id) lane: u32,
     let t = tile_at(lane, wid.z, col_tile);
     let lo = pixel_cols(t.col_lo);
     let hi = pixel_cols(t.col_hi);
+    r_k = 1.0 / f32(P.k);
+    r_kk = 1.0 / f32(P.k * P.k);
     let ckk = P.c * P.k * P.k;
-    // A = W (OC, C*K*K): this lane's rows of W, advanced one element per step.
-    var w_idx = P.w_off + t.rows * ckk;
+    let w_row = P.w_off + t.rows * ckk;
     let w_ok = t.rows < vec4(P.oc);
-    for (var c = 0u; c < P.c; c++) {
-        for (var kh = 0u; kh < P.k; kh++) {
-            for (var kw = 0u; kw < P.k; kw++) {
-                accumulate(gather_rows(w_idx, w_ok), im2col(lo, c, kh, kw), im2col(hi, c, kh, kw));
-                w_idx += 1u;
-            }
-        }
+    for (var r = 0u; r < ckk; r += 4u) {
+        accumulate4(forward_step(lo, hi, w_row, w_ok, r, ckk), forward_step(lo, hi, w_row, w_ok, r + 1u, ckk),
+                    forward_step(lo, hi, w_row, w_ok, r + 2u, ckk), forward_step(lo, hi, w_row, w_ok, r + 3u, ckk));
     }
     emit_planes(t, P.oc, P.oh * P.ow, true);
 }
@@ -184,17 +200,27 @@ var<private> r_stride: f32;
 // dy[n, oc, oh, ow] where oh*stride = ih + pad - kh and ow*stride = iw + pad - kw.
 // llvmpipe runs both sides of every branch, so a stride != 1 path would cost even
 // at stride 1: the division goes through fdiv4 whatever the stride.
-fn dy_window(cols: InputCols, oc: u32, kh: u32, kw: u32) -> vec4<f32> {
-    let th = cols.yy - i32(kh);
-    let tw = cols.xx - i32(kw);
+fn dy_window(cols: InputCols, tap: vec3<u32>, live: bool) -> vec4<f32> {
+    let th = cols.yy - i32(tap.y);
+    let tw = cols.xx - i32(tap.z);
     let uh = vec4<u32>(max(th, vec4(0)));
     let uw = vec4<u32>(max(tw, vec4(0)));
     let oh = fdiv4(uh, P.stride, r_stride);
     let ow = fdiv4(uw, P.stride, r_stride);
-    let ok = cols.ok & (th >= vec4(0)) & (tw >= vec4(0)) & (oh * P.stride == uh) & (ow * P.stride == uw)
-        & (oh < vec4(P.oh)) & (ow < vec4(P.ow));
-    let idx = cols.base + oc * P.oh * P.ow + oh * P.ow + ow;
+    let ok = cols.ok & vec4(live) & (th >= vec4(0)) & (tw >= vec4(0)) & (oh * P.stride == uh)
+        & (ow * P.stride == uw) & (oh < vec4(P.oh)) & (ow < vec4(P.ow));
+    let idx = cols.base + tap.x * P.oh * P.ow + oh * P.ow + ow;
     return gather_a(idx, ok);
+}
+
+// Reduction step r = (oc,kh,kw) < len of the backward-input product; w_row = this
+// lane's rows c of W^T as w_off + c*K*K (W[oc, c, kh, kw] is w_row + oc*C*K*K + kh*K + kw).
+fn backward_input_step(lo: InputCols, hi: InputCols, w_row: vec4<u32>, w_ok: vec4<bool>, r: u32, len: u32) -> Step {
+    let live = r < len;
+    let tap = tap_of(r);
+    let kk = P.k * P.k;
+    let w = gather_rows(w_row + tap.x * P.c * kk + (r - tap.x * kk), w_ok & vec4(live));
+    return Step(w, dy_window(lo, tap, live), dy_window(hi, tap, live));
 }
 
 @compute @workgroup_size(8)
@@ -209,17 +235,16 @@ fn backward_input(@builtin(subgroup_invocation_id) lane: u32,
     r_stride = 1.0 / f32(P.stride);
     let lo = input_cols(t.col_lo);
     let hi = input_cols(t.col_hi);
-    let kk = P.k * P.k;
-    // A = W^T: row c at (oc,kh,kw) is W[oc, c, kh, kw].
+    r_k = 1.0 / f32(P.k);
+    r_kk = 1.0 / f32(P.k * P.k);
+    let len = P.oc * P.k * P.k;
+    let w_row = P.w_off + t.rows * (P.k * P.k);
     let w_ok = t.rows < vec4(P.c);
-    for (var oc = 0u; oc < P.oc; oc++) {
-        var w_idx = P.w_off + (oc * P.c + t.rows) * kk;
-        for (var kh = 0u; kh < P.k; kh++) {
-            for (var kw = 0u; kw < P.k; kw++) {
-                accumulate(gather_rows(w_idx, w_ok), dy_window(lo, oc, kh, kw), dy_window(hi, oc, kh, kw));
-                w_idx += 1u;
-            }
-        }
+    for (var r = 0u; r < len; r += 4u) {
+        accumulate4(backward_input_step(lo, hi, w_row, w_ok, r, len),
+                    backward_input_step(lo, hi, w_row, w_ok, r + 1u, len),
+                    backward_input_step(lo, hi, w_row, w_ok, r + 2u, len),
+                    backward_input_step(lo, hi, w_row, w_ok, r + 3u, len));
     }
     emit_planes(t, P.c, P.h * P.w, false);
 }
@@ -241,13 +266,27 @@ fn tap_cols(tap: vec4<u32>) -> TapCols {
                    tap < vec4(P.c * kk));
 }
 
-// x at output pixel (n,oh,ow) through each of the four taps.
-fn im2col_t(cols: TapCols, n: u32, oh: u32, ow: u32) -> vec4<f32> {
+var<private> r_ow: f32;
+
+// x at output pixel (n,oh,ow) through each of the four taps (zero unless `live`).
+fn im2col_t(cols: TapCols, n: u32, oh: u32, ow: u32, live: bool) -> vec4<f32> {
     let ih = i32(oh * P.stride) + cols.dy;
     let iw = i32(ow * P.stride) + cols.dx;
-    let ok = cols.ok & (ih >= vec4(0)) & (iw >= vec4(0)) & (ih < vec4(i32(P.h))) & (iw < vec4(i32(P.w)));
+    let ok = cols.ok & vec4(live) & (ih >= vec4(0)) & (iw >= vec4(0)) & (ih < vec4(i32(P.h))) & (iw < vec4(i32(P.w)));
     let idx = n * P.c * P.h * P.w + cols.base + vec4<u32>(ih) * P.w + vec4<u32>(iw);
     return gather_a(idx, ok);
+}
+
+// Reduction step r = output pixel (n,oh,ow) < end of the backward-weight product;
+// dy_row = this lane's rows oc as oc*OH*OW (dy[n, oc, q] is at n*OC*OH*OW + dy_row + q).
+fn backward_weight_step(lo: TapCols, hi: TapCols, dy_row: vec4<u32>, dy_ok: vec4<bool>, r: u32, end: u32) -> Step {
+    let live = r < end;
+    let ohw = P.oh * P.ow;
+    let n = fdiv(r, ohw, r_ohw);
+    let q = r - n * ohw;
+    let oh = fdiv(q, P.ow, r_ow);
+    let dy = gather_rows(n * P.oc * ohw + dy_row + q, dy_ok & vec4(live));
+    return Step(dy, im2col_t(lo, n, oh, q - oh * P.ow, live), im2col_t(hi, n, oh, q - oh * P.ow, live));
 }
 
 @compute @workgroup_size(8)
@@ -267,24 +306,16 @@ fn backward_weight(@builtin(subgroup_invocation_id) lane: u32,
     let ohw = P.oh * P.ow;
     let r_begin = split * P.chunk;
     let r_end = min(r_begin + P.chunk, P.n * ohw);
-    // Walk the output pixels (n,oh,ow) of this split in order.
-    var n = r_begin / ohw;
-    var oh = (r_begin - n * ohw) / P.ow;
-    var ow = r_begin - n * ohw - oh * P.ow;
-    // A = dy: row oc at pixel p is dy[n, oc, oh, ow].
+    r_ohw = 1.0 / f32(ohw);
+    r_ow = 1.0 / f32(P.ow);
+    let dy_row = t.rows * ohw;
     let dy_ok = t.rows < vec4(P.oc);
-    for (var r = r_begin; r < r_end; r++) {
-        let dy_idx = (n * P.oc + t.rows) * ohw + oh * P.ow + ow;
-        accumulate(gather_rows(dy_idx, dy_ok), im2col_t(lo, n, oh, ow), im2col_t(hi, n, oh, ow));
-        ow += 1u;
-        if (ow == P.ow) {
-            ow = 0u;
-            oh += 1u;
-            if (oh == P.oh) {
-                oh = 0u;
-                n += 1u;
-            }
-        }
+    // Four steps at a time; those past r_end are zero.
+    for (var r = r_begin; r < r_end; r += 4u) {
+        accumulate4(backward_weight_step(lo, hi, dy_row, dy_ok, r, r_end),
+                    backward_weight_step(lo, hi, dy_row, dy_ok, r + 1u, r_end),
+                    backward_weight_step(lo, hi, dy_row, dy_ok, r + 2u, r_end),
+                    backward_weight_step(lo, hi, dy_row, dy_ok, r + 3u, r_end));
     }
     // partial sums (splits, C*K*K, OC): tap-major, so a row (oc) is one element apart.
     out_lo = OutCols((split * ckk + t.col_lo) * P.oc, t.col_lo < vec4(ckk));

@@ -21,17 +21,85 @@ struct Acc {
     hi4: vec4<f32>, hi5: vec4<f32>, hi6: vec4<f32>, hi7: vec4<f32>,
 }
 
-// acc[i] += (lane i's x) * (lo, hi): a rank-1 update of 8 rows by 8 columns.
-fn rank8(x: f32, lo: vec4<f32>, hi: vec4<f32>, acc: Acc) -> Acc {
+// One reduction step of the whole tile: this lane's A values for rows l, l+8,
+// l+16, l+24 (x), and its B values in its lo and hi columns.
+struct Step {
+    x: vec4<f32>,
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+// Four reduction steps of 8 rows: acc[i] += sum_j (lane i's x[j]) * (lo_j, hi_j).
+// Row by row, so each row's accumulators stay in registers across the four steps
+// and the B values are read from where they spilled as FMA memory operands: one
+// instruction per FMA instead of a load, an FMA and a store (50 against 41 GFLOP/s
+// on the reference SGEMM, lavapipe).
+fn rank8x4(x: vec4<f32>, s0: Step, s1: Step, s2: Step, s3: Step, acc: Acc) -> Acc {
     var o = acc;
-    { let v = vec4(subgroupBroadcast(x, 0u)); o.lo0 = fma(v, lo, o.lo0); o.hi0 = fma(v, hi, o.hi0); }
-    { let v = vec4(subgroupBroadcast(x, 1u)); o.lo1 = fma(v, lo, o.lo1); o.hi1 = fma(v, hi, o.hi1); }
-    { let v = vec4(subgroupBroadcast(x, 2u)); o.lo2 = fma(v, lo, o.lo2); o.hi2 = fma(v, hi, o.hi2); }
-    { let v = vec4(subgroupBroadcast(x, 3u)); o.lo3 = fma(v, lo, o.lo3); o.hi3 = fma(v, hi, o.hi3); }
-    { let v = vec4(subgroupBroadcast(x, 4u)); o.lo4 = fma(v, lo, o.lo4); o.hi4 = fma(v, hi, o.hi4); }
-    { let v = vec4(subgroupBroadcast(x, 5u)); o.lo5 = fma(v, lo, o.lo5); o.hi5 = fma(v, hi, o.hi5); }
-    { let v = vec4(subgroupBroadcast(x, 6u)); o.lo6 = fma(v, lo, o.lo6); o.hi6 = fma(v, hi, o.hi6); }
-    { let v = vec4(subgroupBroadcast(x, 7u)); o.lo7 = fma(v, lo, o.lo7); o.hi7 = fma(v, hi, o.hi7); }
+    {
+        let v0 = vec4(subgroupBroadcast(x.x, 0u));
+        let v1 = vec4(subgroupBroadcast(x.y, 0u));
+        let v2 = vec4(subgroupBroadcast(x.z, 0u));
+        let v3 = vec4(subgroupBroadcast(x.w, 0u));
+        o.lo0 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo0))));
+        o.hi0 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi0))));
+    }
+    {
+        let v0 = vec4(subgroupBroadcast(x.x, 1u));
+        let v1 = vec4(subgroupBroadcast(x.y, 1u));
+        let v2 = vec4(subgroupBroadcast(x.z, 1u));
+        let v3 = vec4(subgroupBroadcast(x.w, 1u));
+        o.lo1 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo1))));
+        o.hi1 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi1))));
+    }
+    {
+        let v0 = vec4(subgroupBroadcast(x.x, 2u));
+        let v1 = vec4(subgroupBroadcast(x.y, 2u));
+        let v2 = vec4(subgroupBroadcast(x.z, 2u));
+        let v3 = vec4(subgroupBroadcast(x.w, 2u));
+        o.lo2 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo2))));
+        o.hi2 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi2))));
+    }
+    {
+        let v0 = vec4(subgroupBroadcast(x.x, 3u));
+        let v1 = vec4(subgroupBroadcast(x.y, 3u));
+        let v2 = vec4(subgroupBroadcast(x.z, 3u));
+        let v3 = vec4(subgroupBroadcast(x.w, 3u));
+        o.lo3 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo3))));
+        o.hi3 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi3))));
+    }
+    {
+        let v0 = vec4(subgroupBroadcast(x.x, 4u));
+        let v1 = vec4(subgroupBroadcast(x.y, 4u));
+        let v2 = vec4(subgroupBroadcast(x.z, 4u));
+        let v3 = vec4(subgroupBroadcast(x.w, 4u));
+        o.lo4 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo4))));
+        o.hi4 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi4))));
+    }
+    {
+        let v0 = vec4(subgroupBroadcast(x.x, 5u));
+        let v1 = vec4(subgroupBroadcast(x.y, 5u));
+        let v2 = vec4(subgroupBroadcast(x.z, 5u));
+        let v3 = vec4(subgroupBroadcast(x.w, 5u));
+        o.lo5 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo5))));
+        o.hi5 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi5))));
+    }
+    {
+        let v0 = vec4(subgroupBroadcast(x.x, 6u));
+        let v1 = vec4(subgroupBroadcast(x.y, 6u));
+        let v2 = vec4(subgroupBroadcast(x.z, 6u));
+        let v3 = vec4(subgroupBroadcast(x.w, 6u));
+        o.lo6 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo6))));
+        o.hi6 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi6))));
+    }
+    {
+        let v0 = vec4(subgroupBroadcast(x.x, 7u));
+        let v1 = vec4(subgroupBroadcast(x.y, 7u));
+        let v2 = vec4(subgroupBroadcast(x.z, 7u));
+        let v3 = vec4(subgroupBroadcast(x.w, 7u));
+        o.lo7 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo7))));
+        o.hi7 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi7))));
+    }
     return o;
 }
 
@@ -40,14 +108,13 @@ var<private> acc1: Acc; // rows 8..15
 var<private> acc2: Acc; // rows 16..23 (ROW_GROUPS = 4)
 var<private> acc3: Acc; // rows 24..31 (ROW_GROUPS = 4)
 
-// One reduction step: x = this lane's A values for rows l, l+8, l+16, l+24;
-// lo, hi = B in this lane's columns.
-fn accumulate(x: vec4<f32>, lo: vec4<f32>, hi: vec4<f32>) {
-    acc0 = rank8(x.x, lo, hi, acc0);
-    acc1 = rank8(x.y, lo, hi, acc1);
+// Four reduction steps of the whole tile.
+fn accumulate4(s0: Step, s1: Step, s2: Step, s3: Step) {
+    acc0 = rank8x4(vec4(s0.x.x, s1.x.x, s2.x.x, s3.x.x), s0, s1, s2, s3, acc0);
+    acc1 = rank8x4(vec4(s0.x.y, s1.x.y, s2.x.y, s3.x.y), s0, s1, s2, s3, acc1);
     if (ROW_GROUPS > 2u) {
-        acc2 = rank8(x.z, lo, hi, acc2);
-        acc3 = rank8(x.w, lo, hi, acc3);
+        acc2 = rank8x4(vec4(s0.x.z, s1.x.z, s2.x.z, s3.x.z), s0, s1, s2, s3, acc2);
+        acc3 = rank8x4(vec4(s0.x.w, s1.x.w, s2.x.w, s3.x.w), s0, s1, s2, s3, acc3);
     }
 }
 
