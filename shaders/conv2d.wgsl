@@ -45,6 +45,7 @@ fn setup_row(mode: u32, row: u32, rows: u32) {
     r_kk = 1.0 / f32(kk);
     r_ow = 1.0 / f32(P.ow);
     r_ohw = 1.0 / f32(ohw);
+    r_stride = 1.0 / f32(P.stride);
     row_ok = row < rows;
     let r = min(row, rows - 1u);
     switch mode {
@@ -60,11 +61,12 @@ fn setup_row(mode: u32, row: u32, rows: u32) {
         case 1u: {
             // row = input pixel (n,ih,iw); A = dy through the kernel
             let hw = P.h * P.w;
-            let n = r / hw;
-            let q = r % hw;
+            let n = fdiv(r, hw, 1.0 / f32(hw));
+            let q = r - n * hw;
+            let ih = fdiv(q, P.w, 1.0 / f32(P.w));
             row_base = n * P.oc * ohw;
-            row_y = i32(q / P.w + P.pad);
-            row_x = i32(q % P.w + P.pad);
+            row_y = i32(ih + P.pad);
+            row_x = i32(q - ih * P.w + P.pad);
         }
         default: {
             // row = kernel tap (c,kh,kw); A = im2col(x) transposed
@@ -103,16 +105,10 @@ fn a_elem(mode: u32, r: u32) -> f32 {
             if (th < 0 || tw < 0) {
                 return 0.0;
             }
-            var oh = u32(th);
-            var ow = u32(tw);
-            if (P.stride != 1u) {
-                if (oh % P.stride != 0u || ow % P.stride != 0u) {
-                    return 0.0;
-                }
-                oh /= P.stride;
-                ow /= P.stride;
-            }
-            if (oh >= P.oh || ow >= P.ow) {
+            // Through fdiv whatever the stride: llvmpipe runs both sides of a branch.
+            let oh = fdiv(u32(th), P.stride, r_stride);
+            let ow = fdiv(u32(tw), P.stride, r_stride);
+            if (oh * P.stride != u32(th) || ow * P.stride != u32(tw) || oh >= P.oh || ow >= P.ow) {
                 return 0.0;
             }
             return src_a[row_base + (oc * P.oh + oh) * P.ow + ow];

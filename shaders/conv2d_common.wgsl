@@ -35,7 +35,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> src_b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
+// Reciprocals for fdiv, set by the entry points that divide by these.
 var<private> r_ohw: f32;
+var<private> r_stride: f32;
 
 // dy (in src_b) at output pixel p = (n,oh,ow), channel oc.
 fn dy_at(p: u32, oc: u32) -> f32 {

@@ -195,8 +195,6 @@ fn input_cols(p: vec4<u32>) -> InputCols {
                      p < vec4(P.n * hw));
 }
 
-var<private> r_stride: f32;
-
 // dy[n, oc, oh, ow] where oh*stride = ih + pad - kh and ow*stride = iw + pad - kw.
 // llvmpipe runs both sides of every branch, so a stride != 1 path would cost even
 // at stride 1: the division goes through fdiv4 whatever the stride.
