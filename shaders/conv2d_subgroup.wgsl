@@ -1,6 +1,6 @@
 // Conv2d's subgroup-broadcast engine, for 8-lane SIMD: llvmpipe/lavapipe on
-// AVX2, where a subgroup is one 256-bit register. Follows conv2d_common.wgsl
-// and rank8.wgsl (the register tile and its broadcasts).
+// AVX2, where a subgroup is one 256-bit register. Follows fdiv.wgsl,
+// conv2d_common.wgsl and rank8.wgsl (the register tile and its broadcasts).
 //
 // Why a second engine: llvmpipe runs 8 invocations as the lanes of one vector
 // and turns every storage or workgroup-memory load whose address differs across
@@ -29,6 +29,7 @@ fn gather_a(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
     return select(vec4(0.0), v, ok);
 }
 
+// This lane's A values for its rows l, l+8 (and l+16, l+24 with 4 row groups), from src_b.
 fn gather_rows(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
     let i = select(vec4(0u), idx, ok);
     var v = vec4(src_b[i.x], src_b[i.y], 0.0, 0.0);
