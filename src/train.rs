@@ -1,8 +1,9 @@
-//! The training loop pieces shared by the CLI, the tests and the benchmarks:
-//! epoch ordering, batching, and evaluation.
+//! The training loop shared by the CLI and the tests (epoch ordering, batching,
+//! resumable positions), and evaluation.
 
 use anyhow::Result;
 
+use crate::checkpoint::Position;
 use crate::data::Dataset;
 use crate::executor::Executor;
 use crate::rng::Rng;
@@ -22,33 +23,72 @@ pub fn epoch_order(n: usize, rng: &mut Rng, shuffle: bool) -> Vec<usize> {
     order
 }
 
-/// Run `steps` training steps of `batch` samples, cycling through `data` in epochs
-/// shuffled from `seed` (the last partial batch of an epoch is kept, as PyTorch's
-/// DataLoader does). Calls `on_step(step, executor)` after each step.
-pub fn train_steps(
+/// Where a run stands (from the start, or from a checkpoint's `Position`).
+pub fn start_position(seed: u64, batch_size: usize, shuffle: bool) -> Position {
+    Position { epoch: 0, batch_in_epoch: 0, global_step: 0, epoch_rng: shuffle_rng(seed).state(), batch_size, shuffle }
+}
+
+/// What the training loop reports to its caller, in order.
+#[derive(Debug, Clone, Copy)]
+pub enum Event {
+    /// Epoch `epoch` (from 0) of `batches` batches begins, at batch `first` when resumed.
+    EpochStart { epoch: usize, batches: usize, first: usize },
+    /// A step ran on batch `batch_in_epoch` of `samples` samples; `global` steps are done.
+    /// `last` is true for the epoch's last batch and for the run's last step.
+    Step { epoch: usize, batch_in_epoch: usize, batches: usize, global: u64, samples: usize, last: bool },
+    /// The step limit stopped the run inside an epoch; it resumes from here.
+    Stopped(Position),
+    /// An epoch ended; the next one starts from here.
+    EpochEnd(Position),
+}
+
+/// Train from `pos` until `epochs` epochs or `max_steps` steps in all, cycling through
+/// `data` in epochs shuffled from the position's RNG (the last partial batch of an
+/// epoch is kept, as PyTorch's DataLoader does). Reports each `Event` to `on` and
+/// returns where the run stopped. Resuming from a returned or reported position
+/// continues the same run exactly.
+pub fn run(
     exec: &mut dyn Executor,
     data: &Dataset,
-    batch: usize,
-    steps: usize,
-    seed: u64,
-    mut on_step: impl FnMut(usize, &mut dyn Executor) -> Result<()>,
-) -> Result<()> {
-    let mut rng = shuffle_rng(seed);
+    pos: Position,
+    epochs: usize,
+    max_steps: Option<u64>,
+    mut on: impl FnMut(&mut dyn Executor, Event) -> Result<()>,
+) -> Result<Position> {
+    let mut rng = Rng::from_state(pos.epoch_rng);
+    let (mut epoch, mut skip, mut global) = (pos.epoch, pos.batch_in_epoch, pos.global_step);
+    let at = |epoch, batch_in_epoch, global_step, epoch_rng| Position {
+        epoch,
+        batch_in_epoch,
+        global_step,
+        epoch_rng,
+        ..pos
+    };
+    let reached = |g: u64| max_steps.is_some_and(|s| g >= s);
     let (mut images, mut labels) = (Vec::new(), Vec::new());
-    let mut step = 0;
-    while step < steps {
-        let order = epoch_order(data.len(), &mut rng, true);
-        for idx in order.chunks(batch) {
-            if step == steps {
-                break;
+    while epoch < epochs && !reached(global) {
+        let epoch_rng = rng.state();
+        let order = epoch_order(data.len(), &mut rng, pos.shuffle);
+        let batches: Vec<&[usize]> = order.chunks(pos.batch_size).collect();
+        on(exec, Event::EpochStart { epoch, batches: batches.len(), first: skip })?;
+        for (bi, idx) in batches.iter().enumerate().skip(skip) {
+            if reached(global) {
+                let p = at(epoch, bi, global, epoch_rng);
+                on(exec, Event::Stopped(p))?;
+                return Ok(p);
             }
             data.batch(idx, &mut images, &mut labels);
             exec.train_step(&images, &labels)?;
-            step += 1;
-            on_step(step, exec)?;
+            global += 1;
+            let last = bi + 1 == batches.len() || reached(global);
+            let n = batches.len();
+            on(exec, Event::Step { epoch, batch_in_epoch: bi, batches: n, global, samples: idx.len(), last })?;
         }
+        skip = 0;
+        epoch += 1;
+        on(exec, Event::EpochEnd(at(epoch, 0, global, rng.state())))?;
     }
-    Ok(())
+    Ok(at(epoch, skip, global, rng.state()))
 }
 
 /// Test-set figures: mean cross-entropy, accuracy and every prediction.

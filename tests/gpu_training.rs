@@ -11,7 +11,7 @@ use gpu_cnn::data::{bundled_mnist_dir, Dataset, Split};
 use gpu_cnn::executor::{Executor, Optimizer};
 use gpu_cnn::gpu::{Gpu, GpuExecutor};
 use gpu_cnn::model::Model;
-use gpu_cnn::train::{evaluate, train_steps};
+use gpu_cnn::train::{self, evaluate, start_position, Event};
 
 use common::{assert_close, to64};
 
@@ -90,13 +90,17 @@ per_backend!(it_learns_mnist, |g: &Arc<Gpu>| {
         GpuExecutor::new(g.clone(), model.clone(), Optimizer::adam(1e-3), &model.init_params(0), 32).unwrap();
     let t0 = Instant::now();
     let mut losses = Vec::new();
-    train_steps(&mut exec, &train, 32, 200, 0, |step, e| {
-        if step % 50 == 0 {
-            losses.push(e.take_stats()?.mean_loss());
+    // The same loop `gpu-cnn train` runs, stopped by a step limit rather than epochs.
+    let end = train::run(&mut exec, &train, start_position(0, 32, true), usize::MAX, Some(200), |e, event| {
+        if let Event::Step { global, .. } = event {
+            if global % 50 == 0 {
+                losses.push(e.take_stats()?.mean_loss());
+            }
         }
         Ok(())
     })
     .unwrap();
+    assert_eq!((end.global_step, end.epoch, end.batch_in_epoch), (200, 1, 0), "6,400 / 32 = 200: one epoch");
     let ev = evaluate(&mut exec, &test, 500).unwrap();
     eprintln!(
         "{:?}: 200 steps of 32 in {:.1}s, loss per 50 steps {losses:.3?}, test accuracy {:.2}% (loss {:.3})",

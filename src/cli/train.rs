@@ -12,8 +12,7 @@ use gpu_cnn::checkpoint::{self, Position};
 use gpu_cnn::data::{Dataset, Split};
 use gpu_cnn::executor::{Executor, Optimizer};
 use gpu_cnn::plot;
-use gpu_cnn::rng::Rng;
-use gpu_cnn::train::{epoch_order, evaluate, shuffle_rng};
+use gpu_cnn::train::{self, evaluate, start_position, Event};
 
 use super::Backend;
 
@@ -116,15 +115,7 @@ pub fn run(a: Args) -> Result<()> {
             }
             None => (seed_model.clone(), seed_model.init_params(a.seed)),
         };
-        let pos = Position {
-            epoch: 0,
-            batch_in_epoch: 0,
-            global_step: 0,
-            epoch_rng: shuffle_rng(a.seed).state(),
-            batch_size: a.batch_size,
-            shuffle: !a.no_shuffle,
-        };
-        (model, params, requested, None, pos)
+        (model, params, requested, None, start_position(a.seed, a.batch_size, !a.no_shuffle))
     };
     let classes = train.labels.iter().copied().max().unwrap_or(0) as usize + 1;
     if model.classes() < classes {
@@ -156,9 +147,6 @@ pub fn run(a: Args) -> Result<()> {
         out.display()
     );
 
-    let mut rng = Rng::from_state(pos.epoch_rng);
-    let (mut epoch, mut skip, mut global) = (pos.epoch, pos.batch_in_epoch, pos.global_step);
-    let (mut images, mut labels) = (Vec::new(), Vec::new());
     let mut history: Vec<(u64, f64, f64)> = Vec::new(); // (step, train loss, train accuracy)
     let mut test_history: Vec<(u64, f64, f64)> = Vec::new();
     let save = |exec: &mut dyn Executor, p: Position| -> Result<()> {
@@ -167,47 +155,29 @@ pub fn run(a: Args) -> Result<()> {
         checkpoint::save(&ckpt_path, &model, &params, Some((&opt, &state)), Some(&p))?;
         checkpoint::save(&model_path, &model, &params, None, None)
     };
-    let reached = |g: u64| a.steps.is_some_and(|s| g >= s);
-    'epochs: while epoch < a.epochs && !reached(global) {
-        let epoch_rng = rng.state();
-        let order = epoch_order(train.len(), &mut rng, pos.shuffle);
-        let batches: Vec<&[usize]> = order.chunks(batch).collect();
-        let bar = if fancy {
-            ProgressBar::with_draw_target(Some(batches.len() as u64), ProgressDrawTarget::stdout())
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
-                .unwrap()
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("{}/{}", epoch + 1, a.epochs));
-        bar.set_position(skip as u64);
-        let mut t_log = Instant::now();
-        let mut samples_since = 0usize;
-        for (bi, idx) in batches.iter().enumerate().skip(skip) {
-            if reached(global) {
-                bar.finish_and_clear();
-                save(
-                    exec.as_mut(),
-                    Position {
-                        epoch,
-                        batch_in_epoch: bi,
-                        global_step: global,
-                        epoch_rng,
-                        batch_size: batch,
-                        shuffle: pos.shuffle,
-                    },
-                )?;
-                break 'epochs;
+    let mut bar = ProgressBar::hidden();
+    let (mut t_log, mut samples_since) = (Instant::now(), 0usize);
+    let end = train::run(exec.as_mut(), &train, pos, a.epochs, a.steps, |exec, event| {
+        match event {
+            Event::EpochStart { epoch, batches, first } => {
+                if fancy {
+                    bar = ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stdout());
+                }
+                bar.set_style(
+                    ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
+                        .unwrap()
+                        .progress_chars("=> "),
+                );
+                bar.set_prefix(format!("{}/{}", epoch + 1, a.epochs));
+                bar.set_position(first as u64);
+                (t_log, samples_since) = (Instant::now(), 0);
             }
-            train.batch(idx, &mut images, &mut labels);
-            exec.train_step(&images, &labels)?;
-            global += 1;
-            samples_since += idx.len();
-            bar.inc(1);
-            if global % a.log_every == 0 || bi + 1 == batches.len() || reached(global) {
+            Event::Step { epoch, batch_in_epoch, batches, global, samples, last } => {
+                samples_since += samples;
+                bar.inc(1);
+                if global % a.log_every != 0 && !last {
+                    return Ok(());
+                }
                 let s = exec.take_stats()?;
                 if !s.mean_loss().is_finite() {
                     bar.abandon();
@@ -229,7 +199,7 @@ pub fn run(a: Args) -> Result<()> {
                 if fancy {
                     bar.set_message(msg);
                 } else {
-                    println!("epoch {} step {global} ({}/{}) {msg}", epoch + 1, bi + 1, batches.len());
+                    println!("epoch {} step {global} ({}/{batches}) {msg}", epoch + 1, batch_in_epoch + 1);
                 }
                 writeln!(
                     metrics,
@@ -244,54 +214,42 @@ pub fn run(a: Args) -> Result<()> {
                     ])
                 )?;
             }
+            Event::Stopped(p) => {
+                bar.finish_and_clear();
+                save(exec, p)?;
+            }
+            Event::EpochEnd(p) => {
+                bar.finish_and_clear();
+                let ev = evaluate(exec, &test, batch)?;
+                test_history.push((p.global_step, ev.loss, ev.accuracy));
+                println!(
+                    "epoch {}/{}: step {}, test loss {:.4}, test accuracy {:.2}%",
+                    p.epoch,
+                    a.epochs,
+                    p.global_step,
+                    ev.loss,
+                    100.0 * ev.accuracy
+                );
+                writeln!(
+                    metrics,
+                    "{}",
+                    metric(&[
+                        ("step", p.global_step.into()),
+                        ("epoch", p.epoch.into()),
+                        ("test_loss", ev.loss.into()),
+                        ("test_accuracy", ev.accuracy.into())
+                    ])
+                )?;
+                save(exec, p)?;
+            }
         }
-        bar.finish_and_clear();
-        skip = 0;
-        epoch += 1;
-        let ev = evaluate(exec.as_mut(), &test, batch)?;
-        test_history.push((global, ev.loss, ev.accuracy));
-        println!(
-            "epoch {epoch}/{}: step {global}, test loss {:.4}, test accuracy {:.2}%",
-            a.epochs,
-            ev.loss,
-            100.0 * ev.accuracy
-        );
-        writeln!(
-            metrics,
-            "{}",
-            metric(&[
-                ("step", global.into()),
-                ("epoch", epoch.into()),
-                ("test_loss", ev.loss.into()),
-                ("test_accuracy", ev.accuracy.into())
-            ])
-        )?;
-        save(
-            exec.as_mut(),
-            Position {
-                epoch,
-                batch_in_epoch: 0,
-                global_step: global,
-                epoch_rng: rng.state(),
-                batch_size: batch,
-                shuffle: pos.shuffle,
-            },
-        )?;
-    }
+        Ok(())
+    })?;
     if !ckpt_path.exists() {
         // Nothing to do (already at --steps/--epochs): still leave the weights.
-        save(
-            exec.as_mut(),
-            Position {
-                epoch,
-                batch_in_epoch: skip,
-                global_step: global,
-                epoch_rng: rng.state(),
-                batch_size: batch,
-                shuffle: pos.shuffle,
-            },
-        )?;
+        save(exec.as_mut(), end)?;
     }
+    let global = end.global_step;
     let plot_path = out.join("curves.png");
     plot::training_curves(&history, &test_history, &plot_path)?;
     println!(
