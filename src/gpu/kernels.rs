@@ -211,6 +211,16 @@ struct LinearParams {
     _pad: [u32; 3],
 }
 
+/// sgemm_common.wgsl's `Dims`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct SgemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    _pad: u32,
+}
+
 /// Element-wise ops, softmax: a length (or batch and classes) padded to 16 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -634,7 +644,7 @@ impl Kernels {
                 self.conv_engine.name()
             );
         }
-        let p = SizeParams { a: u(m), b: u(n), _pad: [u(k), 0] };
+        let p = SgemmParams { m: u(m), n: u(n), k: u(k), _pad: 0 };
         let groups = [u(n / tile[1]), u(m / tile[0]), 1];
         Ok(self.dispatch(
             device,
