@@ -40,13 +40,13 @@ fn kernel_sets(g: &Arc<Gpu>) -> Vec<&Kernels> {
     let cell = if g.info.backend == wgpu::Backend::Vulkan { &VK } else { &GL };
     let extra = cell.get_or_init(|| {
         let folded = |engine| {
-            let mut k = Kernels::new(&g.device, engine);
+            let mut k = Kernels::new(&g.device, g.info.device_type, engine);
             k.set_max_workgroups_per_dim(3);
             k
         };
         let mut sets = vec![folded(g.kernels.conv_engine)];
         if g.kernels.conv_engine != ConvEngine::Tiled {
-            sets.push(Kernels::new(&g.device, ConvEngine::Tiled));
+            sets.push(Kernels::new(&g.device, g.info.device_type, ConvEngine::Tiled));
             sets.push(folded(ConvEngine::Tiled));
         }
         sets

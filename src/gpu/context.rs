@@ -116,7 +116,7 @@ impl Gpu {
             trace: wgpu::Trace::Off,
         }))
         .with_context(|| format!("cannot open a device on {} ({:?})", info.name, info.backend))?;
-        let kernels = checked(&device, || Kernels::new(&device, conv_engine))
+        let kernels = checked(&device, || Kernels::new(&device, info.device_type, conv_engine))
             .with_context(|| format!("building the compute pipelines on {} ({:?})", info.name, info.backend))?;
         Ok(Gpu { device, queue, info, limits, kernels })
     }
