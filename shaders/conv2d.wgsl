@@ -6,6 +6,7 @@
 //   forward          rows = (n,oh,ow)  cols = oc  A = im2col(x)  B = W^T
 //   backward_input   rows = (n,ih,iw)  cols = c   A = dy gathered through the kernel window
 //   backward_weight  rows = (c,kh,kw)  cols = oc  A = im2col(x)^T  B = dy
+//                    (plus a row of ones after the taps: its product is db)
 //
 // Dispatch: x,y = the row-tile index folded into two dimensions (so any batch
 // stays under 65,535 workgroups a dimension), z = col tile (+ split * col tiles).
@@ -37,6 +38,7 @@ var<private> row_ok: bool;
 var<private> row_base: u32;
 var<private> row_y: i32;
 var<private> row_x: i32;
+var<private> row_bias: bool; // backward_weight: the extra row of ones that yields db
 
 fn setup_row(mode: u32, row: u32, rows: u32) {
     let kk = P.k * P.k;
@@ -69,7 +71,8 @@ fn setup_row(mode: u32, row: u32, rows: u32) {
             row_x = i32(q - ih * P.w + P.pad);
         }
         default: {
-            // row = kernel tap (c,kh,kw); A = im2col(x) transposed
+            // row = kernel tap (c,kh,kw), or C*K*K for the bias; A = im2col(x) transposed
+            row_bias = r == P.c * kk;
             let c = fdiv(r, kk, r_kk);
             let t = r - c * kk;
             let kh = fdiv(t, P.k, r_k);
@@ -114,7 +117,10 @@ fn a_elem(mode: u32, r: u32) -> f32 {
             return src_a[row_base + (oc * P.oh + oh) * P.ow + ow];
         }
         default: {
-            // r = output pixel (n,oh,ow)
+            // r = output pixel (n,oh,ow); the bias row is all ones: db = sum of dy
+            if (row_bias) {
+                return 1.0;
+            }
             let ohw = P.oh * P.ow;
             let n = fdiv(r, ohw, r_ohw);
             let q = r - n * ohw;
@@ -263,7 +269,7 @@ fn backward_weight(@builtin(local_invocation_id) lid: vec3<u32>,
                    @builtin(local_invocation_index) li: u32,
                    @builtin(workgroup_id) wid: vec3<u32>,
                    @builtin(num_workgroups) nwg: vec3<u32>) {
-    let rows = P.c * P.k * P.k;
+    let rows = P.c * P.k * P.k + 1u; // the taps, then the bias
     let red_len = P.n * P.oh * P.ow;
     let tile = folded_tile(wid, nwg);
     if (tile * BM >= rows) {

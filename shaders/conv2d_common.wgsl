@@ -1,17 +1,19 @@
-// Conv2d, the part both GEMM engines share (after fdiv.wgsl): the uniform, the bindings, the
-// integer helpers, and the two reductions that are not GEMMs (reduce_weight,
-// backward_bias). Rust prepends this file to conv2d.wgsl (the shared-memory
-// tiled engine, for GPUs) or conv2d_subgroup.wgsl (the subgroup-broadcast engine,
-// for 8-lane SIMD such as llvmpipe) to make one module.
+// Conv2d, the part both GEMM engines share (after fdiv.wgsl): the uniform, the
+// bindings, the integer helpers, and the split-K reduction (reduce_weight). Rust
+// prepends this file to conv2d.wgsl (the shared-memory tiled engine, for GPUs) or
+// conv2d_subgroup.wgsl (the subgroup-broadcast engine, for 8-lane SIMD such as
+// llvmpipe) to make one module.
 //
 // The three products, written C[row, col] = sum_r A[row, r] * B[r, col]:
 //   forward          out = y (N,OC,OH,OW)  r = (c,kh,kw)   from x and W
 //   backward_input   out = dx (N,C,H,W)    r = (oc,kh,kw)  from dy and W
-//   backward_weight  out = dW (OC,C,K,K)   r = (n,oh,ow)   from x and dy, split along r
+//   backward_weight  out = dW (OC,C,K,K) and db (OC)  r = (n,oh,ow)  from x and dy, split along r
 // backward_weight's reduction is N*OH*OW long (50k terms for conv1 at batch 64),
 // so it is cut into `splits` chunks that run as separate workgroups and write
-// partial sums (splits, C*K*K, OC); reduce_weight adds them up. backward_bias is
-// a tree reduction.
+// partial sums (splits, C*K*K + 1, OC); reduce_weight adds them up. The bias
+// gradient rides along as one more tap whose input is 1 everywhere: db[oc] is
+// the sum of dy over (n,oh,ow), exactly that tap's product, so it needs no
+// reduction of its own (a GPU ran a separate one at a few workgroups).
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
@@ -27,9 +29,8 @@ struct Params {
 // product, so each binds only what it uses:
 //   forward          src_a = x (N,C,H,W)      src_b = params (W at w_off, bias at b_off)  out = y (N,OC,OH,OW)
 //   backward_input   src_a = dy (N,OC,OH,OW)  src_b = params                              out = dx (N,C,H,W)
-//   backward_weight  src_a = x                src_b = dy          out = partial sums (splits, C*K*K, OC)
+//   backward_weight  src_a = x                src_b = dy          out = partial sums (splits, C*K*K + 1, OC)
 //   reduce_weight    src_a = partial sums                         out = grads (flat, laid out as params)
-//   backward_bias                             src_b = dy          out = grads
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> src_a: array<f32>;
 @group(0) @binding(2) var<storage, read> src_b: array<f32>;
@@ -51,15 +52,15 @@ fn folded_tile(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
 }
 
-var<workgroup> red: array<f32, 256>;
-
-// dW[oc, kidx] = sum over splits of partial[s, kidx, oc]; one thread per weight,
-// `splits` terms each (the long reduction already happened in backward_weight).
+// dW[oc, kidx] = sum over splits of partial[s, kidx, oc], and db[oc] from the
+// extra row kidx = C*K*K; one thread per gradient, `splits` terms each (the long
+// reduction already happened in backward_weight).
 @compute @workgroup_size(256)
 fn reduce_weight(@builtin(local_invocation_index) li: u32,
                  @builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
-    let rows = P.c * P.k * P.k;
+    let ckk = P.c * P.k * P.k;
+    let rows = ckk + 1u;
     let idx = (wid.x + wid.y * nwg.x) * 256u + li;
     if (idx >= rows * P.oc) {
         return;
@@ -70,29 +71,9 @@ fn reduce_weight(@builtin(local_invocation_index) li: u32,
     for (var sp = 0u; sp < P.splits; sp++) {
         s += src_a[(sp * rows + kidx) * P.oc + oc];
     }
-    out[P.w_off + idx] = s;
-}
-
-// db[oc] = sum over (n,oh,ow) of dy: one workgroup per output channel, tree reduction.
-@compute @workgroup_size(256)
-fn backward_bias(@builtin(local_invocation_index) li: u32,
-                 @builtin(workgroup_id) wid: vec3<u32>) {
-    let oc = wid.x;
-    let len = P.n * P.oh * P.ow;
-    r_ohw = 1.0 / f32(P.oh * P.ow);
-    var s = 0.0;
-    for (var p = li; p < len; p += 256u) {
-        s += dy_at(p, oc);
-    }
-    red[li] = s;
-    workgroupBarrier();
-    for (var half = 128u; half > 0u; half >>= 1u) {
-        if (li < half) {
-            red[li] += red[li + half];
-        }
-        workgroupBarrier();
-    }
-    if (li == 0u) {
-        out[P.b_off + oc] = red[0];
+    if (kidx < ckk) {
+        out[P.w_off + oc * ckk + kidx] = s;
+    } else {
+        out[P.b_off + oc] = s;
     }
 }

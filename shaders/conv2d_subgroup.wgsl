@@ -14,6 +14,7 @@
 //   forward          rows = oc  cols = (n,oh,ow)  A = W        B = im2col(x)
 //   backward_input   rows = c   cols = (n,ih,iw)  A = W^T      B = dy through the kernel window
 //   backward_weight  rows = oc  cols = (c,kh,kw)  A = dy       B = im2col(x)^T, split along r
+//                    (plus a column of ones after the taps: its product is db)
 // The rows are always the short channel dimension, loaded by lane `l` for rows
 // l, l+8, l+16, l+24 of the tile and broadcast; the columns are the long pixel
 // or tap dimension, 8 per lane (4l..4l+3 and 32+4l..32+4l+3 of a 64-wide tile),
@@ -248,12 +249,14 @@ fn backward_input(@builtin(subgroup_invocation_id) lane: u32,
     emit_planes(t, P.c, P.h * P.w, false);
 }
 
-// im2col^T columns: for kernel taps (c,kh,kw), where each output pixel reads x.
+// im2col^T columns: for kernel taps (c,kh,kw), where each output pixel reads x;
+// column C*K*K is the bias, all ones (its product is db).
 struct TapCols {
     base: vec4<u32>, // c*H*W
     dy: vec4<i32>,   // kh - pad
     dx: vec4<i32>,   // kw - pad
-    ok: vec4<bool>,
+    ok: vec4<bool>,  // a tap
+    bias: vec4<bool>,
 }
 
 fn tap_cols(tap: vec4<u32>) -> TapCols {
@@ -262,7 +265,7 @@ fn tap_cols(tap: vec4<u32>) -> TapCols {
     let q = tap - c * kk;
     let kh = q / P.k;
     return TapCols(c * P.h * P.w, vec4<i32>(kh) - i32(P.pad), vec4<i32>(q - kh * P.k) - i32(P.pad),
-                   tap < vec4(P.c * kk));
+                   tap < vec4(P.c * kk), tap == vec4(P.c * kk));
 }
 
 var<private> r_ow: f32;
@@ -273,7 +276,7 @@ fn im2col_t(cols: TapCols, n: u32, oh: u32, ow: u32, live: bool) -> vec4<f32> {
     let iw = i32(ow * P.stride) + cols.dx;
     let ok = cols.ok & vec4(live) & (ih >= vec4(0)) & (iw >= vec4(0)) & (ih < vec4(i32(P.h))) & (iw < vec4(i32(P.w)));
     let idx = n * P.c * P.h * P.w + cols.base + vec4<u32>(ih) * P.w + vec4<u32>(iw);
-    return gather_a(idx, ok);
+    return select(gather_a(idx, ok), vec4(1.0), cols.bias & vec4(live));
 }
 
 // Reduction step r = output pixel (n,oh,ow) < end of the backward-weight product;
@@ -296,7 +299,8 @@ fn backward_weight(@builtin(subgroup_invocation_id) lane: u32,
     let split = wid.z / row_tiles;
     let col_tile = folded_tile(wid, nwg);
     let ckk = P.c * P.k * P.k;
-    if (col_tile * TILE_COLS >= ckk) {
+    let cols = ckk + 1u; // the taps, then the bias
+    if (col_tile * TILE_COLS >= cols) {
         return;
     }
     let t = tile_at(lane, wid.z % row_tiles, col_tile);
@@ -316,9 +320,9 @@ fn backward_weight(@builtin(subgroup_invocation_id) lane: u32,
                     backward_weight_step(lo, hi, dy_row, dy_ok, r + 2u, r_end),
                     backward_weight_step(lo, hi, dy_row, dy_ok, r + 3u, r_end));
     }
-    // partial sums (splits, C*K*K, OC): tap-major, so a row (oc) is one element apart.
-    out_lo = OutCols((split * ckk + t.col_lo) * P.oc, t.col_lo < vec4(ckk));
-    out_hi = OutCols((split * ckk + t.col_hi) * P.oc, t.col_hi < vec4(ckk));
+    // partial sums (splits, C*K*K + 1, OC): tap-major, so a row (oc) is one element apart.
+    out_lo = OutCols((split * cols + t.col_lo) * P.oc, t.col_lo < vec4(cols));
+    out_hi = OutCols((split * cols + t.col_hi) * P.oc, t.col_hi < vec4(cols));
     out_row_stride = 1u;
     out_rows = P.oc;
     out_bias = false;

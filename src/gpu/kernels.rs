@@ -315,7 +315,6 @@ pub struct Kernels {
     weight_split_target: u64,
     sgemm: wgpu::ComputePipeline,
     conv_reduce_weight: wgpu::ComputePipeline,
-    conv_backward_bias: wgpu::ComputePipeline,
     relu_forward: wgpu::ComputePipeline,
     relu_backward: wgpu::ComputePipeline,
     pool_forward: wgpu::ComputePipeline,
@@ -393,7 +392,6 @@ impl Kernels {
             weight_split_target: weight_split_target(device_type, conv_engine),
             sgemm,
             conv_reduce_weight: pipe(&conv, "reduce_weight"),
-            conv_backward_bias: pipe(&conv, "backward_bias"),
             relu_forward: pipe(&relu, "forward"),
             relu_backward: pipe(&relu, "backward"),
             pool_forward: pipe(&pool, "forward"),
@@ -495,7 +493,8 @@ impl Kernels {
         let (pixels, channels) = match op {
             ConvOp::Forward => ((d.n * d.oh() * d.ow()) as u64, d.oc as u64),
             ConvOp::BackwardInput => ((d.n * d.h * d.w) as u64, d.c as u64),
-            ConvOp::BackwardWeight => (kk, d.oc as u64),
+            // the taps, then the bias as one more (see conv2d_common.wgsl)
+            ConvOp::BackwardWeight => (kk + 1, d.oc as u64),
         };
         fn pick(g: &ConvGemms, op: ConvOp) -> &wgpu::ComputePipeline {
             match op {
@@ -532,7 +531,7 @@ impl Kernels {
 
     /// Elements of the scratch buffer `conv_backward_params` needs for `d`.
     pub fn conv_partial_len(&self, d: ConvDims) -> usize {
-        self.conv_weight_splits(d).0 as usize * d.c * d.k * d.k * d.oc
+        self.conv_weight_splits(d).0 as usize * (d.c * d.k * d.k + 1) * d.oc
     }
 
     /// y (N,OC,OH,OW) = conv(x (N,C,H,W), W at `w_off` of `params`) + bias at `b_off`, then ReLU if `relu`.
@@ -584,7 +583,7 @@ impl Kernels {
     }
 
     /// dW and db into `grads` at `w_off`/`b_off`: a split-reduction GEMM into `partial`
-    /// (`conv_partial_len(d)` floats), its reduction, and the bias reduction.
+    /// (`conv_partial_len(d)` floats) whose extra row of ones yields db, and its reduction.
     #[allow(clippy::too_many_arguments)]
     pub fn conv_backward_params(
         &self,
@@ -596,7 +595,7 @@ impl Kernels {
         dy: &wgpu::Buffer,
         partial: &wgpu::Buffer,
         grads: &wgpu::Buffer,
-    ) -> [Dispatch; 3] {
+    ) -> [Dispatch; 2] {
         let (splits, chunk) = self.conv_weight_splits(d);
         let mut p = Self::conv_params(d, w_off, b_off);
         (p.splits, p.chunk) = (splits as u32, chunk as u32);
@@ -620,16 +619,7 @@ impl Kernels {
                 &self.conv_reduce_weight,
                 p,
                 &[(1, partial), (3, grads)],
-                self.flat_groups(d.weight_len()),
-                0,
-            ),
-            self.dispatch(
-                device,
-                "conv2d.backward_bias",
-                &self.conv_backward_bias,
-                p,
-                &[(2, dy), (3, grads)],
-                [u(d.oc), 1, 1],
+                self.flat_groups(d.weight_len() + d.oc),
                 0,
             ),
         ]
