@@ -135,6 +135,13 @@ fn a_elem(mode: u32, r: u32) -> f32 {
     }
 }
 
+// dy (in src_b) at output pixel p = (n,oh,ow), channel oc.
+fn dy_at(p: u32, oc: u32) -> f32 {
+    let ohw = P.oh * P.ow;
+    let n = fdiv(p, ohw, r_ohw);
+    return src_b[(n * P.oc + oc) * ohw + (p - n * ohw)];
+}
+
 fn b_elem(mode: u32, r: u32, col: u32) -> f32 {
     let kk = P.k * P.k;
     switch mode {

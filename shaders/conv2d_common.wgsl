@@ -40,13 +40,6 @@ struct Params {
 var<private> r_ohw: f32;
 var<private> r_stride: f32;
 
-// dy (in src_b) at output pixel p = (n,oh,ow), channel oc.
-fn dy_at(p: u32, oc: u32) -> f32 {
-    let ohw = P.oh * P.ow;
-    let n = fdiv(p, ohw, r_ohw);
-    return src_b[(n * P.oc + oc) * ohw + (p - n * ohw)];
-}
-
 // The tile index a dispatch folded over x and y (see `Kernels::grid`).
 fn folded_tile(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
