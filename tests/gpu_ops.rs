@@ -107,7 +107,7 @@ fn conv_case(g: &Gpu, k: &Kernels, d: ConvDims, seed: u64) -> [f64; 5] {
     let e_fwd = assert_close(&format!("conv forward {d:?}"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1);
     let e_dx = assert_close(&format!("conv backward_input {d:?}"), &g.read::<f32>(&bdx).unwrap(), &dx, RED.0, RED.1);
     let e_dw = assert_close(&format!("conv backward_weight {d:?}"), &grads[w_off..b_off], &dw, RED.0, RED.1);
-    let e_db = assert_close(&format!("conv backward_bias {d:?}"), &grads[b_off..], &db, RED.0, RED.1);
+    let e_db = assert_close(&format!("conv bias gradient {d:?}"), &grads[b_off..], &db, RED.0, RED.1);
 
     // The fused conv+ReLU epilogue against the reference composition.
     let fused = k.conv_forward(&g.device, d, w_off, b_off, true, &bx, &bp, &by);
@@ -136,7 +136,7 @@ per_backend!(conv2d, |g: &Arc<Gpu>| {
         "conv2d.forward",
         "conv2d.backward_input",
         "conv2d.backward_weight",
-        "conv2d.backward_bias",
+        "conv2d db (backward_weight)",
         "conv2d.forward+relu",
     ]
     .iter()
