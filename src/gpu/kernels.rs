@@ -3,6 +3,7 @@
 //! bind group, workgroup counts) and then only recorded, step after step.
 
 use bytemuck::{Pod, Zeroable};
+use std::sync::OnceLock;
 use wgpu::util::DeviceExt;
 
 use crate::dims::{ConvDims, LinearDims, PoolDims};
@@ -313,7 +314,8 @@ pub struct Kernels {
     pub conv_engine: ConvEngine,
     conv: ConvPipelines,
     weight_split_target: u64,
-    sgemm: wgpu::ComputePipeline,
+    /// The reference SGEMM, compiled on first use: only `bench` runs it.
+    sgemm: OnceLock<wgpu::ComputePipeline>,
     conv_reduce_weight: wgpu::ComputePipeline,
     relu_forward: wgpu::ComputePipeline,
     relu_backward: wgpu::ComputePipeline,
@@ -338,27 +340,37 @@ fn ceil_div(a: u64, b: u64) -> u64 {
     a.div_ceil(b)
 }
 
+fn shader_module(device: &wgpu::Device, name: &str) -> wgpu::ShaderModule {
+    let src = SHADERS.iter().find(|(n, _)| *n == name).unwrap().1;
+    device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(name),
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    })
+}
+
+fn pipeline(
+    device: &wgpu::Device,
+    m: &wgpu::ShaderModule,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> wgpu::ComputePipeline {
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry),
+        layout: None,
+        module: m,
+        entry_point: Some(entry),
+        compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
+        cache: None,
+    })
+}
+
 impl Kernels {
-    /// Every pipeline, compiled once; `device` (of an adapter of `device_type`) must
-    /// have `conv_engine.features()`.
+    /// Every pipeline of the model's ops, compiled once; `device` (of an adapter of
+    /// `device_type`) must have `conv_engine.features()`.
     pub fn new(device: &wgpu::Device, device_type: wgpu::DeviceType, conv_engine: ConvEngine) -> Kernels {
-        let module = |name: &str| {
-            let src = SHADERS.iter().find(|(n, _)| *n == name).unwrap().1;
-            device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(name),
-                source: wgpu::ShaderSource::Wgsl(src.into()),
-            })
-        };
-        let pipe_with = |m: &wgpu::ShaderModule, entry: &str, constants: &[(&str, f64)]| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module: m,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
-                cache: None,
-            })
-        };
+        let module = |name: &str| shader_module(device, name);
+        let pipe_with =
+            |m: &wgpu::ShaderModule, entry: &str, constants: &[(&str, f64)]| pipeline(device, m, entry, constants);
         let pipe = |m: &wgpu::ShaderModule, entry: &str| pipe_with(m, entry, &[]);
         let gemms = |m: &wgpu::ShaderModule, constants: &[(&str, f64)]| ConvGemms {
             forward: pipe_with(m, "forward", constants),
@@ -376,10 +388,6 @@ impl Kernels {
                 wide: gemms(&conv, &[("ROW_GROUPS", 4.0)]),
             },
         };
-        let sgemm = match conv_engine {
-            ConvEngine::Tiled => pipe(&module("sgemm.wgsl"), "matmul"),
-            ConvEngine::Subgroup => pipe_with(&module("sgemm_subgroup.wgsl"), "matmul", &[("ROW_GROUPS", 4.0)]),
-        };
         let relu = module("relu.wgsl");
         let pool = module("maxpool.wgsl");
         let linear = module("linear.wgsl");
@@ -390,7 +398,7 @@ impl Kernels {
             conv_engine,
             conv: conv_pipelines,
             weight_split_target: weight_split_target(device_type, conv_engine),
-            sgemm,
+            sgemm: OnceLock::new(),
             conv_reduce_weight: pipe(&conv, "reduce_weight"),
             relu_forward: pipe(&relu, "forward"),
             relu_backward: pipe(&relu, "backward"),
@@ -647,7 +655,12 @@ impl Kernels {
         Ok(self.dispatch(
             device,
             "sgemm.matmul",
-            &self.sgemm,
+            self.sgemm.get_or_init(|| match self.conv_engine {
+                ConvEngine::Tiled => pipeline(device, &shader_module(device, "sgemm.wgsl"), "matmul", &[]),
+                ConvEngine::Subgroup => {
+                    pipeline(device, &shader_module(device, "sgemm_subgroup.wgsl"), "matmul", &[("ROW_GROUPS", 4.0)])
+                }
+            }),
             bytemuck::bytes_of(&p),
             &[(1, a), (2, b), (3, c)],
             groups,
