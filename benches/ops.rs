@@ -1,15 +1,16 @@
-//! `cargo bench`: every WGSL entry point at the seed model's real shapes (batch 64),
-//! the reference SGEMM, a whole training step, and inference at batch 1, 64 and
-//! 1000, on the best adapter (`GPU_CNN_BACKEND=vulkan|gl|metal|dx12` to choose). Compute-bound ops report
-//! FLOP/s (criterion's "elem/s" = FLOP/s here), memory-bound ones bytes/s.
+//! `cargo bench`: every WGSL entry point at the tutorial model's real shapes (batch
+//! 64), the reference SGEMM, a whole training step, and inference at batch 1, 64 and
+//! 1000, on the best adapter (`GPU_CNN_BACKEND=vulkan|gl|metal|dx12` to choose, and
+//! `GPU_CNN_GEMM=tiled|subgroup` for the engine). Compute-bound ops report FLOP/s
+//! (criterion's "elem/s" = FLOP/s here), memory-bound ones bytes/s.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::Arc;
 use std::time::Duration;
 
 use gpu_cnn::data::{bundled_mnist_dir, Dataset, Split};
-use gpu_cnn::executor::{Executor, Optimizer};
-use gpu_cnn::gpu::{BackendChoice, Gpu, GpuExecutor};
+use gpu_cnn::executor::{Inference, Optimizer, Trainer};
+use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, GpuInference, GpuTrainer};
 use gpu_cnn::model::Model;
 
 fn gpu() -> Arc<Gpu> {
@@ -17,14 +18,8 @@ fn gpu() -> Arc<Gpu> {
         .ok()
         .map(|s| s.parse().expect("GPU_CNN_BACKEND"))
         .unwrap_or(BackendChoice::Auto);
-    Arc::new(Gpu::new(choice).expect("a GPU adapter"))
-}
-
-fn batch(n: usize) -> (Vec<f32>, Vec<u32>) {
-    let data = Dataset::load(&bundled_mnist_dir(), Split::Train).unwrap();
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    data.batch(&(0..n).collect::<Vec<_>>(), &mut x, &mut y);
-    (x, y)
+    let engine = std::env::var("GPU_CNN_GEMM").ok().map(|s| GemmEngine::parse(&s).expect("GPU_CNN_GEMM"));
+    Arc::new(Gpu::new(choice, engine).expect("a GPU adapter"))
 }
 
 fn wait(g: &Gpu) {
@@ -34,11 +29,12 @@ fn wait(g: &Gpu) {
 fn benches(c: &mut Criterion) {
     let g = gpu();
     eprintln!("benchmarking on {}", g.describe());
-    let model = Model::seed();
+    let model = Model::tutorial();
     let params = model.init_params(0);
     let opt = Optimizer::adam(1e-3);
-    let (x, y) = batch(64);
-    let mut exec = GpuExecutor::new(g.clone(), model.clone(), opt, &params, 64).unwrap();
+    let data = Dataset::load(&bundled_mnist_dir(), Split::Train).unwrap();
+    let (x, y) = data.first_batch(64);
+    let mut exec = GpuTrainer::new(g.clone(), model.clone(), opt, &params, 64).unwrap();
     exec.train_step(&x, &y).unwrap();
 
     let mut ops = c.benchmark_group("ops (seed model, batch 64)");
@@ -63,9 +59,9 @@ fn benches(c: &mut Criterion) {
         g.upload("b", &vec![0.25f32; 512 * 512]),
         g.storage("c", 512 * 512 * 4),
     );
-    let mm = g.kernels.sgemm(&g.device, [512; 3], &a, &b, &out).unwrap();
+    let mm = g.kernels.sgemm.matmul([512; 3], &a, &b, &out).unwrap();
     ops.throughput(Throughput::Elements(mm.flops));
-    ops.bench_function(format!("reference sgemm 512x512x512 ({} engine)", g.kernels.conv_engine.name()), |bch| {
+    ops.bench_function(format!("reference sgemm 512x512x512 ({} engine)", g.kernels.engine), |bch| {
         bch.iter(|| {
             g.run(&[&mm]);
             wait(&g);
@@ -87,8 +83,8 @@ fn benches(c: &mut Criterion) {
     let mut inf = c.benchmark_group("inference");
     inf.sample_size(10).measurement_time(Duration::from_secs(5));
     for n in [1usize, 64, 1000] {
-        let (xs, _) = batch(n);
-        let mut e = GpuExecutor::new(g.clone(), model.clone(), opt, &params, n).unwrap();
+        let (xs, _) = data.first_batch(n);
+        let mut e = GpuInference::new(g.clone(), model.clone(), &params, n).unwrap();
         inf.throughput(Throughput::Elements(n as u64));
         inf.bench_function(format!("batch {n} (elem/s = images/s)"), |b| b.iter(|| e.predict(&xs).unwrap()));
     }

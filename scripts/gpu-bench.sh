@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks gpu-cnn on a fresh Linux machine with a GPU: builds a release, lists the
 # adapters, runs `gpu-cnn bench --json` and one timed training epoch, and prints the
-# figures. Needs a Rust toolchain and the GPU's Vulkan (or GL) driver.
+# figures. Needs a Rust toolchain and the GPU's Vulkan (or GL) driver. Writes
+# bench.json and the epoch's run into a temporary directory it prints, never into
+# the repository.
 # Usage: scripts/gpu-bench.sh [backend]   (default: vulkan)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,12 +11,13 @@ backend="${1:-vulkan}"
 export NODEVICE_SELECT=1
 cargo build --release --locked 2>&1 | tail -n 1
 bin=target/release/gpu-cnn
+out=$(mktemp -d)
+echo "== results in $out"
 $bin devices
 echo "== gpu-cnn bench --backend $backend --json"
-$bin bench --backend "$backend" --steps 50 --json | tee bench.json
+$bin bench --backend "$backend" --steps 50 --json | tee "$out/bench.json"
 echo "== one MNIST epoch (train --epochs 1 --backend $backend)"
-out=$(mktemp -d)
 start=$(date +%s.%N)
-$bin train --epochs 1 --backend "$backend" --log-every 200 --out "$out" | tail -n 3
+$bin train --epochs 1 --backend "$backend" --log-every 200 --out "$out/run" | tail -n 3
 end=$(date +%s.%N)
 echo "epoch wall time, process start to end (includes the test-set evaluation and checkpoints): $(echo "$end - $start" | bc) s"

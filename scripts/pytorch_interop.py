@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.dirname(here)
-sys.path.insert(0, os.path.join(root, "benches"))
+sys.path.insert(0, here)
 from pytorch_reference import CNN, idx  # noqa: E402
 
 GPU_CNN = os.path.join(root, "target", "release", "gpu-cnn")

@@ -1,72 +1,68 @@
-// Conv2d, the part both GEMM engines share (after fdiv.wgsl): the uniform, the
-// bindings, the integer helpers, and the split-K reduction (reduce_weight). Rust
-// prepends this file to conv2d.wgsl (the shared-memory tiled engine, for GPUs) or
-// conv2d_subgroup.wgsl (the subgroup-broadcast engine, for 8-lane SIMD such as
-// llvmpipe) to make one module.
+// Conv2d, the part both GEMM engines share: the uniform, the bindings, and the
+// split-K reduction (reduce_weight_bias). Included by conv2d_tiled.wgsl (the
+// shared-memory tiled engine, for GPUs) and conv2d_subgroup.wgsl (the
+// subgroup-broadcast engine, for 8-lane SIMD such as llvmpipe).
+// #include "grid.wgsl"
+// #include "udiv.wgsl"
 //
 // The three products, written C[row, col] = sum_r A[row, r] * B[r, col]:
-//   forward          out = y (N,OC,OH,OW)  r = (c,kh,kw)   from x and W
-//   backward_input   out = dx (N,C,H,W)    r = (oc,kh,kw)  from dy and W
-//   backward_weight  out = dW (OC,C,K,K) and db (OC)  r = (n,oh,ow)  from x and dy, split along r
-// backward_weight's reduction is N*OH*OW long (50k terms for conv1 at batch 64),
+//   forward               out = y (N,OC,OH,OW)             r = (c,kh,kw)   from x and W
+//   backward_input        out = dx (N,C,H,W)               r = (oc,kh,kw)  from dy and W
+//   backward_weight_bias  out = dW (OC,C,K,K) and db (OC)  r = (n,oh,ow)   from x and dy, split along r
+// backward_weight_bias's reduction is N*OH*OW long (50k terms for conv1 at batch 64),
 // so it is cut into `splits` chunks that run as separate workgroups and write
-// partial sums (splits, C*K*K + 1, OC); reduce_weight adds them up. The bias
+// partial sums (splits, C*K*K + 1, OC); reduce_weight_bias adds them up. The bias
 // gradient rides along as one more tap whose input is 1 everywhere: db[oc] is
 // the sum of dy over (n,oh,ow), exactly that tap's product, so it needs no
-// reduction of its own (a GPU ran a separate one at a few workgroups).
+// reduction of its own.
 
-struct Params {
+struct ConvUniform {
     n: u32, c: u32, h: u32, w: u32,
     oc: u32, oh: u32, ow: u32, k: u32,
     stride: u32, pad: u32, w_off: u32, b_off: u32,
-    chunk: u32,   // backward_weight: reduction length per split
-    splits: u32,  // backward_weight / reduce_weight: number of splits
+    chunk: u32,   // backward_weight_bias: reduction length per split
+    splits: u32,  // backward_weight_bias / reduce_weight_bias: number of splits
     relu: u32,    // forward: 1 = apply ReLU in the epilogue
     _pad: u32,
 }
 
 // Every entry point reads bindings 1 and 2 and writes binding 3, whatever the
 // product, so each binds only what it uses:
-//   forward          src_a = x (N,C,H,W)      src_b = params (W at w_off, bias at b_off)  out = y (N,OC,OH,OW)
-//   backward_input   src_a = dy (N,OC,OH,OW)  src_b = params                              out = dx (N,C,H,W)
-//   backward_weight  src_a = x                src_b = dy          out = partial sums (splits, C*K*K + 1, OC)
-//   reduce_weight    src_a = partial sums                         out = grads (flat, laid out as params)
-@group(0) @binding(0) var<uniform> P: Params;
+//   forward               src_a = x (N,C,H,W)      src_b = params (W at w_off, bias at b_off)  out = y (N,OC,OH,OW)
+//   backward_input        src_a = dy (N,OC,OH,OW)  src_b = params       out = dx (N,C,H,W)
+//   backward_weight_bias  src_a = x                src_b = dy           out = partial sums (splits, C*K*K + 1, OC)
+//   reduce_weight_bias    src_a = partial sums                          out = grads (flat, laid out as params)
+@group(0) @binding(0) var<uniform> U: ConvUniform;
 @group(0) @binding(1) var<storage, read> src_a: array<f32>;
 @group(0) @binding(2) var<storage, read> src_b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-// Reciprocals for fdiv, set by the entry points that divide by these.
-var<private> r_ohw: f32;
-var<private> r_stride: f32;
-
-// The tile index a dispatch folded over x and y (see `Kernels::grid`).
-fn folded_tile(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
-}
+// Reciprocals for udiv_recip, set by the entry points that divide by these.
+var<private> inv_ohw: f32;
+var<private> inv_stride: f32;
 
 // dW[oc, kidx] = sum over splits of partial[s, kidx, oc], and db[oc] from the
 // extra row kidx = C*K*K; one thread per gradient, `splits` terms each (the long
-// reduction already happened in backward_weight).
-@compute @workgroup_size(256)
-fn reduce_weight(@builtin(local_invocation_index) li: u32,
-                 @builtin(workgroup_id) wid: vec3<u32>,
-                 @builtin(num_workgroups) nwg: vec3<u32>) {
-    let ckk = P.c * P.k * P.k;
+// reduction already happened in backward_weight_bias).
+@compute @workgroup_size(FLAT_WORKGROUP_SIZE)
+fn reduce_weight_bias(@builtin(local_invocation_index) li: u32,
+                      @builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(num_workgroups) nwg: vec3<u32>) {
+    let ckk = U.c * U.k * U.k;
     let rows = ckk + 1u;
-    let idx = (wid.x + wid.y * nwg.x) * 256u + li;
-    if (idx >= rows * P.oc) {
+    let idx = flat_thread(li, wid, nwg);
+    if (idx >= rows * U.oc) {
         return;
     }
     let oc = idx / rows;
     let kidx = idx % rows;
     var s = 0.0;
-    for (var sp = 0u; sp < P.splits; sp++) {
-        s += src_a[(sp * rows + kidx) * P.oc + oc];
+    for (var sp = 0u; sp < U.splits; sp++) {
+        s += src_a[(sp * rows + kidx) * U.oc + oc];
     }
     if (kidx < ckk) {
-        out[P.w_off + oc * ckk + kidx] = s;
+        out[U.w_off + oc * ckk + kidx] = s;
     } else {
-        out[P.b_off + oc] = s;
+        out[U.b_off + oc] = s;
     }
 }

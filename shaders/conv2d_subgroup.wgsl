@@ -1,6 +1,7 @@
 // Conv2d's subgroup-broadcast engine, for 8-lane SIMD: llvmpipe/lavapipe on
-// AVX2, where a subgroup is one 256-bit register. Follows fdiv.wgsl,
-// conv2d_common.wgsl and rank8.wgsl (the register tile and its broadcasts).
+// AVX2, where a subgroup is one 256-bit register.
+// #include "conv2d_common.wgsl"
+// #include "subgroup_tile.wgsl"
 //
 // Why a second engine: llvmpipe runs 8 invocations as the lanes of one vector
 // and turns every storage or workgroup-memory load whose address differs across
@@ -11,17 +12,17 @@
 // to the other seven, so each loaded value feeds 8 to 32 vector FMAs.
 //
 // As GEMMs, with out[row, col] = sum_r A[row, r] * B[r, col]:
-//   forward          rows = oc  cols = (n,oh,ow)  A = W        B = im2col(x)
-//   backward_input   rows = c   cols = (n,ih,iw)  A = W^T      B = dy through the kernel window
-//   backward_weight  rows = oc  cols = (c,kh,kw)  A = dy       B = im2col(x)^T, split along r
-//                    (plus a column of ones after the taps: its product is db)
+//   forward               rows = oc  cols = (n,oh,ow)  A = W    B = im2col(x)
+//   backward_input        rows = c   cols = (n,ih,iw)  A = W^T  B = dy through the kernel window
+//   backward_weight_bias  rows = oc  cols = (c,kh,kw)  A = dy  B = im2col(x)^T, split along r
+//                         (plus a column of ones after the taps: its product is db)
 // The rows are always the short channel dimension, loaded by lane `l` for rows
 // l, l+8, l+16, l+24 of the tile and broadcast; the columns are the long pixel
 // or tap dimension, 8 per lane (4l..4l+3 and 32+4l..32+4l+3 of a 64-wide tile),
 // gathered from src_a. Each lane accumulates ROW_GROUPS*8 rows x 8 columns.
 //
 // Dispatch: workgroup_size(8); x,y = column tile folded into two dimensions,
-// z = row tile (+ split * row tiles for backward_weight).
+// z = row tile (+ split * row tiles for backward_weight_bias).
 
 // Four gathered loads; a lane outside the tensor reads element 0 and gets 0.
 fn gather_a(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
@@ -41,16 +42,16 @@ fn gather_rows(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
     return select(vec4(0.0), v, ok);
 }
 
-// (c, kh, kw) of reduction index r over (channels, K, K); r_k = 1/K, r_kk = 1/K^2.
-var<private> r_k: f32;
-var<private> r_kk: f32;
+// (c, kh, kw) of reduction index r over (channels, K, K); inv_k = 1/K, inv_kk = 1/K^2.
+var<private> inv_k: f32;
+var<private> inv_kk: f32;
 
 fn tap_of(r: u32) -> vec3<u32> {
-    let kk = P.k * P.k;
-    let c = fdiv(r, kk, r_kk);
+    let kk = U.k * U.k;
+    let c = udiv_recip(r, kk, inv_kk);
     let t = r - c * kk;
-    let kh = fdiv(t, P.k, r_k);
-    return vec3(c, kh, t - kh * P.k);
+    let kh = udiv_recip(t, U.k, inv_k);
+    return vec3(c, kh, t - kh * U.k);
 }
 
 // The tile's place: `lane`, its four rows (l, l+8, l+16, l+24 from row0) and its
@@ -81,7 +82,7 @@ var<private> out_lo: OutCols;
 var<private> out_hi: OutCols;
 var<private> out_row_stride: u32;
 var<private> out_rows: u32;
-var<private> out_bias: bool; // forward: add the bias of the row (and apply ReLU if P.relu)
+var<private> out_bias: bool; // forward: add the bias of the row (and apply ReLU if U.relu)
 
 fn emit(row: u32, half: u32, v: vec4<f32>) {
     if (row >= out_rows) {
@@ -93,8 +94,8 @@ fn emit(row: u32, half: u32, v: vec4<f32>) {
     }
     var o = v;
     if (out_bias) {
-        o += src_b[P.b_off + row];
-        if (P.relu != 0u) {
+        o += src_b[U.b_off + row];
+        if (U.relu != 0u) {
             o = max(o, vec4(0.0));
         }
     }
@@ -109,7 +110,7 @@ fn emit(row: u32, half: u32, v: vec4<f32>) {
 // Output columns of an (N, rows, plane) tensor at flat pixels p = (n, q) of a plane of `plane` pixels.
 fn plane_cols(p: vec4<u32>, rows: u32, plane: u32) -> OutCols {
     let n = p / plane;
-    return OutCols(n * rows * plane + (p - n * plane), p < vec4(P.n * plane));
+    return OutCols(n * rows * plane + (p - n * plane), p < vec4(U.n * plane));
 }
 
 // Store the tile into an (N, rows, plane) tensor: y (forward, with bias) or dx.
@@ -131,22 +132,22 @@ struct PixelCols {
 }
 
 fn pixel_cols(p: vec4<u32>) -> PixelCols {
-    let ohw = P.oh * P.ow;
+    let ohw = U.oh * U.ow;
     let n = p / ohw;
     let q = p - n * ohw;
-    let oh = q / P.ow;
-    let ow = q - oh * P.ow;
-    let s = P.stride;
-    return PixelCols(n * (P.c * P.h * P.w), vec4<i32>(oh * s) - i32(P.pad), vec4<i32>(ow * s) - i32(P.pad),
-                     p < vec4(P.n * ohw));
+    let oh = q / U.ow;
+    let ow = q - oh * U.ow;
+    let s = U.stride;
+    return PixelCols(n * (U.c * U.h * U.w), vec4<i32>(oh * s) - i32(U.pad), vec4<i32>(ow * s) - i32(U.pad),
+                     p < vec4(U.n * ohw));
 }
 
 // x at tap (c,kh,kw) for each of the four pixels (zero unless `live`).
 fn im2col(cols: PixelCols, tap: vec3<u32>, live: bool) -> vec4<f32> {
     let ih = cols.y0 + i32(tap.y);
     let iw = cols.x0 + i32(tap.z);
-    let ok = cols.ok & vec4(live) & (ih >= vec4(0)) & (iw >= vec4(0)) & (ih < vec4(i32(P.h))) & (iw < vec4(i32(P.w)));
-    let idx = cols.base + (tap.x * P.h) * P.w + vec4<u32>(ih) * P.w + vec4<u32>(iw);
+    let ok = cols.ok & vec4(live) & (ih >= vec4(0)) & (iw >= vec4(0)) & (ih < vec4(i32(U.h))) & (iw < vec4(i32(U.w)));
+    let idx = cols.base + (tap.x * U.h) * U.w + vec4<u32>(ih) * U.w + vec4<u32>(iw);
     return gather_a(idx, ok);
 }
 
@@ -161,23 +162,23 @@ fn forward_step(lo: PixelCols, hi: PixelCols, w_row: vec4<u32>, w_ok: vec4<bool>
 fn forward(@builtin(subgroup_invocation_id) lane: u32,
            @builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
-    let col_tile = folded_tile(wid, nwg);
-    if (col_tile * TILE_COLS >= P.n * P.oh * P.ow) {
+    let col_tile = folded_group(wid, nwg);
+    if (col_tile * TILE_COLS >= U.n * U.oh * U.ow) {
         return;
     }
     let t = tile_at(lane, wid.z, col_tile);
     let lo = pixel_cols(t.col_lo);
     let hi = pixel_cols(t.col_hi);
-    r_k = 1.0 / f32(P.k);
-    r_kk = 1.0 / f32(P.k * P.k);
-    let ckk = P.c * P.k * P.k;
-    let w_row = P.w_off + t.rows * ckk;
-    let w_ok = t.rows < vec4(P.oc);
-    for (var r = 0u; r < ckk; r += 4u) {
+    inv_k = 1.0 / f32(U.k);
+    inv_kk = 1.0 / f32(U.k * U.k);
+    let ckk = U.c * U.k * U.k;
+    let w_row = U.w_off + t.rows * ckk;
+    let w_ok = t.rows < vec4(U.oc);
+    for (var r = 0u; r < ckk; r += STEPS) {
         accumulate4(forward_step(lo, hi, w_row, w_ok, r, ckk), forward_step(lo, hi, w_row, w_ok, r + 1u, ckk),
                     forward_step(lo, hi, w_row, w_ok, r + 2u, ckk), forward_step(lo, hi, w_row, w_ok, r + 3u, ckk));
     }
-    emit_planes(t, P.oc, P.oh * P.ow, true);
+    emit_planes(t, U.oc, U.oh * U.ow, true);
 }
 
 // dy columns: for input pixels (n,ih,iw), the output pixels their taps reach.
@@ -189,27 +190,27 @@ struct InputCols {
 }
 
 fn input_cols(p: vec4<u32>) -> InputCols {
-    let hw = P.h * P.w;
+    let hw = U.h * U.w;
     let n = p / hw;
     let q = p - n * hw;
-    let ih = q / P.w;
-    return InputCols(n * (P.oc * P.oh * P.ow), vec4<i32>(ih) + i32(P.pad), vec4<i32>(q - ih * P.w) + i32(P.pad),
-                     p < vec4(P.n * hw));
+    let ih = q / U.w;
+    return InputCols(n * (U.oc * U.oh * U.ow), vec4<i32>(ih) + i32(U.pad), vec4<i32>(q - ih * U.w) + i32(U.pad),
+                     p < vec4(U.n * hw));
 }
 
 // dy[n, oc, oh, ow] where oh*stride = ih + pad - kh and ow*stride = iw + pad - kw.
 // llvmpipe runs both sides of every branch, so a stride != 1 path would cost even
-// at stride 1: the division goes through fdiv4 whatever the stride.
+// at stride 1: the division goes through udiv_recip4 whatever the stride.
 fn dy_window(cols: InputCols, tap: vec3<u32>, live: bool) -> vec4<f32> {
     let th = cols.yy - i32(tap.y);
     let tw = cols.xx - i32(tap.z);
     let uh = vec4<u32>(max(th, vec4(0)));
     let uw = vec4<u32>(max(tw, vec4(0)));
-    let oh = fdiv4(uh, P.stride, r_stride);
-    let ow = fdiv4(uw, P.stride, r_stride);
-    let ok = cols.ok & vec4(live) & (th >= vec4(0)) & (tw >= vec4(0)) & (oh * P.stride == uh)
-        & (ow * P.stride == uw) & (oh < vec4(P.oh)) & (ow < vec4(P.ow));
-    let idx = cols.base + tap.x * P.oh * P.ow + oh * P.ow + ow;
+    let oh = udiv_recip4(uh, U.stride, inv_stride);
+    let ow = udiv_recip4(uw, U.stride, inv_stride);
+    let ok = cols.ok & vec4(live) & (th >= vec4(0)) & (tw >= vec4(0)) & (oh * U.stride == uh)
+        & (ow * U.stride == uw) & (oh < vec4(U.oh)) & (ow < vec4(U.ow));
+    let idx = cols.base + tap.x * U.oh * U.ow + oh * U.ow + ow;
     return gather_a(idx, ok);
 }
 
@@ -218,8 +219,8 @@ fn dy_window(cols: InputCols, tap: vec3<u32>, live: bool) -> vec4<f32> {
 fn backward_input_step(lo: InputCols, hi: InputCols, w_row: vec4<u32>, w_ok: vec4<bool>, r: u32, len: u32) -> Step {
     let live = r < len;
     let tap = tap_of(r);
-    let kk = P.k * P.k;
-    let w = gather_rows(w_row + tap.x * P.c * kk + (r - tap.x * kk), w_ok & vec4(live));
+    let kk = U.k * U.k;
+    let w = gather_rows(w_row + tap.x * U.c * kk + (r - tap.x * kk), w_ok & vec4(live));
     return Step(w, dy_window(lo, tap, live), dy_window(hi, tap, live));
 }
 
@@ -227,26 +228,26 @@ fn backward_input_step(lo: InputCols, hi: InputCols, w_row: vec4<u32>, w_ok: vec
 fn backward_input(@builtin(subgroup_invocation_id) lane: u32,
                   @builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
-    let col_tile = folded_tile(wid, nwg);
-    if (col_tile * TILE_COLS >= P.n * P.h * P.w) {
+    let col_tile = folded_group(wid, nwg);
+    if (col_tile * TILE_COLS >= U.n * U.h * U.w) {
         return;
     }
     let t = tile_at(lane, wid.z, col_tile);
-    r_stride = 1.0 / f32(P.stride);
+    inv_stride = 1.0 / f32(U.stride);
     let lo = input_cols(t.col_lo);
     let hi = input_cols(t.col_hi);
-    r_k = 1.0 / f32(P.k);
-    r_kk = 1.0 / f32(P.k * P.k);
-    let len = P.oc * P.k * P.k;
-    let w_row = P.w_off + t.rows * (P.k * P.k);
-    let w_ok = t.rows < vec4(P.c);
-    for (var r = 0u; r < len; r += 4u) {
+    inv_k = 1.0 / f32(U.k);
+    inv_kk = 1.0 / f32(U.k * U.k);
+    let len = U.oc * U.k * U.k;
+    let w_row = U.w_off + t.rows * (U.k * U.k);
+    let w_ok = t.rows < vec4(U.c);
+    for (var r = 0u; r < len; r += STEPS) {
         accumulate4(backward_input_step(lo, hi, w_row, w_ok, r, len),
                     backward_input_step(lo, hi, w_row, w_ok, r + 1u, len),
                     backward_input_step(lo, hi, w_row, w_ok, r + 2u, len),
                     backward_input_step(lo, hi, w_row, w_ok, r + 3u, len));
     }
-    emit_planes(t, P.c, P.h * P.w, false);
+    emit_planes(t, U.c, U.h * U.w, false);
 }
 
 // im2col^T columns: for kernel taps (c,kh,kw), where each output pixel reads x;
@@ -260,22 +261,22 @@ struct TapCols {
 }
 
 fn tap_cols(tap: vec4<u32>) -> TapCols {
-    let kk = P.k * P.k;
+    let kk = U.k * U.k;
     let c = tap / kk;
     let q = tap - c * kk;
-    let kh = q / P.k;
-    return TapCols(c * P.h * P.w, vec4<i32>(kh) - i32(P.pad), vec4<i32>(q - kh * P.k) - i32(P.pad),
-                   tap < vec4(P.c * kk), tap == vec4(P.c * kk));
+    let kh = q / U.k;
+    return TapCols(c * U.h * U.w, vec4<i32>(kh) - i32(U.pad), vec4<i32>(q - kh * U.k) - i32(U.pad),
+                   tap < vec4(U.c * kk), tap == vec4(U.c * kk));
 }
 
-var<private> r_ow: f32;
+var<private> inv_ow: f32;
 
 // x at output pixel (n,oh,ow) through each of the four taps (zero unless `live`).
 fn im2col_t(cols: TapCols, n: u32, oh: u32, ow: u32, live: bool) -> vec4<f32> {
-    let ih = i32(oh * P.stride) + cols.dy;
-    let iw = i32(ow * P.stride) + cols.dx;
-    let ok = cols.ok & vec4(live) & (ih >= vec4(0)) & (iw >= vec4(0)) & (ih < vec4(i32(P.h))) & (iw < vec4(i32(P.w)));
-    let idx = n * P.c * P.h * P.w + cols.base + vec4<u32>(ih) * P.w + vec4<u32>(iw);
+    let ih = i32(oh * U.stride) + cols.dy;
+    let iw = i32(ow * U.stride) + cols.dx;
+    let ok = cols.ok & vec4(live) & (ih >= vec4(0)) & (iw >= vec4(0)) & (ih < vec4(i32(U.h))) & (iw < vec4(i32(U.w)));
+    let idx = n * U.c * U.h * U.w + cols.base + vec4<u32>(ih) * U.w + vec4<u32>(iw);
     return select(gather_a(idx, ok), vec4(1.0), cols.bias & vec4(live));
 }
 
@@ -283,22 +284,22 @@ fn im2col_t(cols: TapCols, n: u32, oh: u32, ow: u32, live: bool) -> vec4<f32> {
 // dy_row = this lane's rows oc as oc*OH*OW (dy[n, oc, q] is at n*OC*OH*OW + dy_row + q).
 fn backward_weight_step(lo: TapCols, hi: TapCols, dy_row: vec4<u32>, dy_ok: vec4<bool>, r: u32, end: u32) -> Step {
     let live = r < end;
-    let ohw = P.oh * P.ow;
-    let n = fdiv(r, ohw, r_ohw);
+    let ohw = U.oh * U.ow;
+    let n = udiv_recip(r, ohw, inv_ohw);
     let q = r - n * ohw;
-    let oh = fdiv(q, P.ow, r_ow);
-    let dy = gather_rows(n * P.oc * ohw + dy_row + q, dy_ok & vec4(live));
-    return Step(dy, im2col_t(lo, n, oh, q - oh * P.ow, live), im2col_t(hi, n, oh, q - oh * P.ow, live));
+    let oh = udiv_recip(q, U.ow, inv_ow);
+    let dy = gather_rows(n * U.oc * ohw + dy_row + q, dy_ok & vec4(live));
+    return Step(dy, im2col_t(lo, n, oh, q - oh * U.ow, live), im2col_t(hi, n, oh, q - oh * U.ow, live));
 }
 
 @compute @workgroup_size(8)
-fn backward_weight(@builtin(subgroup_invocation_id) lane: u32,
-                   @builtin(workgroup_id) wid: vec3<u32>,
-                   @builtin(num_workgroups) nwg: vec3<u32>) {
-    let row_tiles = (P.oc + ROW_GROUPS * 8u - 1u) / (ROW_GROUPS * 8u);
+fn backward_weight_bias(@builtin(subgroup_invocation_id) lane: u32,
+                        @builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row_tiles = (U.oc + ROW_GROUPS * 8u - 1u) / (ROW_GROUPS * 8u);
     let split = wid.z / row_tiles;
-    let col_tile = folded_tile(wid, nwg);
-    let ckk = P.c * P.k * P.k;
+    let col_tile = folded_group(wid, nwg);
+    let ckk = U.c * U.k * U.k;
     let cols = ckk + 1u; // the taps, then the bias
     if (col_tile * TILE_COLS >= cols) {
         return;
@@ -306,25 +307,25 @@ fn backward_weight(@builtin(subgroup_invocation_id) lane: u32,
     let t = tile_at(lane, wid.z % row_tiles, col_tile);
     let lo = tap_cols(t.col_lo);
     let hi = tap_cols(t.col_hi);
-    let ohw = P.oh * P.ow;
-    let r_begin = split * P.chunk;
-    let r_end = min(r_begin + P.chunk, P.n * ohw);
-    r_ohw = 1.0 / f32(ohw);
-    r_ow = 1.0 / f32(P.ow);
+    let ohw = U.oh * U.ow;
+    let red_begin = split * U.chunk;
+    let red_end = min(red_begin + U.chunk, U.n * ohw);
+    inv_ohw = 1.0 / f32(ohw);
+    inv_ow = 1.0 / f32(U.ow);
     let dy_row = t.rows * ohw;
-    let dy_ok = t.rows < vec4(P.oc);
-    // Four steps at a time; those past r_end are zero.
-    for (var r = r_begin; r < r_end; r += 4u) {
-        accumulate4(backward_weight_step(lo, hi, dy_row, dy_ok, r, r_end),
-                    backward_weight_step(lo, hi, dy_row, dy_ok, r + 1u, r_end),
-                    backward_weight_step(lo, hi, dy_row, dy_ok, r + 2u, r_end),
-                    backward_weight_step(lo, hi, dy_row, dy_ok, r + 3u, r_end));
+    let dy_ok = t.rows < vec4(U.oc);
+    // Four steps at a time; those past red_end are zero.
+    for (var r = red_begin; r < red_end; r += STEPS) {
+        accumulate4(backward_weight_step(lo, hi, dy_row, dy_ok, r, red_end),
+                    backward_weight_step(lo, hi, dy_row, dy_ok, r + 1u, red_end),
+                    backward_weight_step(lo, hi, dy_row, dy_ok, r + 2u, red_end),
+                    backward_weight_step(lo, hi, dy_row, dy_ok, r + 3u, red_end));
     }
     // partial sums (splits, C*K*K + 1, OC): tap-major, so a row (oc) is one element apart.
-    out_lo = OutCols((split * cols + t.col_lo) * P.oc, t.col_lo < vec4(cols));
-    out_hi = OutCols((split * cols + t.col_hi) * P.oc, t.col_hi < vec4(cols));
+    out_lo = OutCols((split * cols + t.col_lo) * U.oc, t.col_lo < vec4(cols));
+    out_hi = OutCols((split * cols + t.col_hi) * U.oc, t.col_hi < vec4(cols));
     out_row_stride = 1u;
-    out_rows = P.oc;
+    out_rows = U.oc;
     out_bias = false;
     emit_all(t.row0);
 }

@@ -1,13 +1,17 @@
-// Linear, forward and backward. The classifier layer is small (3136 -> 10 in the
-// seed model) but deep in K, so forward gives each output one workgroup that
-// reduces the dot product in shared memory instead of one long serial loop.
+// Linear, forward and backward, for GPUs and small batches (on the subgroup
+// engine, batches from 16 up run on the convolution GEMM instead: see
+// src/gpu/ops/linear.rs). The classifier layer is small (3136 -> 10 in the
+// tutorial model) but deep in its reduction, so forward gives each output one
+// workgroup that reduces the dot product in shared memory instead of one long
+// serial loop.
+// #include "grid.wgsl"
 
-struct Params {
-    n: u32, inf: u32, outf: u32, w_off: u32,
-    b_off: u32, _p0: u32, _p1: u32, _p2: u32,
+struct LinearUniform {
+    n: u32, in_features: u32, out_features: u32, w_off: u32,
+    b_off: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
-@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(0) var<uniform> U: LinearUniform;
 @group(0) @binding(1) var<storage, read> x: array<f32>;           // (N,IN)
 @group(0) @binding(2) var<storage, read> params: array<f32>;      // flat: W (OUT,IN) at w_off, bias (OUT) at b_off
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;     // (N,OUT)
@@ -15,80 +19,77 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;    // (N,IN)
 @group(0) @binding(6) var<storage, read_write> grads: array<f32>; // flat, same layout as params
 
-var<workgroup> red: array<f32, 64>;
-
-fn flat_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
-}
+const DOT_THREADS: u32 = 64u;
+var<workgroup> partial: array<f32, DOT_THREADS>;
 
 // One workgroup per (n, o).
-@compute @workgroup_size(64)
+@compute @workgroup_size(DOT_THREADS)
 fn forward(@builtin(local_invocation_index) li: u32,
            @builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
-    let g = flat_group(wid, nwg);
-    if (g >= P.n * P.outf) {
+    let g = folded_group(wid, nwg);
+    if (g >= U.n * U.out_features) {
         return;
     }
-    let n = g / P.outf;
-    let o = g % P.outf;
+    let n = g / U.out_features;
+    let o = g % U.out_features;
     var s = 0.0;
-    for (var i = li; i < P.inf; i += 64u) {
-        s = fma(x[n * P.inf + i], params[P.w_off + o * P.inf + i], s);
+    for (var i = li; i < U.in_features; i += DOT_THREADS) {
+        s = fma(x[n * U.in_features + i], params[U.w_off + o * U.in_features + i], s);
     }
-    red[li] = s;
+    partial[li] = s;
     workgroupBarrier();
-    for (var half = 32u; half > 0u; half >>= 1u) {
+    for (var half = DOT_THREADS / 2u; half > 0u; half >>= 1u) {
         if (li < half) {
-            red[li] += red[li + half];
+            partial[li] += partial[li + half];
         }
         workgroupBarrier();
     }
     if (li == 0u) {
-        y[g] = red[0] + params[P.b_off + o];
+        y[g] = partial[0] + params[U.b_off + o];
     }
 }
 
 // dx[n,i] = sum_o dy[n,o] W[o,i]; one thread per (n,i).
-@compute @workgroup_size(256)
+@compute @workgroup_size(FLAT_WORKGROUP_SIZE)
 fn backward_input(@builtin(local_invocation_index) li: u32,
                   @builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = flat_group(wid, nwg) * 256u + li;
-    if (idx >= P.n * P.inf) {
+    let idx = flat_thread(li, wid, nwg);
+    if (idx >= U.n * U.in_features) {
         return;
     }
-    let n = idx / P.inf;
-    let i = idx % P.inf;
+    let n = idx / U.in_features;
+    let i = idx % U.in_features;
     var s = 0.0;
-    for (var o = 0u; o < P.outf; o++) {
-        s = fma(dy[n * P.outf + o], params[P.w_off + o * P.inf + i], s);
+    for (var o = 0u; o < U.out_features; o++) {
+        s = fma(dy[n * U.out_features + o], params[U.w_off + o * U.in_features + i], s);
     }
     dx[idx] = s;
 }
 
 // dW[o,i] = sum_n dy[n,o] x[n,i] for the first OUT*IN threads, then db[o] = sum_n dy[n,o]
 // for the next OUT: one dispatch writes the whole gradient of the layer.
-@compute @workgroup_size(256)
-fn backward_params(@builtin(local_invocation_index) li: u32,
-                   @builtin(workgroup_id) wid: vec3<u32>,
-                   @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = flat_group(wid, nwg) * 256u + li;
-    let nw = P.outf * P.inf;
+@compute @workgroup_size(FLAT_WORKGROUP_SIZE)
+fn backward_weight_bias(@builtin(local_invocation_index) li: u32,
+                        @builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat_thread(li, wid, nwg);
+    let nw = U.out_features * U.in_features;
     if (idx < nw) {
-        let o = idx / P.inf;
-        let i = idx % P.inf;
+        let o = idx / U.in_features;
+        let i = idx % U.in_features;
         var s = 0.0;
-        for (var n = 0u; n < P.n; n++) {
-            s = fma(dy[n * P.outf + o], x[n * P.inf + i], s);
+        for (var n = 0u; n < U.n; n++) {
+            s = fma(dy[n * U.out_features + o], x[n * U.in_features + i], s);
         }
-        grads[P.w_off + idx] = s;
-    } else if (idx < nw + P.outf) {
+        grads[U.w_off + idx] = s;
+    } else if (idx < nw + U.out_features) {
         let o = idx - nw;
         var s = 0.0;
-        for (var n = 0u; n < P.n; n++) {
-            s += dy[n * P.outf + o];
+        for (var n = 0u; n < U.n; n++) {
+            s += dy[n * U.out_features + o];
         }
-        grads[P.b_off + o] = s;
+        grads[U.b_off + o] = s;
     }
 }

@@ -1,23 +1,24 @@
 // The reference SGEMM of `gpu-cnn bench`, subgroup engine: c (M,N) = a (M,K) x b (K,N),
-// row-major, M a multiple of ROW_GROUPS*8, N of 64, K of 4. Follows sgemm_common.wgsl
-// and rank8.wgsl.
+// row-major, M a multiple of ROW_GROUPS*8, N of 64, K of 4.
 // Not an op of the model: it runs conv2d_subgroup.wgsl's register tile on plain
 // operands, loaded four at a time (a along k, b along the row) with none of the
 // convolution's address arithmetic, so each conv's GFLOP/s can be read as a share
 // of it. Dispatch: (N/64, M/(ROW_GROUPS*8)), workgroup_size(8).
+// #include "sgemm_common.wgsl"
+// #include "subgroup_tile.wgsl"
 
 var<private> lane_col4: u32; // this lane's lo column quad in c's rows
 
 fn emit(row: u32, half: u32, v: vec4<f32>) {
-    c[row * (D.n / 4u) + lane_col4 + half * 8u] = v;
+    c[row * (U.n / 4u) + lane_col4 + half * 8u] = v;
 }
 
 @compute @workgroup_size(8)
 fn matmul(@builtin(subgroup_invocation_id) lane: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let row0 = wid.y * ROW_GROUPS * 8u;
     lane_col4 = wid.x * 16u + lane;
-    let k4 = D.k / 4u;
-    let n4 = D.n / 4u;
+    let k4 = U.k / 4u;
+    let n4 = U.n / 4u;
     // This lane's rows of a: l, l+8, l+16, l+24 from row0.
     let a0 = (row0 + lane) * k4;
     let a1 = a0 + 8u * k4;

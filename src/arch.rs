@@ -31,7 +31,7 @@ pub fn parse(spec: &str, input: Shape) -> Result<Model> {
         bail!("--arch is empty; the seed CNN is '{SEED_SPEC}'");
     }
     let model = Model::new(input, layers).with_context(|| format!("--arch '{spec}'"))?;
-    let seed = Model::seed();
+    let seed = Model::tutorial();
     if input == seed.input && model.layers.iter().map(|l| l.layer).eq(seed.layers.iter().map(|l| l.layer)) {
         return Ok(seed);
     }
@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn seed_spec_is_the_seed_model() {
         let m = parse(SEED_SPEC, mnist()).unwrap();
-        assert_eq!(m, Model::seed());
+        assert_eq!(m, Model::tutorial());
         assert_eq!(parse(&spec_of(&m), mnist()).unwrap(), m);
     }
 

@@ -28,7 +28,7 @@ impl OpTiming {
 
     fn of(d: &Dispatch, seconds: f64) -> Self {
         OpTiming {
-            name: d.name.to_string(),
+            name: d.name.clone(),
             layer: d.layer.clone(),
             workgroups: d.workgroups(),
             seconds,
@@ -83,7 +83,7 @@ pub fn timestamp_dispatches(gpu: &Gpu, dispatches: &[&Dispatch], reps: usize) ->
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         for (i, d) in dispatches.iter().enumerate() {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(d.name),
+                label: Some(&d.name),
                 timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
                     query_set: &queries,
                     beginning_of_pass_write_index: Some(2 * i as u32),

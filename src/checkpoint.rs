@@ -241,21 +241,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gpu-cnn-ckpt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.safetensors");
-        let model = Model::seed();
+        let model = Model::tutorial();
         let params = model.init_params(3);
         let opt = Optimizer::adam(1e-3);
         let state = OptimizerState { step: 7, vectors: (0..2 * model.num_params).map(|i| i as f32).collect() };
         let pos =
             Position { epoch: 1, batch_in_epoch: 5, global_step: 942, epoch_rng: 12345, batch_size: 64, shuffle: true };
         save(&path, &model, &params, Some((&opt, &state)), Some(&pos)).unwrap();
-        let c = load(&path, &Model::seed()).unwrap();
+        let c = load(&path, &Model::tutorial()).unwrap();
         assert_eq!(c.model, model);
         assert_eq!(c.params, params);
         assert_eq!(c.optimizer, Some((opt, state)));
         assert_eq!(c.position, Some(pos));
         // Weights only: loads with no optimizer and no position.
         save(&path, &model, &params, None, None).unwrap();
-        let c = load(&path, &Model::seed()).unwrap();
+        let c = load(&path, &Model::tutorial()).unwrap();
         assert!(c.optimizer.is_none() && c.position.is_none());
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -94,6 +94,15 @@ impl Dataset {
             labels.push(self.labels[i] as u32);
         }
     }
+
+    /// The first `n` samples as one batch (images, labels), cycling through the set
+    /// when `n` exceeds it: fixed batches for tests and benchmarks.
+    pub fn first_batch(&self, n: usize) -> (Vec<f32>, Vec<u32>) {
+        let (mut images, mut labels) = (Vec::new(), Vec::new());
+        let idx: Vec<usize> = (0..n).map(|i| i % self.len().max(1)).collect();
+        self.batch(&idx, &mut images, &mut labels);
+        (images, labels)
+    }
 }
 
 fn find_file(dir: &Path, stem: &str) -> Result<PathBuf> {

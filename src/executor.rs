@@ -1,5 +1,7 @@
-//! What every executor (the GPU graph executor and the CPU reference) offers, so a
-//! test can run the same step on both and the CLI can offer `--backend cpu`.
+//! What the executors offer, on the GPU and on the CPU reference alike, so a test
+//! can run the same step on both and the CLI can offer `--backend cpu`:
+//! `Inference` runs the model forward (forward buffers only), `Trainer` trains it
+//! and hands out the `Inference` that runs its current weights.
 
 use anyhow::{bail, Result};
 
@@ -66,8 +68,30 @@ pub struct OptimizerState {
     pub vectors: Vec<f32>,
 }
 
-pub trait Executor {
-    /// e.g. `cpu reference` or `Vulkan: llvmpipe (LLVM 15.0.6, 256 bits)`.
+/// What a forward pass over labelled images yields, computed on the executor.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchEval {
+    /// Sum of the per-sample cross-entropy losses.
+    pub loss_sum: f64,
+    /// Samples whose prediction equals their label.
+    pub correct: u64,
+    /// Per sample, the class with the largest logit (the first on ties).
+    pub predictions: Vec<u32>,
+}
+
+/// Runs a model forward: no gradients, no optimizer state.
+pub trait Inference {
+    /// e.g. `cpu reference` or `Vulkan: llvmpipe (LLVM 15.0.6, 256 bits), subgroup GEMM engine`.
+    fn describe(&self) -> String;
+    fn model(&self) -> &Model;
+    /// Class probabilities (n, classes) for `images` (n,c,h,w), any n.
+    fn predict(&mut self, images: &[f32]) -> Result<Vec<f32>>;
+    /// Loss, correct count and predictions for `images` (n,c,h,w) with `labels` (n), any n.
+    fn evaluate(&mut self, images: &[f32], labels: &[u32]) -> Result<BatchEval>;
+}
+
+/// Trains a model: weights, gradients and optimizer state live in the executor.
+pub trait Trainer {
     fn describe(&self) -> String;
     fn model(&self) -> &Model;
     fn optimizer(&self) -> Optimizer;
@@ -76,8 +100,8 @@ pub trait Executor {
     fn train_step(&mut self, images: &[f32], labels: &[u32]) -> Result<()>;
     /// Loss/accuracy accumulated by `train_step` since the last call; resets them.
     fn take_stats(&mut self) -> Result<Stats>;
-    /// Class probabilities (n, classes) for `images` (n,c,h,w).
-    fn predict(&mut self, images: &[f32]) -> Result<Vec<f32>>;
+    /// The model forward on the current weights (sharing them: nothing is copied).
+    fn inference(&mut self) -> &mut dyn Inference;
     /// The flat parameter vector, in `Model::params` order.
     fn params(&mut self) -> Result<Vec<f32>>;
     fn set_params(&mut self, params: &[f32]) -> Result<()>;

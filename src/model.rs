@@ -9,7 +9,7 @@
 use anyhow::{bail, Context, Result};
 use std::fmt;
 
-use crate::dims::{ConvDims, LinearDims, PoolDims};
+use crate::dims::{ConvDims, ElemDims, LinearDims, PoolDims};
 use crate::rng::Rng;
 
 /// One layer. Square kernels, symmetric zero padding, no dilation or groups:
@@ -140,55 +140,65 @@ impl ParamInfo {
     }
 }
 
-/// Where a parameterised layer's weight and bias sit in the flat vector.
+/// Where a layer's weight and bias start in the flat parameter vector (in elements).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParamSlots {
+pub struct ParamOffsets {
     pub weight: usize,
     pub bias: usize,
 }
 
-/// A layer with its module path (`conv2.2`), its input/output shapes and,
-/// for Conv2d/Linear, where its parameters live.
+/// A layer lowered to what runs it: its dimensions (at batch 1 as stored in a
+/// `Model`; `at_batch` gives any other) and, for the layers with weights, where
+/// they sit in the parameter vector. Both executors run these, so neither asks
+/// the model twice what a layer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Conv2d(ConvDims, ParamOffsets),
+    Relu(ElemDims),
+    MaxPool2d(PoolDims),
+    /// Free: NCHW is already the C,H,W-major order Linear reads.
+    Flatten,
+    Linear(LinearDims, ParamOffsets),
+}
+
+impl Op {
+    /// The same op over a batch of `n` samples.
+    pub fn at_batch(self, n: usize) -> Op {
+        match self {
+            Op::Conv2d(d, at) => Op::Conv2d(ConvDims { n, ..d }, at),
+            Op::Relu(d) => Op::Relu(ElemDims { n, ..d }),
+            Op::MaxPool2d(d) => Op::MaxPool2d(PoolDims { n, ..d }),
+            Op::Flatten => Op::Flatten,
+            Op::Linear(d, at) => Op::Linear(LinearDims { n, ..d }, at),
+        }
+    }
+
+    /// Where the op's weights are, if it has any.
+    pub fn params(&self) -> Option<ParamOffsets> {
+        match *self {
+            Op::Conv2d(_, at) | Op::Linear(_, at) => Some(at),
+            _ => None,
+        }
+    }
+}
+
+/// A layer with its module path (`conv2.2`), its input/output shapes and its op.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerInfo {
     pub name: String,
     pub layer: Layer,
     pub input: Shape,
     pub output: Shape,
-    pub params: Option<ParamSlots>,
+    pub op: Op,
 }
 
 impl LayerInfo {
-    /// This layer's conv dimensions at batch `n` (None unless it is a Conv2d).
-    pub fn conv_dims(&self, n: usize) -> Option<ConvDims> {
-        match self.layer {
-            Layer::Conv2d { in_ch, out_ch, kernel, stride, padding } => Some(ConvDims {
-                n,
-                c: in_ch,
-                h: self.input.h,
-                w: self.input.w,
-                oc: out_ch,
-                k: kernel,
-                stride,
-                pad: padding,
-            }),
-            _ => None,
-        }
-    }
-
-    pub fn pool_dims(&self, n: usize) -> Option<PoolDims> {
-        match self.layer {
-            Layer::MaxPool2d { kernel, stride } => {
-                Some(PoolDims { n, c: self.input.c, h: self.input.h, w: self.input.w, k: kernel, stride })
-            }
-            _ => None,
-        }
-    }
-
-    pub fn linear_dims(&self, n: usize) -> Option<LinearDims> {
-        match self.layer {
-            Layer::Linear { in_features, out_features } => Some(LinearDims { n, inf: in_features, outf: out_features }),
-            _ => None,
+    /// Weights and biases of this layer.
+    pub fn num_params(&self) -> usize {
+        match self.op {
+            Op::Conv2d(d, _) => d.weight_len() + d.oc,
+            Op::Linear(d, _) => d.in_features * d.out_features + d.out_features,
+            _ => 0,
         }
     }
 
@@ -228,17 +238,24 @@ impl Model {
         for (i, (name, layer)) in layers.into_iter().enumerate() {
             let at = format!("layer {i} ({name}: {layer})");
             let output = layer.output_shape(shape).with_context(|| at.clone())?;
-            let slots = match layer {
-                Layer::Conv2d { in_ch, out_ch, kernel, .. } => {
+            let op = match layer {
+                Layer::Conv2d { in_ch, out_ch, kernel, stride, padding } => {
                     let fan_in = in_ch * kernel * kernel;
-                    Some(push_params(&mut params, &mut offset, &name, vec![out_ch, in_ch, kernel, kernel], fan_in))
+                    let at = push_params(&mut params, &mut offset, &name, vec![out_ch, in_ch, kernel, kernel], fan_in);
+                    let (h, w) = (shape.h, shape.w);
+                    Op::Conv2d(ConvDims { n: 1, c: in_ch, h, w, oc: out_ch, k: kernel, stride, pad: padding }, at)
                 }
                 Layer::Linear { in_features, out_features } => {
-                    Some(push_params(&mut params, &mut offset, &name, vec![out_features, in_features], in_features))
+                    let at = push_params(&mut params, &mut offset, &name, vec![out_features, in_features], in_features);
+                    Op::Linear(LinearDims { n: 1, in_features, out_features }, at)
                 }
-                _ => None,
+                Layer::Relu => Op::Relu(ElemDims { n: 1, per_sample: shape.numel() }),
+                Layer::MaxPool2d { kernel, stride } => {
+                    Op::MaxPool2d(PoolDims { n: 1, c: shape.c, h: shape.h, w: shape.w, k: kernel, stride })
+                }
+                Layer::Flatten => Op::Flatten,
             };
-            infos.push(LayerInfo { name, layer, input: shape, output, params: slots });
+            infos.push(LayerInfo { name, layer, input: shape, output, op });
             shape = output;
         }
         if !shape.flat {
@@ -250,7 +267,7 @@ impl Model {
     /// The tutorial CNN, with PyTorch's module names:
     /// conv1 = Conv(1,16,5,1,2)+ReLU+Pool(2); conv2 = Conv(16,32,5,1,2)+ReLU+Conv(32,32,5,1,2)+ReLU+Pool(2);
     /// conv3 = Conv(32,64,5,1,2)+ReLU; out = Linear(64*7*7, 10).
-    pub fn seed() -> Model {
+    pub fn tutorial() -> Model {
         let conv = |i, o| Layer::Conv2d { in_ch: i, out_ch: o, kernel: 5, stride: 1, padding: 2 };
         let pool = Layer::MaxPool2d { kernel: 2, stride: 2 };
         let l = |s: &str, layer| (s.to_string(), layer);
@@ -271,7 +288,7 @@ impl Model {
                 l("out", Layer::Linear { in_features: 64 * 7 * 7, out_features: 10 }),
             ],
         )
-        .expect("the seed model is valid")
+        .expect("the tutorial model is valid")
     }
 
     /// Number of output classes (the last Linear's width).
@@ -286,9 +303,9 @@ impl Model {
 
     /// PyTorch's default initialisation (kaiming_uniform(a=√5) for weights and
     /// U(±1/√fan_in) for biases, which both reduce to U(±1/√fan_in)), drawn
-    /// tensor by tensor in `state_dict` order from `seed`.
-    pub fn init_params(&self, seed: u64) -> Vec<f32> {
-        let mut rng = Rng::new(seed);
+    /// tensor by tensor in `state_dict` order from the RNG seed `rng_seed`.
+    pub fn init_params(&self, rng_seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(rng_seed);
         let mut p = vec![0f32; self.num_params];
         for info in &self.params {
             let bound = 1.0 / (info.fan_in as f64).sqrt();
@@ -306,7 +323,7 @@ fn push_params(
     name: &str,
     wshape: Vec<usize>,
     fan_in: usize,
-) -> ParamSlots {
+) -> ParamOffsets {
     let out = wshape[0];
     let weight = *offset;
     let wn: usize = wshape.iter().product();
@@ -314,7 +331,7 @@ fn push_params(
     let bias = weight + wn;
     params.push(ParamInfo { name: format!("{name}.bias"), shape: vec![out], offset: bias, fan_in });
     *offset = bias + out;
-    ParamSlots { weight, bias }
+    ParamOffsets { weight, bias }
 }
 
 #[cfg(test)]
@@ -322,8 +339,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seed_model_matches_pytorch() {
-        let m = Model::seed();
+    fn tutorial_model_matches_pytorch() {
+        let m = Model::tutorial();
         assert_eq!(m.num_params, 121_514);
         let names: Vec<_> = m.params.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
@@ -382,7 +399,7 @@ mod tests {
 
     #[test]
     fn init_is_seeded_and_bounded() {
-        let m = Model::seed();
+        let m = Model::tutorial();
         let a = m.init_params(1);
         assert_eq!(a, m.init_params(1));
         assert_ne!(a, m.init_params(2));

@@ -79,18 +79,18 @@ fn conv2d_backward_matches_finite_differences() {
 
 #[test]
 fn linear_backward_matches_finite_differences() {
-    let d = LinearDims { n: 3, inf: 7, outf: 4 };
+    let d = LinearDims { n: 3, in_features: 7, out_features: 4 };
     let mut rng = Rng::new(1);
-    let x = rand(&mut rng, d.n * d.inf);
-    let w = rand(&mut rng, d.outf * d.inf);
-    let b = rand(&mut rng, d.outf);
-    let r = rand(&mut rng, d.n * d.outf);
+    let x = rand(&mut rng, d.n * d.in_features);
+    let w = rand(&mut rng, d.out_features * d.in_features);
+    let b = rand(&mut rng, d.out_features);
+    let r = rand(&mut rng, d.n * d.out_features);
     let fwd = |x: &[f64], w: &[f64], b: &[f64]| {
-        let mut y = vec![0.0; d.n * d.outf];
+        let mut y = vec![0.0; d.n * d.out_features];
         ops::linear_forward(&mut y, x, w, b, d);
         dot(&y, &r)
     };
-    let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; d.outf]);
+    let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; d.out_features]);
     ops::linear_backward(Some(&mut dx), &mut dw, &mut db, &r, &x, &w, d);
     check("linear dx", &x, &dx, |x| fwd(x, &w, &b));
     check("linear dw", &w, &dw, |w| fwd(&x, w, &b));

@@ -1,10 +1,12 @@
 //! Every GPU entry point, forward and backward, against the CPU reference (run in
-//! f64), on every backend: odd sizes that are not multiples of the tiles, batch 1,
-//! padding edges, strides, and dispatches folded over two dimensions.
+//! f64), on every backend and every GEMM engine the device can run, plain and with
+//! dispatches folded over two dimensions: odd sizes that are not multiples of the
+//! tiles, batch 1, padding edges, strides. Failure messages name the backend, the
+//! engine and the variant (e.g. `Vulkan/subgroup, folded`).
 //!
 //! Tolerances, |Δ| ≤ atol + rtol·|ref|:
-//! - forwards and element-wise ops: 1e-5 + 1e-4·|ref|, as the issue sets. Inputs have
-//!   realistic magnitudes (activations in [-1,1], weights within PyTorch's init bound
+//! - forwards and element-wise ops: 1e-5 + 1e-4·|ref|. Inputs have realistic
+//!   magnitudes (activations in [-1,1], weights within PyTorch's init bound
 //!   1/√fan_in) so a K-term dot product rounds to ~√K·6e-8 of its terms' size.
 //! - gradient reductions (conv/linear weight and bias gradients, conv input gradients,
 //!   sums of up to N·OH·OW = 50k terms of ±1 in different orders on GPU and CPU):
@@ -16,51 +18,43 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use gpu_cnn::cpu::ops;
-use gpu_cnn::dims::{ConvDims, LinearDims, PoolDims};
-use gpu_cnn::gpu::kernels::{sgemm_tile, ConvEngine};
-use gpu_cnn::gpu::{Dispatch, Gpu, Kernels};
+use gpu_cnn::dims::{ConvDims, ElemDims, LinearDims, PoolDims};
+use gpu_cnn::executor::Optimizer;
+use gpu_cnn::gpu::ops::linear::LinearRoute;
+use gpu_cnn::gpu::ops::optim::{OptimBuffers, OptimUniform};
+use gpu_cnn::gpu::ops::softmax_ce::SoftmaxBuffers;
+use gpu_cnn::gpu::{Dispatch, GemmEngine, Gpu};
+use gpu_cnn::model::ParamOffsets;
 use gpu_cnn::rng::Rng;
 
-use common::{assert_close, to64, uniform};
+use common::{assert_close, kernel_sets, to64, uniform, KernelSet};
 
 const FWD: (f64, f64) = (1e-5, 1e-4);
 const RED: (f64, f64) = (1e-4, 1e-3);
-
-/// The device's kernels, a second set that folds dispatches over two dimensions
-/// after only 3 workgroups (so every entry point's 2-D path runs on small shapes),
-/// and, where the device runs the subgroup conv engine, the tiled engine too,
-/// plain and folded: every engine the device can run is checked.
-fn kernel_sets(g: &Arc<Gpu>) -> Vec<&Kernels> {
-    // Built once per backend, on first use.
-    static VK: OnceLock<Vec<Kernels>> = OnceLock::new();
-    static GL: OnceLock<Vec<Kernels>> = OnceLock::new();
-    let cell = if g.info.backend == wgpu::Backend::Vulkan { &VK } else { &GL };
-    let extra = cell.get_or_init(|| {
-        let folded = |engine| {
-            let mut k = Kernels::new(&g.device, g.info.device_type, engine);
-            k.set_max_workgroups_per_dim(3);
-            k
-        };
-        let mut sets = vec![folded(g.kernels.conv_engine)];
-        if g.kernels.conv_engine != ConvEngine::Tiled {
-            sets.push(Kernels::new(&g.device, g.info.device_type, ConvEngine::Tiled));
-            sets.push(folded(ConvEngine::Tiled));
-        }
-        sets
-    });
-    std::iter::once(&g.kernels).chain(extra).collect()
-}
 
 fn run(g: &Gpu, ds: &[Dispatch]) {
     g.run(&ds.iter().collect::<Vec<_>>());
 }
 
+fn report(g: &Gpu, op: &str, err: f64) {
+    eprintln!("max |gpu - cpu| {:<8} {op:<36} {err:.3e}", format!("{:?}", g.info.backend));
+}
+
+/// Parameters with a few leading values before the layer's, so offsets are exercised:
+/// (params, where the layer's weight and bias start).
+fn params_with_lead(rng: &mut Rng, weights: usize, biases: usize, bound: f64) -> (Vec<f32>, ParamOffsets) {
+    let lead = 3;
+    let mut params = uniform(rng, lead, -1.0, 1.0);
+    params.extend(uniform(rng, weights + biases, -bound, bound));
+    (params, ParamOffsets { weight: lead, bias: lead + weights })
+}
+
 fn conv_shapes() -> Vec<ConvDims> {
     vec![
-        // the seed model's conv1 and conv3, small batch
+        // the tutorial model's conv1 and conv3, small batch
         ConvDims { n: 2, c: 1, h: 28, w: 28, oc: 16, k: 5, stride: 1, pad: 2 },
         ConvDims { n: 1, c: 32, h: 7, w: 7, oc: 64, k: 5, stride: 1, pad: 2 },
         // odd everything, stride 2
@@ -74,29 +68,25 @@ fn conv_shapes() -> Vec<ConvDims> {
     ]
 }
 
-fn conv_case(g: &Gpu, k: &Kernels, d: ConvDims, seed: u64) -> [f64; 5] {
+fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
+    let (k, at) = (&set.kernels.conv, |what: &str| format!("{} conv {what} {d:?}", set.label));
     let mut rng = Rng::new(seed);
     let bound = 1.0 / ((d.c * d.k * d.k) as f64).sqrt();
-    // params holds a few leading values so the offsets are exercised too
-    let lead = 3;
-    let mut params = uniform(&mut rng, lead, -1.0, 1.0);
-    params.extend(uniform(&mut rng, d.weight_len() + d.oc, -bound, bound));
-    let (w_off, b_off) = (lead, lead + d.weight_len());
+    let (params, offs) = params_with_lead(&mut rng, d.weight_len(), d.oc, bound);
     let x = uniform(&mut rng, d.input_len(), -1.0, 1.0);
     let dy = uniform(&mut rng, d.output_len(), -1.0, 1.0);
     let (p64, x64, dy64) = (to64(&params), to64(&x), to64(&dy));
-    let (w64, b64) = (&p64[w_off..b_off], &p64[b_off..]);
+    let (w64, b64) = (&p64[offs.weight..offs.bias], &p64[offs.bias..]);
 
     let bx = g.upload("x", &x);
     let bp = g.upload("params", &params);
     let by = g.storage("y", d.output_len() as u64 * 4);
     let bdy = g.upload("dy", &dy);
     let bdx = g.storage("dx", d.input_len() as u64 * 4);
-    let bpart = g.storage("partial", k.conv_partial_len(d) as u64 * 4);
+    let scratch = g.storage("scratch", k.scratch_len(d) as u64 * 4);
     let bgrads = g.storage("grads", params.len() as u64 * 4);
-    let mut ds = vec![k.conv_forward(&g.device, d, w_off, b_off, false, &bx, &bp, &by)];
-    ds.push(k.conv_backward_input(&g.device, d, w_off, &bdy, &bp, &bdx));
-    ds.extend(k.conv_backward_params(&g.device, d, w_off, b_off, &bx, &bdy, &bpart, &bgrads));
+    let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx)];
+    ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &scratch, &bgrads));
     run(g, &ds);
 
     let mut y = vec![0f64; d.output_len()];
@@ -104,54 +94,41 @@ fn conv_case(g: &Gpu, k: &Kernels, d: ConvDims, seed: u64) -> [f64; 5] {
     let (mut dx, mut dw, mut db) = (vec![0f64; d.input_len()], vec![0f64; d.weight_len()], vec![0f64; d.oc]);
     ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, &dy64, &x64, w64, d);
     let grads = g.read::<f32>(&bgrads).unwrap();
-    let e_fwd = assert_close(&format!("conv forward {d:?}"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1);
-    let e_dx = assert_close(&format!("conv backward_input {d:?}"), &g.read::<f32>(&bdx).unwrap(), &dx, RED.0, RED.1);
-    let e_dw = assert_close(&format!("conv backward_weight {d:?}"), &grads[w_off..b_off], &dw, RED.0, RED.1);
-    let e_db = assert_close(&format!("conv bias gradient {d:?}"), &grads[b_off..], &db, RED.0, RED.1);
+    let e_fwd = assert_close(&at("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1);
+    let e_dx = assert_close(&at("backward_input"), &g.read::<f32>(&bdx).unwrap(), &dx, RED.0, RED.1);
+    let e_dw = assert_close(&at("weight gradient"), &grads[offs.weight..offs.bias], &dw, RED.0, RED.1);
+    let e_db = assert_close(&at("bias gradient"), &grads[offs.bias..], &db, RED.0, RED.1);
 
     // The fused conv+ReLU epilogue against the reference composition.
-    let fused = k.conv_forward(&g.device, d, w_off, b_off, true, &bx, &bp, &by);
-    run(g, &[fused]);
+    run(g, &[k.forward(d, offs, true, &bx, &bp, &by)]);
     let mut yr = vec![0f64; y.len()];
     ops::relu_forward(&mut yr, &y);
-    let e_fused = assert_close(&format!("conv forward+relu {d:?}"), &g.read::<f32>(&by).unwrap(), &yr, FWD.0, FWD.1);
+    let e_fused = assert_close(&at("forward+relu"), &g.read::<f32>(&by).unwrap(), &yr, FWD.0, FWD.1);
     [e_fwd, e_dx, e_dw, e_db, e_fused]
-}
-
-fn report(g: &Gpu, op: &str, err: f64) {
-    eprintln!("max |gpu - cpu| {:<8} {op:<28} {err:.3e}", format!("{:?}", g.info.backend));
 }
 
 per_backend!(conv2d, |g: &Arc<Gpu>| {
     let mut worst = [0f64; 5];
-    for ks in kernel_sets(g) {
+    for set in kernel_sets(g) {
         for (i, d) in conv_shapes().into_iter().enumerate() {
-            let e = conv_case(g, ks, d, 100 + i as u64);
+            let e = conv_case(g, set, d, 100 + i as u64);
             for j in 0..5 {
                 worst[j] = worst[j].max(e[j]);
             }
         }
     }
-    for (name, e) in [
-        "conv2d.forward",
-        "conv2d.backward_input",
-        "conv2d.backward_weight",
-        "conv2d db (backward_weight)",
-        "conv2d.forward+relu",
-    ]
-    .iter()
-    .zip(worst)
-    {
-        report(g, name, e);
+    let names = ["forward", "backward_input", "weight gradient", "bias gradient", "forward+relu"];
+    for (name, e) in names.iter().zip(worst) {
+        report(g, &format!("conv2d {name}"), e);
     }
 });
 
-// A batch big enough that the real device must fold its dispatch over two dimensions:
-// 5,400 images of 28x28 are 66,150 row tiles of 64 pixels (> 65,535).
+// A batch big enough that the device must fold its dispatch over two dimensions:
+// 5,400 images of 28x28 are 66,150 tiles of 64 pixels (> 65,535).
 per_backend!(conv2d_large_batch_2d_dispatch, |g: &Arc<Gpu>| {
     let d = ConvDims { n: 5400, c: 1, h: 28, w: 28, oc: 1, k: 3, stride: 1, pad: 1 };
-    let rows = (d.n * d.oh() * d.ow()).div_ceil(64) as u32;
-    assert!(rows > g.limits.max_compute_workgroups_per_dimension, "the shape no longer needs a 2-D dispatch");
+    let tiles = (d.n * d.oh() * d.ow()).div_ceil(64) as u32;
+    assert!(tiles > g.limits.max_compute_workgroups_per_dimension, "the shape no longer needs a 2-D dispatch");
     let mut rng = Rng::new(5);
     let x = uniform(&mut rng, d.input_len(), -1.0, 1.0);
     let params = uniform(&mut rng, 10, -0.3, 0.3);
@@ -159,40 +136,45 @@ per_backend!(conv2d_large_batch_2d_dispatch, |g: &Arc<Gpu>| {
     let (bx, bp, bdy) = (g.upload("x", &x), g.upload("p", &params), g.upload("dy", &dy));
     let by = g.storage("y", d.output_len() as u64 * 4);
     let bdx = g.storage("dx", d.input_len() as u64 * 4);
-    let fwd = g.kernels.conv_forward(&g.device, d, 0, 9, false, &bx, &bp, &by);
-    assert!(fwd.workgroups()[1] > 1);
-    let bwd = g.kernels.conv_backward_input(&g.device, d, 0, &bdy, &bp, &bdx);
-    run(g, &[fwd, bwd]);
+    let offs = ParamOffsets { weight: 0, bias: 9 };
     let (mut y, mut dx) = (vec![0f64; d.output_len()], vec![0f64; d.input_len()]);
     let p64 = to64(&params);
     ops::conv2d_forward(&mut y, &to64(&x), &p64[..9], &p64[9..], d);
     let (mut dw, mut db) = (vec![0f64; 9], vec![0f64; 1]);
     ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, &to64(&dy), &to64(&x), &p64[..9], d);
-    let e = assert_close("conv forward, 2-D dispatch", &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1);
-    report(g, "conv2d.forward (2-D grid)", e);
-    let e = assert_close("conv backward_input, 2-D dispatch", &g.read::<f32>(&bdx).unwrap(), &dx, RED.0, RED.1);
-    report(g, "conv2d.backward_input (2-D)", e);
+    let k = &g.kernels.conv;
+    let fwd = k.forward(d, offs, false, &bx, &bp, &by);
+    assert!(fwd.workgroups()[1] > 1, "{}: not folded", g.describe());
+    run(g, &[fwd, k.backward_input(d, offs, &bdy, &bp, &bdx)]);
+    let what = |op: &str| format!("{:?}/{} conv {op}, 2-D dispatch", g.info.backend, g.kernels.engine);
+    let e = assert_close(&what("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1);
+    report(g, "conv2d forward (2-D grid)", e);
+    let e = assert_close(&what("backward_input"), &g.read::<f32>(&bdx).unwrap(), &dx, RED.0, RED.1);
+    report(g, "conv2d backward_input (2-D grid)", e);
 });
 
 per_backend!(relu, |g: &Arc<Gpu>| {
     let mut worst = [0f64; 2];
-    for ks in kernel_sets(g) {
+    for set in kernel_sets(g) {
+        let k = &set.kernels.relu;
         for (i, len) in [1usize, 255, 257, 3 * 256 * 4 + 13].into_iter().enumerate() {
+            let d = ElemDims { n: 1, per_sample: len };
             let mut rng = Rng::new(200 + i as u64);
             let x = uniform(&mut rng, len, -1.0, 1.0);
             let dy = uniform(&mut rng, len, -1.0, 1.0);
             let (bx, bdy) = (g.upload("x", &x), g.upload("dy", &dy));
             let (by, bdx) = (g.storage("y", len as u64 * 4), g.storage("dx", len as u64 * 4));
-            run(g, &[ks.relu_forward(&g.device, len, &bx, &by), ks.relu_backward(&g.device, len, &bx, &bdy, &bdx)]);
+            run(g, &[k.forward(d, &bx, &by), k.backward(d, &bx, &bdy, &bdx)]);
             let (mut y, mut dx) = (vec![0f64; len], vec![0f64; len]);
             ops::relu_forward(&mut y, &to64(&x));
             ops::relu_backward(&mut dx, &to64(&dy), &to64(&x));
-            worst[0] = worst[0].max(assert_close("relu forward", &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1));
-            worst[1] = worst[1].max(assert_close("relu backward", &g.read::<f32>(&bdx).unwrap(), &dx, FWD.0, FWD.1));
+            let what = |op: &str| format!("{} relu {op} (len {len})", set.label);
+            worst[0] = worst[0].max(assert_close(&what("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1));
+            worst[1] = worst[1].max(assert_close(&what("backward"), &g.read::<f32>(&bdx).unwrap(), &dx, FWD.0, FWD.1));
         }
     }
-    report(g, "relu.forward", worst[0]);
-    report(g, "relu.backward", worst[1]);
+    report(g, "relu forward", worst[0]);
+    report(g, "relu backward", worst[1]);
 });
 
 per_backend!(maxpool, |g: &Arc<Gpu>| {
@@ -203,7 +185,8 @@ per_backend!(maxpool, |g: &Arc<Gpu>| {
         PoolDims { n: 1, c: 1, h: 5, w: 6, k: 3, stride: 3 },
     ];
     let mut worst = [0f64; 2];
-    for ks in kernel_sets(g) {
+    for set in kernel_sets(g) {
+        let k = &set.kernels.pool;
         for (i, d) in shapes.into_iter().enumerate() {
             let mut rng = Rng::new(300 + i as u64);
             let mut x = uniform(&mut rng, d.input_len(), -1.0, 1.0);
@@ -216,149 +199,144 @@ per_backend!(maxpool, |g: &Arc<Gpu>| {
             let by = g.storage("y", d.output_len() as u64 * 4);
             let bidx = g.storage("argmax", d.output_len() as u64 * 4);
             let bdx = g.storage("dx", d.input_len() as u64 * 4);
-            run(
-                g,
-                &[ks.pool_forward(&g.device, d, &bx, &by, &bidx), ks.pool_backward(&g.device, d, &bidx, &bdy, &bdx)],
-            );
+            run(g, &[k.forward(d, &bx, &by, &bidx), k.backward(d, &bidx, &bdy, &bdx)]);
             let (mut y, mut idx, mut dx) =
                 (vec![0f64; d.output_len()], vec![0u32; d.output_len()], vec![0f64; d.input_len()]);
             ops::maxpool_forward(&mut y, &mut idx, &to64(&x), d);
             ops::maxpool_backward(&mut dx, &to64(&dy), &idx, d);
-            assert_eq!(g.read::<u32>(&bidx).unwrap(), idx, "maxpool argmax {d:?}");
-            worst[0] = worst[0].max(assert_close("maxpool forward", &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1));
-            worst[1] = worst[1].max(assert_close("maxpool backward", &g.read::<f32>(&bdx).unwrap(), &dx, FWD.0, FWD.1));
+            let what = |op: &str| format!("{} maxpool {op} {d:?}", set.label);
+            assert_eq!(g.read::<u32>(&bidx).unwrap(), idx, "{}", what("argmax"));
+            worst[0] = worst[0].max(assert_close(&what("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1));
+            worst[1] = worst[1].max(assert_close(&what("backward"), &g.read::<f32>(&bdx).unwrap(), &dx, FWD.0, FWD.1));
         }
     }
-    report(g, "maxpool.forward", worst[0]);
-    report(g, "maxpool.backward", worst[1]);
+    report(g, "maxpool forward", worst[0]);
+    report(g, "maxpool backward", worst[1]);
 });
 
 per_backend!(linear, |g: &Arc<Gpu>| {
-    // Batches from LINEAR_GEMM_MIN_BATCH (16) up also run on the subgroup conv GEMM.
     let shapes = [
-        LinearDims { n: 4, inf: 3136, outf: 10 }, // the seed's classifier
-        LinearDims { n: 64, inf: 3136, outf: 10 },
-        LinearDims { n: 1, inf: 5, outf: 3 },
-        LinearDims { n: 7, inf: 65, outf: 17 },
-        LinearDims { n: 7000, inf: 3, outf: 10 }, // 70,000 workgroups: a 2-D dispatch on any device
+        LinearDims { n: 4, in_features: 3136, out_features: 10 }, // the tutorial model's classifier
+        LinearDims { n: 64, in_features: 3136, out_features: 10 },
+        LinearDims { n: 1, in_features: 5, out_features: 3 },
+        LinearDims { n: 7, in_features: 65, out_features: 17 },
+        LinearDims { n: 7000, in_features: 3, out_features: 10 }, // 70,000 workgroups: a 2-D dispatch on any device
     ];
     let mut worst = [0f64; 3];
-    for ks in kernel_sets(g) {
+    let mut routes = Vec::new();
+    for set in kernel_sets(g) {
+        let k = &set.kernels.linear;
         for (i, d) in shapes.into_iter().enumerate() {
+            routes.push(k.route(d));
             let mut rng = Rng::new(400 + i as u64);
-            let bound = 1.0 / (d.inf as f64).sqrt();
-            let mut params = uniform(&mut rng, 2, -1.0, 1.0);
-            params.extend(uniform(&mut rng, d.outf * d.inf + d.outf, -bound, bound));
-            let (w_off, b_off) = (2, 2 + d.outf * d.inf);
-            let x = uniform(&mut rng, d.n * d.inf, -1.0, 1.0);
-            let dy = uniform(&mut rng, d.n * d.outf, -1.0, 1.0);
+            let bound = 1.0 / (d.in_features as f64).sqrt();
+            let (params, offs) = params_with_lead(&mut rng, d.out_features * d.in_features, d.out_features, bound);
+            let x = uniform(&mut rng, d.input_len(), -1.0, 1.0);
+            let dy = uniform(&mut rng, d.output_len(), -1.0, 1.0);
             let (bx, bp, bdy) = (g.upload("x", &x), g.upload("params", &params), g.upload("dy", &dy));
-            let by = g.storage("y", (d.n * d.outf) as u64 * 4);
-            let bdx = g.storage("dx", (d.n * d.inf) as u64 * 4);
+            let by = g.storage("y", d.output_len() as u64 * 4);
+            let bdx = g.storage("dx", d.input_len() as u64 * 4);
             let bg = g.storage("grads", params.len() as u64 * 4);
-            let bpart = g.storage("partial", ks.linear_partial_len(d).max(1) as u64 * 4);
-            let mut ds = vec![
-                ks.linear_forward(&g.device, d, w_off, b_off, &bx, &bp, &by),
-                ks.linear_backward_input(&g.device, d, w_off, &bdy, &bp, &bdx),
-            ];
-            ds.extend(ks.linear_backward_params(&g.device, d, w_off, b_off, &bx, &bdy, &bpart, &bg));
+            let scratch = g.storage("scratch", k.scratch_len(d).max(1) as u64 * 4);
+            let mut ds = vec![k.forward(d, offs, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx)];
+            ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &scratch, &bg));
             run(g, &ds);
             let p64 = to64(&params);
-            let (w, b) = (&p64[w_off..b_off], &p64[b_off..]);
-            let mut y = vec![0f64; d.n * d.outf];
+            let (w, b) = (&p64[offs.weight..offs.bias], &p64[offs.bias..]);
+            let mut y = vec![0f64; d.output_len()];
             ops::linear_forward(&mut y, &to64(&x), w, b, d);
-            let (mut dx, mut dw, mut db) = (vec![0f64; d.n * d.inf], vec![0f64; w.len()], vec![0f64; d.outf]);
+            let (mut dx, mut dw, mut db) = (vec![0f64; d.input_len()], vec![0f64; w.len()], vec![0f64; d.out_features]);
             ops::linear_backward(Some(&mut dx), &mut dw, &mut db, &to64(&dy), &to64(&x), w, d);
+            let what = |op: &str| format!("{} linear ({:?}) {op} {d:?}", set.label, k.route(d));
             let grads = g.read::<f32>(&bg).unwrap();
-            worst[0] = worst[0].max(assert_close(
-                &format!("linear forward {d:?}"),
-                &g.read::<f32>(&by).unwrap(),
-                &y,
-                FWD.0,
-                FWD.1,
-            ));
-            worst[1] = worst[1].max(assert_close(
-                &format!("linear backward_input {d:?}"),
-                &g.read::<f32>(&bdx).unwrap(),
-                &dx,
-                RED.0,
-                RED.1,
-            ));
-            let mut dwb = dw.clone();
-            dwb.extend(&db);
-            worst[2] = worst[2].max(assert_close(
-                &format!("linear backward_params {d:?}"),
-                &grads[w_off..],
-                &dwb,
-                RED.0,
-                RED.1,
-            ));
+            worst[0] = worst[0].max(assert_close(&what("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1));
+            let e = assert_close(&what("backward_input"), &g.read::<f32>(&bdx).unwrap(), &dx, RED.0, RED.1);
+            worst[1] = worst[1].max(e);
+            dw.extend(&db);
+            worst[2] =
+                worst[2].max(assert_close(&what("weight and bias gradient"), &grads[offs.weight..], &dw, RED.0, RED.1));
         }
     }
-    report(g, "linear.forward", worst[0]);
-    report(g, "linear.backward_input", worst[1]);
-    report(g, "linear.backward_params", worst[2]);
+    // Both routes ran where the device has an engine that takes Linear onto its GEMM.
+    assert!(routes.contains(&LinearRoute::Dot), "{}: linear.wgsl never ran", g.describe());
+    if g.engines.contains(&GemmEngine::Subgroup) {
+        assert!(routes.contains(&LinearRoute::ConvGemm), "{}: the conv GEMM route never ran", g.describe());
+    }
+    report(g, "linear forward", worst[0]);
+    report(g, "linear backward_input", worst[1]);
+    report(g, "linear weight and bias gradient", worst[2]);
 });
 
 per_backend!(softmax_ce, |g: &Arc<Gpu>| {
     let mut worst = [0f64; 4];
-    for ks in kernel_sets(g) {
+    for set in kernel_sets(g) {
+        let k = &set.kernels.softmax;
         for (i, (n, classes)) in [(1usize, 10usize), (64, 10), (300, 7), (3, 1)].into_iter().enumerate() {
             let mut rng = Rng::new(500 + i as u64);
             let mut z = uniform(&mut rng, n * classes, -8.0, 8.0);
             z[0] = 90.0; // exp(90) overflows f32 unless the row max is subtracted
+            if classes > 2 && n > 1 {
+                z[classes + 1] = z[classes]; // a tie: the first maximum is the prediction
+                z[classes] = 50.0;
+                z[classes + 1] = 50.0;
+            }
             let labels: Vec<u32> = (0..n).map(|_| rng.below(classes as u64) as u32).collect();
             let (bz, bl) = (g.upload("logits", &z), g.upload("labels", &labels));
-            let bp = g.storage("probs", (n * classes) as u64 * 4);
-            let bp2 = g.storage("probs2", (n * classes) as u64 * 4);
-            let bloss = g.storage("losses", n as u64 * 4);
+            let (bp, bp2) =
+                (g.storage("probs", (n * classes) as u64 * 4), g.storage("probs2", (n * classes) as u64 * 4));
+            let (bloss, bpred) = (g.storage("losses", n as u64 * 4), g.storage("predictions", n as u64 * 4));
+            let bpred2 = g.storage("predictions2", n as u64 * 4);
             let bdz = g.storage("dlogits", (n * classes) as u64 * 4);
             let bm = g.upload("metrics", &[1.5f32, 2.0, 3.0, 0.0]);
+            let b = SoftmaxBuffers { logits: &bz, labels: &bl, probs: &bp, losses: &bloss, predictions: &bpred };
+            let b2 = SoftmaxBuffers { probs: &bp2, predictions: &bpred2, ..b };
             run(
                 g,
                 &[
-                    ks.softmax_forward(&g.device, n, classes, &bz, &bl, &bp, &bloss),
-                    ks.softmax_accumulate(&g.device, n, classes, &bl, &bp, &bloss, &bm),
-                    ks.softmax_backward(&g.device, n, classes, &bl, &bp, &bdz),
-                    ks.softmax_predict(&g.device, n, classes, &bz, &bp2),
+                    k.forward(n, classes, &b),
+                    k.accumulate(n, classes, &b, &bm),
+                    k.backward(n, classes, &b, &bdz),
+                    k.predict(n, classes, &b2),
                 ],
             );
             let (mut p, mut l, mut dz) = (vec![0f64; n * classes], vec![0f64; n], vec![0f64; n * classes]);
             let mean = ops::softmax_ce_forward(&mut p, &mut l, &to64(&z), &labels, n, classes);
             ops::softmax_ce_backward(&mut dz, &p, &labels, n, classes);
-            worst[0] = worst[0].max(assert_close("softmax probs", &g.read::<f32>(&bp).unwrap(), &p, FWD.0, FWD.1));
-            worst[1] = worst[1].max(assert_close("softmax losses", &g.read::<f32>(&bloss).unwrap(), &l, FWD.0, FWD.1));
-            worst[2] = worst[2].max(assert_close("softmax dlogits", &g.read::<f32>(&bdz).unwrap(), &dz, FWD.0, FWD.1));
-            worst[3] = worst[3].max(assert_close("softmax predict", &g.read::<f32>(&bp2).unwrap(), &p, FWD.0, FWD.1));
+            let pred = ops::argmax_rows(&z, classes);
+            let what = |op: &str| format!("{} softmax_ce {op} (n {n}, classes {classes})", set.label);
+            worst[0] = worst[0].max(assert_close(&what("probs"), &g.read::<f32>(&bp).unwrap(), &p, FWD.0, FWD.1));
+            worst[1] = worst[1].max(assert_close(&what("losses"), &g.read::<f32>(&bloss).unwrap(), &l, FWD.0, FWD.1));
+            worst[2] = worst[2].max(assert_close(&what("dlogits"), &g.read::<f32>(&bdz).unwrap(), &dz, FWD.0, FWD.1));
+            worst[3] = worst[3].max(assert_close(&what("predict"), &g.read::<f32>(&bp2).unwrap(), &p, FWD.0, FWD.1));
+            assert_eq!(g.read::<u32>(&bpred).unwrap(), pred, "{}", what("predictions"));
+            assert_eq!(g.read::<u32>(&bpred2).unwrap(), pred, "{}", what("predict's predictions"));
             // metrics started at [1.5, 2, 3]: the batch's loss sum, correct count and size are added
-            let correct = ops::argmax_rows(&p, classes).iter().zip(&labels).filter(|(&a, &b)| a == b as usize).count();
+            let correct = pred.iter().zip(&labels).filter(|(a, b)| a == b).count();
             let want = [1.5 + mean * n as f64, 2.0 + correct as f64, 3.0 + n as f64, 0.0];
-            assert_close("softmax accumulate", &g.read::<f32>(&bm).unwrap(), &want, RED.0, RED.1);
+            assert_close(&what("accumulate"), &g.read::<f32>(&bm).unwrap(), &want, RED.0, RED.1);
         }
     }
-    report(g, "softmax_ce.forward (probs)", worst[0]);
-    report(g, "softmax_ce.forward (loss)", worst[1]);
-    report(g, "softmax_ce.backward", worst[2]);
-    report(g, "softmax_ce.predict", worst[3]);
+    report(g, "softmax_ce forward (probs)", worst[0]);
+    report(g, "softmax_ce forward (loss)", worst[1]);
+    report(g, "softmax_ce backward", worst[2]);
+    report(g, "softmax_ce predict", worst[3]);
 });
 
 per_backend!(optimizers, |g: &Arc<Gpu>| {
-    use gpu_cnn::executor::Optimizer;
-    use gpu_cnn::gpu::kernels::OptimParams;
     let len = 1000;
     let mut worst = 0f64;
-    for ks in kernel_sets(g) {
+    for set in kernel_sets(g) {
         for opt in [Optimizer::sgd(0.05, 0.9), Optimizer::adam(1e-3)] {
             let mut rng = Rng::new(600);
             let mut p = uniform(&mut rng, len, -1.0, 1.0);
             let (bp, bg) = (g.upload("params", &p), g.storage("grads", len as u64 * 4));
             let (bm, bv) = (g.storage("m", len as u64 * 4), g.storage("v", len as u64 * 4));
-            let d = ks.optimizer(&g.device, opt, len, &bp, &bg, &bm, &bv);
+            let d = set.kernels.optim.update(opt, len, &OptimBuffers { params: &bp, grads: &bg, m: &bm, v: &bv });
             let (mut m, mut v) = (vec![0f32; len], vec![0f32; len]);
             for step in 1..=3 {
                 let grads = uniform(&mut rng, len, -1e-2, 1e-2);
                 g.queue.write_buffer(&bg, 0, bytemuck::cast_slice(&grads));
-                g.queue.write_buffer(&d.uniform, 0, bytemuck::bytes_of(&OptimParams::new(opt, len, step)));
+                g.queue.write_buffer(&d.uniform, 0, bytemuck::bytes_of(&OptimUniform::new(opt, len, step)));
                 g.run(&[&d]);
                 match opt {
                     Optimizer::Sgd { lr, momentum } => ops::sgd_update(&mut p, &grads, &mut m, lr, momentum),
@@ -368,17 +346,12 @@ per_backend!(optimizers, |g: &Arc<Gpu>| {
                     }
                 }
             }
-            worst = worst.max(assert_close(
-                &format!("{opt:?} params"),
-                &g.read::<f32>(&bp).unwrap(),
-                &to64(&p),
-                FWD.0,
-                FWD.1,
-            ));
-            assert_close(&format!("{opt:?} state"), &g.read::<f32>(&bm).unwrap(), &to64(&m), FWD.0, FWD.1);
+            let what = |x: &str| format!("{} {opt:?} {x}", set.label);
+            worst = worst.max(assert_close(&what("params"), &g.read::<f32>(&bp).unwrap(), &to64(&p), FWD.0, FWD.1));
+            assert_close(&what("state"), &g.read::<f32>(&bm).unwrap(), &to64(&m), FWD.0, FWD.1);
         }
     }
-    report(g, "optim.sgd/adam", worst);
+    report(g, "optim sgd/adam", worst);
 });
 
 // The reference SGEMM `gpu-cnn bench` divides the convs by: it must compute a
@@ -395,23 +368,40 @@ per_backend!(reference_sgemm, |g: &Arc<Gpu>| {
             want[i * n + j] = (0..k).map(|r| a[i * k + r] as f64 * b[r * n + j] as f64).sum();
         }
     }
-    for ks in kernel_sets(g) {
-        assert!(sgemm_tile(ks.conv_engine).iter().zip([m, n, k]).all(|(t, x)| x % t == 0 && x / t >= 2));
+    for set in kernel_sets(g) {
+        let tile = set.kernels.engine.spec().sgemm_tile;
+        assert!(tile.iter().zip([m, n, k]).all(|(t, x)| x % t == 0 && x / t >= 2), "{}: {tile:?}", set.label);
         let (ba, bb, bc) = (g.upload("a", &a), g.upload("b", &b), g.storage("c", (m * n * 4) as u64));
-        run(g, &[ks.sgemm(&g.device, [m, n, k], &ba, &bb, &bc).unwrap()]);
-        let e = assert_close("sgemm", &g.read::<f32>(&bc).unwrap(), &want, FWD.0, FWD.1);
-        report(g, &format!("sgemm ({})", ks.conv_engine.name()), e);
-        assert!(ks.sgemm(&g.device, [m + 1, n, k], &ba, &bb, &bc).is_err(), "a size off the tile must be refused");
+        run(g, &[set.kernels.sgemm.matmul([m, n, k], &ba, &bb, &bc).unwrap()]);
+        let e = assert_close(&format!("{} sgemm", set.label), &g.read::<f32>(&bc).unwrap(), &want, FWD.0, FWD.1);
+        report(g, &format!("sgemm ({})", set.label), e);
+        let off = set.kernels.sgemm.matmul([m + 1, n, k], &ba, &bb, &bc);
+        assert!(off.is_err(), "{}: a size off the tile must be refused", set.label);
     }
 });
 
-// lavapipe (8-lane subgroups) must run the subgroup engine, or its speed silently
-// goes; GL has no subgroups and runs the tiled one. Both are checked above either way.
-per_backend!(conv_engine_matches_the_adapter, |g: &Arc<Gpu>| {
-    let want = match g.info.backend {
-        wgpu::Backend::Vulkan if g.info.name.contains("llvmpipe") => ConvEngine::Subgroup,
-        wgpu::Backend::Gl => ConvEngine::Tiled,
-        _ => return,
+// The engine a device gets by default is decided by the library alone, from the
+// adapter: lavapipe (8-lane subgroups) gets the subgroup engine or its speed
+// silently goes; GL has no subgroups; a real GPU's subgroups are 32 or 64 lanes.
+per_backend!(gemm_engine_matches_the_adapter, |g: &Arc<Gpu>| {
+    let info = &g.info;
+    let llvmpipe = info.name.contains("llvmpipe");
+    let want = match (info.backend, info.device_type) {
+        (wgpu::Backend::Vulkan, _) if llvmpipe => GemmEngine::Subgroup,
+        (wgpu::Backend::Gl, _) => GemmEngine::Tiled,
+        (_, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu) => GemmEngine::Tiled,
+        _ => g.kernels.engine,
     };
-    assert_eq!(g.kernels.conv_engine, want, "{} (is GPU_CNN_CONV set?)", g.describe());
+    assert_eq!(g.kernels.engine, want, "{}", g.describe());
+    assert!(g.engines.contains(&GemmEngine::Tiled), "{}: the tiled engine runs everywhere", g.describe());
+    if llvmpipe && info.backend == wgpu::Backend::Vulkan {
+        assert!(g.engines.contains(&GemmEngine::Subgroup), "{}", g.describe());
+    }
+    if info.backend == wgpu::Backend::Gl {
+        assert_eq!(g.engines, [GemmEngine::Tiled], "{}", g.describe());
+        // Asking for an engine the adapter cannot run is an error that says why.
+        let e = Gpu::new(gpu_cnn::gpu::BackendChoice::Gl, Some(GemmEngine::Subgroup)).err();
+        let e = format!("{:#}", e.expect("the subgroup engine on GL must be refused"));
+        assert!(e.contains("subgroup") && e.contains("none"), "{e}");
+    }
 });

@@ -1,29 +1,28 @@
 //! Whole-model checks on every backend: one full training step against the CPU
-//! reference, learning on real MNIST, and no resource growth across steps.
+//! reference on every GEMM engine, the inference executor against the CPU, learning
+//! on real MNIST, the divergence stop, and no resource growth across steps.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use gpu_cnn::cpu::CpuExecutor;
+use gpu_cnn::arch;
+use gpu_cnn::cpu::{CpuInference, CpuTrainer};
 use gpu_cnn::data::{bundled_mnist_dir, Dataset, Split};
-use gpu_cnn::executor::{Executor, Optimizer};
-use gpu_cnn::gpu::{Gpu, GpuExecutor};
-use gpu_cnn::model::Model;
-use gpu_cnn::train::{self, evaluate, start_position, Event};
+use gpu_cnn::executor::{Inference, Optimizer, Trainer};
+use gpu_cnn::gpu::{Gpu, GpuInference, GpuTrainer};
+use gpu_cnn::model::{Model, Shape};
+use gpu_cnn::train::{self, evaluate, start_position, Diverged, Event, RunLength};
 
 use common::{assert_close, to64};
 
-fn first_batch(n: usize) -> (Vec<f32>, Vec<u32>) {
-    let data = Dataset::load(&bundled_mnist_dir(), Split::Train).unwrap();
-    let (mut images, mut labels) = (Vec::new(), Vec::new());
-    data.batch(&(0..n).collect::<Vec<_>>(), &mut images, &mut labels);
-    (images, labels)
+fn mnist(split: Split) -> Dataset {
+    Dataset::load(&bundled_mnist_dir(), split).unwrap()
 }
 
-// One Adam step of the seed model at batch 8 on the GPU and on the CPU reference,
-// from the same weights and batch. Tolerances:
+// One Adam step of the tutorial model at batch 8 on the GPU and on the CPU reference,
+// from the same weights and batch, on every GEMM engine the device runs. Tolerances:
 // - loss: 1e-5 + 1e-4·|ref| (a forward quantity);
 // - gradients: 1e-7 + 1e-3·|ref|. Gradients here are up to ~1e-2 (measured differences
 //   ≤ 3e-8); the two sides sum 50k-term reductions in different orders through five
@@ -33,110 +32,185 @@ fn first_batch(n: usize) -> (Vec<f32>, Vec<u32>) {
 //   disagree) has a direction f32 cannot settle: it may differ by up to 2·lr, and such
 //   weights must stay under 1% of the model or the check would be too weak.
 per_backend!(whole_training_step_matches_cpu, |g: &Arc<Gpu>| {
-    let model = Model::seed();
+    let model = Model::tutorial();
     let params = model.init_params(42);
     let opt = Optimizer::adam(1e-3);
-    let (images, labels) = first_batch(8);
-    let mut gpu = GpuExecutor::new(g.clone(), model.clone(), opt, &params, 8).unwrap();
-    let mut cpu = CpuExecutor::new(model.clone(), opt, params.clone()).unwrap();
-    gpu.train_step(&images, &labels).unwrap();
+    let (images, labels) = mnist(Split::Train).first_batch(8);
+    let mut cpu = CpuTrainer::new(model.clone(), opt, params.clone()).unwrap();
     cpu.train_step(&images, &labels).unwrap();
-
-    let (gs, cs) = (gpu.take_stats().unwrap(), cpu.take_stats().unwrap());
-    assert_eq!((gs.samples, gs.correct), (cs.samples, cs.correct));
-    let e_loss = assert_close("loss", &[gs.mean_loss() as f32], &[cs.mean_loss()], 1e-5, 1e-4);
-
-    let (gg, cg) = (gpu.grads().unwrap(), cpu.grads().unwrap());
-    let mut e_grad = 0f64;
-    for p in &model.params {
-        let r = p.offset..p.offset + p.numel();
-        let e = assert_close(&format!("grad {}", p.name), &gg[r.clone()], &to64(&cg[r]), 1e-7, 1e-3);
-        e_grad = e_grad.max(e);
-    }
-    let (gp, cp) = (gpu.params().unwrap(), cpu.params().unwrap());
-    let mut e_param = 0f64;
-    let mut undetermined = 0;
-    for i in 0..gp.len() {
-        let err = (gp[i] as f64 - cp[i] as f64).abs();
-        if cg[i].abs() < 1e-7 && gg[i] != cg[i] {
-            undetermined += 1;
-            assert!(err <= 2e-3 + 1e-6, "param {i}: {} vs {} with gradient {}", gp[i], cp[i], cg[i]);
-        } else {
-            assert!(err <= 1e-6 + 1e-4 * (cp[i] as f64).abs(), "param {i}: {} vs {} (|Δ| {err:e})", gp[i], cp[i]);
-            e_param = e_param.max(err);
+    let cs = cpu.take_stats().unwrap();
+    let (cg, cp) = (cpu.grads().unwrap(), cpu.params().unwrap());
+    for &engine in &g.engines {
+        let gpu = Arc::new(g.with_engine(engine).unwrap());
+        let who = gpu.describe();
+        let mut exec = GpuTrainer::new(gpu, model.clone(), opt, &params, 8).unwrap();
+        exec.train_step(&images, &labels).unwrap();
+        let gs = exec.take_stats().unwrap();
+        assert_eq!((gs.samples, gs.correct), (cs.samples, cs.correct), "{who}");
+        let e_loss = assert_close(&format!("{who}: loss"), &[gs.mean_loss() as f32], &[cs.mean_loss()], 1e-5, 1e-4);
+        let gg = exec.grads().unwrap();
+        let mut e_grad = 0f64;
+        for p in &model.params {
+            let r = p.offset..p.offset + p.numel();
+            let e = assert_close(&format!("{who}: grad {}", p.name), &gg[r.clone()], &to64(&cg[r]), 1e-7, 1e-3);
+            e_grad = e_grad.max(e);
         }
+        let gp = exec.params().unwrap();
+        let (mut e_param, mut undetermined) = (0f64, 0);
+        for i in 0..gp.len() {
+            let err = (gp[i] as f64 - cp[i] as f64).abs();
+            if cg[i].abs() < 1e-7 && gg[i] != cg[i] {
+                undetermined += 1;
+                assert!(err <= 2e-3 + 1e-6, "{who}: param {i}: {} vs {} with gradient {}", gp[i], cp[i], cg[i]);
+            } else {
+                let ok = err <= 1e-6 + 1e-4 * (cp[i] as f64).abs();
+                assert!(ok, "{who}: param {i}: {} vs {} (|Δ| {err:e})", gp[i], cp[i]);
+                e_param = e_param.max(err);
+            }
+        }
+        assert!(undetermined < gp.len() / 100, "{who}: {undetermined} weights with undetermined step direction");
+        // And the step moved the weights (about a quarter have an exactly zero gradient at
+        // batch 8: dead ReLU units, zero inputs to the classifier).
+        let moved = gp.iter().zip(&params).filter(|(a, b)| a != b).count();
+        assert!(moved > gp.len() * 2 / 3, "{who}: only {moved} weights moved");
+        eprintln!(
+            "whole step, {who}: max |Δ| loss {e_loss:.2e}, grads {e_grad:.2e}, weights {e_param:.2e} ({undetermined} near-zero-gradient weights)"
+        );
     }
-    assert!(
-        undetermined < gp.len() / 100,
-        "{undetermined} weights with undetermined step direction: the check would be too weak"
-    );
-    // And the step moved the weights (about a quarter have an exactly zero gradient at
-    // batch 8: dead ReLU units, zero inputs to the classifier).
-    let moved = gp.iter().zip(&params).filter(|(a, b)| a != b).count();
-    assert!(moved > gp.len() * 2 / 3, "only {moved} weights moved");
-    eprintln!(
-        "whole step {:?}: max |Δ| loss {e_loss:.2e}, grads {e_grad:.2e}, weights {e_param:.2e} ({undetermined} near-zero-gradient weights)",
-        g.info.backend
-    );
 });
 
-// Train the seed CNN from a fixed seed on a 6,400-image subset of MNIST for 200 steps of
-// 32 (Adam, lr 1e-3) and require ≥ 90% on the first 1,000 test images. The loss must fall too.
+// The inference executor against the CPU reference: probabilities, and the loss,
+// correct count and predictions it computes on the device, over batches that do
+// not divide its largest batch; and it allocates far less than a trainer.
+per_backend!(inference_executor_matches_cpu, |g: &Arc<Gpu>| {
+    let model = Model::tutorial();
+    let params = model.init_params(7);
+    let test = mnist(Split::Test);
+    let (images, labels) = test.first_batch(50);
+    let mut gpu = GpuInference::new(g.clone(), model.clone(), &params, 16).unwrap();
+    let mut cpu = CpuInference::new(model.clone(), params.clone()).unwrap();
+    let who = g.describe();
+    let (gp, cp) = (gpu.predict(&images).unwrap(), cpu.predict(&images).unwrap());
+    let e = assert_close(&format!("{who}: probabilities"), &gp, &to64(&cp), 1e-5, 1e-4);
+    let (ge, ce) = (gpu.evaluate(&images, &labels).unwrap(), cpu.evaluate(&images, &labels).unwrap());
+    assert_eq!(ge.predictions, ce.predictions, "{who}: predictions");
+    assert_eq!(ge.correct, ce.correct, "{who}: correct count");
+    assert_close(&format!("{who}: loss sum"), &[ge.loss_sum as f32], &[ce.loss_sum], 1e-4, 1e-4);
+    // A random model is right about a tenth of the time; the check must see both kinds.
+    assert!(ge.correct > 0 && ge.correct < 50, "{who}: {} of 50 correct", ge.correct);
+
+    let at_1000 = GpuInference::new(g.clone(), model.clone(), &params, 1000).unwrap().allocated_bytes();
+    let trainer = GpuTrainer::new(g.clone(), model, Optimizer::adam(1e-3), &params, 1000).unwrap();
+    eprintln!(
+        "{who}: inference vs CPU max |Δ| {e:.2e}; at batch 1000 inference allocates {:.1} MiB, training {:.1} MiB",
+        at_1000 as f64 / 1048576.0,
+        trainer.allocated_bytes() as f64 / 1048576.0
+    );
+    assert!(at_1000 * 2 < trainer.allocated_bytes(), "{who}: inference should allocate well under half a trainer's");
+});
+
+// Train the tutorial CNN from a fixed seed on a 6,400-image subset of MNIST for 200
+// steps of 32 (Adam, lr 1e-3) and require ≥ 90% on the first 1,000 test images.
+// The loss must fall too.
 per_backend!(it_learns_mnist, |g: &Arc<Gpu>| {
-    let model = Model::seed();
-    let train = Dataset::load(&bundled_mnist_dir(), Split::Train).unwrap().take(6400);
-    let test = Dataset::load(&bundled_mnist_dir(), Split::Test).unwrap().take(1000);
-    let mut exec =
-        GpuExecutor::new(g.clone(), model.clone(), Optimizer::adam(1e-3), &model.init_params(0), 32).unwrap();
+    let model = Model::tutorial();
+    let train = mnist(Split::Train).take(6400);
+    let test = mnist(Split::Test).take(1000);
+    let mut exec = GpuTrainer::new(g.clone(), model.clone(), Optimizer::adam(1e-3), &model.init_params(0), 32).unwrap();
     let t0 = Instant::now();
     let mut losses = Vec::new();
     // The same loop `gpu-cnn train` runs, stopped by a step limit rather than epochs.
-    let end = train::run(&mut exec, &train, start_position(0, 32, true), usize::MAX, Some(200), |e, event| {
-        if let Event::Step { global, .. } = event {
+    let length = RunLength { epochs: usize::MAX, max_steps: Some(200), log_every: 50 };
+    let end = train::run(&mut exec, &train, start_position(0, 32, true), length, |_, event| {
+        if let Event::Logged { global, stats, .. } = event {
             if global % 50 == 0 {
-                losses.push(e.take_stats()?.mean_loss());
+                losses.push(stats.mean_loss());
             }
         }
         Ok(())
     })
     .unwrap();
     assert_eq!((end.global_step, end.epoch, end.batch_in_epoch), (200, 1, 0), "6,400 / 32 = 200: one epoch");
-    let ev = evaluate(&mut exec, &test, 500).unwrap();
+    let ev = evaluate(exec.inference(), &test, 500).unwrap();
     eprintln!(
-        "{:?}: 200 steps of 32 in {:.1}s, loss per 50 steps {losses:.3?}, test accuracy {:.2}% (loss {:.3})",
-        g.info.backend,
+        "{}: 200 steps of 32 in {:.1}s, loss per 50 steps {losses:.3?}, test accuracy {:.2}% (loss {:.3})",
+        g.describe(),
         t0.elapsed().as_secs_f64(),
         ev.accuracy * 100.0,
         ev.loss
     );
-    assert!(losses[3] < losses[0] * 0.5, "loss did not fall: {losses:?}");
-    assert!(ev.accuracy >= 0.90, "test accuracy {:.2}% < 90%", ev.accuracy * 100.0);
+    assert_eq!(losses.len(), 4, "{}: log points", g.describe());
+    assert!(losses[3] < losses[0] * 0.5, "{}: loss did not fall: {losses:?}", g.describe());
+    assert!(ev.accuracy >= 0.90, "{}: test accuracy {:.2}% < 90%", g.describe(), ev.accuracy * 100.0);
+});
+
+// A learning rate far too large makes the loss infinite within a few steps; the loop
+// the tests and the CLI share stops with `Diverged` at the first log point that sees it.
+per_backend!(a_diverging_run_stops_inside_the_loop, |g: &Arc<Gpu>| {
+    let model = Model::tutorial();
+    let train = mnist(Split::Train).take(256);
+    let mut exec = GpuTrainer::new(g.clone(), model.clone(), Optimizer::adam(1e30), &model.init_params(0), 16).unwrap();
+    let mut logged = Vec::new();
+    let length = RunLength { epochs: 5, max_steps: None, log_every: 2 };
+    let err = train::run(&mut exec, &train, start_position(0, 16, false), length, |_, event| {
+        if let Event::Logged { global, .. } = event {
+            logged.push(global);
+        }
+        Ok(())
+    })
+    .expect_err("lr 1e30 must diverge");
+    let d =
+        *err.downcast_ref::<Diverged>().unwrap_or_else(|| panic!("{}: not a Diverged error: {err:#}", g.describe()));
+    assert!(!d.loss.is_finite() && d.step % 2 == 0, "{}: {d:?}", g.describe());
+    assert!(logged.iter().all(|&s| s < d.step), "{}: a non-finite loss was reported as logged", g.describe());
+    assert!(d.step < 5 * 16, "{}: diverged only at step {}", g.describe(), d.step);
+});
+
+// A model that flattens before any convolution (logistic regression) has no layer
+// that needs an input gradient: the executor must plan none and still train.
+per_backend!(logistic_regression_trains, |g: &Arc<Gpu>| {
+    let model = arch::parse("flat fc10", Shape::image(1, 28, 28)).unwrap();
+    let train = mnist(Split::Train).take(2048);
+    let mut exec = GpuTrainer::new(g.clone(), model.clone(), Optimizer::adam(1e-2), &model.init_params(0), 64).unwrap();
+    let length = RunLength { epochs: 1, max_steps: None, log_every: 32 };
+    let mut last = None;
+    train::run(&mut exec, &train, start_position(0, 64, true), length, |_, e| {
+        if let Event::Logged { stats, .. } = e {
+            last = Some(stats);
+        }
+        Ok(())
+    })
+    .unwrap();
+    let acc = last.unwrap().accuracy();
+    assert!(acc > 0.7, "{}: logistic regression reached only {:.1}%", g.describe(), 100.0 * acc);
 });
 
 // Steps after the first create no buffers, bind groups, pipelines or memory:
 // everything is built once per model and batch size.
 per_backend!(no_resource_growth_across_steps, |g: &Arc<Gpu>| {
-    let model = Model::seed();
-    let (images, labels) = first_batch(4);
+    let model = Model::tutorial();
+    let (images, labels) = mnist(Split::Train).first_batch(4);
     let mut exec =
-        GpuExecutor::new(g.clone(), model.clone(), Optimizer::sgd(0.01, 0.9), &model.init_params(1), 4).unwrap();
+        GpuTrainer::new(g.clone(), model.clone(), Optimizer::sgd(0.01, 0.9), &model.init_params(1), 4).unwrap();
     let counts = |g: &Gpu| {
         g.device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
         let c = g.device.get_internal_counters().hal;
         [c.buffers.read(), c.bind_groups.read(), c.compute_pipelines.read(), c.buffer_memory.read()]
     };
-    for _ in 0..2 {
+    let cycle = |exec: &mut GpuTrainer| {
         exec.train_step(&images, &labels).unwrap();
         exec.take_stats().unwrap();
-        exec.predict(&images).unwrap();
+        exec.inference().predict(&images).unwrap();
+        exec.inference().evaluate(&images, &labels).unwrap();
+    };
+    for _ in 0..2 {
+        cycle(&mut exec);
     }
     let before = counts(g);
     // (GL does not count buffer bytes, so only the object counts prove the counters are on.)
     assert!(before[0] > 20 && before[1] > 20, "the resource counters are off: {before:?}");
     for _ in 0..10 {
-        exec.train_step(&images, &labels).unwrap();
-        exec.take_stats().unwrap();
-        exec.predict(&images).unwrap();
+        cycle(&mut exec);
     }
-    assert_eq!(counts(g), before, "[buffers, bind groups, pipelines, buffer bytes] grew across steps");
+    assert_eq!(counts(g), before, "{}: [buffers, bind groups, pipelines, buffer bytes] grew", g.describe());
 });

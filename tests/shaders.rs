@@ -1,31 +1,59 @@
-//! Every WGSL file parses and validates with naga, and translates to the
-//! languages of the backends this machine lacks: SPIR-V (Vulkan), MSL (Metal),
-//! HLSL (DX12) and GLSL (GL), once for each value the host gives a shader's
-//! override constants. This is how Metal and DX12 are checked here.
+//! The WGSL side, checked without a GPU:
+//! - every module, its includes composed, parses and validates with naga and
+//!   translates to the languages of the backends this machine lacks: SPIR-V
+//!   (Vulkan), MSL (Metal), HLSL (DX12) and GLSL (GL), once for each value the
+//!   host gives its override constants (taken from the engines' specs);
+//! - every uniform struct a module binds has a Rust twin with the same member
+//!   names, types and offsets, and the same size;
+//! - every tile size Rust computes grids with equals the WGSL constant it mirrors.
 
-use gpu_cnn::gpu::kernels::SHADERS;
+use gpu_cnn::gpu::dispatch::FLAT_WORKGROUP_SIZE;
+use gpu_cnn::gpu::engine::SUBGROUP_LANES;
+use gpu_cnn::gpu::ops::uniform_layouts;
+use gpu_cnn::gpu::{shader, GemmEngine};
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
+fn parse(file: &str) -> (naga::Module, naga::valid::ModuleInfo, String) {
+    let src = shader::compose(file).unwrap();
+    let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&src)));
+    let info = Validator::new(ValidationFlags::all(), Capabilities::default() | Capabilities::SUBGROUP)
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&src)));
+    (module, info, src)
+}
+
+/// The override values the host compiles `file` with: one set per pipeline variant.
+fn constant_sets(file: &str) -> Vec<&'static [(&'static str, f64)]> {
+    let mut sets = Vec::new();
+    for e in GemmEngine::ALL {
+        let spec = e.spec();
+        if spec.conv_module == file {
+            sets.extend(spec.tiles.iter().map(|t| t.constants));
+        }
+        if spec.sgemm_module == file {
+            sets.push(spec.sgemm_constants);
+        }
+    }
+    if sets.is_empty() {
+        sets.push(&[]);
+    }
+    sets
+}
+
 #[test]
-fn every_shader_validates_and_translates_to_all_backends() {
-    assert_eq!(SHADERS.len(), 9);
-    for (name, src) in SHADERS {
-        let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
-        let info = Validator::new(ValidationFlags::all(), Capabilities::default() | Capabilities::SUBGROUP)
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+fn every_module_validates_and_translates_to_all_backends() {
+    let modules: Vec<&str> = shader::modules().collect();
+    for m in ["conv2d_tiled.wgsl", "conv2d_subgroup.wgsl", "linear.wgsl", "maxpool.wgsl", "relu.wgsl"] {
+        assert!(modules.contains(&m), "{m} is not a module: {modules:?}");
+    }
+    for name in modules {
+        let (module, info, _) = parse(name);
         let entries: Vec<_> = module.entry_points.iter().map(|e| e.name.clone()).collect();
         // Op families pair forward and backward; the reference SGEMMs are one matmul.
         let least = if name.starts_with("sgemm") { 1 } else { 2 };
         assert!(entries.len() >= least, "{name}: forward and backward entry points expected, found {entries:?}");
-        // Translate with every value the host gives the shader's override constants.
-        let constant_sets: &[&[(&str, f64)]] = match *name {
-            "conv2d_subgroup.wgsl" => &[&[("ROW_GROUPS", 2.0)], &[("ROW_GROUPS", 4.0)]],
-            "sgemm_subgroup.wgsl" => &[&[("ROW_GROUPS", 4.0)]],
-            _ => &[&[]],
-        };
-        for constants in constant_sets {
+        for constants in constant_sets(name) {
             let mut pc = naga::back::PipelineConstants::default();
             pc.extend(constants.iter().map(|&(k, v)| (k.to_string(), v)));
             let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &pc)
@@ -58,4 +86,101 @@ fn translate(name: &str, module: &naga::Module, info: &naga::valid::ModuleInfo) 
             .and_then(|mut w| w.write())
             .unwrap_or_else(|e| panic!("{name}::{} -> GLSL: {e}", ep.name));
     }
+}
+
+/// (member name, type name as Rust spells it, byte offset) of struct `ty`, and its size.
+fn wgsl_struct(module: &naga::Module, ty: naga::Handle<naga::Type>) -> (Vec<(String, String, usize)>, usize) {
+    let naga::TypeInner::Struct { members, span } = &module.types[ty].inner else {
+        panic!("not a struct: {:?}", module.types[ty]);
+    };
+    let fields = members
+        .iter()
+        .map(|m| {
+            let kind = match module.types[m.ty].inner {
+                naga::TypeInner::Scalar(naga::Scalar { kind: naga::ScalarKind::Uint, width: 4 }) => "u32",
+                naga::TypeInner::Scalar(naga::Scalar { kind: naga::ScalarKind::Float, width: 4 }) => "f32",
+                naga::TypeInner::Scalar(naga::Scalar { kind: naga::ScalarKind::Sint, width: 4 }) => "i32",
+                ref other => panic!("uniform member {:?} has type {other:?}", m.name),
+            };
+            (m.name.clone().unwrap(), kind.to_string(), m.offset as usize)
+        })
+        .collect();
+    (fields, *span as usize)
+}
+
+#[test]
+fn every_uniform_matches_its_rust_twin() {
+    let layouts = uniform_layouts();
+    let mut bound = Vec::new();
+    for name in shader::modules() {
+        let (module, _, _) = parse(name);
+        for (_, var) in module.global_variables.iter() {
+            if var.space != naga::AddressSpace::Uniform {
+                continue;
+            }
+            let wgsl_name = module.types[var.ty].name.clone().unwrap();
+            let twin = layouts
+                .iter()
+                .find(|l| l.name == wgsl_name)
+                .unwrap_or_else(|| panic!("{name}: uniform struct {wgsl_name} has no Rust twin in gpu::ops"));
+            let (fields, size) = wgsl_struct(&module, var.ty);
+            let rust: Vec<(String, String, usize)> =
+                twin.members.iter().map(|&(n, t, o)| (n.to_string(), t.to_string(), o)).collect();
+            assert_eq!(rust, fields, "{name}: {wgsl_name}'s members (name, type, offset) differ from Rust's");
+            assert_eq!(twin.size, size, "{name}: {wgsl_name} is {size} bytes in WGSL, {} in Rust", twin.size);
+            assert!(shader::compose(twin.wgsl_file).unwrap().contains(&format!("struct {wgsl_name} ")));
+            bound.push(wgsl_name);
+        }
+    }
+    for l in &layouts {
+        assert!(bound.contains(&l.name.to_string()), "{} is bound by no module", l.name);
+    }
+}
+
+/// The value of `const name` in the composed `file`, or of the override `name`
+/// as the pipeline constants `overrides` set it.
+fn u32_const(file: &str, name: &str) -> u32 {
+    let (module, _, _) = parse(file);
+    let (_, c) = module
+        .constants
+        .iter()
+        .find(|(_, c)| c.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{file}: no const {name}"));
+    match module.global_expressions[c.init] {
+        naga::Expression::Literal(naga::Literal::U32(v)) => v,
+        ref e => panic!("{file}: const {name} is {e:?}"),
+    }
+}
+
+fn override_value(constants: &[(&str, f64)], name: &str) -> u32 {
+    constants.iter().find(|(k, _)| *k == name).unwrap_or_else(|| panic!("{name} is not set")).1 as u32
+}
+
+#[test]
+fn tile_sizes_agree_between_rust_and_wgsl() {
+    assert_eq!(u32_const("relu.wgsl", "FLAT_WORKGROUP_SIZE") as u64, FLAT_WORKGROUP_SIZE);
+
+    let tiled = GemmEngine::Tiled.spec();
+    let [t] = tiled.tiles else { panic!("one tiled configuration expected") };
+    let file = tiled.conv_module;
+    assert_eq!(u32_const(file, "BM") as u64, t.pixels, "{file}: BM is the pixel side");
+    assert_eq!(u32_const(file, "BN") as u64, t.channels, "{file}: BN is the channel side");
+    assert_eq!(u32_const(file, "BK") as u64, tiled.reduction_step, "{file}: BK");
+    let s = tiled.sgemm_module;
+    assert_eq!(
+        tiled.sgemm_tile,
+        [u32_const(s, "TILE"), u32_const(s, "TILE"), u32_const(s, "STEP")].map(|v| v as usize)
+    );
+
+    let sub = GemmEngine::Subgroup.spec();
+    let file = sub.conv_module;
+    assert_eq!(u32_const(file, "LANES"), SUBGROUP_LANES);
+    assert_eq!(u32_const(file, "STEPS") as u64, sub.reduction_step);
+    for t in sub.tiles {
+        assert_eq!(t.pixels, u32_const(file, "TILE_COLS") as u64, "{file}: {t:?}");
+        assert_eq!(t.channels, (override_value(t.constants, "ROW_GROUPS") * SUBGROUP_LANES) as u64, "{file}: {t:?}");
+    }
+    let s = sub.sgemm_module;
+    let rows = override_value(sub.sgemm_constants, "ROW_GROUPS") * SUBGROUP_LANES;
+    assert_eq!(sub.sgemm_tile, [rows, u32_const(s, "TILE_COLS"), u32_const(s, "STEPS")].map(|v| v as usize));
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gpu_cnn::bench::{time_dispatches, timestamp_dispatches, OpTiming};
-use gpu_cnn::cpu::CpuExecutor;
+use gpu_cnn::cpu::{CpuInference, CpuTrainer};
 use gpu_cnn::data::{bundled_mnist_dir, Dataset, Split};
-use gpu_cnn::executor::{Executor, Optimizer};
-use gpu_cnn::gpu::{Gpu, GpuExecutor};
+use gpu_cnn::executor::{Inference, Optimizer, Trainer};
+use gpu_cnn::gpu::{Gpu, GpuInference, GpuTrainer};
 use gpu_cnn::model::Model;
 
-use super::Backend;
+use super::{Backend, Gemm};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,13 +32,6 @@ pub struct Args {
     json: bool,
 }
 
-fn batch_of(data: &Dataset, n: usize) -> (Vec<f32>, Vec<u32>) {
-    let (mut images, mut labels) = (Vec::new(), Vec::new());
-    let idx: Vec<usize> = (0..n).map(|i| i % data.len()).collect();
-    data.batch(&idx, &mut images, &mut labels);
-    (images, labels)
-}
-
 /// Seconds per call of `f`, over enough calls to take ~`budget` seconds (at least 2).
 fn per_call(budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     let t = Instant::now();
@@ -52,20 +45,20 @@ fn per_call(budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64() / reps as f64)
 }
 
-pub fn run(a: Args, started: Instant) -> Result<()> {
-    let model = Model::seed();
+pub fn run(a: Args, gemm: Gemm, started: Instant) -> Result<()> {
+    let model = Model::tutorial();
     let params = model.init_params(0);
     let opt = Optimizer::adam(1e-3);
     let train = Dataset::load(&bundled_mnist_dir(), Split::Train)?;
     let b = a.batch_size;
-    let (gpu, mut exec): (Option<Arc<Gpu>>, Box<dyn Executor>) = match a.backend.gpu_choice() {
-        None => (None, Box::new(CpuExecutor::new(model.clone(), opt, params.clone())?)),
+    let (gpu, mut exec): (Option<Arc<Gpu>>, Box<dyn Trainer>) = match a.backend.gpu_choice() {
+        None => (None, Box::new(CpuTrainer::new(model.clone(), opt, params.clone())?)),
         Some(choice) => {
-            let gpu = Arc::new(Gpu::new(choice)?);
-            (Some(gpu.clone()), Box::new(GpuExecutor::new(gpu, model.clone(), opt, &params, b)?))
+            let gpu = Arc::new(Gpu::new(choice, gemm)?);
+            (Some(gpu.clone()), Box::new(GpuTrainer::new(gpu, model.clone(), opt, &params, b)?))
         }
     };
-    let (images, labels) = batch_of(&train, b);
+    let (images, labels) = train.first_batch(b);
     exec.train_step(&images, &labels)?;
     exec.take_stats()?;
     let first_step = started.elapsed().as_secs_f64();
@@ -81,11 +74,11 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
 
     let mut inference = Vec::new();
     for &n in &a.infer_batches {
-        let mut ex: Box<dyn Executor> = match &gpu {
-            None => Box::new(CpuExecutor::new(model.clone(), opt, params.clone())?),
-            Some(g) => Box::new(GpuExecutor::new(g.clone(), model.clone(), opt, &params, n)?),
+        let mut ex: Box<dyn Inference> = match &gpu {
+            None => Box::new(CpuInference::new(model.clone(), params.clone())?),
+            Some(g) => Box::new(GpuInference::new(g.clone(), model.clone(), &params, n)?),
         };
-        let (x, _) = batch_of(&train, n);
+        let (x, _) = train.first_batch(n);
         let s = per_call(2.0, || ex.predict(&x).map(|_| ()))?;
         inference.push((n, s, n as f64 / s));
     }
@@ -95,7 +88,7 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
     let mut timing = "none";
     let mut sgemm = None;
     if let Some(g) = &gpu {
-        let mut ex = GpuExecutor::new(g.clone(), model.clone(), opt, &params, b)?;
+        let mut ex = GpuTrainer::new(g.clone(), model.clone(), opt, &params, b)?;
         ex.train_step(&images, &labels)?;
         let ds = ex.train_dispatches(b)?;
         (ops, timing) = match timestamp_dispatches(g, &ds, 3)? {
@@ -108,7 +101,7 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
             g.upload("b", &vec![0.25f32; 512 * 512]),
             g.storage("c", 512 * 512 * 4),
         );
-        let mm = g.kernels.sgemm(&g.device, [512; 3], &x, &w, &y)?;
+        let mm = g.kernels.sgemm.matmul([512; 3], &x, &w, &y)?;
         let t = match timestamp_dispatches(g, &[&mm], 3)? {
             Some(t) => t,
             None => time_dispatches(g, &[&mm], 3)?,
@@ -129,7 +122,7 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
             "inference": inference.iter().map(|&(n, s, r)| json!({"batch": n, "seconds": s, "images_per_s": r})).collect::<Vec<_>>(),
             "reference_sgemm_gflops": sgemm,
             "op_timing": timing,
-            "ops": ops.iter().map(|o| json!({"op": o.name, "layer": o.layer, "workgroups": o.workgroups, "ms": o.seconds * 1e3, "gflops": o.gflops(), "gbytes_per_s": o.gbytes_per_s(), "share": o.seconds / step_ops, "of_sgemm": of_sgemm(o)})).collect::<Vec<_>>(),
+            "ops": ops.iter().map(|o| json!({"op": o.name, "layer": o.layer, "workgroups": o.workgroups, "ms": o.seconds * 1e3, "flops": o.flops, "bytes": o.bytes, "gflops": o.gflops(), "gbytes_per_s": o.gbytes_per_s(), "share": o.seconds / step_ops, "of_sgemm": of_sgemm(o)})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(());
@@ -144,7 +137,7 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
         println!("inference          {r:.1} images/s at batch {n} ({:.2} ms/batch)", s * 1e3);
     }
     if let Some(s) = sgemm {
-        let engine = gpu.as_ref().map_or("", |g| g.kernels.conv_engine.name());
+        let engine = gpu.as_ref().map_or("", |g| g.kernels.engine.name());
         println!("reference matmul   {s:.2} GFLOP/s (plain 512x512x512 SGEMM, {engine} engine)");
     }
     if !ops.is_empty() {

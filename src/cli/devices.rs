@@ -1,16 +1,16 @@
-//! `gpu-cnn devices`: every adapter wgpu finds.
+//! `gpu-cnn devices`: every adapter wgpu finds, and the GEMM engine each would run.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use gpu_cnn::gpu::context::{adapters, NO_ADAPTER_HELP};
-use gpu_cnn::gpu::kernels::ConvEngine;
-use gpu_cnn::gpu::BackendChoice;
+use gpu_cnn::gpu::{BackendChoice, GemmEngine};
 
-pub fn run() -> Result<()> {
+use super::Gemm;
+
+pub fn run(gemm: Gemm) -> Result<()> {
     let found = adapters(BackendChoice::Auto);
     if found.is_empty() {
-        println!("{NO_ADAPTER_HELP}");
-        return Ok(());
+        bail!("{NO_ADAPTER_HELP}");
     }
     for (i, a) in found.iter().enumerate() {
         let info = a.get_info();
@@ -38,7 +38,14 @@ pub fn run() -> Result<()> {
         } else {
             "none".to_string()
         };
-        println!("    subgroups: {subgroups}, conv kernels: {}", ConvEngine::best(a).name());
+        let available: Vec<&str> = GemmEngine::available(a).iter().map(|e| e.name()).collect();
+        // The engine this adapter runs with the same --gemm / GPU_CNN_GEMM as the other commands.
+        let runs = match GemmEngine::resolve(gemm, a) {
+            Ok(e) if gemm.is_some() => format!("{e} (asked for)"),
+            Ok(e) => format!("{e} (the best here)"),
+            Err(e) => format!("none: {e}"),
+        };
+        println!("    subgroups: {subgroups}; GEMM engines: {}; runs: {runs}", available.join(", "));
     }
     Ok(())
 }

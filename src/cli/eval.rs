@@ -5,11 +5,10 @@ use std::path::PathBuf;
 
 use gpu_cnn::checkpoint;
 use gpu_cnn::data::{Dataset, Split};
-use gpu_cnn::executor::Optimizer;
 use gpu_cnn::plot;
 use gpu_cnn::train::evaluate;
 
-use super::Backend;
+use super::{Backend, Gemm};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,19 +30,19 @@ pub struct Args {
     backend: Backend,
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     let weights = super::weights_or_default(a.weights)?;
     let ck = checkpoint::load(&weights, &super::model_from(a.arch.as_deref())?)?;
     let test = Dataset::load(&super::data_dir(a.data), Split::Test)?;
     let k = ck.model.classes();
     let batch = a.batch_size.clamp(1, test.len().max(1));
-    let mut exec = super::executor(a.backend, ck.model, Optimizer::sgd(0.0, 0.0), &ck.params, batch)?;
-    let ev = evaluate(exec.as_mut(), &test, batch)?;
+    let mut net = super::inference(a.backend, gemm, ck.model, &ck.params, batch)?;
+    let ev = evaluate(net.as_mut(), &test, batch)?;
     let mut m = vec![vec![0u64; k]; k];
     for (&p, &t) in ev.predictions.iter().zip(&test.labels) {
-        m[t as usize][p] += 1;
+        m[t as usize][p as usize] += 1;
     }
-    println!("{} on {} test images ({})", weights.display(), test.len(), exec.describe());
+    println!("{} on {} test images ({})", weights.display(), test.len(), net.describe());
     println!("accuracy {:.2}%  loss {:.4}", 100.0 * ev.accuracy, ev.loss);
     println!("\nper class:");
     for (c, row) in m.iter().enumerate() {

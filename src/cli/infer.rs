@@ -4,10 +4,9 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 use gpu_cnn::checkpoint;
-use gpu_cnn::executor::Optimizer;
 use gpu_cnn::preprocess::{self, Digit};
 
-use super::Backend;
+use super::{Backend, Gemm};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -60,7 +59,7 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     let files = expand(&a.images)?;
     let mut digits: Vec<Digit> = Vec::with_capacity(files.len());
     for f in &files {
@@ -77,10 +76,9 @@ pub fn run(a: Args) -> Result<()> {
     let weights = super::weights_or_default(a.weights)?;
     let ck = checkpoint::load(&weights, &super::model_from(a.arch.as_deref())?)?;
     let classes = ck.model.classes();
-    // Inference only: the optimizer is never stepped.
-    let mut exec = super::executor(a.backend, ck.model, Optimizer::sgd(0.0, 0.0), &ck.params, digits.len().min(1024))?;
+    let mut net = super::inference(a.backend, gemm, ck.model, &ck.params, digits.len().min(1024))?;
     let flat: Vec<f32> = digits.iter().flatten().copied().collect();
-    let probs = exec.predict(&flat)?;
+    let probs = net.predict(&flat)?;
     for (f, row) in files.iter().zip(probs.chunks(classes)) {
         let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
         ranked.sort_by(|x, y| y.1.total_cmp(&x.1));

@@ -5,6 +5,7 @@ mod bench;
 mod devices;
 mod eval;
 mod infer;
+mod progress;
 mod summary;
 mod train;
 
@@ -14,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use gpu_cnn::arch;
-use gpu_cnn::cpu::CpuExecutor;
-use gpu_cnn::executor::{Executor, Optimizer};
-use gpu_cnn::gpu::{BackendChoice, Gpu, GpuExecutor};
+use gpu_cnn::cpu::{CpuInference, CpuTrainer};
+use gpu_cnn::executor::{Inference, Optimizer, Trainer};
+use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, GpuInference, GpuTrainer};
 use gpu_cnn::model::{Model, Shape};
 
 #[derive(Parser)]
@@ -28,6 +29,20 @@ use gpu_cnn::model::{Model, Shape};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// GEMM engine of the convolutions, Linear layers and the reference SGEMM:
+    /// auto (the best for the adapter), tiled or subgroup
+    #[arg(long, global = true, env = "GPU_CNN_GEMM", default_value = "auto", value_parser = parse_gemm)]
+    gemm: Gemm,
+}
+
+/// `--gemm`: None for auto.
+pub type Gemm = Option<GemmEngine>;
+
+fn parse_gemm(s: &str) -> Result<Gemm> {
+    match s {
+        "auto" | "" => Ok(None),
+        _ => GemmEngine::parse(s).map(Some),
+    }
 }
 
 #[derive(Subcommand)]
@@ -47,13 +62,17 @@ enum Command {
 }
 
 pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
+    if let Ok(v) = std::env::var("GPU_CNN_CONV") {
+        bail!("GPU_CNN_CONV={v}: the variable is now GPU_CNN_GEMM (or the --gemm option), with the same values");
+    }
+    let gemm = cli.gemm;
     match cli.command {
-        Command::Bench(a) => bench::run(a, started),
-        Command::Train(a) => train::run(a),
-        Command::Infer(a) => infer::run(a),
-        Command::Eval(a) => eval::run(a),
+        Command::Bench(a) => bench::run(a, gemm, started),
+        Command::Train(a) => train::run(a, gemm),
+        Command::Infer(a) => infer::run(a, gemm),
+        Command::Eval(a) => eval::run(a, gemm),
         Command::Summary(a) => summary::run(a),
-        Command::Devices => devices::run(),
+        Command::Devices => devices::run(gemm),
     }
 }
 
@@ -81,29 +100,41 @@ impl Backend {
     }
 }
 
-/// An executor on `backend` for batches up to `max_batch`.
-pub fn executor(
+/// A training executor on `backend` for batches up to `max_batch`.
+pub fn trainer(
     backend: Backend,
+    gemm: Gemm,
     model: Model,
     opt: Optimizer,
     params: &[f32],
     max_batch: usize,
-) -> Result<Box<dyn Executor>> {
+) -> Result<Box<dyn Trainer>> {
     Ok(match backend.gpu_choice() {
-        None => Box::new(CpuExecutor::new(model, opt, params.to_vec())?),
-        Some(choice) => {
-            let gpu = Arc::new(Gpu::new(choice)?);
-            Box::new(GpuExecutor::new(gpu, model, opt, params, max_batch)?)
-        }
+        None => Box::new(CpuTrainer::new(model, opt, params.to_vec())?),
+        Some(choice) => Box::new(GpuTrainer::new(Arc::new(Gpu::new(choice, gemm)?), model, opt, params, max_batch)?),
+    })
+}
+
+/// An inference executor on `backend` for batches up to `max_batch`.
+pub fn inference(
+    backend: Backend,
+    gemm: Gemm,
+    model: Model,
+    params: &[f32],
+    max_batch: usize,
+) -> Result<Box<dyn Inference>> {
+    Ok(match backend.gpu_choice() {
+        None => Box::new(CpuInference::new(model, params.to_vec())?),
+        Some(choice) => Box::new(GpuInference::new(Arc::new(Gpu::new(choice, gemm)?), model, params, max_batch)?),
     })
 }
 
 pub const MNIST_INPUT: Shape = Shape { c: 1, h: 28, w: 28, flat: false };
 
-/// The seed CNN, or the model `--arch` describes.
+/// The tutorial CNN, or the model `--arch` describes.
 pub fn model_from(arch_spec: Option<&str>) -> Result<Model> {
     match arch_spec {
-        None => Ok(Model::seed()),
+        None => Ok(Model::tutorial()),
         Some(s) => arch::parse(s, MNIST_INPUT),
     }
 }

@@ -26,9 +26,7 @@ pub fn table(model: &Model) -> String {
     );
     s += &format!("{:<10} {:<24} {:<12} {:>10} {:>10}\n", "input", "", format!("{}", model.input), "", "");
     for l in &model.layers {
-        let params: usize = l.params.map_or(0, |_| {
-            model.params.iter().filter(|p| p.name.starts_with(&format!("{}.", l.name))).map(|p| p.numel()).sum()
-        });
+        let params = l.num_params();
         s += &format!(
             "{:<10} {:<24} {:<12} {:>10} {:>10.3}\n",
             l.name,

@@ -1,20 +1,21 @@
-//! `gpu-cnn train`: the training loop with progress, metrics, evaluation after each
-//! epoch, atomic checkpoints, exact resume and NaN detection.
+//! `gpu-cnn train`: the training loop (`train::run`) with a progress display,
+//! `metrics.jsonl`, a test evaluation and atomic checkpoints after each epoch,
+//! exact resume, and a clear message when the loss diverges.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::Instant;
 
-use gpu_cnn::checkpoint::{self, Position};
+use gpu_cnn::checkpoint;
 use gpu_cnn::data::{Dataset, Split};
-use gpu_cnn::executor::{Executor, Optimizer};
+use gpu_cnn::executor::Optimizer;
 use gpu_cnn::plot;
-use gpu_cnn::train::{self, evaluate, start_position, Event};
+use gpu_cnn::train::checkpoints::Checkpoints;
+use gpu_cnn::train::metrics::MetricsLog;
+use gpu_cnn::train::{self, evaluate, start_position, Diverged, Event, RunLength};
 
-use super::Backend;
+use super::progress::Progress;
+use super::{Backend, Gemm};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerKind {
@@ -68,14 +69,7 @@ pub struct Args {
     log_every: u64,
 }
 
-/// One line of metrics.jsonl.
-fn metric(fields: &[(&str, serde_json::Value)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> =
-        fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    serde_json::Value::Object(map).to_string()
-}
-
-pub fn run(a: Args) -> Result<()> {
+pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -95,13 +89,13 @@ pub fn run(a: Args) -> Result<()> {
     }
 
     // Model, weights, optimizer and position: fresh, from --init, or from --resume.
-    let seed_model = super::model_from(a.arch.as_deref())?;
+    let default_model = super::model_from(a.arch.as_deref())?;
     let requested = match a.optimizer {
         OptimizerKind::Adam => Optimizer::adam(a.lr),
         OptimizerKind::Sgd => Optimizer::sgd(a.lr, a.momentum),
     };
     let (model, params, opt, opt_state, pos) = if let Some(path) = &a.resume {
-        let c = checkpoint::load(path, &seed_model)?;
+        let c = checkpoint::load(path, &default_model)?;
         let (opt, state) = c.optimizer.ok_or_else(|| {
             anyhow!("{}: has no optimizer state to resume from (use --init to start from its weights)", path.display())
         })?;
@@ -110,10 +104,10 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         let (model, params) = match &a.init {
             Some(path) => {
-                let c = checkpoint::load(path, &seed_model)?;
+                let c = checkpoint::load(path, &default_model)?;
                 (c.model, c.params)
             }
-            None => (seed_model.clone(), seed_model.init_params(a.seed)),
+            None => (default_model.clone(), default_model.init_params(a.seed)),
         };
         (model, params, requested, None, start_position(a.seed, a.batch_size, !a.no_shuffle))
     };
@@ -122,25 +116,18 @@ pub fn run(a: Args) -> Result<()> {
         bail!("the model has {} outputs but the dataset has labels up to {}", model.classes(), classes - 1);
     }
     let batch = pos.batch_size;
-    let mut exec = super::executor(a.backend, model.clone(), opt, &params, batch)?;
+    let mut trainer = super::trainer(a.backend, gemm, model.clone(), opt, &params, batch)?;
     if let Some(state) = &opt_state {
-        exec.set_optimizer_state(state)?;
+        trainer.set_optimizer_state(state)?;
     }
     let out = &a.out;
-    let (ckpt_path, model_path, metrics_path) =
-        (out.join("checkpoint.safetensors"), out.join("model.safetensors"), out.join("metrics.jsonl"));
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(a.resume.is_some())
-        .write(true)
-        .truncate(a.resume.is_none())
-        .open(&metrics_path)
-        .with_context(|| format!("cannot write {}", metrics_path.display()))?;
-    let fancy = std::io::stdout().is_terminal();
+    let checkpoints = Checkpoints::new(out, &model, opt);
+    let metrics_path = out.join("metrics.jsonl");
+    let mut metrics = MetricsLog::open(&metrics_path, a.resume.is_some())?;
     println!(
         "training {} parameters on {} ({} train / {} test images, batch {batch}, {:?}) -> {}",
         model.num_params,
-        exec.describe(),
+        trainer.describe(),
         train.len(),
         test.len(),
         opt,
@@ -149,78 +136,24 @@ pub fn run(a: Args) -> Result<()> {
 
     let mut history: Vec<(u64, f64, f64)> = Vec::new(); // (step, train loss, train accuracy)
     let mut test_history: Vec<(u64, f64, f64)> = Vec::new();
-    let save = |exec: &mut dyn Executor, p: Position| -> Result<()> {
-        let params = exec.params()?;
-        let state = exec.optimizer_state()?;
-        checkpoint::save(&ckpt_path, &model, &params, Some((&opt, &state)), Some(&p))?;
-        checkpoint::save(&model_path, &model, &params, None, None)
-    };
-    let mut bar = ProgressBar::hidden();
-    let (mut t_log, mut samples_since) = (Instant::now(), 0usize);
-    let end = train::run(exec.as_mut(), &train, pos, a.epochs, a.steps, |exec, event| {
+    let mut progress = Progress::new(a.epochs);
+    let length = RunLength { epochs: a.epochs, max_steps: a.steps, log_every: a.log_every };
+    let result = train::run(trainer.as_mut(), &train, pos, length, |trainer, event| {
         match event {
-            Event::EpochStart { epoch, batches, first } => {
-                if fancy {
-                    bar = ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stdout());
-                }
-                bar.set_style(
-                    ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
-                        .unwrap()
-                        .progress_chars("=> "),
-                );
-                bar.set_prefix(format!("{}/{}", epoch + 1, a.epochs));
-                bar.set_position(first as u64);
-                (t_log, samples_since) = (Instant::now(), 0);
-            }
-            Event::Step { epoch, batch_in_epoch, batches, global, samples, last } => {
-                samples_since += samples;
-                bar.inc(1);
-                if global % a.log_every != 0 && !last {
-                    return Ok(());
-                }
-                let s = exec.take_stats()?;
-                if !s.mean_loss().is_finite() {
-                    bar.abandon();
-                    bail!(
-                        "the loss became {} at step {global}: training diverged; try a lower --lr (e.g. {:e}). {}",
-                        s.mean_loss(),
-                        opt.lr() / 10.0,
-                        if ckpt_path.exists() {
-                            format!("The last good checkpoint is kept: {}", ckpt_path.display())
-                        } else {
-                            "No checkpoint was written.".to_string()
-                        }
-                    );
-                }
-                let rate = samples_since as f64 / t_log.elapsed().as_secs_f64();
-                (t_log, samples_since) = (Instant::now(), 0);
-                history.push((global, s.mean_loss(), s.accuracy()));
-                let msg = format!("loss {:.4} acc {:.2}% {:.0} samples/s", s.mean_loss(), 100.0 * s.accuracy(), rate);
-                if fancy {
-                    bar.set_message(msg);
-                } else {
-                    println!("epoch {} step {global} ({}/{batches}) {msg}", epoch + 1, batch_in_epoch + 1);
-                }
-                writeln!(
-                    metrics,
-                    "{}",
-                    metric(&[
-                        ("step", global.into()),
-                        ("epoch", (epoch + 1).into()),
-                        ("loss", s.mean_loss().into()),
-                        ("accuracy", s.accuracy().into()),
-                        ("samples_per_s", rate.into()),
-                        ("lr", (opt.lr() as f64).into()),
-                    ])
-                )?;
+            Event::EpochStart { epoch, batches, first } => progress.epoch_start(epoch, batches, first),
+            Event::Step { .. } => progress.step(),
+            Event::Logged { epoch, batch_in_epoch, batches, global, stats, samples_per_s } => {
+                history.push((global, stats.mean_loss(), stats.accuracy()));
+                progress.logged(epoch, batch_in_epoch, batches, global, &stats, samples_per_s);
+                metrics.log_point(global, epoch + 1, &stats, samples_per_s, opt.lr())?;
             }
             Event::Stopped(p) => {
-                bar.finish_and_clear();
-                save(exec, p)?;
+                progress.finish();
+                checkpoints.save(trainer, p)?;
             }
             Event::EpochEnd(p) => {
-                bar.finish_and_clear();
-                let ev = evaluate(exec, &test, batch)?;
+                progress.finish();
+                let ev = evaluate(trainer.inference(), &test, batch)?;
                 test_history.push((p.global_step, ev.loss, ev.accuracy));
                 println!(
                     "epoch {}/{}: step {}, test loss {:.4}, test accuracy {:.2}%",
@@ -230,32 +163,41 @@ pub fn run(a: Args) -> Result<()> {
                     ev.loss,
                     100.0 * ev.accuracy
                 );
-                writeln!(
-                    metrics,
-                    "{}",
-                    metric(&[
-                        ("step", p.global_step.into()),
-                        ("epoch", p.epoch.into()),
-                        ("test_loss", ev.loss.into()),
-                        ("test_accuracy", ev.accuracy.into())
-                    ])
-                )?;
-                save(exec, p)?;
+                metrics.epoch_end(&p, &ev)?;
+                checkpoints.save(trainer, p)?;
             }
         }
         Ok(())
-    })?;
-    if !ckpt_path.exists() {
+    });
+    let end = match result {
+        Err(e) => {
+            progress.abandon();
+            return Err(match e.downcast_ref::<Diverged>() {
+                Some(d) => anyhow!(
+                    "{d}; try a lower --lr (e.g. {:e}). {}",
+                    opt.lr() / 10.0,
+                    if checkpoints.checkpoint.exists() {
+                        format!("The last good checkpoint is kept: {}", checkpoints.checkpoint.display())
+                    } else {
+                        "No checkpoint was written.".to_string()
+                    }
+                ),
+                None => e,
+            });
+        }
+        Ok(end) => end,
+    };
+    if !checkpoints.checkpoint.exists() {
         // Nothing to do (already at --steps/--epochs): still leave the weights.
-        save(exec.as_mut(), end)?;
+        checkpoints.save(trainer.as_mut(), end)?;
     }
-    let global = end.global_step;
     let plot_path = out.join("curves.png");
     plot::training_curves(&history, &test_history, &plot_path)?;
     println!(
-        "step {global}: wrote {}, {}, {} and {}",
-        ckpt_path.display(),
-        model_path.display(),
+        "step {}: wrote {}, {}, {} and {}",
+        end.global_step,
+        checkpoints.checkpoint.display(),
+        checkpoints.weights.display(),
         metrics_path.display(),
         plot_path.display()
     );

@@ -1,6 +1,6 @@
-//! The CPU reference path: plain-Rust ops and an executor built on them.
+//! The CPU reference path: plain-Rust ops and the executors built on them.
 
 pub mod executor;
 pub mod ops;
 
-pub use executor::CpuExecutor;
+pub use executor::{CpuInference, CpuTrainer};

@@ -154,10 +154,10 @@ pub fn maxpool_backward<T: Float>(dinp: &mut [T], dout: &[T], argmax: &[u32], d:
 pub fn linear_forward<T: Float>(out: &mut [T], inp: &[T], weight: &[T], bias: &[T], d: LinearDims) {
     // inp is (N,IN), weight is (OUT,IN), bias is (OUT), out is (N,OUT)
     for n in 0..d.n {
-        let x = &inp[n * d.inf..][..d.inf];
-        for o in 0..d.outf {
-            let w = &weight[o * d.inf..][..d.inf];
-            out[n * d.outf + o] = x.iter().zip(w).fold(bias[o], |a, (&xi, &wi)| a + xi * wi);
+        let x = &inp[n * d.in_features..][..d.in_features];
+        for o in 0..d.out_features {
+            let w = &weight[o * d.in_features..][..d.in_features];
+            out[n * d.out_features + o] = x.iter().zip(w).fold(bias[o], |a, (&xi, &wi)| a + xi * wi);
         }
     }
 }
@@ -179,15 +179,33 @@ pub fn linear_backward<T: Float>(
         di.fill(T::zero());
     }
     for n in 0..d.n {
-        for o in 0..d.outf {
-            let g = dout[n * d.outf + o];
+        for o in 0..d.out_features {
+            let g = dout[n * d.out_features + o];
             dbias[o] = dbias[o] + g;
-            for i in 0..d.inf {
-                dweight[o * d.inf + i] = dweight[o * d.inf + i] + g * inp[n * d.inf + i];
+            for i in 0..d.in_features {
+                dweight[o * d.in_features + i] = dweight[o * d.in_features + i] + g * inp[n * d.in_features + i];
                 if let Some(di) = dinp.as_deref_mut() {
-                    di[n * d.inf + i] = di[n * d.inf + i] + g * weight[o * d.inf + i];
+                    di[n * d.in_features + i] = di[n * d.in_features + i] + g * weight[o * d.in_features + i];
                 }
             }
+        }
+    }
+}
+
+/// log(sum(exp(z))) of one row, with the row's max subtracted so nothing overflows.
+fn log_sum_exp<T: Float>(z: &[T]) -> T {
+    let max = z.iter().fold(T::neg_infinity(), |m, &x| m.max(x));
+    max + z.iter().fold(T::zero(), |s, &x| s + (x - max).exp()).ln()
+}
+
+/// Softmax of each row: inference, where there are no labels.
+pub fn softmax_forward<T: Float>(probs: &mut [T], logits: &[T], n: usize, classes: usize) {
+    // logits and probs are (N,CLASSES)
+    for b in 0..n {
+        let z = &logits[b * classes..][..classes];
+        let lse = log_sum_exp(z);
+        for c in 0..classes {
+            probs[b * classes + c] = (z[c] - lse).exp();
         }
     }
 }
@@ -202,16 +220,11 @@ pub fn softmax_ce_forward<T: Float>(
     classes: usize,
 ) -> T {
     // logits and probs are (N,CLASSES), labels and losses are (N)
+    softmax_forward(probs, logits, n, classes);
     let mut total = T::zero();
     for b in 0..n {
         let z = &logits[b * classes..][..classes];
-        let max = z.iter().fold(T::neg_infinity(), |m, &x| m.max(x));
-        let sum = z.iter().fold(T::zero(), |s, &x| s + (x - max).exp());
-        let lse = max + sum.ln();
-        for c in 0..classes {
-            probs[b * classes + c] = (z[c] - lse).exp();
-        }
-        losses[b] = lse - z[labels[b] as usize];
+        losses[b] = log_sum_exp(z) - z[labels[b] as usize];
         total = total + losses[b];
     }
     total / cast(n as f64)
@@ -228,9 +241,12 @@ pub fn softmax_ce_backward<T: Float>(dlogits: &mut [T], probs: &[T], labels: &[u
     }
 }
 
-/// Index of the largest probability in each row (first on ties).
-pub fn argmax_rows<T: Float>(probs: &[T], classes: usize) -> Vec<usize> {
-    probs.chunks(classes).map(|row| (0..classes).fold(0, |best, c| if row[c] > row[best] { c } else { best })).collect()
+/// Index of the largest value in each row (first on ties): a row of logits gives
+/// its prediction.
+pub fn argmax_rows<T: Float>(rows: &[T], classes: usize) -> Vec<u32> {
+    rows.chunks(classes)
+        .map(|row| (0..classes).fold(0, |best, c| if row[c] > row[best] { c } else { best }) as u32)
+        .collect()
 }
 
 /// PyTorch's SGD with momentum (dampening 0, no Nesterov, no weight decay):

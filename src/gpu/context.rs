@@ -1,12 +1,15 @@
 //! Adapter selection and the device: one `Gpu` owns the device, the queue and
-//! every compiled pipeline, and offers the few buffer helpers the rest needs.
+//! the compiled pipelines of its GEMM engine, and offers the few buffer helpers
+//! the rest needs.
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::fmt;
 use std::str::FromStr;
 use wgpu::util::DeviceExt;
 
-use crate::gpu::kernels::{ConvEngine, Dispatch, Kernels};
+use crate::gpu::dispatch::Dispatch;
+use crate::gpu::engine::GemmEngine;
+use crate::gpu::kernels::Kernels;
 
 /// Which wgpu backend to use; `Auto` prefers native APIs over GL and real GPUs over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +65,9 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// Every GEMM engine the device can run (it is opened with all their features).
+    pub engines: Vec<GemmEngine>,
+    /// The pipelines of the chosen engine.
     pub kernels: Kernels,
 }
 
@@ -97,37 +103,69 @@ pub const NO_ADAPTER_HELP: &str = "no GPU adapter found. On Linux without a GPU 
 on a machine with a GPU install its Vulkan driver; or use `--backend cpu` for the CPU reference";
 
 impl Gpu {
-    /// Open the best adapter for `choice`, asking for the adapter's own limits
-    /// (the downlevel defaults allow only 4 storage buffers per stage).
-    pub fn new(choice: BackendChoice) -> Result<Gpu> {
+    /// The adapter `Gpu::new` opens for `choice`: native APIs before GL, real GPUs
+    /// before software ones.
+    pub fn pick_adapter(choice: BackendChoice) -> Result<wgpu::Adapter> {
         let mut found = adapters(choice);
         found.sort_by_key(|a| std::cmp::Reverse(rank(&a.get_info())));
-        let adapter = found.into_iter().next().ok_or_else(|| anyhow!("backend {choice}: {NO_ADAPTER_HELP}"))?;
+        found.into_iter().next().ok_or_else(|| anyhow!("backend {choice}: {NO_ADAPTER_HELP}"))
+    }
+
+    /// Open the best adapter for `choice` with GEMM engine `engine` (None: the
+    /// best for the adapter), asking for the adapter's own limits (the downlevel
+    /// defaults allow only 4 storage buffers per stage).
+    pub fn new(choice: BackendChoice, engine: Option<GemmEngine>) -> Result<Gpu> {
+        let adapter = Self::pick_adapter(choice)?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let conv_engine = ConvEngine::choose(&adapter)?;
+        let engine = GemmEngine::resolve(engine, &adapter)?;
+        let engines = GemmEngine::available(&adapter);
+        let engine_features = engines.iter().fold(wgpu::Features::empty(), |f, e| f | e.spec().features);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gpu-cnn"),
             // Timestamps, where the adapter has them, for `gpu-cnn bench`'s per-op profile.
-            required_features: (adapter.features() & wgpu::Features::TIMESTAMP_QUERY) | conv_engine.features(),
+            required_features: (adapter.features() & wgpu::Features::TIMESTAMP_QUERY) | engine_features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
         .with_context(|| format!("cannot open a device on {} ({:?})", info.name, info.backend))?;
-        let kernels = checked(&device, || Kernels::new(&device, info.device_type, conv_engine))
+        let max_groups = limits.max_compute_workgroups_per_dimension;
+        let kernels = checked(&device, || Kernels::new(&device, info.device_type, engine, max_groups))
             .with_context(|| format!("building the compute pipelines on {} ({:?})", info.name, info.backend))?;
-        Ok(Gpu { device, queue, info, limits, kernels })
+        Ok(Gpu { device, queue, info, limits, engines, kernels })
+    }
+
+    /// The same device and queue running GEMM engine `engine` instead.
+    pub fn with_engine(&self, engine: GemmEngine) -> Result<Gpu> {
+        let kernels = self.kernels_for(engine, self.limits.max_compute_workgroups_per_dimension)?;
+        Ok(Gpu {
+            device: self.device.clone(),
+            queue: self.queue.clone(),
+            info: self.info.clone(),
+            limits: self.limits.clone(),
+            engines: self.engines.clone(),
+            kernels,
+        })
+    }
+
+    /// Another engine's pipelines on this device (tests compare every engine it can
+    /// run), folding dispatches past `max_workgroups_per_dim` workgroups.
+    pub fn kernels_for(&self, engine: GemmEngine, max_workgroups_per_dim: u32) -> Result<Kernels> {
+        if !self.engines.contains(&engine) {
+            bail!("{} cannot run the {engine} GEMM engine", self.describe());
+        }
+        checked(&self.device, || Kernels::new(&self.device, self.info.device_type, engine, max_workgroups_per_dim))
     }
 
     pub fn has_timestamps(&self) -> bool {
         self.device.features().contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
-    /// e.g. `Vulkan: llvmpipe (LLVM 15.0.6, 256 bits), subgroup conv kernels`.
+    /// e.g. `Vulkan: llvmpipe (LLVM 15.0.6, 256 bits), subgroup GEMM engine`.
     pub fn describe(&self) -> String {
-        format!("{:?}: {}, {} conv kernels", self.info.backend, self.info.name, self.kernels.conv_engine.name())
+        format!("{:?}: {}, {} GEMM engine", self.info.backend, self.info.name, self.kernels.engine)
     }
 
     pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
@@ -172,20 +210,40 @@ impl Gpu {
     /// `encoder` may already hold work to submit first (it is submitted here).
     pub fn read_with<T: bytemuck::Pod>(
         &self,
-        mut encoder: wgpu::CommandEncoder,
+        encoder: wgpu::CommandEncoder,
         src: &wgpu::Buffer,
         offset: u64,
         count: usize,
         staging: &wgpu::Buffer,
     ) -> Result<Vec<T>> {
         let size = std::mem::size_of::<T>() as u64;
-        let bytes = count as u64 * size;
-        if bytes > staging.size() {
-            bail!("read of {bytes} bytes exceeds the {}-byte staging buffer", staging.size());
+        let bytes = self.read_parts(encoder, &[(src, offset * size, count as u64 * size)], staging)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes[0]))
+    }
+
+    /// Copy each (buffer, byte offset, byte count) into `staging`, one after the
+    /// other, submit `encoder` (which may hold work to run first), wait, and return
+    /// each part's bytes: one round trip for several results.
+    pub fn read_parts(
+        &self,
+        mut encoder: wgpu::CommandEncoder,
+        parts: &[(&wgpu::Buffer, u64, u64)],
+        staging: &wgpu::Buffer,
+    ) -> Result<Vec<Vec<u8>>> {
+        let total: u64 = parts.iter().map(|p| p.2).sum();
+        if total > staging.size() {
+            bail!("read of {total} bytes exceeds the {}-byte staging buffer", staging.size());
         }
-        encoder.copy_buffer_to_buffer(src, offset * size, staging, 0, bytes);
+        let mut at = 0;
+        for &(src, offset, bytes) in parts {
+            encoder.copy_buffer_to_buffer(src, offset, staging, at, bytes);
+            at += bytes;
+        }
         self.queue.submit([encoder.finish()]);
-        let slice = staging.slice(..bytes);
+        if total == 0 {
+            return Ok(parts.iter().map(|_| Vec::new()).collect());
+        }
+        let slice = staging.slice(..total);
         let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             tx.send(r).ok();
@@ -194,7 +252,18 @@ impl Gpu {
         pollster::block_on(rx.receive())
             .ok_or_else(|| anyhow!("the GPU dropped a buffer mapping"))?
             .context("mapping a buffer for reading")?;
-        let out = bytemuck::cast_slice::<u8, T>(&slice.get_mapped_range().context("reading a mapped buffer")?).to_vec();
+        let out = {
+            let mapped = slice.get_mapped_range().context("reading a mapped buffer")?;
+            let mut at = 0usize;
+            parts
+                .iter()
+                .map(|p| {
+                    let part = mapped[at..at + p.2 as usize].to_vec();
+                    at += p.2 as usize;
+                    part
+                })
+                .collect()
+        };
         staging.unmap();
         Ok(out)
     }

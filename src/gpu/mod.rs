@@ -1,11 +1,26 @@
-//! The GPU path: device and adapter selection (`context`), one pipeline per WGSL
-//! entry point and the bind-once dispatches built from them (`kernels`), and the
-//! graph executor that records a whole training step into one submission (`executor`).
+//! The GPU path. From the device to a training step:
+//! - `context`: adapter selection and the device (`Gpu`), buffer helpers;
+//! - `shader`: the WGSL files and their `#include` composition;
+//! - `engine`: the GEMM engines (tiled, subgroup) as data;
+//! - `dispatch`: `Dispatch`, grid folding, the launcher every op family uses;
+//! - `ops`: one file per op family (uniform, pipelines, launchers);
+//! - `kernels`: every family's pipelines for one device and engine;
+//! - `plan`: the memory plan, from the model alone;
+//! - `inference`, `trainer`: the executors.
 
 pub mod context;
-pub mod executor;
+pub mod dispatch;
+pub mod engine;
+pub mod inference;
 pub mod kernels;
+pub mod ops;
+pub mod plan;
+pub mod shader;
+pub mod trainer;
 
 pub use context::{BackendChoice, Gpu};
-pub use executor::GpuExecutor;
-pub use kernels::{Dispatch, Kernels};
+pub use dispatch::Dispatch;
+pub use engine::GemmEngine;
+pub use inference::GpuInference;
+pub use kernels::Kernels;
+pub use trainer::GpuTrainer;

@@ -1,10 +1,12 @@
 //! Shared by the test binaries: one GPU per backend per test binary, the
-//! run-once-per-backend macro, random data and tolerance checks.
+//! run-once-per-backend macro, every kernel set a device can run, random data,
+//! tolerance checks and MNIST-format files.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use gpu_cnn::gpu::{BackendChoice, Gpu};
+use gpu_cnn::gpu::{BackendChoice, Gpu, Kernels};
 use gpu_cnn::rng::Rng;
 
 /// A backend's device, held by one test at a time: wgpu's GL backend panics when
@@ -15,65 +17,108 @@ pub struct Lease {
     _turn: MutexGuard<'static, ()>,
 }
 
-/// CI must find both software adapters (lavapipe and llvmpipe); a missing one fails the run.
-/// Off CI a missing adapter skips the test with a loud message.
+/// The backends CI must find (lavapipe's Vulkan and llvmpipe's GL): a missing one
+/// fails the run there. Metal and DX12 are tested where they exist and skipped
+/// loudly elsewhere, CI included.
+pub fn required_in_ci(choice: BackendChoice) -> bool {
+    matches!(choice, BackendChoice::Vulkan | BackendChoice::Gl)
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The device of `choice` with its best GEMM engine (whatever GPU_CNN_GEMM says:
+/// the library reads no environment), or None, loudly, when the machine lacks it.
 pub fn gpu(choice: BackendChoice) -> Option<Lease> {
-    static VULKAN_TURN: Mutex<()> = Mutex::new(());
-    static GL_TURN: Mutex<()> = Mutex::new(());
-    let turn = match choice {
-        BackendChoice::Vulkan => &VULKAN_TURN,
-        _ => &GL_TURN,
+    static TURNS: [Mutex<()>; 4] = [Mutex::new(()), Mutex::new(()), Mutex::new(()), Mutex::new(())];
+    static DEVICES: [OnceLock<Option<Arc<Gpu>>>; 4] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let (i, want) = match choice {
+        BackendChoice::Vulkan => (0, wgpu::Backend::Vulkan),
+        BackendChoice::Gl => (1, wgpu::Backend::Gl),
+        BackendChoice::Metal => (2, wgpu::Backend::Metal),
+        BackendChoice::Dx12 => (3, wgpu::Backend::Dx12),
+        BackendChoice::Auto => panic!("tests name their backend"),
     };
     // A failed test poisons the mutex; the device itself is still fine.
-    let turn = turn.lock().unwrap_or_else(|e| e.into_inner());
-    static VULKAN: OnceLock<Option<Arc<Gpu>>> = OnceLock::new();
-    static GL: OnceLock<Option<Arc<Gpu>>> = OnceLock::new();
-    let cell = match choice {
-        BackendChoice::Vulkan => &VULKAN,
-        BackendChoice::Gl => &GL,
-        other => panic!("tests run on vulkan and gl, not {other}"),
-    };
-    let g = cell
-        .get_or_init(|| match Gpu::new(choice) {
+    let turn = TURNS[i].lock().unwrap_or_else(|e| e.into_inner());
+    let g = DEVICES[i]
+        .get_or_init(|| match Gpu::new(choice, None) {
             Ok(g) => Some(Arc::new(g)),
+            Err(e) if in_ci() && required_in_ci(choice) => panic!("CI requires a {choice} adapter: {e:#}"),
             Err(e) => {
-                if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                    panic!("CI requires a {choice} adapter: {e:#}");
-                }
                 eprintln!("\n*** SKIPPED: no {choice} adapter on this machine ({e:#}) ***\n");
                 None
             }
         })
         .clone()?;
-    let want = match choice {
-        BackendChoice::Vulkan => wgpu::Backend::Vulkan,
-        _ => wgpu::Backend::Gl,
-    };
     assert_eq!(g.info.backend, want, "asked for {choice}, got {}", g.describe());
     Some(Lease { gpu: g, _turn: turn })
 }
 
 /// One test body, run once per backend: `per_backend!(name, body)` makes
-/// `name::vulkan` and `name::gl`, each calling `body(&Arc<Gpu>)`.
+/// `name::vulkan`, `name::gl`, `name::metal` and `name::dx12`, each calling
+/// `body(&Arc<Gpu>)` on that backend's device.
 #[macro_export]
 macro_rules! per_backend {
     ($name:ident, $body:expr) => {
         mod $name {
             use super::*;
-            #[test]
-            fn vulkan() {
-                if let Some(lease) = common::gpu(gpu_cnn::gpu::BackendChoice::Vulkan) {
+            fn on(choice: gpu_cnn::gpu::BackendChoice) {
+                if let Some(lease) = common::gpu(choice) {
                     ($body)(&lease.gpu);
                 }
+            }
+            #[test]
+            fn vulkan() {
+                on(gpu_cnn::gpu::BackendChoice::Vulkan)
             }
             #[test]
             fn gl() {
-                if let Some(lease) = common::gpu(gpu_cnn::gpu::BackendChoice::Gl) {
-                    ($body)(&lease.gpu);
-                }
+                on(gpu_cnn::gpu::BackendChoice::Gl)
+            }
+            #[test]
+            fn metal() {
+                on(gpu_cnn::gpu::BackendChoice::Metal)
+            }
+            #[test]
+            fn dx12() {
+                on(gpu_cnn::gpu::BackendChoice::Dx12)
             }
         }
     };
+}
+
+/// A kernel set and the name a failure message gives it: backend, engine, and
+/// whether its dispatches fold over two dimensions after 3 workgroups (so every
+/// entry point's 2-D path runs on small shapes).
+pub struct KernelSet {
+    pub label: String,
+    pub kernels: Kernels,
+}
+
+/// Every GEMM engine the device can run, each plain and folded; built once per backend.
+pub fn kernel_sets(g: &Gpu) -> &'static [KernelSet] {
+    static SETS: [OnceLock<Vec<KernelSet>>; 4] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let i = match g.info.backend {
+        wgpu::Backend::Vulkan => 0,
+        wgpu::Backend::Gl => 1,
+        wgpu::Backend::Metal => 2,
+        _ => 3,
+    };
+    SETS[i].get_or_init(|| {
+        let mut sets = Vec::new();
+        for &engine in &g.engines {
+            for (variant, max) in [("", g.limits.max_compute_workgroups_per_dimension), (", folded", 3)] {
+                sets.push(KernelSet {
+                    label: format!("{:?}/{engine}{variant}", g.info.backend),
+                    kernels: g.kernels_for(engine, max).unwrap(),
+                });
+            }
+        }
+        sets
+    })
 }
 
 pub fn uniform(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
@@ -98,4 +143,23 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
         max_err = max_err.max(err);
     }
     max_err
+}
+
+/// The bytes of an IDX file: magic (type 8 = u8, `dims.len()` dimensions), the
+/// dimensions big-endian, then `data`.
+pub fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        out.extend(d.to_be_bytes());
+    }
+    out.extend(data);
+    out
+}
+
+/// Write a split (`train` or `t10k`) of n rows×cols images into `dir` in MNIST's file names.
+pub fn write_split(dir: &Path, split: &str, rows: u32, cols: u32, images: &[u8], labels: &[u8]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let n = labels.len() as u32;
+    std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), idx_bytes(&[n, rows, cols], images)).unwrap();
+    std::fs::write(dir.join(format!("{split}-labels-idx1-ubyte")), idx_bytes(&[n], labels)).unwrap();
 }

@@ -4,7 +4,7 @@
 images/s at batch 1, 64 and 1000. Optional; not run in CI.
 
     pip install torch
-    python3 benches/pytorch_reference.py [--threads 2] [--epoch]
+    python3 scripts/pytorch_reference.py [--threads 2] [--epoch]
 
 --epoch also trains one shuffled epoch on MNIST (read from assets/mnist) and reports
 test accuracy, for the side-by-side with `gpu-cnn train`.

@@ -1,5 +1,5 @@
-// The register tile of the subgroup-broadcast GEMMs (conv2d_subgroup.wgsl,
-// sgemm_subgroup.wgsl), which Rust prepends to them. A workgroup is one 8-lane
+// The register tile of the subgroup-broadcast GEMMs, included by
+// conv2d_subgroup.wgsl and sgemm_subgroup.wgsl. A workgroup is one 8-lane
 // subgroup; it owns a tile of ROW_GROUPS*8 rows by 64 columns. Lane l holds
 // columns 4l..4l+3 ("lo") and 32+4l..32+4l+3 ("hi") of every row, and supplies
 // the A values of rows l, l+8, l+16, l+24, which subgroupBroadcast hands to
@@ -9,9 +9,13 @@
 // Written out rather than looped: llvmpipe keeps any dynamically indexed local
 // array in memory, and a broadcast's lane must be a constant.
 
+// The subgroup size this tile is written for: one row group is one lane each.
+const LANES: u32 = 8u;
 // 8-row groups per tile, 2 or 4 (set per pipeline).
 override ROW_GROUPS: u32 = 4u;
 const TILE_COLS: u32 = 64u;
+// Reduction steps per `accumulate4`: the GEMM loops advance by this much.
+const STEPS: u32 = 4u;
 
 // 8 rows x this lane's 8 columns: lo = columns 4l..4l+3, hi = 32+4l..32+4l+3.
 struct Acc {
@@ -32,8 +36,7 @@ struct Step {
 // Four reduction steps of 8 rows: acc[i] += sum_j (lane i's x[j]) * (lo_j, hi_j).
 // Row by row, so each row's accumulators stay in registers across the four steps
 // and the B values are read from where they spilled as FMA memory operands: one
-// instruction per FMA instead of a load, an FMA and a store (50 against 41 GFLOP/s
-// on the reference SGEMM, lavapipe).
+// instruction per FMA instead of a load, an FMA and a store.
 fn rank8x4(x: vec4<f32>, s0: Step, s1: Step, s2: Step, s3: Step, acc: Acc) -> Acc {
     var o = acc;
     {

@@ -1,0 +1,202 @@
+//! What every op family's launcher builds: a `Dispatch` (pipeline, uniform and
+//! bind group made once, then recorded step after step), the grid arithmetic
+//! that keeps any size under the per-dimension workgroup limit, and the
+//! `Uniform` trait through which a test checks each Rust uniform struct
+//! against its WGSL twin.
+
+use wgpu::util::DeviceExt;
+
+/// Threads per workgroup of the element-wise entry points (`FLAT_WORKGROUP_SIZE`
+/// in shaders/grid.wgsl; tests/shaders.rs checks they agree).
+pub const FLAT_WORKGROUP_SIZE: u64 = 256;
+
+/// A Rust struct that mirrors a WGSL uniform struct byte for byte; made by `uniform!`.
+pub trait Uniform: bytemuck::Pod {
+    /// The WGSL file that declares the struct, and its name there (the Rust name).
+    const WGSL_FILE: &'static str;
+    const WGSL_NAME: &'static str;
+    /// (member name, Rust scalar type, byte offset) in declaration order.
+    fn members() -> Vec<(&'static str, &'static str, usize)>;
+}
+
+/// Declares a uniform struct with its `Uniform` description, so the layout a
+/// test compares with WGSL is the one the compiler laid out.
+macro_rules! uniform {
+    ($(#[$meta:meta])* pub struct $name:ident in $file:literal { $($field:ident: $ty:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+        pub struct $name {
+            $(pub $field: $ty),*
+        }
+        impl $crate::gpu::dispatch::Uniform for $name {
+            const WGSL_FILE: &'static str = $file;
+            const WGSL_NAME: &'static str = stringify!($name);
+            fn members() -> Vec<(&'static str, &'static str, usize)> {
+                vec![$((stringify!($field), stringify!($ty), std::mem::offset_of!($name, $field))),*]
+            }
+        }
+    };
+}
+pub(crate) use uniform;
+
+/// How dispatches of one `Kernels` are laid out: past `max_per_dim` workgroups a
+/// dispatch folds over x and y, and the shaders rebuild the flat index
+/// (`folded_group` in shaders/grid.wgsl) and skip the excess.
+#[derive(Debug, Clone, Copy)]
+pub struct Grid {
+    pub max_per_dim: u32,
+}
+
+impl Grid {
+    /// `groups` workgroups as (x, y), neither over the limit.
+    pub fn fold(&self, groups: u64) -> [u32; 2] {
+        let max = self.max_per_dim as u64;
+        let y = groups.max(1).div_ceil(max);
+        let x = groups.max(1).div_ceil(y);
+        [x as u32, y as u32]
+    }
+
+    /// `groups` folded workgroups, times `z` along z.
+    pub fn folded(&self, groups: u64, z: u64) -> [u32; 3] {
+        let [x, y] = self.fold(groups);
+        [x, y, z as u32]
+    }
+
+    /// Workgroups for one thread per element of `threads` (an element-wise entry point).
+    pub fn flat(&self, threads: usize) -> [u32; 3] {
+        self.folded((threads as u64).div_ceil(FLAT_WORKGROUP_SIZE), 1)
+    }
+}
+
+/// A recorded-many-times dispatch: pipeline, bind group (uniform at binding 0) and workgroup counts.
+pub struct Dispatch {
+    /// The WGSL module and entry point, e.g. `conv2d_tiled.forward`.
+    pub name: String,
+    /// Useful FLOPs per execution (0 for memory-bound ops), for profiles.
+    pub flops: u64,
+    /// Bytes a memory-bound op must move per execution (0 for compute-bound ones).
+    pub bytes: u64,
+    /// The layer it belongs to, when an executor built it (e.g. `conv2.2`).
+    pub layer: String,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    groups: [u32; 3],
+    /// The uniform buffer, for dispatches whose uniform changes per step (the optimizer).
+    pub uniform: wgpu::Buffer,
+}
+
+impl Dispatch {
+    pub fn with_flops(mut self, flops: u64) -> Self {
+        self.flops = flops;
+        self
+    }
+
+    pub fn moving(mut self, bytes: usize) -> Self {
+        self.bytes = bytes as u64;
+        self
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+
+    pub fn workgroups(&self) -> [u32; 3] {
+        self.groups
+    }
+}
+
+/// A compiled entry point and the name profiles show for it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    pub pipeline: wgpu::ComputePipeline,
+}
+
+/// What each op family holds to build its dispatches: the device and the grid.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    pub device: wgpu::Device,
+    pub grid: Grid,
+}
+
+impl Launcher {
+    /// The compute pipeline of `entry` in the composed `module`, with override `constants`.
+    pub fn entry(
+        &self,
+        module: &wgpu::ShaderModule,
+        module_name: &str,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Entry {
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
+            cache: None,
+        });
+        Entry { name: format!("{}.{entry}", module_name.trim_end_matches(".wgsl")), pipeline }
+    }
+
+    /// A dispatch of `entry` over `groups` workgroups with `uniform` at binding 0
+    /// and each (binding, buffer) of `bindings`.
+    pub fn dispatch<U: Uniform>(
+        &self,
+        entry: &Entry,
+        uniform: &U,
+        bindings: &[(u32, &wgpu::Buffer)],
+        groups: [u32; 3],
+    ) -> Dispatch {
+        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(&entry.name),
+            contents: bytemuck::bytes_of(uniform),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        entries.extend(
+            bindings.iter().map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }),
+        );
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&entry.name),
+            layout: &entry.pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        Dispatch {
+            name: entry.name.clone(),
+            flops: 0,
+            bytes: 0,
+            layer: String::new(),
+            pipeline: entry.pipeline.clone(),
+            bind_group,
+            groups,
+            uniform,
+        }
+    }
+}
+
+/// A dimension as the u32 the shaders take; the executor refuses larger tensors first.
+pub fn u32_of(x: usize) -> u32 {
+    u32::try_from(x).expect("a dimension exceeds u32: the executor's size checks should have refused it")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folding_stays_under_the_limit_and_covers_every_group() {
+        let g = Grid { max_per_dim: 3 };
+        for groups in 1..40u64 {
+            let [x, y] = g.fold(groups);
+            assert!(x <= 3 && (y <= 3 || groups > 9), "{groups}: {x}x{y}");
+            assert!((x * y) as u64 >= groups, "{groups}: {x}x{y} misses groups");
+            assert!(((x * y) as u64) < groups + x as u64, "{groups}: {x}x{y} has a whole idle row");
+        }
+        assert_eq!(g.flat(1), [1, 1, 1]);
+        assert_eq!(Grid { max_per_dim: 65535 }.flat(257), [2, 1, 1]);
+    }
+}

@@ -1,0 +1,204 @@
+//! The GEMM engines: the two ways this project computes a matrix product on a
+//! GPU, as data. An engine decides the kernels of the convolutions, of Linear
+//! layers at large batches, and of the reference SGEMM `gpu-cnn bench` compares
+//! them with. Which one runs is an explicit choice: `GemmEngine::best` for an
+//! adapter unless the caller asks for another (the CLI reads `--gemm`).
+
+use anyhow::{bail, Result};
+
+/// Which GEMM engine a `Kernels` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GemmEngine {
+    /// Shared-memory tiles, 64 threads a workgroup; runs everywhere.
+    Tiled,
+    /// One 8-lane subgroup a workgroup, operands shared by `subgroupBroadcast`
+    /// instead of workgroup memory; needs subgroups of exactly 8 lanes (llvmpipe
+    /// on AVX2), where it is several times faster than the tiled engine.
+    Subgroup,
+}
+
+/// One tile configuration of an engine's convolution GEMM (one pipeline each).
+/// Both engines lay the long pixel (or kernel-tap) side of a product along the
+/// folded x/y grid and the short channel side along z.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TileConfig {
+    /// Channels (rows of W) one tile covers.
+    pub channels: u64,
+    /// Pixels, or kernel taps, one tile covers.
+    pub pixels: u64,
+    /// The pipeline override constants that select this configuration.
+    pub constants: &'static [(&'static str, f64)],
+}
+
+/// Everything that differs between the engines.
+#[derive(Debug, PartialEq)]
+pub struct EngineSpec {
+    pub name: &'static str,
+    /// The WGSL modules of its convolution GEMM and its reference SGEMM.
+    pub conv_module: &'static str,
+    pub sgemm_module: &'static str,
+    /// Device features the engine needs.
+    pub features: wgpu::Features,
+    /// Tile configurations, narrowest first: a GEMM takes the first that covers
+    /// its channels, else the widest.
+    pub tiles: &'static [TileConfig],
+    /// Reduction steps per tile update: a weight-gradient split is a multiple of it.
+    pub reduction_step: u64,
+    /// The reference SGEMM's tile (rows, columns, reduction step) and pipeline constants.
+    pub sgemm_tile: [usize; 3],
+    pub sgemm_constants: &'static [(&'static str, f64)],
+    /// Workgroups a weight-gradient GEMM aims for on a CPU driver, which runs
+    /// one workgroup per core thread: fewer, longer splits write fewer partial sums.
+    pub cpu_split_target: u64,
+    /// The smallest batch whose Linear layers run on the convolution GEMM as a
+    /// 1x1 convolution (`LinearDims::as_conv`); None: never.
+    pub linear_on_conv_from_batch: Option<usize>,
+}
+
+/// Workgroups a weight-gradient GEMM aims for on a GPU, which wants many.
+pub const GPU_SPLIT_TARGET: u64 = 1024;
+
+/// The subgroup size the subgroup engine is written for (`LANES` in subgroup_tile.wgsl).
+pub const SUBGROUP_LANES: u32 = 8;
+
+const TILED: EngineSpec = EngineSpec {
+    name: "tiled",
+    conv_module: "conv2d_tiled.wgsl",
+    sgemm_module: "sgemm_tiled.wgsl",
+    features: wgpu::Features::empty(),
+    // BN x BM of conv2d_tiled.wgsl
+    tiles: &[TileConfig { channels: 32, pixels: 64, constants: &[] }],
+    reduction_step: 16,
+    sgemm_tile: [64, 64, 16],
+    sgemm_constants: &[],
+    cpu_split_target: 256,
+    // The tiled GEMM would run Linear's whole reduction in one workgroup.
+    linear_on_conv_from_batch: None,
+};
+
+const SUBGROUP: EngineSpec = EngineSpec {
+    name: "subgroup",
+    conv_module: "conv2d_subgroup.wgsl",
+    sgemm_module: "sgemm_subgroup.wgsl",
+    features: wgpu::Features::SUBGROUP,
+    // ROW_GROUPS row groups of LANES channels, by TILE_COLS pixels (subgroup_tile.wgsl).
+    tiles: &[
+        TileConfig { channels: 16, pixels: 64, constants: &[("ROW_GROUPS", 2.0)] },
+        TileConfig { channels: 32, pixels: 64, constants: &[("ROW_GROUPS", 4.0)] },
+    ],
+    reduction_step: 4,
+    sgemm_tile: [32, 64, 4],
+    sgemm_constants: &[("ROW_GROUPS", 4.0)],
+    cpu_split_target: 64,
+    // From about a quarter of a 64-column tile the register tile beats linear.wgsl's
+    // one reduction per output; at batch 1 one tile would walk the whole reduction alone.
+    linear_on_conv_from_batch: Some(16),
+};
+
+impl GemmEngine {
+    pub const ALL: [GemmEngine; 2] = [GemmEngine::Tiled, GemmEngine::Subgroup];
+
+    pub fn spec(self) -> &'static EngineSpec {
+        match self {
+            GemmEngine::Tiled => &TILED,
+            GemmEngine::Subgroup => &SUBGROUP,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// `tiled` or `subgroup`.
+    pub fn parse(s: &str) -> Result<GemmEngine> {
+        match GemmEngine::ALL.into_iter().find(|e| e.name() == s) {
+            Some(e) => Ok(e),
+            None => bail!("unknown GEMM engine '{s}': expected tiled or subgroup"),
+        }
+    }
+
+    /// Whether `adapter` can run this engine, or why not.
+    pub fn check(self, adapter: &wgpu::Adapter) -> Result<()> {
+        let info = adapter.get_info();
+        if !adapter.features().contains(self.spec().features) {
+            bail!("the {} GEMM engine needs subgroups; {} ({:?}) has none", self.name(), info.name, info.backend);
+        }
+        if self == GemmEngine::Subgroup
+            && (info.subgroup_min_size != SUBGROUP_LANES || info.subgroup_max_size != SUBGROUP_LANES)
+        {
+            bail!(
+                "the subgroup GEMM engine needs subgroups of exactly {SUBGROUP_LANES} lanes; {} ({:?}) has {}..{}",
+                info.name,
+                info.backend,
+                info.subgroup_min_size,
+                info.subgroup_max_size
+            );
+        }
+        Ok(())
+    }
+
+    /// Every engine `adapter` can run.
+    pub fn available(adapter: &wgpu::Adapter) -> Vec<GemmEngine> {
+        GemmEngine::ALL.into_iter().filter(|e| e.check(adapter).is_ok()).collect()
+    }
+
+    /// The fastest engine `adapter` can run: subgroup where its subgroups are
+    /// exactly 8 lanes (measured: lavapipe 54 -> 355 samples/s), tiled elsewhere.
+    pub fn best(adapter: &wgpu::Adapter) -> GemmEngine {
+        if GemmEngine::Subgroup.check(adapter).is_ok() {
+            GemmEngine::Subgroup
+        } else {
+            GemmEngine::Tiled
+        }
+    }
+
+    /// `wanted`, if `adapter` can run it, else `best`.
+    pub fn resolve(wanted: Option<GemmEngine>, adapter: &wgpu::Adapter) -> Result<GemmEngine> {
+        match wanted {
+            None => Ok(GemmEngine::best(adapter)),
+            Some(e) => e.check(adapter).map(|_| e),
+        }
+    }
+
+    /// The tile configuration for a product with `channels` on its short side.
+    pub fn tile_for(self, channels: u64) -> (usize, &'static TileConfig) {
+        let tiles = self.spec().tiles;
+        tiles
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.channels >= channels)
+            .unwrap_or((tiles.len() - 1, &tiles[tiles.len() - 1]))
+    }
+
+    /// Workgroups a weight-gradient GEMM aims for on an adapter of `device_type`.
+    pub fn split_target(self, device_type: wgpu::DeviceType) -> u64 {
+        match device_type {
+            wgpu::DeviceType::Cpu => self.spec().cpu_split_target,
+            _ => GPU_SPLIT_TARGET,
+        }
+    }
+}
+
+impl std::fmt::Display for GemmEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_tiles_cover_channels() {
+        for e in GemmEngine::ALL {
+            assert_eq!(GemmEngine::parse(e.name()).unwrap(), e);
+            let widest = e.spec().tiles.last().unwrap();
+            assert_eq!(e.tile_for(1_000_000).1, widest, "{e}: wide products take the widest tile");
+            assert!(e.spec().tiles.windows(2).all(|w| w[0].channels < w[1].channels), "{e}: narrowest first");
+        }
+        assert!(GemmEngine::parse("auto").is_err());
+        assert_eq!(GemmEngine::Subgroup.tile_for(16).0, 0);
+        assert_eq!(GemmEngine::Subgroup.tile_for(17).0, 1);
+    }
+}

@@ -1,0 +1,319 @@
+//! The GPU inference executor: the model forward and the loss layer, with the
+//! buffers of a forward pass only (values, max-pool argmaxes, probabilities,
+//! losses, predictions). Buffers are allocated once for the largest batch;
+//! each batch size's dispatches are built once and kept. `GpuTrainer` runs its
+//! forward pass through one of these, sharing its parameter buffer.
+
+use anyhow::{bail, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::executor::{batch_len, check_len, BatchEval, Inference};
+use crate::gpu::context::{checked, Gpu};
+use crate::gpu::dispatch::Dispatch;
+use crate::gpu::ops::softmax_ce::SoftmaxBuffers;
+use crate::gpu::plan::{Gradients, MemoryPlan};
+use crate::model::{Model, Op};
+
+/// Tensors must have fewer elements than this: the shaders divide indices through
+/// f32 reciprocals (shaders/udiv.wgsl), which is exact only below 2^24.
+pub const MAX_TENSOR_ELEMS: usize = 1 << 24;
+
+/// Allocates an executor's buffers, refusing (with the layer's name) any that the
+/// shaders or the adapter cannot take, and counting the bytes.
+pub(crate) struct Allocator<'a> {
+    gpu: &'a Gpu,
+    max_batch: usize,
+    pub bytes: u64,
+}
+
+impl<'a> Allocator<'a> {
+    pub fn new(gpu: &'a Gpu, max_batch: usize) -> Result<Self> {
+        if max_batch == 0 {
+            bail!("batch size must be at least 1");
+        }
+        Ok(Allocator { gpu, max_batch, bytes: 0 })
+    }
+
+    /// A storage buffer of `per_sample` elements for each sample of the largest batch.
+    pub fn batch(&mut self, label: &str, what: &str, per_sample: usize) -> Result<wgpu::Buffer> {
+        let b = self.max_batch;
+        match per_sample.checked_mul(b) {
+            Some(elems) if elems < MAX_TENSOR_ELEMS => self.fixed(label, what, elems),
+            elems => bail!(
+                "batch size {b}: {what} would have {} elements; the shaders index exactly below \
+                 {MAX_TENSOR_ELEMS} (2^24); use a smaller batch size",
+                elems.map_or(format!("{per_sample} x {b}"), |e| e.to_string())
+            ),
+        }
+    }
+
+    /// A storage buffer of `elems` elements (4 bytes each).
+    pub fn fixed(&mut self, label: &str, what: &str, elems: usize) -> Result<wgpu::Buffer> {
+        let limit = self.gpu.limits.max_storage_buffer_binding_size.min(self.gpu.limits.max_buffer_size);
+        let bytes = elems as u64 * 4;
+        if bytes > limit {
+            bail!(
+                "batch size {}: {what} needs {:.1} MiB, over this adapter's {:.1} MiB buffer limit; use a smaller batch size",
+                self.max_batch,
+                bytes as f64 / 1048576.0,
+                limit as f64 / 1048576.0
+            );
+        }
+        self.bytes += bytes.max(4);
+        Ok(self.gpu.storage(label, bytes))
+    }
+}
+
+/// The dispatches of one batch size, in recording order.
+struct Plan {
+    forward: Vec<Dispatch>,
+    /// softmax probabilities and predictions, no labels.
+    predict: Dispatch,
+    /// softmax probabilities, per-sample losses and predictions, from the labels.
+    loss: Dispatch,
+    /// The batch's loss sum and correct count into `metrics`.
+    accumulate: Dispatch,
+}
+
+pub struct GpuInference {
+    gpu: Arc<Gpu>,
+    model: Model,
+    memory: MemoryPlan,
+    max_batch: usize,
+    /// The flat parameter vector (num_params); a trainer's optimizer updates it in place.
+    params: wgpu::Buffer,
+    /// values[memory.value_of[i]] holds position i, each (max_batch, shape).
+    values: Vec<wgpu::Buffer>,
+    /// Per layer: max-pool argmax (max_batch,C,OH,OW) u32.
+    argmax: Vec<Option<wgpu::Buffer>>,
+    labels: wgpu::Buffer,      // (max_batch) u32
+    probs: wgpu::Buffer,       // (max_batch, classes)
+    losses: wgpu::Buffer,      // (max_batch)
+    predictions: wgpu::Buffer, // (max_batch) u32
+    metrics: wgpu::Buffer,     // [loss_sum, correct, samples, _] of one evaluated chunk
+    staging: wgpu::Buffer,     // every read-back
+    plans: HashMap<usize, Plan>,
+    bytes: u64,
+}
+
+impl GpuInference {
+    /// Forward buffers for batches of up to `max_batch` samples, the weights uploaded.
+    pub fn new(gpu: Arc<Gpu>, model: Model, params: &[f32], max_batch: usize) -> Result<Self> {
+        let memory = MemoryPlan::new(&model, Gradients::None);
+        Self::with_memory(gpu, model, memory, params, max_batch)
+    }
+
+    /// As `new`, for a memory plan whose value buffers are this executor's (a
+    /// trainer's plan lists gradients too, which the trainer allocates).
+    pub(crate) fn with_memory(
+        gpu: Arc<Gpu>,
+        model: Model,
+        memory: MemoryPlan,
+        params: &[f32],
+        max_batch: usize,
+    ) -> Result<Self> {
+        check_len("parameters", params.len(), model.num_params)?;
+        let g = gpu.clone();
+        let classes = model.classes();
+        let mut a = Allocator::new(&g, max_batch)?;
+        let (values, argmax, params_buf, labels, probs, losses, predictions, metrics) =
+            checked(&gpu.device, || -> Result<_> {
+                let what = |name: &str| format!("the output of layer {name}");
+                let mut values = Vec::new();
+                for s in &memory.values {
+                    values.push(a.batch(&s.name, &what(&s.name), s.per_sample)?);
+                }
+                let mut argmax = Vec::new();
+                for (l, per_sample) in model.layers.iter().zip(&memory.argmax) {
+                    argmax.push(match per_sample {
+                        Some(n) => Some(a.batch(&format!("argmax {}", l.name), &what(&l.name), *n)?),
+                        None => None,
+                    });
+                }
+                let params_buf = a.fixed("params", "the parameters", model.num_params)?;
+                g.queue.write_buffer(&params_buf, 0, bytemuck::cast_slice(params));
+                let labels = a.batch("labels", "the labels", 1)?;
+                let probs = a.batch("probs", "the probabilities", classes)?;
+                let losses = a.batch("losses", "the losses", 1)?;
+                let predictions = a.batch("predictions", "the predictions", 1)?;
+                let metrics = a.fixed("metrics", "the metrics", 4)?;
+                Ok((values, argmax, params_buf, labels, probs, losses, predictions, metrics))
+            })??;
+        // The largest read-back: the probabilities, or the metrics and the predictions.
+        let staging_bytes = (max_batch * classes.max(2) + 4) as u64 * 4;
+        let staging = gpu.staging(staging_bytes);
+        let bytes = a.bytes + staging_bytes;
+        Ok(GpuInference {
+            gpu,
+            model,
+            memory,
+            max_batch,
+            params: params_buf,
+            values,
+            argmax,
+            labels,
+            probs,
+            losses,
+            predictions,
+            metrics,
+            staging,
+            plans: HashMap::new(),
+            bytes,
+        })
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Bytes of GPU memory this executor allocated (buffers and staging).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub(crate) fn memory(&self) -> &MemoryPlan {
+        &self.memory
+    }
+
+    pub(crate) fn params_buffer(&self) -> &wgpu::Buffer {
+        &self.params
+    }
+
+    pub(crate) fn labels_buffer(&self) -> &wgpu::Buffer {
+        &self.labels
+    }
+
+    /// The buffer holding activation position `pos` (0: the input, L: the logits).
+    pub(crate) fn value(&self, pos: usize) -> &wgpu::Buffer {
+        &self.values[self.memory.value_of[pos]]
+    }
+
+    pub(crate) fn argmax(&self, layer: usize) -> Option<&wgpu::Buffer> {
+        self.argmax[layer].as_ref()
+    }
+
+    pub(crate) fn softmax_buffers(&self) -> SoftmaxBuffers<'_> {
+        SoftmaxBuffers {
+            logits: self.value(self.model.layers.len()),
+            labels: &self.labels,
+            probs: &self.probs,
+            losses: &self.losses,
+            predictions: &self.predictions,
+        }
+    }
+
+    fn build_plan(&self, n: usize) -> Plan {
+        let k = &self.gpu.kernels;
+        let mut forward = Vec::new();
+        for (i, l) in self.model.layers.iter().enumerate() {
+            let first = forward.len();
+            let (x, y) = (self.value(i), self.value(i + 1));
+            match l.op.at_batch(n) {
+                Op::Conv2d(d, at) => {
+                    let relu = self.memory.fused_relu.get(i + 1).copied().unwrap_or(false);
+                    forward.push(k.conv.forward(d, at, relu, x, &self.params, y));
+                }
+                Op::Relu(d) if !self.memory.fused_relu[i] => forward.push(k.relu.forward(d, x, y)),
+                Op::MaxPool2d(d) => forward.push(k.pool.forward(d, x, y, self.argmax(i).expect("a pool's argmax"))),
+                Op::Linear(d, at) => forward.push(k.linear.forward(d, at, x, &self.params, y)),
+                Op::Relu(_) | Op::Flatten => {}
+            }
+            forward[first..].iter_mut().for_each(|d| d.layer = l.name.clone());
+        }
+        let classes = self.model.classes();
+        let sm = self.softmax_buffers();
+        Plan {
+            forward,
+            predict: k.softmax.predict(n, classes, &sm),
+            loss: k.softmax.forward(n, classes, &sm),
+            accumulate: k.softmax.accumulate(n, classes, &sm, &self.metrics),
+        }
+    }
+
+    /// Build batch size `n`'s dispatches on first use.
+    pub(crate) fn ensure_plan(&mut self, n: usize) -> Result<()> {
+        if n > self.max_batch {
+            bail!("a batch of {n} exceeds this executor's largest batch of {}", self.max_batch);
+        }
+        if !self.plans.contains_key(&n) {
+            let plan = checked(&self.gpu.device, || self.build_plan(n))?;
+            self.plans.insert(n, plan);
+        }
+        Ok(())
+    }
+
+    /// The forward pass and the loss layer's forward at batch `n`, in order, as a
+    /// training step starts; `ensure_plan(n)` must have run.
+    pub(crate) fn forward_with_loss(&self, n: usize) -> impl Iterator<Item = &Dispatch> {
+        let plan = &self.plans[&n];
+        plan.forward.iter().chain([&plan.loss])
+    }
+
+    /// Upload `chunk` and record its forward pass, then the probabilities, or with
+    /// `labels` the loss and its sums into `metrics` (zeroed first).
+    fn encode(&mut self, chunk: &[f32], labels: Option<&[u32]>) -> Result<(usize, wgpu::CommandEncoder)> {
+        let n = chunk.len() / self.model.input.numel();
+        self.ensure_plan(n)?;
+        let q = &self.gpu.queue;
+        q.write_buffer(self.value(0), 0, bytemuck::cast_slice(chunk));
+        if let Some(labels) = labels {
+            q.write_buffer(&self.labels, 0, bytemuck::cast_slice(labels));
+            q.write_buffer(&self.metrics, 0, &[0u8; 16]);
+        }
+        let plan = &self.plans[&n];
+        let tail = match labels {
+            Some(_) => vec![&plan.loss, &plan.accumulate],
+            None => vec![&plan.predict],
+        };
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in plan.forward.iter().chain(tail) {
+                d.record(&mut pass);
+            }
+        }
+        Ok((n, enc))
+    }
+}
+
+impl Inference for GpuInference {
+    fn describe(&self) -> String {
+        self.gpu.describe()
+    }
+
+    fn model(&self) -> &Model {
+        &self.model
+    }
+
+    fn predict(&mut self, images: &[f32]) -> Result<Vec<f32>> {
+        let total = batch_len(&self.model, images, None)?;
+        let (per, classes) = (self.model.input.numel(), self.model.classes());
+        let mut out = Vec::with_capacity(total * classes);
+        for chunk in images.chunks(self.max_batch * per) {
+            let (n, enc) = self.encode(chunk, None)?;
+            out.extend(self.gpu.read_with::<f32>(enc, &self.probs, 0, n * classes, &self.staging)?);
+        }
+        Ok(out)
+    }
+
+    fn evaluate(&mut self, images: &[f32], labels: &[u32]) -> Result<BatchEval> {
+        batch_len(&self.model, images, Some(labels))?;
+        let per = self.model.input.numel();
+        let mut eval = BatchEval { predictions: Vec::with_capacity(labels.len()), ..Default::default() };
+        for (chunk, lab) in images.chunks(self.max_batch * per).zip(labels.chunks(self.max_batch)) {
+            let (n, enc) = self.encode(chunk, Some(lab))?;
+            let parts = [(&self.metrics, 0, 8), (&self.predictions, 0, n as u64 * 4)];
+            let got = self.gpu.read_parts(enc, &parts, &self.staging)?;
+            let metrics: Vec<f32> = bytemuck::pod_collect_to_vec(&got[0]);
+            eval.loss_sum += metrics[0] as f64;
+            eval.correct += metrics[1] as u64;
+            eval.predictions.extend(bytemuck::pod_collect_to_vec::<u8, u32>(&got[1]));
+        }
+        Ok(eval)
+    }
+}

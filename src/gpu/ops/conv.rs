@@ -1,0 +1,182 @@
+//! Conv2d: forward (+bias, +ReLU), backward to the input, and the weight and
+//! bias gradients, as implicit GEMMs on the engine's tiles.
+//! WGSL: shaders/conv2d_common.wgsl with conv2d_tiled.wgsl or conv2d_subgroup.wgsl.
+//! CPU twin: `cpu::ops::conv2d_forward` / `conv2d_backward`. Test: tests/gpu_ops.rs `conv2d`.
+
+use crate::dims::ConvDims;
+use crate::gpu::dispatch::{u32_of, uniform, Dispatch, Entry, Launcher};
+use crate::gpu::engine::GemmEngine;
+use crate::model::ParamOffsets;
+
+uniform! {
+    /// Shapes and offsets of one conv call (`ConvUniform` in conv2d_common.wgsl).
+    pub struct ConvUniform in "conv2d_common.wgsl" {
+        n: u32, c: u32, h: u32, w: u32,
+        oc: u32, oh: u32, ow: u32, k: u32,
+        stride: u32, pad: u32, w_off: u32, b_off: u32,
+        chunk: u32, splits: u32, relu: u32, _pad: u32,
+    }
+}
+
+impl ConvUniform {
+    fn new(d: ConvDims, at: ParamOffsets) -> Self {
+        ConvUniform {
+            n: u32_of(d.n),
+            c: u32_of(d.c),
+            h: u32_of(d.h),
+            w: u32_of(d.w),
+            oc: u32_of(d.oc),
+            oh: u32_of(d.oh()),
+            ow: u32_of(d.ow()),
+            k: u32_of(d.k),
+            stride: u32_of(d.stride),
+            pad: u32_of(d.pad),
+            w_off: u32_of(at.weight),
+            b_off: u32_of(at.bias),
+            chunk: 0,
+            splits: 1,
+            relu: 0,
+            _pad: 0,
+        }
+    }
+}
+
+/// The three products of one tile configuration.
+#[derive(Debug, Clone)]
+struct Gemms {
+    forward: Entry,
+    backward_input: Entry,
+    backward_weight_bias: Entry,
+}
+
+#[derive(Clone, Copy)]
+enum Product {
+    Forward,
+    BackwardInput,
+    BackwardWeightBias,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConvKernels {
+    launcher: Launcher,
+    engine: GemmEngine,
+    /// One set per tile configuration of the engine.
+    gemms: Vec<Gemms>,
+    reduce_weight_bias: Entry,
+    split_target: u64,
+}
+
+impl ConvKernels {
+    pub fn new(launcher: &Launcher, engine: GemmEngine, device_type: wgpu::DeviceType) -> Self {
+        let spec = engine.spec();
+        let module = super::module(launcher, spec.conv_module);
+        let entry = |name: &str, constants: &[(&str, f64)]| launcher.entry(&module, spec.conv_module, name, constants);
+        let gemms = spec
+            .tiles
+            .iter()
+            .map(|t| Gemms {
+                forward: entry("forward", t.constants),
+                backward_input: entry("backward_input", t.constants),
+                backward_weight_bias: entry("backward_weight_bias", t.constants),
+            })
+            .collect();
+        ConvKernels {
+            launcher: launcher.clone(),
+            engine,
+            gemms,
+            reduce_weight_bias: entry("reduce_weight_bias", spec.tiles[0].constants),
+            split_target: engine.split_target(device_type),
+        }
+    }
+
+    /// The entry point and grid of one product: the pixel (or tap) side folded
+    /// over x and y, the channel side along z.
+    fn layout(&self, p: Product, d: ConvDims) -> (&Entry, u64, u64) {
+        let (pixels, channels) = match p {
+            Product::Forward => (d.n * d.oh() * d.ow(), d.oc),
+            Product::BackwardInput => (d.n * d.h * d.w, d.c),
+            // the taps, then the bias as one more (see conv2d_common.wgsl)
+            Product::BackwardWeightBias => (d.c * d.k * d.k + 1, d.oc),
+        };
+        let (i, tile) = self.engine.tile_for(channels as u64);
+        let g = &self.gemms[i];
+        let entry = match p {
+            Product::Forward => &g.forward,
+            Product::BackwardInput => &g.backward_input,
+            Product::BackwardWeightBias => &g.backward_weight_bias,
+        };
+        (entry, (pixels as u64).div_ceil(tile.pixels), (channels as u64).div_ceil(tile.channels))
+    }
+
+    /// How the weight-gradient reduction (N*OH*OW long) is split: (splits, chunk).
+    fn splits(&self, d: ConvDims) -> (u64, u64) {
+        let step = self.engine.spec().reduction_step;
+        let red = (d.n * d.oh() * d.ow()) as u64;
+        let (_, folded, z) = self.layout(Product::BackwardWeightBias, d);
+        let want = self.split_target.div_ceil(folded * z).clamp(1, red.div_ceil(step));
+        let chunk = red.div_ceil(want).div_ceil(step) * step;
+        (red.div_ceil(chunk), chunk)
+    }
+
+    /// Elements of the scratch buffer `backward_weight_bias` needs for `d`.
+    pub fn scratch_len(&self, d: ConvDims) -> usize {
+        self.splits(d).0 as usize * (d.c * d.k * d.k + 1) * d.oc
+    }
+
+    /// y (N,OC,OH,OW) = conv(x (N,C,H,W), W) + b, then ReLU if `relu`; W and b at `at` in `params`.
+    pub fn forward(
+        &self,
+        d: ConvDims,
+        at: ParamOffsets,
+        relu: bool,
+        x: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Dispatch {
+        let u = ConvUniform { relu: relu as u32, ..ConvUniform::new(d, at) };
+        let (entry, folded, z) = self.layout(Product::Forward, d);
+        let groups = self.launcher.grid.folded(folded, z);
+        let mut dsp = self.launcher.dispatch(entry, &u, &[(1, x), (2, params), (3, y)], groups).with_flops(d.flops());
+        if relu {
+            dsp.name += "+relu";
+        }
+        dsp
+    }
+
+    /// dx (N,C,H,W) from dy (N,OC,OH,OW) and W at `at.weight` in `params`.
+    pub fn backward_input(
+        &self,
+        d: ConvDims,
+        at: ParamOffsets,
+        dy: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Dispatch {
+        let (entry, folded, z) = self.layout(Product::BackwardInput, d);
+        let groups = self.launcher.grid.folded(folded, z);
+        let u = ConvUniform::new(d, at);
+        self.launcher.dispatch(entry, &u, &[(1, dy), (2, params), (3, dx)], groups).with_flops(d.flops())
+    }
+
+    /// dW and db into `grads` at `at`: a split-reduction GEMM into `scratch`
+    /// (`scratch_len(d)` floats) whose extra tap of ones yields db, then its reduction.
+    pub fn backward_weight_bias(
+        &self,
+        d: ConvDims,
+        at: ParamOffsets,
+        x: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        scratch: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+    ) -> [Dispatch; 2] {
+        let (splits, chunk) = self.splits(d);
+        let u = ConvUniform { splits: splits as u32, chunk: chunk as u32, ..ConvUniform::new(d, at) };
+        let (entry, folded, z) = self.layout(Product::BackwardWeightBias, d);
+        let gemm = self.launcher.grid.folded(folded, z * splits);
+        let reduce = self.launcher.grid.flat(d.weight_len() + d.oc);
+        [
+            self.launcher.dispatch(entry, &u, &[(1, x), (2, dy), (3, scratch)], gemm).with_flops(d.flops()),
+            self.launcher.dispatch(&self.reduce_weight_bias, &u, &[(1, scratch), (3, grads)], reduce),
+        ]
+    }
+}

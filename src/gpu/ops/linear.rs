@@ -1,0 +1,139 @@
+//! Linear: forward (+bias), backward to the input, and the weight and bias
+//! gradients. Two routes, chosen by `LinearKernels::route`: linear.wgsl's dot
+//! products, or the engine's convolution GEMM (the same product as a 1x1
+//! convolution of 1x1 images) where the engine says so for the batch.
+//! WGSL: shaders/linear.wgsl (and the conv modules). CPU twin:
+//! `cpu::ops::linear_forward` / `linear_backward`. Test: tests/gpu_ops.rs `linear`.
+
+use crate::dims::LinearDims;
+use crate::gpu::dispatch::{u32_of, uniform, Dispatch, Entry, Launcher};
+use crate::gpu::engine::GemmEngine;
+use crate::gpu::ops::conv::ConvKernels;
+use crate::model::ParamOffsets;
+
+uniform! {
+    /// Shapes and offsets of one Linear call (`LinearUniform` in linear.wgsl).
+    pub struct LinearUniform in "linear.wgsl" {
+        n: u32, in_features: u32, out_features: u32, w_off: u32,
+        b_off: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    }
+}
+
+impl LinearUniform {
+    fn new(d: LinearDims, at: ParamOffsets) -> Self {
+        LinearUniform {
+            n: u32_of(d.n),
+            in_features: u32_of(d.in_features),
+            out_features: u32_of(d.out_features),
+            w_off: u32_of(at.weight),
+            b_off: u32_of(at.bias),
+            ..Default::default()
+        }
+    }
+}
+
+/// Which kernels run a Linear call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearRoute {
+    /// linear.wgsl: one workgroup per output for forward, one thread per gradient.
+    Dot,
+    /// The engine's convolution GEMM, as a 1x1 convolution (`LinearDims::as_conv`).
+    ConvGemm,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinearKernels {
+    launcher: Launcher,
+    forward: Entry,
+    backward_input: Entry,
+    backward_weight_bias: Entry,
+    conv: ConvKernels,
+    on_conv_from_batch: Option<usize>,
+}
+
+impl LinearKernels {
+    pub fn new(launcher: &Launcher, engine: GemmEngine, conv: &ConvKernels) -> Self {
+        let module = super::module(launcher, "linear.wgsl");
+        let entry = |name: &str| launcher.entry(&module, "linear.wgsl", name, &[]);
+        LinearKernels {
+            launcher: launcher.clone(),
+            forward: entry("forward"),
+            backward_input: entry("backward_input"),
+            backward_weight_bias: entry("backward_weight_bias"),
+            conv: conv.clone(),
+            on_conv_from_batch: engine.spec().linear_on_conv_from_batch,
+        }
+    }
+
+    /// The route for a call of `d`: the conv GEMM from the engine's threshold batch up.
+    pub fn route(&self, d: LinearDims) -> LinearRoute {
+        match self.on_conv_from_batch {
+            Some(min) if d.n >= min => LinearRoute::ConvGemm,
+            _ => LinearRoute::Dot,
+        }
+    }
+
+    /// Elements of the scratch buffer `backward_weight_bias` needs for `d`.
+    pub fn scratch_len(&self, d: LinearDims) -> usize {
+        match self.route(d) {
+            LinearRoute::ConvGemm => self.conv.scratch_len(d.as_conv()),
+            LinearRoute::Dot => 0,
+        }
+    }
+
+    /// y (N,OUT) = x (N,IN) W^T + b, with W (OUT,IN) and b at `at` in `params`.
+    pub fn forward(
+        &self,
+        d: LinearDims,
+        at: ParamOffsets,
+        x: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Dispatch {
+        if self.route(d) == LinearRoute::ConvGemm {
+            return self.conv.forward(d.as_conv(), at, false, x, params, y);
+        }
+        let groups = self.launcher.grid.folded(d.output_len() as u64, 1);
+        let u = LinearUniform::new(d, at);
+        self.launcher.dispatch(&self.forward, &u, &[(1, x), (2, params), (3, y)], groups).with_flops(d.flops())
+    }
+
+    /// dx (N,IN) = dy (N,OUT) W.
+    pub fn backward_input(
+        &self,
+        d: LinearDims,
+        at: ParamOffsets,
+        dy: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Dispatch {
+        if self.route(d) == LinearRoute::ConvGemm {
+            return self.conv.backward_input(d.as_conv(), at, dy, params, dx);
+        }
+        let groups = self.launcher.grid.flat(d.input_len());
+        let u = LinearUniform::new(d, at);
+        self.launcher.dispatch(&self.backward_input, &u, &[(4, dy), (2, params), (5, dx)], groups).with_flops(d.flops())
+    }
+
+    /// dW (OUT,IN) and db (OUT) into `grads` at `at`; `scratch` holds
+    /// `scratch_len(d)` floats.
+    pub fn backward_weight_bias(
+        &self,
+        d: LinearDims,
+        at: ParamOffsets,
+        x: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        scratch: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        if self.route(d) == LinearRoute::ConvGemm {
+            return self.conv.backward_weight_bias(d.as_conv(), at, x, dy, scratch, grads).into();
+        }
+        let groups = self.launcher.grid.flat(d.out_features * d.in_features + d.out_features);
+        let u = LinearUniform::new(d, at);
+        vec![self
+            .launcher
+            .dispatch(&self.backward_weight_bias, &u, &[(1, x), (4, dy), (6, grads)], groups)
+            .with_flops(d.flops())]
+    }
+}

@@ -1,0 +1,62 @@
+//! MaxPool2d: forward with argmax, and backward through the argmax.
+//! WGSL: shaders/maxpool.wgsl. CPU twin: `cpu::ops::maxpool_forward` /
+//! `maxpool_backward`. Test: tests/gpu_ops.rs `maxpool`.
+
+use crate::dims::PoolDims;
+use crate::gpu::dispatch::{u32_of, uniform, Dispatch, Entry, Launcher};
+
+uniform! {
+    /// Shapes of one pooling call (`PoolUniform` in maxpool.wgsl).
+    pub struct PoolUniform in "maxpool.wgsl" {
+        n: u32, c: u32, h: u32, w: u32,
+        k: u32, stride: u32, oh: u32, ow: u32,
+    }
+}
+
+impl PoolUniform {
+    fn new(d: PoolDims) -> Self {
+        PoolUniform {
+            n: u32_of(d.n),
+            c: u32_of(d.c),
+            h: u32_of(d.h),
+            w: u32_of(d.w),
+            k: u32_of(d.k),
+            stride: u32_of(d.stride),
+            oh: u32_of(d.oh()),
+            ow: u32_of(d.ow()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolKernels {
+    launcher: Launcher,
+    forward: Entry,
+    backward: Entry,
+}
+
+impl PoolKernels {
+    pub fn new(launcher: &Launcher) -> Self {
+        let module = super::module(launcher, "maxpool.wgsl");
+        let entry = |name: &str| launcher.entry(&module, "maxpool.wgsl", name, &[]);
+        PoolKernels { launcher: launcher.clone(), forward: entry("forward"), backward: entry("backward") }
+    }
+
+    /// y (N,C,OH,OW) and argmax (N,C,OH,OW) u32 from x (N,C,H,W).
+    pub fn forward(&self, d: PoolDims, x: &wgpu::Buffer, y: &wgpu::Buffer, argmax: &wgpu::Buffer) -> Dispatch {
+        let groups = self.launcher.grid.flat(d.output_len());
+        let bindings = [(1, x), (2, y), (3, argmax)];
+        self.launcher
+            .dispatch(&self.forward, &PoolUniform::new(d), &bindings, groups)
+            .moving(4 * d.input_len() + 8 * d.output_len())
+    }
+
+    /// dx (N,C,H,W) from dy (N,C,OH,OW) through the forward's argmax.
+    pub fn backward(&self, d: PoolDims, argmax: &wgpu::Buffer, dy: &wgpu::Buffer, dx: &wgpu::Buffer) -> Dispatch {
+        let groups = self.launcher.grid.flat(d.input_len());
+        let bindings = [(3, argmax), (4, dy), (5, dx)];
+        self.launcher
+            .dispatch(&self.backward, &PoolUniform::new(d), &bindings, groups)
+            .moving(4 * d.input_len() + 8 * d.output_len())
+    }
+}

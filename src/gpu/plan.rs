@@ -1,0 +1,166 @@
+//! The memory plan: which GPU buffers a model needs and which activation
+//! positions share them, worked out from the model alone (no device), so the
+//! executors only allocate what it lists.
+//!
+//! Position i is the input of layer i (0 is the network's input, L the logits).
+//! Sharing rules:
+//! - Flatten is free: its output is its input's buffer, and so is its gradient.
+//! - A ReLU right after a convolution runs in the convolution's epilogue, so its
+//!   output is the convolution's output buffer; its backward still runs (it
+//!   reads that output as its mask), from its own gradient buffer.
+//! - A position needs a gradient only if a layer before it has weights, or the
+//!   caller asks for the input's gradient (a saliency map): the first layers'
+//!   input gradients are never computed otherwise.
+
+use crate::model::{Model, Op};
+
+/// Which gradients a plan provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gradients {
+    /// Inference: forward buffers only.
+    None,
+    /// Training: every gradient the weights need.
+    Weights,
+    /// Training's, and the input's too.
+    WeightsAndInput,
+}
+
+/// A buffer of the plan: the layer whose output it holds (or "input") and its
+/// size per sample, in elements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub name: String,
+    pub per_sample: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// Value buffers.
+    pub values: Vec<Slot>,
+    /// Per position 0..=L, its value buffer.
+    pub value_of: Vec<usize>,
+    /// Gradient buffers.
+    pub grads: Vec<Slot>,
+    /// Per position 0..=L, its gradient buffer, where one is needed.
+    pub grad_of: Vec<Option<usize>>,
+    /// Per layer: a ReLU computed by the preceding convolution's epilogue.
+    pub fused_relu: Vec<bool>,
+    /// Per layer: the argmax buffer of a max-pool layer (elements per sample).
+    pub argmax: Vec<Option<usize>>,
+}
+
+impl MemoryPlan {
+    pub fn new(model: &Model, gradients: Gradients) -> MemoryPlan {
+        let layers = &model.layers;
+        let fused_relu: Vec<bool> = (0..layers.len())
+            .map(|i| i > 0 && matches!(layers[i].op, Op::Relu(_)) && matches!(layers[i - 1].op, Op::Conv2d(..)))
+            .collect();
+
+        let mut values = vec![Slot { name: "input".into(), per_sample: model.input.numel() }];
+        let mut value_of = vec![0];
+        for (i, l) in layers.iter().enumerate() {
+            if l.op == Op::Flatten || fused_relu[i] {
+                value_of.push(value_of[i]);
+            } else {
+                values.push(Slot { name: l.name.clone(), per_sample: l.output.numel() });
+                value_of.push(values.len() - 1);
+            }
+        }
+
+        let mut grads = Vec::new();
+        let mut grad_of = vec![None; layers.len() + 1];
+        if gradients != Gradients::None {
+            let mut needed = gradients == Gradients::WeightsAndInput;
+            if needed {
+                grads.push(Slot { name: "d input".into(), per_sample: model.input.numel() });
+                grad_of[0] = Some(0);
+            }
+            for (i, l) in layers.iter().enumerate() {
+                needed |= l.op.params().is_some();
+                if !needed {
+                    continue;
+                }
+                if l.op == Op::Flatten && grad_of[i].is_some() {
+                    grad_of[i + 1] = grad_of[i];
+                } else {
+                    grads.push(Slot { name: format!("d {}", l.name), per_sample: l.output.numel() });
+                    grad_of[i + 1] = Some(grads.len() - 1);
+                }
+            }
+        }
+
+        let argmax = layers.iter().map(|l| matches!(l.op, Op::MaxPool2d(_)).then(|| l.output.numel())).collect();
+        MemoryPlan { values, value_of, grads, grad_of, fused_relu, argmax }
+    }
+
+    /// Elements per sample over every buffer the plan lists.
+    pub fn elements_per_sample(&self) -> usize {
+        let slots = self.values.iter().chain(&self.grads).map(|s| s.per_sample).sum::<usize>();
+        slots + self.argmax.iter().flatten().sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch;
+    use crate::model::Shape;
+
+    fn model(spec: &str) -> Model {
+        arch::parse(spec, Shape::image(1, 28, 28)).unwrap()
+    }
+
+    #[test]
+    fn the_tutorial_model_fuses_every_relu_and_flatten_is_free() {
+        let m = Model::tutorial();
+        let p = MemoryPlan::new(&m, Gradients::Weights);
+        let fused: Vec<&str> =
+            m.layers.iter().zip(&p.fused_relu).filter(|(_, &f)| f).map(|(l, _)| l.name.as_str()).collect();
+        assert_eq!(fused, ["conv1.1", "conv2.1", "conv2.3", "conv3.1"]);
+        // input, conv1.0(+relu), conv1.2, conv2.0(+relu), conv2.2(+relu), conv2.4, conv3.0(+relu, flatten), out
+        let names: Vec<&str> = p.values.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["input", "conv1.0", "conv1.2", "conv2.0", "conv2.2", "conv2.4", "conv3.0", "out"]);
+        let flatten = m.layers.iter().position(|l| l.op == Op::Flatten).unwrap();
+        assert_eq!(p.value_of[flatten + 1], p.value_of[flatten]);
+        assert_eq!(p.grad_of[flatten + 1], p.grad_of[flatten]);
+        // The input needs no gradient, every other position does.
+        assert_eq!(p.grad_of[0], None);
+        assert!(p.grad_of[1..].iter().all(Option::is_some));
+        assert_eq!(p.argmax.iter().flatten().collect::<Vec<_>>(), [&(16 * 14 * 14), &(32 * 7 * 7)]);
+    }
+
+    #[test]
+    fn inference_plans_no_gradients_and_fewer_elements() {
+        let m = Model::tutorial();
+        let inf = MemoryPlan::new(&m, Gradients::None);
+        let train = MemoryPlan::new(&m, Gradients::Weights);
+        assert!(inf.grads.is_empty() && inf.grad_of.iter().all(Option::is_none));
+        assert_eq!(inf.values, train.values);
+        assert!(inf.elements_per_sample() * 3 < train.elements_per_sample() * 2);
+    }
+
+    #[test]
+    fn no_gradient_before_the_first_weights() {
+        // Logistic regression: flatten first, so no position before the Linear needs a gradient.
+        let m = model("flat fc10");
+        let p = MemoryPlan::new(&m, Gradients::Weights);
+        assert_eq!(p.grad_of, [None, None, Some(0)]);
+        // A ReLU in front of the first conv neither fuses nor needs a gradient.
+        let m = model("relu c4k3 relu flat fc10");
+        let p = MemoryPlan::new(&m, Gradients::Weights);
+        assert_eq!(p.fused_relu, [false, false, true, false, false]);
+        assert_eq!(p.grad_of[..2], [None, None]);
+        assert!(p.grad_of[2..].iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn saliency_plans_an_input_gradient_and_relu_after_relu_is_not_fused() {
+        let m = model("flat fc10");
+        let p = MemoryPlan::new(&m, Gradients::WeightsAndInput);
+        assert_eq!(p.grad_of, [Some(0), Some(0), Some(1)]);
+        let m = model("c4k3 relu relu flat fc10");
+        let p = MemoryPlan::new(&m, Gradients::None);
+        assert_eq!(p.fused_relu, [false, true, false, false, false]);
+        assert_eq!(p.values.len(), 4); // input, conv(+relu), relu, fc
+    }
+}

@@ -1,0 +1,259 @@
+//! The GPU training executor (the graph executor): a `GpuInference` for the
+//! forward pass, plus the gradient buffers of the memory plan, the optimizer
+//! state and the backward dispatches. Everything is allocated once for the
+//! largest batch and each batch size's dispatches are built once; a training
+//! step (forward, loss, backward, optimizer update) is one command submission.
+//! Loss and accuracy accumulate on the GPU and are read back only by `take_stats`.
+
+use anyhow::{bail, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::executor::{batch_len, check_len, Inference, Optimizer, OptimizerState, Stats, Trainer};
+use crate::gpu::context::{checked, Gpu};
+use crate::gpu::dispatch::Dispatch;
+use crate::gpu::inference::{Allocator, GpuInference};
+use crate::gpu::ops::optim::{OptimBuffers, OptimUniform};
+use crate::gpu::plan::{Gradients, MemoryPlan};
+use crate::model::{Model, Op};
+
+/// The dispatches after the forward pass of one batch size, in recording order.
+struct Plan {
+    /// Training metrics accumulation, then softmax-CE backward.
+    loss: Vec<Dispatch>,
+    backward: Vec<Dispatch>,
+}
+
+pub struct GpuTrainer {
+    net: GpuInference,
+    optimizer: Optimizer,
+    grads: wgpu::Buffer, // (num_params)
+    opt_m: wgpu::Buffer, // (num_params) SGD momentum / Adam m
+    opt_v: wgpu::Buffer, // (num_params) Adam v (4 bytes, unused, for SGD)
+    /// gradients[memory.grad_of[i]] holds position i's gradient, each (max_batch, shape).
+    gradients: Vec<wgpu::Buffer>,
+    scratch: wgpu::Buffer, // weight-gradient split sums, sized for the largest layer
+    metrics: wgpu::Buffer, // [loss_sum, correct, samples, _] since the last take_stats
+    staging: wgpu::Buffer, // parameter-sized read-backs
+    optim: Dispatch,
+    plans: HashMap<usize, Plan>,
+    step: u32,
+    bytes: u64,
+}
+
+impl GpuTrainer {
+    /// Allocate everything for batches of up to `max_batch` samples; errors (rather than
+    /// failing later) when a buffer would exceed the adapter's limits.
+    pub fn new(gpu: Arc<Gpu>, model: Model, optimizer: Optimizer, params: &[f32], max_batch: usize) -> Result<Self> {
+        let memory = MemoryPlan::new(&model, Gradients::Weights);
+        let net = GpuInference::with_memory(gpu.clone(), model, memory, params, max_batch)?;
+        let (model, memory) = (net.model(), net.memory());
+        let k = &gpu.kernels;
+        let np = model.num_params;
+        let mut a = Allocator::new(&gpu, max_batch)?;
+        let (gradients, scratch, grads, opt_m, opt_v, metrics) = checked(&gpu.device, || -> Result<_> {
+            let mut gradients = Vec::new();
+            for s in &memory.grads {
+                gradients.push(a.batch(&s.name, &format!("the gradient of layer {}", &s.name[2..]), s.per_sample)?);
+            }
+            let scratch_len = model
+                .layers
+                .iter()
+                .map(|l| match l.op.at_batch(max_batch) {
+                    Op::Conv2d(d, _) => k.conv.scratch_len(d),
+                    Op::Linear(d, _) => k.linear.scratch_len(d),
+                    _ => 0,
+                })
+                .max()
+                .unwrap_or(0);
+            let scratch = a.fixed("weight partial sums", "the weight-gradient partial sums", scratch_len.max(1))?;
+            let grads = a.fixed("grads", "the gradients", np)?;
+            let opt_m = a.fixed("optimizer m", "the optimizer state", np)?;
+            let opt_v =
+                a.fixed("optimizer v", "the optimizer state", if optimizer.state_vectors() > 1 { np } else { 1 })?;
+            let metrics = a.fixed("metrics", "the metrics", 4)?;
+            Ok((gradients, scratch, grads, opt_m, opt_v, metrics))
+        })??;
+        let staging = gpu.staging(np as u64 * 4);
+        let bytes = a.bytes + np as u64 * 4 + net.allocated_bytes();
+        let optim = checked(&gpu.device, || {
+            let b = OptimBuffers { params: net.params_buffer(), grads: &grads, m: &opt_m, v: &opt_v };
+            k.optim.update(optimizer, np, &b)
+        })?;
+        Ok(GpuTrainer {
+            net,
+            optimizer,
+            grads,
+            opt_m,
+            opt_v,
+            gradients,
+            scratch,
+            metrics,
+            staging,
+            optim,
+            plans: HashMap::new(),
+            step: 0,
+            bytes,
+        })
+    }
+
+    pub fn max_batch(&self) -> usize {
+        self.net.max_batch()
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        self.net.gpu()
+    }
+
+    /// Bytes of GPU memory this executor allocated, its forward half included.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn grad(&self, pos: usize) -> Option<&wgpu::Buffer> {
+        self.net.memory().grad_of[pos].map(|g| &self.gradients[g])
+    }
+
+    fn build_plan(&self, n: usize) -> Plan {
+        let net = &self.net;
+        let (model, k) = (net.model(), &net.gpu().kernels);
+        let (nl, classes) = (model.layers.len(), model.classes());
+        let sm = net.softmax_buffers();
+        let dlogits = self.grad(nl).expect("a model ends in a Linear layer, whose output has a gradient");
+        let loss =
+            vec![k.softmax.accumulate(n, classes, &sm, &self.metrics), k.softmax.backward(n, classes, &sm, dlogits)];
+        let params = net.params_buffer();
+        let mut backward = Vec::new();
+        for (i, l) in model.layers.iter().enumerate().rev() {
+            let first = backward.len();
+            let (x, dx) = (net.value(i), self.grad(i));
+            // A layer whose output needs no gradient is before every weight: nothing to do.
+            let Some(dy) = self.grad(i + 1) else { continue };
+            match l.op.at_batch(n) {
+                Op::Conv2d(d, at) => {
+                    backward.extend(k.conv.backward_weight_bias(d, at, x, dy, &self.scratch, &self.grads));
+                    backward.extend(dx.map(|dx| k.conv.backward_input(d, at, dy, params, dx)));
+                }
+                Op::Linear(d, at) => {
+                    backward.extend(k.linear.backward_weight_bias(d, at, x, dy, &self.scratch, &self.grads));
+                    backward.extend(dx.map(|dx| k.linear.backward_input(d, at, dy, params, dx)));
+                }
+                Op::Relu(d) => backward.extend(dx.map(|dx| k.relu.backward(d, net.value(i + 1), dy, dx))),
+                Op::MaxPool2d(d) => {
+                    let argmax = net.argmax(i).expect("a pool's argmax");
+                    backward.extend(dx.map(|dx| k.pool.backward(d, argmax, dy, dx)));
+                }
+                Op::Flatten => {}
+            }
+            backward[first..].iter_mut().for_each(|d| d.layer = l.name.clone());
+        }
+        Plan { loss, backward }
+    }
+
+    fn ensure_plan(&mut self, n: usize) -> Result<()> {
+        if n > self.max_batch() {
+            bail!("a batch of {n} exceeds this executor's largest batch of {}", self.max_batch());
+        }
+        if !self.plans.contains_key(&n) {
+            let plan = checked(&self.gpu().device, || self.build_plan(n))?;
+            self.plans.insert(n, plan);
+        }
+        Ok(())
+    }
+
+    /// Every dispatch of a training step at batch `n`, in order (for profiling).
+    pub fn train_dispatches(&mut self, n: usize) -> Result<Vec<&Dispatch>> {
+        self.ensure_plan(n)?;
+        self.net.ensure_plan(n)?;
+        let p = &self.plans[&n];
+        let forward = self.net.forward_with_loss(n);
+        Ok(forward.chain(&p.loss).chain(&p.backward).chain([&self.optim]).collect())
+    }
+
+    fn read(&self, src: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {
+        let enc = self.gpu().device.create_command_encoder(&Default::default());
+        self.gpu().read_with(enc, src, 0, count, &self.staging)
+    }
+}
+
+impl Trainer for GpuTrainer {
+    fn describe(&self) -> String {
+        self.net.describe()
+    }
+
+    fn model(&self) -> &Model {
+        self.net.model()
+    }
+
+    fn optimizer(&self) -> Optimizer {
+        self.optimizer
+    }
+
+    fn train_step(&mut self, images: &[f32], labels: &[u32]) -> Result<()> {
+        let n = batch_len(self.net.model(), images, Some(labels))?;
+        self.ensure_plan(n)?;
+        self.net.ensure_plan(n)?;
+        let gpu = self.gpu().clone();
+        let q = &gpu.queue;
+        q.write_buffer(self.net.value(0), 0, bytemuck::cast_slice(images));
+        q.write_buffer(self.net.labels_buffer(), 0, bytemuck::cast_slice(labels));
+        self.step += 1;
+        let u = OptimUniform::new(self.optimizer, self.net.model().num_params, self.step);
+        q.write_buffer(&self.optim.uniform, 0, bytemuck::bytes_of(&u));
+        let plan = &self.plans[&n];
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in self.net.forward_with_loss(n).chain(&plan.loss).chain(&plan.backward).chain([&self.optim]) {
+                d.record(&mut pass);
+            }
+        }
+        q.submit([enc.finish()]);
+        Ok(())
+    }
+
+    fn take_stats(&mut self) -> Result<Stats> {
+        let m = self.read(&self.metrics, 3)?;
+        self.gpu().queue.write_buffer(&self.metrics, 0, &[0u8; 16]);
+        Ok(Stats { loss_sum: m[0] as f64, correct: m[1] as u64, samples: m[2] as u64 })
+    }
+
+    fn inference(&mut self) -> &mut dyn Inference {
+        &mut self.net
+    }
+
+    fn params(&mut self) -> Result<Vec<f32>> {
+        self.read(self.net.params_buffer(), self.net.model().num_params)
+    }
+
+    fn set_params(&mut self, params: &[f32]) -> Result<()> {
+        check_len("parameters", params.len(), self.net.model().num_params)?;
+        self.gpu().queue.write_buffer(self.net.params_buffer(), 0, bytemuck::cast_slice(params));
+        Ok(())
+    }
+
+    fn grads(&mut self) -> Result<Vec<f32>> {
+        self.read(&self.grads, self.net.model().num_params)
+    }
+
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        let np = self.net.model().num_params;
+        let mut vectors = self.read(&self.opt_m, np)?;
+        if self.optimizer.state_vectors() > 1 {
+            vectors.extend(self.read(&self.opt_v, np)?);
+        }
+        Ok(OptimizerState { step: self.step, vectors })
+    }
+
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let np = self.net.model().num_params;
+        check_len("optimizer state", state.vectors.len(), np * self.optimizer.state_vectors())?;
+        let q = &self.gpu().queue;
+        q.write_buffer(&self.opt_m, 0, bytemuck::cast_slice(&state.vectors[..np]));
+        if self.optimizer.state_vectors() > 1 {
+            q.write_buffer(&self.opt_v, 0, bytemuck::cast_slice(&state.vectors[np..]));
+        }
+        self.step = state.step;
+        Ok(())
+    }
+}
