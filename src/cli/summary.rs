@@ -6,7 +6,7 @@ use gpu_cnn::model::Model;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model spec (see `--arch` in the README); the seed CNN by default
+    /// Model spec (see `--arch` in the README); the tutorial CNN by default
     #[arg(long)]
     arch: Option<String>,
 }

@@ -52,7 +52,7 @@ pub struct Args {
     /// A directory with the four MNIST-format IDX files (e.g. Fashion-MNIST); the bundled MNIST by default
     #[arg(long)]
     data: Option<PathBuf>,
-    /// A model other than the seed CNN (see the README)
+    /// A model other than the tutorial CNN (see the README)
     #[arg(long)]
     arch: Option<String>,
     /// Start from this checkpoint's weights (fresh optimizer, step 0)
