@@ -81,6 +81,17 @@ fn backward(@builtin(local_invocation_index) li: u32,
     }
 }
 
+// Saliency: the gradient of each row's predicted logit, a one-hot at the prediction.
+@compute @workgroup_size(FLAT_WORKGROUP_SIZE)
+fn onehot_prediction(@builtin(local_invocation_index) li: u32,
+                     @builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_thread(li, wid, nwg);
+    if (i < U.n * U.classes) {
+        dlogits[i] = select(0.0, 1.0, predictions[i / U.classes] == i % U.classes);
+    }
+}
+
 // One workgroup: sums the batch's losses and correct predictions into `metrics`.
 @compute @workgroup_size(REDUCE_THREADS)
 fn accumulate(@builtin(local_invocation_index) li: u32) {

@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::model::Model;
+use crate::model::{Model, Shape};
 
 /// The optimizer and its hyper-parameters (PyTorch's formulas, no weight decay).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,6 +88,39 @@ pub trait Inference {
     fn predict(&mut self, images: &[f32]) -> Result<Vec<f32>>;
     /// Loss, correct count and predictions for `images` (n,c,h,w) with `labels` (n), any n.
     fn evaluate(&mut self, images: &[f32], labels: &[u32]) -> Result<BatchEval>;
+}
+
+/// One layer's output for one picture, as `Explain` reads it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureMap {
+    /// The layer whose output this is, as in the state_dict (`conv2.2`). A ReLU
+    /// that runs in a convolution's epilogue is part of it: a convolution's map is
+    /// then the map after its ReLU.
+    pub layer: String,
+    pub shape: Shape,
+    pub values: Vec<f32>,
+}
+
+/// What happens inside the network for one picture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    /// Class probabilities.
+    pub probs: Vec<f32>,
+    /// The class with the largest logit (the first on ties).
+    pub prediction: u32,
+    /// Every layer's output, in order, that is not another's: a Flatten's is its
+    /// input's, a fused ReLU's its convolution's.
+    pub maps: Vec<FeatureMap>,
+    /// d logit[prediction] / d input, shaped as the input: which pixels raise the
+    /// predicted class's score.
+    pub saliency: Vec<f32>,
+}
+
+/// Runs a model forward and back for one picture, keeping what a learner wants to see.
+pub trait Explain {
+    fn model(&self) -> &Model;
+    /// `image` is one input (c,h,w).
+    fn explain(&mut self, image: &[f32]) -> Result<Explanation>;
 }
 
 /// Trains a model: weights, gradients and optimizer state live in the executor.

@@ -296,6 +296,22 @@ impl Model {
         self.layers.last().map(|l| l.output.c).unwrap_or(0)
     }
 
+    /// Whether layer `i` is a ReLU right after a convolution: the GPU computes it in
+    /// the convolution's epilogue, and a learner sees the two as one feature map.
+    pub fn relu_follows_conv(&self, i: usize) -> bool {
+        i > 0 && matches!(self.layers[i].op, Op::Relu(_)) && matches!(self.layers[i - 1].op, Op::Conv2d(..))
+    }
+
+    /// The layers whose outputs are feature maps of their own, with the activation
+    /// position that holds each (after a convolution's ReLU, if one follows it).
+    /// A Flatten's output is its input's; a ReLU after a convolution is part of it.
+    pub fn feature_maps(&self) -> Vec<(usize, usize)> {
+        (0..self.layers.len())
+            .filter(|&i| self.layers[i].op != Op::Flatten && !self.relu_follows_conv(i))
+            .map(|i| (i, if i + 1 < self.layers.len() && self.relu_follows_conv(i + 1) { i + 2 } else { i + 1 }))
+            .collect()
+    }
+
     /// Forward FLOPs per sample over all layers.
     pub fn flops_per_sample(&self) -> u64 {
         self.layers.iter().map(|l| l.flops_per_sample()).sum()

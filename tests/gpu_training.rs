@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gpu_cnn::arch;
+use gpu_cnn::checkpoint;
 use gpu_cnn::cpu::{CpuInference, CpuTrainer};
 use gpu_cnn::data::{bundled_mnist_dir, Dataset, Split};
-use gpu_cnn::executor::{Inference, Optimizer, Trainer};
-use gpu_cnn::gpu::{Gpu, GpuInference, GpuTrainer};
+use gpu_cnn::executor::{Explain, Inference, Optimizer, Trainer};
+use gpu_cnn::gpu::{Gpu, GpuExplainer, GpuInference, GpuTrainer};
 use gpu_cnn::model::{Model, Shape};
 use gpu_cnn::train::{self, evaluate, start_position, Diverged, Event, RunLength};
 
@@ -107,6 +108,46 @@ per_backend!(inference_executor_matches_cpu, |g: &Arc<Gpu>| {
         trainer.allocated_bytes() as f64 / 1048576.0
     );
     assert!(at_1000 * 2 < trainer.allocated_bytes(), "{who}: inference should allocate well under half a trainer's");
+});
+
+// What `gpu-cnn explain` shows, on the GPU against the CPU reference, for the
+// shipped weights and a few test digits: probabilities and feature maps to forward
+// tolerance (1e-5 + 1e-4·|ref|), the saliency map (the predicted logit's gradient
+// with respect to the input, through every layer's backward including conv1's
+// input gradient, which training never runs) to the gradient tolerance
+// 1e-6 + 1e-3·|ref|. Also for a model with other layers (`--arch`).
+per_backend!(explainer_matches_cpu, |g: &Arc<Gpu>| {
+    let weights = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/weights/mnist-cnn.safetensors");
+    let tutorial = checkpoint::load(&weights, &Model::tutorial()).unwrap();
+    let other = arch::parse("c4k3 relu relu pool2 c6k3s2p0 flat fc10", Shape::image(1, 28, 28)).unwrap();
+    let test = mnist(Split::Test);
+    for (model, params) in [(tutorial.model, tutorial.params), (other.clone(), other.init_params(3))] {
+        let mut gpu = GpuExplainer::new(g.clone(), model.clone(), &params).unwrap();
+        let mut cpu = CpuInference::new(model.clone(), params).unwrap();
+        for i in [0, 1, 18] {
+            let (image, _) = test.take(i + 1).first_batch(i + 1);
+            let image = &image[i * 784..];
+            let (ge, ce) = (gpu.explain(image).unwrap(), cpu.explain(image).unwrap());
+            let who = format!("{} {} picture {i}", g.describe(), gpu_cnn::arch::spec_of(&model));
+            assert_eq!(ge.prediction, ce.prediction, "{who}");
+            assert_close(&format!("{who}: probabilities"), &ge.probs, &to64(&ce.probs), 1e-5, 1e-4);
+            let names = |e: &gpu_cnn::executor::Explanation| e.maps.iter().map(|m| m.layer.clone()).collect::<Vec<_>>();
+            assert_eq!(names(&ge), names(&ce), "{who}");
+            for (gm, cm) in ge.maps.iter().zip(&ce.maps) {
+                assert_eq!(gm.shape, cm.shape, "{who}: {}", gm.layer);
+                assert_close(&format!("{who}: map {}", gm.layer), &gm.values, &to64(&cm.values), 1e-5, 1e-4);
+            }
+            let e = assert_close(&format!("{who}: saliency"), &ge.saliency, &to64(&ce.saliency), 1e-6, 1e-3);
+            let peak = ce.saliency.iter().fold(0f32, |m, x| m.max(x.abs()));
+            assert!(peak > 1e-3, "{who}: a saliency map of zeros checks nothing");
+            eprintln!("{who}: saliency max |Δ| {e:.2e} (peak {peak:.3})");
+        }
+    }
+    // The tutorial model's maps are its conv layers (after their ReLUs) and pools, then the logits.
+    let mut gpu = GpuExplainer::new(g.clone(), Model::tutorial(), &Model::tutorial().init_params(0)).unwrap();
+    let e = gpu.explain(&test.first_batch(1).0).unwrap();
+    let names: Vec<&str> = e.maps.iter().map(|m| m.layer.as_str()).collect();
+    assert_eq!(names, ["conv1.0", "conv1.2", "conv2.0", "conv2.2", "conv2.4", "conv3.0", "out"]);
 });
 
 // Train the tutorial CNN from a fixed seed on a 6,400-image subset of MNIST for 200

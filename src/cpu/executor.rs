@@ -5,7 +5,10 @@
 use anyhow::Result;
 
 use crate::cpu::ops;
-use crate::executor::{batch_len, check_len, BatchEval, Inference, Optimizer, OptimizerState, Stats, Trainer};
+use crate::executor::{
+    batch_len, check_len, BatchEval, Explain, Explanation, FeatureMap, Inference, Optimizer, OptimizerState, Stats,
+    Trainer,
+};
 use crate::model::{Model, Op};
 
 pub struct CpuInference {
@@ -52,13 +55,14 @@ impl CpuInference {
         &self.acts[self.model.layers.len()]
     }
 
-    /// Back-propagate `dlogits` (N, classes) of a batch of `n` into `grads`
-    /// (laid out as the parameters); the network's input gets no gradient.
-    fn backward(&self, dlogits: Vec<f32>, n: usize, grads: &mut [f32]) {
+    /// Back-propagate `dlogits` (N, classes) of a batch of `n` into `grads` (laid
+    /// out as the parameters); returns the gradient of the network's input, which
+    /// is computed only when `input_grad` asks for it (else empty).
+    fn backward(&self, dlogits: Vec<f32>, n: usize, grads: &mut [f32], input_grad: bool) -> Vec<f32> {
         let mut dout = dlogits;
         for (i, l) in self.model.layers.iter().enumerate().rev() {
             let inp = &self.acts[i];
-            let want_dinp = i > 0;
+            let want_dinp = i > 0 || input_grad;
             let mut dinp = if want_dinp { vec![0f32; inp.len()] } else { Vec::new() };
             let p = &self.params;
             match l.op.at_batch(n) {
@@ -79,6 +83,7 @@ impl CpuInference {
             }
             dout = dinp;
         }
+        dout
     }
 
     /// Forward and loss on a labelled batch of `n`: (probs, per-sample losses).
@@ -115,6 +120,36 @@ impl Inference for CpuInference {
         let predictions = ops::argmax_rows(self.logits(), self.model.classes());
         let correct = predictions.iter().zip(labels).filter(|(p, l)| p == l).count() as u64;
         Ok(BatchEval { loss_sum: losses.iter().map(|&l| l as f64).sum(), correct, predictions })
+    }
+}
+
+impl Explain for CpuInference {
+    fn model(&self) -> &Model {
+        &self.model
+    }
+
+    fn explain(&mut self, image: &[f32]) -> Result<Explanation> {
+        check_len("a picture", image.len(), self.model.input.numel())?;
+        let classes = self.model.classes();
+        self.forward(image, 1);
+        let mut probs = vec![0f32; classes];
+        ops::softmax_forward(&mut probs, self.logits(), 1, classes);
+        let prediction = ops::argmax_rows(self.logits(), classes)[0];
+        let maps = self
+            .model
+            .feature_maps()
+            .into_iter()
+            .map(|(i, pos)| {
+                let l = &self.model.layers[i];
+                let shape = self.model.layers[pos - 1].output;
+                FeatureMap { layer: l.name.clone(), shape, values: self.acts[pos].clone() }
+            })
+            .collect();
+        let mut dlogits = vec![0f32; classes];
+        dlogits[prediction as usize] = 1.0;
+        let mut grads = vec![0f32; self.model.num_params];
+        let saliency = self.backward(dlogits, 1, &mut grads, true);
+        Ok(Explanation { probs, prediction, maps, saliency })
     }
 }
 
@@ -164,7 +199,7 @@ impl Trainer for CpuTrainer {
         self.stats.samples += n as u64;
         let mut dlogits = vec![0f32; n * classes];
         ops::softmax_ce_backward(&mut dlogits, &probs, labels, n, classes);
-        self.net.backward(dlogits, n, &mut self.grads);
+        self.net.backward(dlogits, n, &mut self.grads, false);
         self.step += 1;
         let np = self.net.model.num_params;
         let params = &mut self.net.params;

@@ -247,6 +247,11 @@ impl GpuInference {
         Ok(())
     }
 
+    /// The layers' forward dispatches at batch `n`; `ensure_plan(n)` must have run.
+    pub(crate) fn forward(&self, n: usize) -> &[Dispatch] {
+        &self.plans[&n].forward
+    }
+
     /// The forward pass and the loss layer's forward at batch `n`, in order, as a
     /// training step starts; `ensure_plan(n)` must have run.
     pub(crate) fn forward_with_loss(&self, n: usize) -> impl Iterator<Item = &Dispatch> {

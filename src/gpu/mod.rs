@@ -6,11 +6,14 @@
 //! - `ops`: one file per op family (uniform, pipelines, launchers);
 //! - `kernels`: every family's pipelines for one device and engine;
 //! - `plan`: the memory plan, from the model alone;
-//! - `inference`, `trainer`: the executors.
+//! - `backward`: the backward pass, for the trainer and the explainer;
+//! - `inference`, `trainer`, `explainer`: the executors.
 
+pub mod backward;
 pub mod context;
 pub mod dispatch;
 pub mod engine;
+pub mod explainer;
 pub mod inference;
 pub mod kernels;
 pub mod ops;
@@ -21,6 +24,7 @@ pub mod trainer;
 pub use context::{BackendChoice, Gpu};
 pub use dispatch::Dispatch;
 pub use engine::GemmEngine;
+pub use explainer::GpuExplainer;
 pub use inference::GpuInference;
 pub use kernels::Kernels;
 pub use trainer::GpuTrainer;

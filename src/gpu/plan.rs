@@ -52,9 +52,7 @@ pub struct MemoryPlan {
 impl MemoryPlan {
     pub fn new(model: &Model, gradients: Gradients) -> MemoryPlan {
         let layers = &model.layers;
-        let fused_relu: Vec<bool> = (0..layers.len())
-            .map(|i| i > 0 && matches!(layers[i].op, Op::Relu(_)) && matches!(layers[i - 1].op, Op::Conv2d(..)))
-            .collect();
+        let fused_relu: Vec<bool> = (0..layers.len()).map(|i| model.relu_follows_conv(i)).collect();
 
         let mut values = vec![Slot { name: "input".into(), per_sample: model.input.numel() }];
         let mut value_of = vec![0];

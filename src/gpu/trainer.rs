@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::executor::{batch_len, check_len, Inference, Optimizer, OptimizerState, Stats, Trainer};
+use crate::gpu::backward::{self, WeightGrads};
 use crate::gpu::context::{checked, Gpu};
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::inference::{Allocator, GpuInference};
@@ -122,31 +123,8 @@ impl GpuTrainer {
         let dlogits = self.grad(nl).expect("a model ends in a Linear layer, whose output has a gradient");
         let loss =
             vec![k.softmax.accumulate(n, classes, &sm, &self.metrics), k.softmax.backward(n, classes, &sm, dlogits)];
-        let params = net.params_buffer();
-        let mut backward = Vec::new();
-        for (i, l) in model.layers.iter().enumerate().rev() {
-            let first = backward.len();
-            let (x, dx) = (net.value(i), self.grad(i));
-            // A layer whose output needs no gradient is before every weight: nothing to do.
-            let Some(dy) = self.grad(i + 1) else { continue };
-            match l.op.at_batch(n) {
-                Op::Conv2d(d, at) => {
-                    backward.extend(k.conv.backward_weight_bias(d, at, x, dy, &self.scratch, &self.grads));
-                    backward.extend(dx.map(|dx| k.conv.backward_input(d, at, dy, params, dx)));
-                }
-                Op::Linear(d, at) => {
-                    backward.extend(k.linear.backward_weight_bias(d, at, x, dy, &self.scratch, &self.grads));
-                    backward.extend(dx.map(|dx| k.linear.backward_input(d, at, dy, params, dx)));
-                }
-                Op::Relu(d) => backward.extend(dx.map(|dx| k.relu.backward(d, net.value(i + 1), dy, dx))),
-                Op::MaxPool2d(d) => {
-                    let argmax = net.argmax(i).expect("a pool's argmax");
-                    backward.extend(dx.map(|dx| k.pool.backward(d, argmax, dy, dx)));
-                }
-                Op::Flatten => {}
-            }
-            backward[first..].iter_mut().for_each(|d| d.layer = l.name.clone());
-        }
+        let weights = WeightGrads { scratch: &self.scratch, grads: &self.grads };
+        let backward = backward::dispatches(net, &self.gradients, Some(weights), n);
         Plan { loss, backward }
     }
 

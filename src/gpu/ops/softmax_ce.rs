@@ -27,6 +27,7 @@ pub struct SoftmaxKernels {
     forward: Entry,
     predict: Entry,
     backward: Entry,
+    onehot_prediction: Entry,
     accumulate: Entry,
 }
 
@@ -39,6 +40,7 @@ impl SoftmaxKernels {
             forward: entry("forward"),
             predict: entry("predict"),
             backward: entry("backward"),
+            onehot_prediction: entry("onehot_prediction"),
             accumulate: entry("accumulate"),
         }
     }
@@ -64,6 +66,14 @@ impl SoftmaxKernels {
         let bindings = [(2, b.labels), (3, b.probs), (5, dlogits)];
         let groups = self.launcher.grid.flat(n * classes);
         self.launcher.dispatch(&self.backward, &Self::uniform(n, classes), &bindings, groups)
+    }
+
+    /// dlogits (N,CLASSES) = one-hot at each row's prediction: the gradient of the
+    /// predicted logit, which backward turns into a saliency map.
+    pub fn onehot_prediction(&self, n: usize, classes: usize, b: &SoftmaxBuffers, dlogits: &wgpu::Buffer) -> Dispatch {
+        let bindings = [(5, dlogits), (7, b.predictions)];
+        let groups = self.launcher.grid.flat(n * classes);
+        self.launcher.dispatch(&self.onehot_prediction, &Self::uniform(n, classes), &bindings, groups)
     }
 
     /// metrics [loss_sum, correct, samples, _] += this batch's, from the forward's losses and predictions.

@@ -1,0 +1,58 @@
+//! The backward pass of a model as dispatches, shared by the trainer (weight and
+//! bias gradients, and the input gradients that lead to them) and the explainer
+//! (input gradients only, down to the network's input: a saliency map).
+
+use crate::executor::Inference;
+use crate::gpu::dispatch::Dispatch;
+use crate::gpu::inference::GpuInference;
+use crate::model::Op;
+
+/// Where the weight and bias gradients go: the split-sum scratch and the flat
+/// gradient vector (laid out as the parameters).
+pub(crate) struct WeightGrads<'a> {
+    pub scratch: &'a wgpu::Buffer,
+    pub grads: &'a wgpu::Buffer,
+}
+
+/// Backward at batch `n`, last layer first, from the gradient of the logits:
+/// every input gradient `net`'s memory plan lists (in `gradients`), and with
+/// `weights` the weight and bias gradients too.
+pub(crate) fn dispatches(
+    net: &GpuInference,
+    gradients: &[wgpu::Buffer],
+    weights: Option<WeightGrads>,
+    n: usize,
+) -> Vec<Dispatch> {
+    let (model, k) = (net.model(), &net.gpu().kernels);
+    let grad = |pos: usize| net.memory().grad_of[pos].map(|g| &gradients[g]);
+    let params = net.params_buffer();
+    let mut out = Vec::new();
+    for (i, l) in model.layers.iter().enumerate().rev() {
+        let first = out.len();
+        let (x, dx) = (net.value(i), grad(i));
+        // A layer whose output needs no gradient is before every weight: nothing to do.
+        let Some(dy) = grad(i + 1) else { continue };
+        match l.op.at_batch(n) {
+            Op::Conv2d(d, at) => {
+                if let Some(w) = &weights {
+                    out.extend(k.conv.backward_weight_bias(d, at, x, dy, w.scratch, w.grads));
+                }
+                out.extend(dx.map(|dx| k.conv.backward_input(d, at, dy, params, dx)));
+            }
+            Op::Linear(d, at) => {
+                if let Some(w) = &weights {
+                    out.extend(k.linear.backward_weight_bias(d, at, x, dy, w.scratch, w.grads));
+                }
+                out.extend(dx.map(|dx| k.linear.backward_input(d, at, dy, params, dx)));
+            }
+            Op::Relu(d) => out.extend(dx.map(|dx| k.relu.backward(d, net.value(i + 1), dy, dx))),
+            Op::MaxPool2d(d) => {
+                let argmax = net.argmax(i).expect("a pool's argmax");
+                out.extend(dx.map(|dx| k.pool.backward(d, argmax, dy, dx)));
+            }
+            Op::Flatten => {}
+        }
+        out[first..].iter_mut().for_each(|d| d.layer = l.name.clone());
+    }
+    out
+}
