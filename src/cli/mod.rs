@@ -5,6 +5,7 @@ mod bench;
 mod devices;
 mod eval;
 mod infer;
+mod plot;
 mod summary;
 mod train;
 
@@ -44,6 +45,8 @@ enum Command {
     Devices,
     /// Training and inference throughput, first-step latency and a per-op GPU profile
     Bench(bench::Args),
+    /// Compare runs: loss and accuracy of several run directories on shared axes
+    Plot(plot::Args),
 }
 
 pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
@@ -54,6 +57,7 @@ pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Summary(a) => summary::run(a),
         Command::Devices => devices::run(),
+        Command::Plot(a) => plot::run(a),
     }
 }
 
