@@ -5,7 +5,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 
-use super::{bold_style, render, save, text_style, Area, MUTED};
+use super::{bold_style, centered, render, save, text_style, Area, MUTED};
 
 /// Light to dark blue. The colour follows the square root of a cell's share of its
 /// row, so that a class confused 1-5% of the time is visibly tinted instead of white.
@@ -18,10 +18,6 @@ fn shade(share: f64) -> RGBColor {
 
 /// Ticks of the colour scale, as shares of a row.
 const SCALE_TICKS: [f64; 6] = [0.0, 0.01, 0.05, 0.25, 0.5, 1.0];
-
-fn centered(size: f64) -> TextStyle<'static> {
-    text_style(size).pos(Pos::new(HPos::Center, VPos::Center))
-}
 
 fn vertical(size: f64) -> TextStyle<'static> {
     centered(size).transform(FontTransform::Rotate270)

@@ -7,8 +7,8 @@ use std::ops::Range;
 use std::path::Path;
 
 use super::{
-    bold_style, legend, legend_height, render, save, step_range, text_style, tick_formatter, value_range, Area, Mark,
-    MUTED,
+    bold_style, centered, legend, legend_height, render, save, step_range, text_style, tick_formatter, value_range,
+    Area, Mark, MUTED,
 };
 
 /// (step, loss, accuracy as a fraction).
@@ -106,11 +106,7 @@ fn panel(area: &Area, title: &str, y_desc: &str, bounds: (f64, f64), x: Range<u6
     if all.iter().all(|s| s.points.is_empty()) {
         let plot = chart.plotting_area().strip_coord_spec();
         let (w, h) = plot.dim_in_pixel();
-        let note = text_style(16.0).color(&MUTED).pos(plotters::style::text_anchor::Pos::new(
-            plotters::style::text_anchor::HPos::Center,
-            plotters::style::text_anchor::VPos::Center,
-        ));
-        plot.draw(&Text::new("nothing logged yet", (w as i32 / 2, h as i32 / 2), note))?;
+        plot.draw(&Text::new("nothing logged yet", (w as i32 / 2, h as i32 / 2), centered(16.0).color(&MUTED)))?;
     }
     Ok(())
 }
@@ -125,16 +121,8 @@ pub fn training_curves(history: &[Point], test_history: &[Point], path: &Path) -
     let test_label = if test_history.is_empty() { TEST_NONE_YET } else { TEST };
     let rows =
         [vec![(train, "training batches (mean since the previous point)".to_string()), (test, test_label.to_string())]];
-    let img = render(WIDTH, PANEL_HEIGHT + legend_height(rows.len()), |root| {
-        let (top, body) = root.split_vertically(legend_height(rows.len()));
-        legend(&top, &rows)?;
-        let panels = body.split_evenly((1, 2));
-        let both = |value| [series(train, history, value), series(test, test_history, value)];
-        let x = steps(&both(loss));
-        panel(&panels[0], "loss", "cross-entropy loss", LOSS_BOUNDS, x.clone(), &both(loss))?;
-        panel(&panels[1], "accuracy", "accuracy (%)", PERCENT_BOUNDS, x, &both(percent))
-    })?;
-    save(&img, path)
+    let both = |value| [series(train, history, value), series(test, test_history, value)];
+    loss_and_accuracy(&rows, &both(loss), "accuracy", &both(percent), path)
 }
 
 /// Several runs on shared axes, a colour each: loss (training solid, test dashed) and
@@ -146,7 +134,7 @@ pub fn comparison(runs: &[Run], path: &Path) -> Result<()> {
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let note = if any_test && r.test.is_empty() { "  (no test points: not in the accuracy panel)" } else { "" };
+            let note = if any_test && r.test.is_empty() { "  (no test points yet)" } else { "" };
             vec![(Mark { color: color(i), test: false }, format!("{}{note}", r.label))]
         })
         .collect();
@@ -163,14 +151,26 @@ pub fn comparison(runs: &[Run], path: &Path) -> Result<()> {
         accuracies.push(if any_test { series(test, &r.test, percent) } else { series(train, &r.train, percent) });
     }
     let accuracy_title = if any_test { "test accuracy" } else { "training accuracy (no run has test points yet)" };
+    loss_and_accuracy(&rows, &losses, accuracy_title, &accuracies, path)
+}
+
+/// The picture both functions draw: a legend over a loss panel and an accuracy panel
+/// that share their steps.
+fn loss_and_accuracy(
+    rows: &[Vec<(Mark, String)>],
+    losses: &[Series],
+    accuracy_title: &str,
+    accuracies: &[Series],
+    path: &Path,
+) -> Result<()> {
     let img = render(WIDTH, PANEL_HEIGHT + legend_height(rows.len()), |root| {
         let (top, body) = root.split_vertically(legend_height(rows.len()));
-        legend(&top, &rows)?;
+        legend(&top, rows)?;
         let panels = body.split_evenly((1, 2));
-        // The loss panel has every point of every run, so its steps are all the steps.
-        let x = steps(&losses);
-        panel(&panels[0], "loss", "cross-entropy loss", LOSS_BOUNDS, x.clone(), &losses)?;
-        panel(&panels[1], accuracy_title, "accuracy (%)", PERCENT_BOUNDS, x, &accuracies)
+        // The losses hold every point drawn, so their steps are all the steps.
+        let x = steps(losses);
+        panel(&panels[0], "loss", "cross-entropy loss", LOSS_BOUNDS, x.clone(), losses)?;
+        panel(&panels[1], accuracy_title, "accuracy (%)", PERCENT_BOUNDS, x, accuracies)
     })?;
     save(&img, path)
 }

@@ -17,6 +17,7 @@ use plotters::coord::ranged1d::Ranged;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::ops::Range;
 use std::path::Path;
 
@@ -35,6 +36,11 @@ fn text_style(size: f64) -> TextStyle<'static> {
 
 fn bold_style(size: f64) -> TextStyle<'static> {
     (FONT, size, FontStyle::Bold).into_font().color(&INK)
+}
+
+/// Text centred on its position, both ways.
+fn centered(size: f64) -> TextStyle<'static> {
+    text_style(size).pos(Pos::new(HPos::Center, VPos::Center))
 }
 
 /// Draw a `w`x`h` picture into memory, on white.
@@ -131,18 +137,28 @@ impl Mark {
     }
 }
 
-/// Rows of legend entries, each a line sample and its text, left to right.
+/// Rows of legend entries, each a line sample and its text, left to right. Text that
+/// would run off the picture loses its middle to "…": a long run directory and
+/// architecture keep their beginning and end.
 fn legend(area: &Area, rows: &[Vec<(Mark, String)>]) -> Result<()> {
     let style = text_style(15.0);
     let (sample_w, row_h) = (28, 22);
+    let room = area.dim_in_pixel().0 as i32 - 12;
     for (r, row) in rows.iter().enumerate() {
         let y = 8 + r as i32 * row_h;
         let mut x = 12;
         for (mark, label) in row {
             mark.sample(area, (x, y + 8), sample_w)?;
-            area.draw(&Text::new(label.as_str(), (x + sample_w + 8, y), style.clone()))?;
-            let (w, _) = area.estimate_text_size(label, &style)?;
-            x += sample_w + 8 + w as i32 + 28;
+            let text_x = x + sample_w + 8;
+            let mut chars: Vec<char> = label.chars().collect();
+            let mut text = label.clone();
+            while text_x + area.estimate_text_size(&text, &style)?.0 as i32 > room && chars.len() > 8 {
+                chars.remove(chars.len() / 2);
+                let half = chars.len() / 2;
+                text = format!("{}…{}", String::from_iter(&chars[..half]), String::from_iter(&chars[half..]));
+            }
+            area.draw(&Text::new(text.as_str(), (text_x, y), style.clone()))?;
+            x = text_x + area.estimate_text_size(&text, &style)?.0 as i32 + 28;
         }
     }
     Ok(())
@@ -198,5 +214,16 @@ mod tests {
         assert_eq!(step_range([6].into_iter()), 5..7);
         assert_eq!(step_range([0, 400].into_iter()), 0..410);
         assert_eq!(step_range(std::iter::empty()), 0..1);
+    }
+
+    #[test]
+    fn a_legend_too_long_for_the_picture_loses_its_middle() {
+        let long = format!("/very/long/path/{}/run-with-a-name  (c16k5 relu fc10)", "deep/".repeat(60));
+        let rows = [vec![(Mark { color: BLACK, test: false }, long)]];
+        let img = render(400, legend_height(1), |area| legend(area, &rows)).unwrap();
+        // Ink in the last pixels would be text running off the picture.
+        let inked = |x0: u32, x1: u32| (x0..x1).any(|x| (0..img.height()).any(|y| img.get_pixel(x, y).0[0] < 128));
+        assert!(inked(48, 300), "the beginning of the label is drawn");
+        assert!(!inked(390, 400), "the label runs off the picture");
     }
 }
