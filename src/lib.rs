@@ -8,6 +8,8 @@
 //! - `gpu`: adapter/device, WGSL pipelines, the graph executor
 //! - `executor`: the interface both executors implement
 //! - `train`: the training loop and evaluation
+//! - `metrics_log`: reading a run's metrics.jsonl back
+//! - `plot`: training curves, confusion matrices and run comparisons as PNG
 
 pub mod arch;
 pub mod bench;
@@ -17,6 +19,7 @@ pub mod data;
 pub mod dims;
 pub mod executor;
 pub mod gpu;
+pub mod metrics_log;
 pub mod model;
 pub mod plot;
 pub mod preprocess;

@@ -1,7 +1,8 @@
 //! `gpu-cnn eval`: test-set accuracy, loss, per-class accuracy and confusion matrix.
 
 use anyhow::Result;
-use std::path::PathBuf;
+use serde_json::json;
+use std::path::{Path, PathBuf};
 
 use gpu_cnn::checkpoint;
 use gpu_cnn::data::{Dataset, Split};
@@ -28,6 +29,9 @@ pub struct Args {
     plot: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
+    /// Machine-readable output: one JSON object with the same figures
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(a: Args, gemm: Gemm) -> Result<()> {
@@ -42,8 +46,43 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     for (&p, &t) in ev.predictions.iter().zip(&test.labels) {
         m[t as usize][p as usize] += 1;
     }
-    println!("{} on {} test images ({})", weights.display(), test.len(), net.describe());
-    println!("accuracy {:.2}%  loss {:.4}", 100.0 * ev.accuracy, ev.loss);
+    if a.json {
+        let per_class: Vec<serde_json::Value> = m
+            .iter()
+            .enumerate()
+            .map(|(c, row)| {
+                let n: u64 = row.iter().sum();
+                // A class absent from the test set has no accuracy, not 0%.
+                let acc = (n > 0).then(|| row[c] as f64 / n as f64);
+                json!({"class": c, "images": n, "correct": row[c], "accuracy": acc})
+            })
+            .collect();
+        let j = json!({
+            "weights": weights.display().to_string(),
+            "backend": net.describe(),
+            "images": test.len(),
+            "accuracy": ev.accuracy,
+            "loss": ev.loss,
+            "per_class": per_class,
+            "confusion": m,
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        report(&weights, test.len(), &net.describe(), ev.accuracy, ev.loss, &m);
+    }
+    if let Some(p) = &a.plot {
+        plot::confusion(&m, p)?;
+        if !a.json {
+            println!("\nwrote {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// The human-readable report.
+fn report(weights: &Path, images: usize, backend: &str, accuracy: f64, loss: f64, m: &[Vec<u64>]) {
+    println!("{} on {images} test images ({backend})", weights.display());
+    println!("accuracy {:.2}%  loss {:.4}", 100.0 * accuracy, loss);
     println!("\nper class:");
     for (c, row) in m.iter().enumerate() {
         let n: u64 = row.iter().sum();
@@ -53,7 +92,7 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     }
     println!("\nconfusion matrix (rows: true class, columns: predicted):");
     print!("     ");
-    for c in 0..k {
+    for c in 0..m.len() {
         print!("{c:>6}");
     }
     println!();
@@ -64,9 +103,4 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
         }
         println!();
     }
-    if let Some(p) = &a.plot {
-        plot::confusion(&m, p)?;
-        println!("\nwrote {}", p.display());
-    }
-    Ok(())
 }

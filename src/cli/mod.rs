@@ -5,6 +5,7 @@ mod bench;
 mod devices;
 mod eval;
 mod infer;
+mod plot;
 mod progress;
 mod summary;
 mod train;
@@ -59,6 +60,8 @@ enum Command {
     Devices,
     /// Training and inference throughput, first-step latency and a per-op GPU profile
     Bench(bench::Args),
+    /// Compare runs: loss and accuracy of several run directories on shared axes
+    Plot(plot::Args),
 }
 
 pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
@@ -73,6 +76,7 @@ pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         Command::Eval(a) => eval::run(a, gemm),
         Command::Summary(a) => summary::run(a),
         Command::Devices => devices::run(gemm),
+        Command::Plot(a) => plot::run(a),
     }
 }
 

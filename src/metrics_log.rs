@@ -1,0 +1,173 @@
+//! Reading a run's `metrics.jsonl` back: the training log points and the end-of-epoch
+//! test points that `gpu-cnn train` appends, one JSON object a line.
+//!
+//! A bad line never stops the reader: a run that is still writing, or was killed,
+//! leaves a truncated last line, and one damaged line should not hide the rest of a
+//! long run. Each skipped line becomes a warning naming the file and line number.
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::path::Path;
+
+/// One line of metrics.jsonl.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Record {
+    /// Mean loss and accuracy of the training batches since the previous log point.
+    Train { step: u64, epoch: u64, loss: f64, accuracy: f64 },
+    /// Loss and accuracy on the test set at the end of an epoch.
+    Test { step: u64, epoch: u64, loss: f64, accuracy: f64 },
+}
+
+/// A (step, loss, accuracy) point, as `plot::training_curves` takes them.
+pub type Point = (u64, f64, f64);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsLog {
+    pub records: Vec<Record>,
+    /// "FILE:LINE: problem; skipped", one for each line that was not a record.
+    pub warnings: Vec<String>,
+}
+
+impl MetricsLog {
+    /// Read `path`; only a file that cannot be read at all is an error.
+    pub fn read(path: &Path) -> Result<MetricsLog> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(MetricsLog::parse(&String::from_utf8_lossy(&bytes), &path.display().to_string()))
+    }
+
+    /// Parse the text of a metrics file; `name` is how warnings refer to it.
+    pub fn parse(text: &str, name: &str) -> MetricsLog {
+        let mut log = MetricsLog::default();
+        let lines: Vec<&str> = text.split('\n').collect();
+        // The writer ends every record with a newline: a last line without one was cut short.
+        let unfinished = lines.len() - 1;
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match parse_line(line) {
+                Ok(r) => log.records.push(r),
+                Err(e) if i == unfinished => {
+                    log.warnings.push(format!("{name}:{}: truncated last line ({e}); skipped", i + 1))
+                }
+                Err(e) => log.warnings.push(format!("{name}:{}: {e}; skipped", i + 1)),
+            }
+        }
+        log
+    }
+
+    /// Training and test points in step order, as `plot::training_curves` takes them.
+    /// A resumed run appends to the file and logs the steps after its checkpoint again:
+    /// for a step logged twice the later line wins, as it belongs to the run that went on.
+    pub fn curves(&self) -> (Vec<Point>, Vec<Point>) {
+        let (mut train, mut test) = (Vec::new(), Vec::new());
+        for r in &self.records {
+            match *r {
+                Record::Train { step, loss, accuracy, .. } => train.push((step, loss, accuracy)),
+                Record::Test { step, loss, accuracy, .. } => test.push((step, loss, accuracy)),
+            }
+        }
+        (latest_per_step(train), latest_per_step(test))
+    }
+}
+
+fn latest_per_step(mut points: Vec<Point>) -> Vec<Point> {
+    // A stable sort keeps equal steps in file order, so the last of each run is the latest.
+    points.sort_by_key(|p| p.0);
+    let mut out: Vec<Point> = Vec::with_capacity(points.len());
+    for p in points {
+        match out.last_mut() {
+            Some(last) if last.0 == p.0 => *last = p,
+            _ => out.push(p),
+        }
+    }
+    out
+}
+
+fn parse_line(line: &str) -> std::result::Result<Record, String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"))?;
+    let obj = v.as_object().ok_or("not a JSON object")?;
+    let uint = |k: &str| obj.get(k).and_then(Value::as_u64).ok_or_else(|| format!("no whole number '{k}'"));
+    let num = |k: &str| match obj.get(k) {
+        Some(v) => v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| format!("'{k}' is {v}, not a finite number")),
+        None => Err(format!("no '{k}'")),
+    };
+    let (step, epoch) = (uint("step")?, uint("epoch")?);
+    if obj.contains_key("test_loss") {
+        Ok(Record::Test { step, epoch, loss: num("test_loss")?, accuracy: num("test_accuracy")? })
+    } else if obj.contains_key("loss") {
+        Ok(Record::Train { step, epoch, loss: num("loss")?, accuracy: num("accuracy")? })
+    } else {
+        Err("neither a training point ('loss') nor a test point ('test_loss')".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRAIN2: &str = r#"{"step":2,"epoch":1,"loss":2.25,"accuracy":0.125,"samples_per_s":900.0,"lr":0.001}"#;
+    const TRAIN4: &str = r#"{"step":4,"epoch":1,"loss":2.0,"accuracy":0.25,"samples_per_s":950.0,"lr":0.001}"#;
+    const TEST4: &str = r#"{"step":4,"epoch":1,"test_loss":1.5,"test_accuracy":0.5}"#;
+
+    #[test]
+    fn reads_training_and_test_points() {
+        let log = MetricsLog::parse(&format!("{TRAIN2}\n{TRAIN4}\n{TEST4}\n"), "m.jsonl");
+        assert!(log.warnings.is_empty(), "{:?}", log.warnings);
+        assert_eq!(log.records[2], Record::Test { step: 4, epoch: 1, loss: 1.5, accuracy: 0.5 });
+        let (train, test) = log.curves();
+        assert_eq!(train, vec![(2, 2.25, 0.125), (4, 2.0, 0.25)]);
+        assert_eq!(test, vec![(4, 1.5, 0.5)]);
+    }
+
+    #[test]
+    fn a_malformed_line_is_skipped_with_its_line_number() {
+        let text = format!("{TRAIN2}\n{{\"step\": oops}}\n[1, 2]\n{{\"step\":3,\"epoch\":1}}\n{TRAIN4}\n");
+        let log = MetricsLog::parse(&text, "runs/a/metrics.jsonl");
+        assert_eq!(log.records.len(), 2);
+        assert_eq!(log.warnings.len(), 3, "{:?}", log.warnings);
+        assert!(log.warnings[0].starts_with("runs/a/metrics.jsonl:2: not JSON"), "{}", log.warnings[0]);
+        assert!(log.warnings[1].starts_with("runs/a/metrics.jsonl:3: not a JSON object"), "{}", log.warnings[1]);
+        assert!(log.warnings[2].starts_with("runs/a/metrics.jsonl:4: neither"), "{}", log.warnings[2]);
+    }
+
+    #[test]
+    fn a_missing_or_null_value_is_named() {
+        let log = MetricsLog::parse("{\"step\":1,\"epoch\":1,\"loss\":null,\"accuracy\":0.5}\n", "m");
+        assert_eq!(log.warnings, ["m:1: 'loss' is null, not a finite number; skipped"]);
+        let log = MetricsLog::parse("{\"step\":1,\"epoch\":1,\"test_loss\":1.0}\n", "m");
+        assert_eq!(log.warnings, ["m:1: no 'test_accuracy'; skipped"]);
+    }
+
+    #[test]
+    fn a_truncated_last_line_is_skipped_and_called_truncated() {
+        let text = format!("{TRAIN2}\n{}", &TRAIN4[..30]);
+        let log = MetricsLog::parse(&text, "m.jsonl");
+        assert_eq!(log.records.len(), 1);
+        assert_eq!(log.warnings.len(), 1);
+        assert!(log.warnings[0].starts_with("m.jsonl:2: truncated last line"), "{}", log.warnings[0]);
+        // A complete last line without its newline is still a record.
+        let log = MetricsLog::parse(&format!("{TRAIN2}\n{TRAIN4}"), "m.jsonl");
+        assert_eq!((log.records.len(), log.warnings.len()), (2, 0));
+    }
+
+    #[test]
+    fn an_empty_file_has_no_records_and_no_warnings() {
+        for text in ["", "\n", "  \n\n"] {
+            assert_eq!(MetricsLog::parse(text, "m"), MetricsLog::default());
+        }
+    }
+
+    #[test]
+    fn a_resumed_run_keeps_the_later_line_of_a_repeated_step() {
+        let again = TRAIN4.replace("2.0", "1.75");
+        let log = MetricsLog::parse(&format!("{TRAIN2}\n{TRAIN4}\n{TRAIN2}\n{again}\n"), "m");
+        assert_eq!(log.curves().0, vec![(2, 2.25, 0.125), (4, 1.75, 0.25)]);
+    }
+
+    #[test]
+    fn read_names_a_missing_file() {
+        let e = MetricsLog::read(Path::new("/nonexistent/metrics.jsonl")).unwrap_err();
+        assert!(format!("{e:#}").contains("cannot read /nonexistent/metrics.jsonl"), "{e:#}");
+    }
+}

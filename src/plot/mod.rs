@@ -1,0 +1,229 @@
+//! PNG charts drawn with plotters: training curves, confusion matrices and the
+//! comparison of several runs. Text is rendered by ab_glyph with a DejaVu Sans subset
+//! compiled into the binary (`assets/fonts/`, see `canvas`), so charts look the same
+//! on every machine and need no system fonts. Pictures are rendered in memory and written
+//! atomically, so a reader never sees half a PNG.
+
+mod canvas;
+mod confusion;
+mod curves;
+
+pub use confusion::confusion;
+pub use curves::{comparison, training_curves, Run};
+
+use anyhow::{anyhow, Context, Result};
+use image::{ImageFormat, RgbImage};
+use plotters::coord::ranged1d::Ranged;
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use std::ops::Range;
+use std::path::Path;
+
+use crate::checkpoint::write_atomic;
+use canvas::Canvas;
+
+type Area<'a> = DrawingArea<Canvas<'a>, Shift>;
+
+const FONT: &str = "sans-serif";
+const INK: RGBColor = RGBColor(30, 30, 30);
+const MUTED: RGBColor = RGBColor(110, 110, 110);
+
+fn text_style(size: f64) -> TextStyle<'static> {
+    (FONT, size).into_font().color(&INK)
+}
+
+fn bold_style(size: f64) -> TextStyle<'static> {
+    (FONT, size, FontStyle::Bold).into_font().color(&INK)
+}
+
+/// Text centred on its position, both ways.
+fn centered(size: f64) -> TextStyle<'static> {
+    text_style(size).pos(Pos::new(HPos::Center, VPos::Center))
+}
+
+/// Draw a `w`x`h` picture into memory, on white.
+fn render(w: u32, h: u32, draw: impl FnOnce(&Area) -> Result<()>) -> Result<RgbImage> {
+    let fonts = canvas::fonts().map_err(|e| anyhow!(e))?;
+    let mut image = RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    let root = Canvas::new(&mut image, fonts).into_drawing_area();
+    draw(&root)?;
+    root.present()?;
+    drop(root);
+    Ok(image)
+}
+
+/// Encode by the file name's extension (PNG in practice) and replace `path` atomically.
+fn save(img: &RgbImage, path: &Path) -> Result<()> {
+    let format = ImageFormat::from_path(path)
+        .map_err(|_| anyhow!("{}: unknown picture format; give the file a .png name", path.display()))?;
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, format).with_context(|| format!("cannot encode {} as {format:?}", path.display()))?;
+    write_atomic(path, bytes.get_ref()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Steps on the x axis: whole numbers, with a margin so that end points (and a lone
+/// point) sit inside the frame.
+fn step_range(steps: impl Iterator<Item = u64>) -> Range<u64> {
+    let (lo, hi) = steps.fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s)));
+    if lo > hi {
+        return 0..1;
+    }
+    let pad = ((hi - lo) / 40).max(1);
+    lo.saturating_sub(pad)..hi + pad
+}
+
+/// A value axis around `values`, which lie within `bounds` (loss is never negative,
+/// accuracy never above 100%). The axis may reach a little past a bound, so that a
+/// curve at 0 or 100% is not hidden in the frame, but `tick_formatter` labels no tick
+/// out there. A constant series still gets a span, so that its tick labels differ and
+/// the line is not drawn on the frame.
+fn value_range(values: impl Iterator<Item = f64>, bounds: (f64, f64)) -> Range<f64> {
+    let (lo, hi) =
+        values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        return bounds.0..if bounds.1.is_finite() { bounds.1 } else { bounds.0 + 1.0 };
+    }
+    if hi > lo {
+        let pad = (hi - lo) * 0.05;
+        return lo - pad..hi + pad;
+    }
+    let span = (lo.abs() * 0.1).max(0.1);
+    let (floor, ceiling) = (bounds.0 - span * 0.05, bounds.1 + span * 0.05);
+    let start = (lo - span / 2.0).max(floor).min(ceiling - span);
+    start..start + span
+}
+
+/// Tick labels with as many decimals as the tick spacing needs, the same for every
+/// tick ("2.20 2.25 2.30", not "2.2 2.25 2.3" nor "2.3 2.3 2.3"), and none outside
+/// `bounds`.
+fn tick_formatter(range: &Range<f64>, ticks: usize, bounds: (f64, f64)) -> impl Fn(&f64) -> String {
+    let coord: RangedCoordf64 = range.clone().into();
+    let points = coord.key_points(ticks);
+    let spacing = points.windows(2).map(|w| w[1] - w[0]).fold(f64::INFINITY, f64::min);
+    let decimals =
+        if spacing.is_finite() && spacing > 0.0 { (-spacing.log10() - 1e-9).ceil().max(0.0) as usize } else { 2 };
+    let slack = if spacing.is_finite() { spacing * 1e-6 } else { 0.0 };
+    move |v: &f64| {
+        if *v < bounds.0 - slack || *v > bounds.1 + slack {
+            String::new()
+        } else {
+            format!("{:.decimals$}", v.clamp(bounds.0, bounds.1))
+        }
+    }
+}
+
+/// How a series is drawn: training points as a solid line, test points (one an
+/// epoch) dashed with a dot on each.
+#[derive(Clone, Copy)]
+struct Mark {
+    color: RGBColor,
+    test: bool,
+}
+
+impl Mark {
+    fn sample(&self, area: &Area, (x, y): (i32, i32), width: i32) -> Result<()> {
+        let style = self.color.stroke_width(2);
+        if self.test {
+            for dx in (0..width).step_by(10) {
+                area.draw(&PathElement::new(vec![(x + dx, y), (x + (dx + 6).min(width), y)], style))?;
+            }
+            area.draw(&Circle::new((x + width / 2, y), 4, self.color.filled()))?;
+        } else {
+            area.draw(&PathElement::new(vec![(x, y), (x + width, y)], style))?;
+        }
+        Ok(())
+    }
+}
+
+/// Rows of legend entries, each a line sample and its text, left to right. Text that
+/// would run off the picture loses its middle to "…": a long run directory and
+/// architecture keep their beginning and end.
+fn legend(area: &Area, rows: &[Vec<(Mark, String)>]) -> Result<()> {
+    let style = text_style(15.0);
+    let (sample_w, row_h) = (28, 22);
+    let room = area.dim_in_pixel().0 as i32 - 12;
+    for (r, row) in rows.iter().enumerate() {
+        let y = 8 + r as i32 * row_h;
+        let mut x = 12;
+        for (mark, label) in row {
+            mark.sample(area, (x, y + 8), sample_w)?;
+            let text_x = x + sample_w + 8;
+            let mut chars: Vec<char> = label.chars().collect();
+            let mut text = label.clone();
+            while text_x + area.estimate_text_size(&text, &style)?.0 as i32 > room && chars.len() > 8 {
+                chars.remove(chars.len() / 2);
+                let half = chars.len() / 2;
+                text = format!("{}…{}", String::from_iter(&chars[..half]), String::from_iter(&chars[half..]));
+            }
+            area.draw(&Text::new(text.as_str(), (text_x, y), style.clone()))?;
+            x = text_x + area.estimate_text_size(&text, &style)?.0 as i32 + 28;
+        }
+    }
+    Ok(())
+}
+
+fn legend_height(rows: usize) -> u32 {
+    16 + 22 * rows as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOSS: (f64, f64) = (0.0, f64::INFINITY);
+    const PERCENT: (f64, f64) = (0.0, 100.0);
+
+    fn labels(range: &Range<f64>, bounds: (f64, f64)) -> Vec<String> {
+        let coord: RangedCoordf64 = range.clone().into();
+        let f = tick_formatter(range, 6, bounds);
+        coord.key_points(6).iter().map(f).filter(|l| !l.is_empty()).collect()
+    }
+
+    #[test]
+    fn a_constant_value_gets_an_axis_with_distinct_tick_labels() {
+        let r = value_range([2.3, 2.3, 2.3].into_iter(), LOSS);
+        assert!(r.start < 2.3 && r.end > 2.3, "{r:?}");
+        let l = labels(&r, LOSS);
+        assert!(l.len() >= 3, "{l:?}");
+        let mut unique = l.clone();
+        unique.dedup();
+        assert_eq!(unique, l, "repeated tick labels");
+        assert!(l.contains(&"2.30".to_string()), "{l:?}");
+    }
+
+    #[test]
+    fn curves_on_a_bound_stay_off_the_frame_without_labels_past_it() {
+        let r = value_range([100.0].into_iter(), PERCENT);
+        assert!(r.start < 100.0 && r.end > 100.0 && r.end < 101.0, "{r:?}");
+        assert_eq!(labels(&r, PERCENT).last().map(String::as_str), Some("100"));
+        let r = value_range([0.0, 0.0].into_iter(), LOSS);
+        assert!(r.start < 0.0 && r.start > -0.01, "{r:?}");
+        assert_eq!(labels(&r, LOSS).first().map(String::as_str), Some("0.00"));
+        let r = value_range([10.0, 100.0].into_iter(), PERCENT);
+        assert!(labels(&r, PERCENT).iter().all(|l| l.parse::<f64>().unwrap() <= 100.0), "{:?}", labels(&r, PERCENT));
+        assert_eq!(value_range(std::iter::empty(), PERCENT), 0.0..100.0);
+        assert_eq!(value_range(std::iter::empty(), LOSS), 0.0..1.0);
+        assert_eq!(labels(&(0.0..100.0), PERCENT), ["0", "20", "40", "60", "80", "100"]);
+    }
+
+    #[test]
+    fn step_axes_have_room_around_their_points() {
+        assert_eq!(step_range([10, 11].into_iter()), 9..12);
+        assert_eq!(step_range([6].into_iter()), 5..7);
+        assert_eq!(step_range([0, 400].into_iter()), 0..410);
+        assert_eq!(step_range(std::iter::empty()), 0..1);
+    }
+
+    #[test]
+    fn a_legend_too_long_for_the_picture_loses_its_middle() {
+        let long = format!("/very/long/path/{}/run-with-a-name  (c16k5 relu fc10)", "deep/".repeat(60));
+        let rows = [vec![(Mark { color: BLACK, test: false }, long)]];
+        let img = render(400, legend_height(1), |area| legend(area, &rows)).unwrap();
+        // Ink in the last pixels would be text running off the picture.
+        let inked = |x0: u32, x1: u32| (x0..x1).any(|x| (0..img.height()).any(|y| img.get_pixel(x, y).0[0] < 128));
+        assert!(inked(48, 300), "the beginning of the label is drawn");
+        assert!(!inked(390, 400), "the label runs off the picture");
+    }
+}
