@@ -23,7 +23,7 @@ struct ConvUniform {
     chunk: u32,   // backward_weight_bias: reduction length per split
     splits: u32,  // backward_weight_bias / reduce_weight_bias: number of splits
     relu: u32,    // forward: 1 = apply ReLU in the epilogue
-    _pad: u32,
+    accumulate: u32, // reduce_weight_bias: 1 = add to the gradients (micro-batches after the first)
 }
 
 // Every entry point reads bindings 1 and 2 and writes binding 3, whatever the
@@ -37,7 +37,7 @@ struct ConvUniform {
 @group(0) @binding(2) var<storage, read> src_b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-// Reciprocals for udiv_recip, set by the entry points that divide by these.
+// Reciprocals for udiv and udiv_small, set by the entry points that divide by these.
 var<private> inv_ohw: f32;
 var<private> inv_stride: f32;
 
@@ -60,9 +60,9 @@ fn reduce_weight_bias(@builtin(local_invocation_index) li: u32,
     for (var sp = 0u; sp < U.splits; sp++) {
         s += src_a[(sp * rows + kidx) * U.oc + oc];
     }
+    var at = U.b_off + oc;
     if (kidx < ckk) {
-        out[U.w_off + oc * ckk + kidx] = s;
-    } else {
-        out[U.b_off + oc] = s;
+        at = U.w_off + oc * ckk + kidx;
     }
+    out[at] = select(s, out[at] + s, U.accumulate != 0u);
 }

@@ -48,9 +48,9 @@ var<private> inv_kk: f32;
 
 fn tap_of(r: u32) -> vec3<u32> {
     let kk = U.k * U.k;
-    let c = udiv_recip(r, kk, inv_kk);
+    let c = udiv_small(r, kk, inv_kk);
     let t = r - c * kk;
-    let kh = udiv_recip(t, U.k, inv_k);
+    let kh = udiv_small(t, U.k, inv_k);
     return vec3(c, kh, t - kh * U.k);
 }
 
@@ -200,14 +200,14 @@ fn input_cols(p: vec4<u32>) -> InputCols {
 
 // dy[n, oc, oh, ow] where oh*stride = ih + pad - kh and ow*stride = iw + pad - kw.
 // llvmpipe runs both sides of every branch, so a stride != 1 path would cost even
-// at stride 1: the division goes through udiv_recip4 whatever the stride.
+// at stride 1: the division goes through udiv_small4 whatever the stride.
 fn dy_window(cols: InputCols, tap: vec3<u32>, live: bool) -> vec4<f32> {
     let th = cols.yy - i32(tap.y);
     let tw = cols.xx - i32(tap.z);
     let uh = vec4<u32>(max(th, vec4(0)));
     let uw = vec4<u32>(max(tw, vec4(0)));
-    let oh = udiv_recip4(uh, U.stride, inv_stride);
-    let ow = udiv_recip4(uw, U.stride, inv_stride);
+    let oh = udiv_small4(uh, U.stride, inv_stride);
+    let ow = udiv_small4(uw, U.stride, inv_stride);
     let ok = cols.ok & vec4(live) & (th >= vec4(0)) & (tw >= vec4(0)) & (oh * U.stride == uh)
         & (ow * U.stride == uw) & (oh < vec4(U.oh)) & (ow < vec4(U.ow));
     let idx = cols.base + tap.x * U.oh * U.ow + oh * U.ow + ow;
@@ -285,9 +285,9 @@ fn im2col_t(cols: TapCols, n: u32, oh: u32, ow: u32, live: bool) -> vec4<f32> {
 fn backward_weight_step(lo: TapCols, hi: TapCols, dy_row: vec4<u32>, dy_ok: vec4<bool>, r: u32, end: u32) -> Step {
     let live = r < end;
     let ohw = U.oh * U.ow;
-    let n = udiv_recip(r, ohw, inv_ohw);
+    let n = udiv(r, ohw, inv_ohw);
     let q = r - n * ohw;
-    let oh = udiv_recip(q, U.ow, inv_ow);
+    let oh = udiv_small(q, U.ow, inv_ow);
     let dy = gather_rows(n * U.oc * ohw + dy_row + q, dy_ok & vec4(live));
     return Step(dy, im2col_t(lo, n, oh, q - oh * U.ow, live), im2col_t(hi, n, oh, q - oh * U.ow, live));
 }

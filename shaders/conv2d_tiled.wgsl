@@ -54,9 +54,9 @@ fn setup_row(mode: u32, row: u32, rows: u32) {
     switch mode {
         case MODE_FORWARD: {
             // row = output pixel (n,oh,ow); A = im2col(x)
-            let n = udiv_recip(r, ohw, inv_ohw);
+            let n = udiv(r, ohw, inv_ohw);
             let q = r - n * ohw;
-            let oh = udiv_recip(q, U.ow, inv_ow);
+            let oh = udiv_small(q, U.ow, inv_ow);
             row_base = n * U.c * U.h * U.w;
             row_y = i32(oh * U.stride) - i32(U.pad);
             row_x = i32((q - oh * U.ow) * U.stride) - i32(U.pad);
@@ -64,9 +64,9 @@ fn setup_row(mode: u32, row: u32, rows: u32) {
         case MODE_BACKWARD_INPUT: {
             // row = input pixel (n,ih,iw); A = dy through the kernel
             let hw = U.h * U.w;
-            let n = udiv_recip(r, hw, 1.0 / f32(hw));
+            let n = udiv(r, hw, 1.0 / f32(hw));
             let q = r - n * hw;
-            let ih = udiv_recip(q, U.w, 1.0 / f32(U.w));
+            let ih = udiv_small(q, U.w, 1.0 / f32(U.w));
             row_base = n * U.oc * ohw;
             row_y = i32(ih + U.pad);
             row_x = i32(q - ih * U.w + U.pad);
@@ -74,9 +74,9 @@ fn setup_row(mode: u32, row: u32, rows: u32) {
         default: {
             // row = kernel tap (c,kh,kw), or C*K*K for the bias; A = im2col(x) transposed
             row_bias = r == U.c * kk;
-            let c = udiv_recip(r, kk, inv_kk);
+            let c = udiv_small(r, kk, inv_kk);
             let t = r - c * kk;
-            let kh = udiv_recip(t, U.k, inv_k);
+            let kh = udiv_small(t, U.k, inv_k);
             row_base = c * U.h * U.w;
             row_y = i32(kh) - i32(U.pad);
             row_x = i32(t - kh * U.k) - i32(U.pad);
@@ -89,9 +89,9 @@ fn a_elem(mode: u32, r: u32) -> f32 {
     switch mode {
         case MODE_FORWARD: {
             // r = (c,kh,kw)
-            let c = udiv_recip(r, kk, inv_kk);
+            let c = udiv_small(r, kk, inv_kk);
             let t = r - c * kk;
-            let kh = udiv_recip(t, U.k, inv_k);
+            let kh = udiv_small(t, U.k, inv_k);
             let ih = row_y + i32(kh);
             let iw = row_x + i32(t - kh * U.k);
             if (ih < 0 || iw < 0 || ih >= i32(U.h) || iw >= i32(U.w)) {
@@ -101,17 +101,17 @@ fn a_elem(mode: u32, r: u32) -> f32 {
         }
         case MODE_BACKWARD_INPUT: {
             // r = (oc,kh,kw): the output pixel this tap reaches, if any
-            let oc = udiv_recip(r, kk, inv_kk);
+            let oc = udiv_small(r, kk, inv_kk);
             let t = r - oc * kk;
-            let kh = udiv_recip(t, U.k, inv_k);
+            let kh = udiv_small(t, U.k, inv_k);
             let th = row_y - i32(kh);
             let tw = row_x - i32(t - kh * U.k);
             if (th < 0 || tw < 0) {
                 return 0.0;
             }
-            // Through udiv_recip whatever the stride: llvmpipe runs both sides of a branch.
-            let oh = udiv_recip(u32(th), U.stride, inv_stride);
-            let ow = udiv_recip(u32(tw), U.stride, inv_stride);
+            // Through udiv_small whatever the stride: llvmpipe runs both sides of a branch.
+            let oh = udiv_small(u32(th), U.stride, inv_stride);
+            let ow = udiv_small(u32(tw), U.stride, inv_stride);
             if (oh * U.stride != u32(th) || ow * U.stride != u32(tw) || oh >= U.oh || ow >= U.ow) {
                 return 0.0;
             }
@@ -123,9 +123,9 @@ fn a_elem(mode: u32, r: u32) -> f32 {
                 return 1.0;
             }
             let ohw = U.oh * U.ow;
-            let n = udiv_recip(r, ohw, inv_ohw);
+            let n = udiv(r, ohw, inv_ohw);
             let q = r - n * ohw;
-            let oh = udiv_recip(q, U.ow, inv_ow);
+            let oh = udiv_small(q, U.ow, inv_ow);
             let ih = i32(oh * U.stride) + row_y;
             let iw = i32((q - oh * U.ow) * U.stride) + row_x;
             if (ih < 0 || iw < 0 || ih >= i32(U.h) || iw >= i32(U.w)) {
@@ -139,7 +139,7 @@ fn a_elem(mode: u32, r: u32) -> f32 {
 // dy (in src_b) at output pixel p = (n,oh,ow), channel oc.
 fn dy_at(p: u32, oc: u32) -> f32 {
     let ohw = U.oh * U.ow;
-    let n = udiv_recip(p, ohw, inv_ohw);
+    let n = udiv(p, ohw, inv_ohw);
     return src_b[(n * U.oc + oc) * ohw + (p - n * ohw)];
 }
 
@@ -148,7 +148,7 @@ fn b_elem(mode: u32, r: u32, col: u32) -> f32 {
     switch mode {
         case MODE_FORWARD: { return src_b[U.w_off + col * U.c * kk + r]; }
         case MODE_BACKWARD_INPUT: {
-            let oc = udiv_recip(r, kk, inv_kk);
+            let oc = udiv_small(r, kk, inv_kk);
             return src_b[U.w_off + (oc * U.c + col) * kk + (r - oc * kk)];
         }
         default: { return dy_at(r, col); }

@@ -8,7 +8,9 @@
 
 struct LinearUniform {
     n: u32, in_features: u32, out_features: u32, w_off: u32,
-    b_off: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    b_off: u32,
+    accumulate: u32, // backward_weight_bias: 1 = add to the gradients (micro-batches after the first)
+    _pad0: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> U: LinearUniform;
@@ -83,13 +85,15 @@ fn backward_weight_bias(@builtin(local_invocation_index) li: u32,
         for (var n = 0u; n < U.n; n++) {
             s = fma(dy[n * U.out_features + o], x[n * U.in_features + i], s);
         }
-        grads[U.w_off + idx] = s;
+        let at = U.w_off + idx;
+        grads[at] = select(s, grads[at] + s, U.accumulate != 0u);
     } else if (idx < nw + U.out_features) {
         let o = idx - nw;
         var s = 0.0;
         for (var n = 0u; n < U.n; n++) {
             s += dy[n * U.out_features + o];
         }
-        grads[U.b_off + o] = s;
+        let at = U.b_off + o;
+        grads[at] = select(s, grads[at] + s, U.accumulate != 0u);
     }
 }

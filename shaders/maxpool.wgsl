@@ -26,9 +26,9 @@ fn forward(@builtin(local_invocation_index) li: u32,
     if (i >= U.n * U.c * ohw) {
         return;
     }
-    let nc = udiv_recip(i, ohw, 1.0 / f32(ohw));
+    let nc = udiv(i, ohw, 1.0 / f32(ohw));
     let q = i - nc * ohw;
-    let oh = udiv_recip(q, U.ow, 1.0 / f32(U.ow));
+    let oh = udiv_small(q, U.ow, 1.0 / f32(U.ow));
     let plane = nc * U.h * U.w;
     let h0 = oh * U.stride;
     let w0 = (q - oh * U.ow) * U.stride;
@@ -58,16 +58,16 @@ fn backward(@builtin(local_invocation_index) li: u32,
     if (i >= U.n * U.c * hw) {
         return;
     }
-    let nc = udiv_recip(i, hw, 1.0 / f32(hw));
+    let nc = udiv(i, hw, 1.0 / f32(hw));
     let at = i - nc * hw;
-    let ih = udiv_recip(at, U.w, 1.0 / f32(U.w));
+    let ih = udiv_small(at, U.w, 1.0 / f32(U.w));
     let iw = at - ih * U.w;
     // windows oh*stride <= ih < oh*stride + k: ceil((ih + 1 - k) / stride) <= oh <= ih / stride
     let stride_inv = 1.0 / f32(U.stride);
-    let oh_lo = udiv_recip(max(ih + 1u, U.k) - U.k + U.stride - 1u, U.stride, stride_inv);
-    let ow_lo = udiv_recip(max(iw + 1u, U.k) - U.k + U.stride - 1u, U.stride, stride_inv);
-    let oh_hi = min(udiv_recip(ih, U.stride, stride_inv) + 1u, U.oh);
-    let ow_hi = min(udiv_recip(iw, U.stride, stride_inv) + 1u, U.ow);
+    let oh_lo = udiv_small(max(ih + 1u, U.k) - U.k + U.stride - 1u, U.stride, stride_inv);
+    let ow_lo = udiv_small(max(iw + 1u, U.k) - U.k + U.stride - 1u, U.stride, stride_inv);
+    let oh_hi = min(udiv_small(ih, U.stride, stride_inv) + 1u, U.oh);
+    let ow_hi = min(udiv_small(iw, U.stride, stride_inv) + 1u, U.ow);
     var s = 0.0;
     for (var oh = oh_lo; oh < oh_hi; oh++) {
         for (var ow = ow_lo; ow < ow_hi; ow++) {

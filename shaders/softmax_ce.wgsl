@@ -2,11 +2,14 @@
 // row max subtracted). The loss is the mean over the batch, so the backward is
 // (softmax - onehot) / N. The prediction of a row is its largest logit (the
 // first on ties). `accumulate` adds the batch's loss and correct count into a
-// small metrics buffer that stays on the GPU until the host asks for it.
+// small metrics buffer that stays on the GPU until the host asks for it. A batch
+// split into micro-batches takes the mean over the whole batch (`mean_over`).
 // #include "grid.wgsl"
 
 struct SoftmaxUniform {
-    n: u32, classes: u32, _pad0: u32, _pad1: u32,
+    n: u32, classes: u32,
+    mean_over: u32, // backward: the batch the loss is the mean over (n, or more for a micro-batch)
+    _pad0: u32,
 }
 
 @group(0) @binding(0) var<uniform> U: SoftmaxUniform;
@@ -77,7 +80,7 @@ fn backward(@builtin(local_invocation_index) li: u32,
     if (i < U.n * U.classes) {
         let b = i / U.classes;
         let onehot = select(0.0, 1.0, labels[b] == i % U.classes);
-        dlogits[i] = (probs[i] - onehot) / f32(U.n);
+        dlogits[i] = (probs[i] - onehot) / f32(U.mean_over);
     }
 }
 

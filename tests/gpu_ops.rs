@@ -26,6 +26,7 @@ use gpu_cnn::executor::Optimizer;
 use gpu_cnn::gpu::ops::linear::LinearRoute;
 use gpu_cnn::gpu::ops::optim::{OptimBuffers, OptimUniform};
 use gpu_cnn::gpu::ops::softmax_ce::SoftmaxBuffers;
+use gpu_cnn::gpu::ops::WeightGrads;
 use gpu_cnn::gpu::{Dispatch, GemmEngine, Gpu};
 use gpu_cnn::model::ParamOffsets;
 use gpu_cnn::rng::Rng;
@@ -86,7 +87,13 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
     let scratch = g.storage("scratch", k.scratch_len(d) as u64 * 4);
     let bgrads = g.storage("grads", params.len() as u64 * 4);
     let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx)];
-    ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &scratch, &bgrads));
+    ds.extend(k.backward_weight_bias(
+        d,
+        offs,
+        &bx,
+        &bdy,
+        &WeightGrads { scratch: &scratch, grads: &bgrads, accumulate: false },
+    ));
     run(g, &ds);
 
     let mut y = vec![0f64; d.output_len()];
@@ -98,6 +105,25 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
     let e_dx = assert_close(&at("backward_input"), &g.read::<f32>(&bdx).unwrap(), &dx, RED.0, RED.1);
     let e_dw = assert_close(&at("weight gradient"), &grads[offs.weight..offs.bias], &dw, RED.0, RED.1);
     let e_db = assert_close(&at("bias gradient"), &grads[offs.bias..], &db, RED.0, RED.1);
+    // A second micro-batch of the same data adds the same gradients again.
+    run(
+        g,
+        &k.backward_weight_bias(
+            d,
+            offs,
+            &bx,
+            &bdy,
+            &WeightGrads { scratch: &scratch, grads: &bgrads, accumulate: true },
+        ),
+    );
+    let twice: Vec<f64> = dw.iter().chain(&db).map(|v| 2.0 * v).collect();
+    assert_close(
+        &at("accumulated gradients"),
+        &g.read::<f32>(&bgrads).unwrap()[offs.weight..],
+        &twice,
+        2.0 * RED.0,
+        RED.1,
+    );
 
     // The fused conv+ReLU epilogue against the reference composition.
     run(g, &[k.forward(d, offs, true, &bx, &bp, &by)]);
@@ -239,7 +265,13 @@ per_backend!(linear, |g: &Arc<Gpu>| {
             let bg = g.storage("grads", params.len() as u64 * 4);
             let scratch = g.storage("scratch", k.scratch_len(d).max(1) as u64 * 4);
             let mut ds = vec![k.forward(d, offs, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx)];
-            ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &scratch, &bg));
+            ds.extend(k.backward_weight_bias(
+                d,
+                offs,
+                &bx,
+                &bdy,
+                &WeightGrads { scratch: &scratch, grads: &bg, accumulate: false },
+            ));
             run(g, &ds);
             let p64 = to64(&params);
             let (w, b) = (&p64[offs.weight..offs.bias], &p64[offs.bias..]);
@@ -287,6 +319,7 @@ per_backend!(softmax_ce, |g: &Arc<Gpu>| {
             let (bloss, bpred) = (g.storage("losses", n as u64 * 4), g.storage("predictions", n as u64 * 4));
             let bpred2 = g.storage("predictions2", n as u64 * 4);
             let bdz = g.storage("dlogits", (n * classes) as u64 * 4);
+            let bdz3 = g.storage("dlogits of a micro-batch", (n * classes) as u64 * 4);
             let bm = g.upload("metrics", &[1.5f32, 2.0, 3.0, 0.0]);
             let b = SoftmaxBuffers { logits: &bz, labels: &bl, probs: &bp, losses: &bloss, predictions: &bpred };
             let b2 = SoftmaxBuffers { probs: &bp2, predictions: &bpred2, ..b };
@@ -295,7 +328,8 @@ per_backend!(softmax_ce, |g: &Arc<Gpu>| {
                 &[
                     k.forward(n, classes, &b),
                     k.accumulate(n, classes, &b, &bm),
-                    k.backward(n, classes, &b, &bdz),
+                    k.backward(n, n, classes, &b, &bdz),
+                    k.backward(n, 3 * n, classes, &b, &bdz3),
                     k.predict(n, classes, &b2),
                 ],
             );
@@ -307,6 +341,9 @@ per_backend!(softmax_ce, |g: &Arc<Gpu>| {
             worst[0] = worst[0].max(assert_close(&what("probs"), &g.read::<f32>(&bp).unwrap(), &p, FWD.0, FWD.1));
             worst[1] = worst[1].max(assert_close(&what("losses"), &g.read::<f32>(&bloss).unwrap(), &l, FWD.0, FWD.1));
             worst[2] = worst[2].max(assert_close(&what("dlogits"), &g.read::<f32>(&bdz).unwrap(), &dz, FWD.0, FWD.1));
+            // A micro-batch of a batch three times its size: the mean is over the whole batch.
+            let dz3: Vec<f64> = dz.iter().map(|v| v / 3.0).collect();
+            assert_close(&what("dlogits over 3n"), &g.read::<f32>(&bdz3).unwrap(), &dz3, FWD.0, FWD.1);
             worst[3] = worst[3].max(assert_close(&what("predict"), &g.read::<f32>(&bp2).unwrap(), &p, FWD.0, FWD.1));
             assert_eq!(g.read::<u32>(&bpred).unwrap(), pred, "{}", what("predictions"));
             assert_eq!(g.read::<u32>(&bpred2).unwrap(), pred, "{}", what("predict's predictions"));
@@ -404,4 +441,135 @@ per_backend!(gemm_engine_matches_the_adapter, |g: &Arc<Gpu>| {
         let e = format!("{:#}", e.expect("the subgroup engine on GL must be refused"));
         assert!(e.contains("subgroup") && e.contains("none"), "{e}");
     }
+});
+
+// shaders/udiv.wgsl, run on the device as the shaders run it: `udiv` must be exact
+// for every u32 dividend (indices across a batch of any size), `udiv_small` below
+// 2^24, for divisors below 2^24. Edges (0, 2^24 ± 1, u32::MAX, multiples and their
+// neighbours) and 20,000 random pairs.
+per_backend!(integer_division_through_reciprocals, |g: &Arc<Gpu>| {
+    let src = gpu_cnn::gpu::shader::compose("udiv.wgsl").unwrap()
+        + "
+@group(0) @binding(0) var<storage, read> pairs: array<vec2<u32>>;
+@group(0) @binding(1) var<storage, read_write> quotients: array<vec2<u32>>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.x + id.y * 64u * 1024u;
+    if (i < arrayLength(&pairs)) {
+        let p = pairs[i];
+        let inv = 1.0 / f32(p.y);
+        quotients[i] = vec2(udiv(p.x, p.y, inv), select(0u, udiv_small(p.x, p.y, inv), p.x < (1u << 24u)));
+    }
+}";
+    let module = g.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("udiv test"),
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    });
+    let pipeline = g.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("udiv test"),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let mut rng = Rng::new(11);
+    let mut pairs: Vec<[u32; 2]> = Vec::new();
+    for b in [1u32, 2, 3, 7, 10, 25, 49, 196, 784, 12544, 65535, (1 << 24) - 1] {
+        for a in [0u32, 1, b - 1, b, b + 1, (1 << 24) - 1, 1 << 24, (1 << 24) + 1, u32::MAX - 1, u32::MAX] {
+            pairs.push([a, b]);
+            pairs.push([a / b * b, b]);
+            pairs.push([(a / b * b).saturating_sub(1), b]);
+        }
+    }
+    while pairs.len() < 20_000 {
+        let range = if rng.below(2) == 0 { 1 << 24 } else { 4096 };
+        let b = 1 + rng.below(range - 1) as u32;
+        pairs.push([rng.next_u64() as u32, b]);
+    }
+    let input = g.upload("pairs", &pairs);
+    let out = g.storage("quotients", (pairs.len() * 8) as u64);
+    let bind = g.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry { binding: 0, resource: input.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 1, resource: out.as_entire_binding() },
+        ],
+    });
+    let mut enc = g.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups((pairs.len() as u32).div_ceil(64), 1, 1);
+    }
+    g.queue.submit([enc.finish()]);
+    let got = g.read::<[u32; 2]>(&out).unwrap();
+    for (&[a, b], &[q, q_small]) in pairs.iter().zip(&got) {
+        assert_eq!(q, a / b, "{:?}: udiv({a}, {b})", g.info.backend);
+        if a < 1 << 24 {
+            assert_eq!(q_small, a / b, "{:?}: udiv_small({a}, {b})", g.info.backend);
+        }
+    }
+    report(g, &format!("udiv, udiv_small ({} pairs)", pairs.len()), 0.0);
+});
+
+// Tensors past 2^24 elements and batches past 2^24 pixels: the indices the
+// shaders divide are exact whatever the batch (udiv). The convolution runs on the
+// engine each backend gets by default (subgroup on lavapipe, tiled on GL): on
+// llvmpipe the tiled engine takes ~3 minutes for 16.9M one-channel pixels, as it
+// pays a workgroup per 64 pixels, so the other engine is left to the tests of
+// shaders/udiv.wgsl itself above.
+per_backend!(tensors_past_2_pow_24_elements, |g: &Arc<Gpu>| {
+    let pool = PoolDims { n: 1400, c: 16, h: 28, w: 28, k: 2, stride: 2 };
+    assert!(pool.input_len() > 1 << 24);
+    let conv = ConvDims { n: 21_500, c: 1, h: 28, w: 28, oc: 1, k: 1, stride: 1, pad: 0 };
+    assert!(conv.n * conv.oh() * conv.ow() > 1 << 24, "the conv's pixel count must pass 2^24");
+    let mut rng = Rng::new(12);
+    let x = uniform(&mut rng, pool.input_len(), -1.0, 1.0);
+    let dy = uniform(&mut rng, pool.output_len(), -1.0, 1.0);
+    let (mut y, mut idx, mut dx) =
+        (vec![0f32; pool.output_len()], vec![0u32; pool.output_len()], vec![0f32; pool.input_len()]);
+    ops::maxpool_forward(&mut y, &mut idx, &x, pool);
+    ops::maxpool_backward(&mut dx, &dy, &idx, pool);
+    let (bx, bdy) = (g.upload("x", &x), g.upload("dy", &dy));
+    let (by, bidx) = (g.storage("y", pool.output_len() as u64 * 4), g.storage("argmax", pool.output_len() as u64 * 4));
+    let bdx = g.storage("dx", pool.input_len() as u64 * 4);
+    let k = &g.kernels.pool;
+    run(g, &[k.forward(pool, &bx, &by, &bidx), k.backward(pool, &bidx, &bdy, &bdx)]);
+    let who = g.describe();
+    assert_eq!(g.read::<u32>(&bidx).unwrap(), idx, "{who}: maxpool argmax past 2^24 elements");
+    assert_eq!(g.read::<f32>(&by).unwrap(), y, "{who}: maxpool forward past 2^24 elements");
+    assert_eq!(g.read::<f32>(&bdx).unwrap(), dx, "{who}: maxpool backward past 2^24 elements");
+    drop((bx, bdy, by, bidx, bdx));
+
+    let params = uniform(&mut rng, 2, -0.3, 0.3);
+    let offs = ParamOffsets { weight: 0, bias: 1 };
+    let x = uniform(&mut rng, conv.input_len(), 0.0, 1.0);
+    let dy = uniform(&mut rng, conv.output_len(), -1e-3, 1e-3);
+    let p64 = to64(&params);
+    let (mut y, mut dx, mut dw, mut db) =
+        (vec![0f64; conv.output_len()], vec![0f64; conv.input_len()], vec![0f64; 1], vec![0f64; 1]);
+    ops::conv2d_forward(&mut y, &to64(&x), &p64[..1], &p64[1..], conv);
+    ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, &to64(&dy), &to64(&x), &p64[..1], conv);
+    dw.extend(&db);
+    let (bx, bp, bdy) = (g.upload("x", &x), g.upload("params", &params), g.upload("dy", &dy));
+    let (by, bdx) = (g.storage("y", conv.output_len() as u64 * 4), g.storage("dx", conv.input_len() as u64 * 4));
+    {
+        let (engine, k) = (g.kernels.engine, &g.kernels.conv);
+        let scratch = g.storage("scratch", k.scratch_len(conv) as u64 * 4);
+        let grads = g.storage("grads", 2 * 4);
+        let to = WeightGrads { scratch: &scratch, grads: &grads, accumulate: false };
+        let mut ds = vec![k.forward(conv, offs, false, &bx, &bp, &by), k.backward_input(conv, offs, &bdy, &bp, &bdx)];
+        ds.extend(k.backward_weight_bias(conv, offs, &bx, &bdy, &to));
+        run(g, &ds);
+        let what = |op: &str| format!("{:?}/{engine} conv {op}, {} pixels", g.info.backend, conv.n * 784);
+        assert_close(&what("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1);
+        assert_close(&what("backward_input"), &g.read::<f32>(&bdx).unwrap(), &dx, RED.0, RED.1);
+        // 16.9M-term sums of terms up to 1e-3: the f32 bound is ~2e-7 * 1.7e4 = 3e-3 absolute.
+        let grads = g.read::<f32>(&grads).unwrap();
+        assert_close(&what("weight and bias gradient"), &grads, &dw, 5e-3, 1e-3);
+    }
+    report(g, "maxpool, conv past 2^24 elements", 0.0);
 });

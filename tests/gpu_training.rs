@@ -80,6 +80,42 @@ per_backend!(whole_training_step_matches_cpu, |g: &Arc<Gpu>| {
     }
 });
 
+// A batch split into micro-batches trains exactly like the whole batch: gradients
+// summed over the micro-batches, the loss's mean taken over the whole batch, one
+// optimizer step, and the logged loss and accuracy the whole batch's. Two splits
+// each: even halves (2,048 = 2 x 1,024 on Vulkan; 256 = 2 x 128 on the slower GL)
+// and uneven thirds (40 = 16 + 16 + 8). Both sides run on the GPU, summing in
+// different groupings: gradients to 1e-7 + 1e-4·|ref|, weights to 1e-6 + 1e-4·|ref|
+// (Adam's step direction is settled for every gradient above ~1e-6; those below it
+// may differ by up to 2·lr, as in the whole-step test).
+per_backend!(micro_batches_add_up_to_the_whole_batch, |g: &Arc<Gpu>| {
+    let model = Model::tutorial();
+    let params = model.init_params(5);
+    let opt = Optimizer::adam(1e-3);
+    let big = if g.info.backend == wgpu::Backend::Vulkan { 2048 } else { 256 };
+    for (batch, micro) in [(big, big / 2), (40, 16)] {
+        let (images, labels) = mnist(Split::Train).first_batch(batch);
+        let mut whole = GpuTrainer::new(g.clone(), model.clone(), opt, &params, batch).unwrap();
+        let mut split = GpuTrainer::with_micro_batch(g.clone(), model.clone(), opt, &params, micro).unwrap();
+        assert_eq!((whole.micro_batch(), split.micro_batch()), (batch, micro));
+        let who = format!("{}, batch {batch} in micro-batches of {micro}", g.describe());
+        whole.train_step(&images, &labels).unwrap();
+        split.train_step(&images, &labels).unwrap();
+        let (ws, ss) = (whole.take_stats().unwrap(), split.take_stats().unwrap());
+        assert_eq!((ss.samples, ss.correct), (ws.samples, ws.correct), "{who}: stats");
+        assert_eq!(ss.samples, batch as u64, "{who}: the logged stats cover the whole batch");
+        assert_close(&format!("{who}: loss"), &[ss.mean_loss() as f32], &[ws.mean_loss()], 1e-5, 1e-4);
+        let (wg, sg) = (whole.grads().unwrap(), split.grads().unwrap());
+        assert_close(&format!("{who}: gradients"), &sg, &to64(&wg), 1e-7, 1e-4);
+        let (wp, sp) = (whole.params().unwrap(), split.params().unwrap());
+        for i in 0..wp.len() {
+            let err = (wp[i] - sp[i]).abs() as f64;
+            let bound = if wg[i].abs() < 1e-6 { 2e-3 + 1e-6 } else { 1e-6 + 1e-4 * wp[i].abs() as f64 };
+            assert!(err <= bound, "{who}: param {i}: {} vs {} (gradient {})", sp[i], wp[i], wg[i]);
+        }
+    }
+});
+
 // The inference executor against the CPU reference: probabilities, and the loss,
 // correct count and predictions it computes on the device, over batches that do
 // not divide its largest batch; and it allocates far less than a trainer.

@@ -5,14 +5,8 @@
 use crate::executor::Inference;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::inference::GpuInference;
+use crate::gpu::ops::WeightGrads;
 use crate::model::Op;
-
-/// Where the weight and bias gradients go: the split-sum scratch and the flat
-/// gradient vector (laid out as the parameters).
-pub(crate) struct WeightGrads<'a> {
-    pub scratch: &'a wgpu::Buffer,
-    pub grads: &'a wgpu::Buffer,
-}
 
 /// Backward at batch `n`, last layer first, from the gradient of the logits:
 /// every input gradient `net`'s memory plan lists (in `gradients`), and with
@@ -35,13 +29,13 @@ pub(crate) fn dispatches(
         match l.op.at_batch(n) {
             Op::Conv2d(d, at) => {
                 if let Some(w) = &weights {
-                    out.extend(k.conv.backward_weight_bias(d, at, x, dy, w.scratch, w.grads));
+                    out.extend(k.conv.backward_weight_bias(d, at, x, dy, w));
                 }
                 out.extend(dx.map(|dx| k.conv.backward_input(d, at, dy, params, dx)));
             }
             Op::Linear(d, at) => {
                 if let Some(w) = &weights {
-                    out.extend(k.linear.backward_weight_bias(d, at, x, dy, w.scratch, w.grads));
+                    out.extend(k.linear.backward_weight_bias(d, at, x, dy, w));
                 }
                 out.extend(dx.map(|dx| k.linear.backward_input(d, at, dy, params, dx)));
             }

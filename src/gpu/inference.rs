@@ -1,8 +1,10 @@
 //! The GPU inference executor: the model forward and the loss layer, with the
 //! buffers of a forward pass only (values, max-pool argmaxes, probabilities,
-//! losses, predictions). Buffers are allocated once for the largest batch;
-//! each batch size's dispatches are built once and kept. `GpuTrainer` runs its
-//! forward pass through one of these, sharing its parameter buffer.
+//! losses, predictions). Buffers are allocated once for the largest batch that
+//! both the caller asks for and the adapter's binding limit allows (larger
+//! requests run in chunks of that); each batch size's dispatches are built once
+//! and kept. `GpuTrainer` runs its forward pass through one of these, sharing its
+//! parameter buffer.
 
 use anyhow::{bail, Result};
 use std::collections::HashMap;
@@ -15,10 +17,34 @@ use crate::gpu::ops::softmax_ce::SoftmaxBuffers;
 use crate::gpu::plan::{Gradients, MemoryPlan};
 use crate::model::{Model, Op};
 
-/// Tensors must have fewer elements than this: the shaders divide indices through
-/// f32 reciprocals (shaders/udiv.wgsl), which is exact only below 2^24.
-pub const MAX_TENSOR_ELEMS: usize = 1 << 24;
+/// Divisors the shaders divide by (a plane's pixels, a kernel's taps) must stay
+/// below this: shaders/udiv.wgsl divides through f32 reciprocals.
+pub const MAX_DIVISOR: usize = 1 << 24;
 
+/// The largest buffer an executor binds: the adapter's binding and buffer limits,
+/// and u32 element indices.
+pub(crate) fn binding_limit(gpu: &Gpu) -> u64 {
+    gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size).min(4 * u32::MAX as u64)
+}
+
+/// Refuse a model whose planes or kernels are too large for the shaders' division.
+fn check_divisors(model: &Model) -> Result<()> {
+    for l in &model.layers {
+        let largest = match l.op {
+            Op::Conv2d(d, _) => (d.h * d.w).max(d.oh() * d.ow()).max(d.c * d.k * d.k + 1),
+            Op::MaxPool2d(d) => (d.h * d.w).max(d.oh() * d.ow()),
+            _ => 0,
+        };
+        if largest >= MAX_DIVISOR {
+            bail!(
+                "layer {} ({}): its {largest}-element planes are too large for the GPU shaders (2^24)",
+                l.name,
+                l.layer
+            );
+        }
+    }
+    Ok(())
+}
 /// Allocates an executor's buffers, refusing (with the layer's name) any that the
 /// shaders or the adapter cannot take, and counting the bytes.
 pub(crate) struct Allocator<'a> {
@@ -37,21 +63,14 @@ impl<'a> Allocator<'a> {
 
     /// A storage buffer of `per_sample` elements for each sample of the largest batch.
     pub fn batch(&mut self, label: &str, what: &str, per_sample: usize) -> Result<wgpu::Buffer> {
-        let b = self.max_batch;
-        match per_sample.checked_mul(b) {
-            Some(elems) if elems < MAX_TENSOR_ELEMS => self.fixed(label, what, elems),
-            elems => bail!(
-                "batch size {b}: {what} would have {} elements; the shaders index exactly below \
-                 {MAX_TENSOR_ELEMS} (2^24); use a smaller batch size",
-                elems.map_or(format!("{per_sample} x {b}"), |e| e.to_string())
-            ),
-        }
+        let elems = per_sample.saturating_mul(self.max_batch);
+        self.fixed(label, what, elems)
     }
 
     /// A storage buffer of `elems` elements (4 bytes each).
     pub fn fixed(&mut self, label: &str, what: &str, elems: usize) -> Result<wgpu::Buffer> {
-        let limit = self.gpu.limits.max_storage_buffer_binding_size.min(self.gpu.limits.max_buffer_size);
-        let bytes = elems as u64 * 4;
+        let limit = binding_limit(self.gpu);
+        let bytes = (elems as u64).saturating_mul(4);
         if bytes > limit {
             bail!(
                 "batch size {}: {what} needs {:.1} MiB, over this adapter's {:.1} MiB buffer limit; use a smaller batch size",
@@ -98,7 +117,8 @@ pub struct GpuInference {
 }
 
 impl GpuInference {
-    /// Forward buffers for batches of up to `max_batch` samples, the weights uploaded.
+    /// Forward buffers for batches of up to `max_batch` samples (fewer where the
+    /// adapter's binding limit says so; `max_batch()` tells), the weights uploaded.
     pub fn new(gpu: Arc<Gpu>, model: Model, params: &[f32], max_batch: usize) -> Result<Self> {
         let memory = MemoryPlan::new(&model, Gradients::None);
         Self::with_memory(gpu, model, memory, params, max_batch)
@@ -114,6 +134,12 @@ impl GpuInference {
         max_batch: usize,
     ) -> Result<Self> {
         check_len("parameters", params.len(), model.num_params)?;
+        check_divisors(&model)?;
+        if max_batch == 0 {
+            bail!("batch size must be at least 1");
+        }
+        // The widest buffer of one sample that does not fit is refused by the allocator.
+        let max_batch = max_batch.min(memory.max_batch_within(binding_limit(&gpu)).max(1));
         let g = gpu.clone();
         let classes = model.classes();
         let mut a = Allocator::new(&g, max_batch)?;

@@ -91,6 +91,16 @@ impl MemoryPlan {
         MemoryPlan { values, value_of, grads, grad_of, fused_relu, argmax }
     }
 
+    /// The largest batch whose every per-sample buffer holds at most `max_bytes`
+    /// (the adapter's binding limit): batches beyond it run as micro-batches.
+    /// 0 if not even one sample fits.
+    pub fn max_batch_within(&self, max_bytes: u64) -> usize {
+        let widest =
+            self.values.iter().chain(&self.grads).map(|s| s.per_sample).chain(self.argmax.iter().flatten().copied());
+        let widest = widest.max().unwrap_or(1).max(1) as u64;
+        (max_bytes / (4 * widest)).min(usize::MAX as u64) as usize
+    }
+
     /// Elements per sample over every buffer the plan lists.
     pub fn elements_per_sample(&self) -> usize {
         let slots = self.values.iter().chain(&self.grads).map(|s| s.per_sample).sum::<usize>();
@@ -125,6 +135,14 @@ mod tests {
         assert_eq!(p.grad_of[0], None);
         assert!(p.grad_of[1..].iter().all(Option::is_some));
         assert_eq!(p.argmax.iter().flatten().collect::<Vec<_>>(), [&(16 * 14 * 14), &(32 * 7 * 7)]);
+    }
+
+    #[test]
+    fn the_binding_limit_sets_the_largest_batch() {
+        let p = MemoryPlan::new(&Model::tutorial(), Gradients::Weights);
+        // conv1's 16x28x28 output (and its gradient) is the widest buffer: 50,176 bytes a sample.
+        assert_eq!(p.max_batch_within(128 << 20), (128 << 20) / (4 * 16 * 28 * 28));
+        assert_eq!(p.max_batch_within(4 * 16 * 28 * 28 - 1), 0);
     }
 
     #[test]

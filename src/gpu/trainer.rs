@@ -1,24 +1,37 @@
 //! The GPU training executor (the graph executor): a `GpuInference` for the
 //! forward pass, plus the gradient buffers of the memory plan, the optimizer
-//! state and the backward dispatches. Everything is allocated once for the
-//! largest batch and each batch size's dispatches are built once; a training
-//! step (forward, loss, backward, optimizer update) is one command submission.
-//! Loss and accuracy accumulate on the GPU and are read back only by `take_stats`.
+//! state and the backward dispatches. Everything is allocated once and each
+//! batch size's dispatches are built once; a training step (forward, loss,
+//! backward, optimizer update) is one command submission. A batch larger than
+//! the adapter's binding limit allows runs as micro-batches, one submission
+//! each, whose weight gradients add up to the whole batch's (the loss is the
+//! mean over the whole batch), then one update. Loss and accuracy accumulate on
+//! the GPU and are read back only by `take_stats`.
 
 use anyhow::{bail, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::executor::{batch_len, check_len, Inference, Optimizer, OptimizerState, Stats, Trainer};
-use crate::gpu::backward::{self, WeightGrads};
+use crate::gpu::backward;
 use crate::gpu::context::{checked, Gpu};
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::inference::{Allocator, GpuInference};
 use crate::gpu::ops::optim::{OptimBuffers, OptimUniform};
+use crate::gpu::ops::WeightGrads;
 use crate::gpu::plan::{Gradients, MemoryPlan};
 use crate::model::{Model, Op};
 
-/// The dispatches after the forward pass of one batch size, in recording order.
+/// Which dispatches a (micro-)batch needs: its size, the size of the batch its
+/// loss is the mean over, and whether its weight gradients add to earlier ones'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PlanKey {
+    n: usize,
+    mean_over: usize,
+    accumulate: bool,
+}
+
+/// The dispatches after the forward pass of one (micro-)batch, in recording order.
 struct Plan {
     /// Training metrics accumulation, then softmax-CE backward.
     loss: Vec<Dispatch>,
@@ -37,17 +50,31 @@ pub struct GpuTrainer {
     metrics: wgpu::Buffer, // [loss_sum, correct, samples, _] since the last take_stats
     staging: wgpu::Buffer, // parameter-sized read-backs
     optim: Dispatch,
-    plans: HashMap<usize, Plan>,
+    plans: HashMap<PlanKey, Plan>,
     step: u32,
     bytes: u64,
 }
 
 impl GpuTrainer {
-    /// Allocate everything for batches of up to `max_batch` samples; errors (rather than
-    /// failing later) when a buffer would exceed the adapter's limits.
+    /// Allocate everything for batches of `max_batch` samples (larger ones run as
+    /// micro-batches), or for the largest micro-batch the adapter's binding limit
+    /// allows; errors (rather than failing later) when not even one sample fits.
     pub fn new(gpu: Arc<Gpu>, model: Model, optimizer: Optimizer, params: &[f32], max_batch: usize) -> Result<Self> {
+        Self::with_micro_batch(gpu, model, optimizer, params, max_batch)
+    }
+
+    /// As `new`, with micro-batches of at most `micro` samples (tests use a small
+    /// one to check that micro-batches add up to the whole batch).
+    pub fn with_micro_batch(
+        gpu: Arc<Gpu>,
+        model: Model,
+        optimizer: Optimizer,
+        params: &[f32],
+        micro: usize,
+    ) -> Result<Self> {
         let memory = MemoryPlan::new(&model, Gradients::Weights);
-        let net = GpuInference::with_memory(gpu.clone(), model, memory, params, max_batch)?;
+        let net = GpuInference::with_memory(gpu.clone(), model, memory, params, micro)?;
+        let max_batch = net.max_batch();
         let (model, memory) = (net.model(), net.memory());
         let k = &gpu.kernels;
         let np = model.num_params;
@@ -98,7 +125,8 @@ impl GpuTrainer {
         })
     }
 
-    pub fn max_batch(&self) -> usize {
+    /// The largest batch one submission trains; larger ones run as micro-batches of this.
+    pub fn micro_batch(&self) -> usize {
         self.net.max_batch()
     }
 
@@ -115,35 +143,39 @@ impl GpuTrainer {
         self.net.memory().grad_of[pos].map(|g| &self.gradients[g])
     }
 
-    fn build_plan(&self, n: usize) -> Plan {
-        let net = &self.net;
+    fn build_plan(&self, key: PlanKey) -> Plan {
+        let (net, n) = (&self.net, key.n);
         let (model, k) = (net.model(), &net.gpu().kernels);
         let (nl, classes) = (model.layers.len(), model.classes());
         let sm = net.softmax_buffers();
         let dlogits = self.grad(nl).expect("a model ends in a Linear layer, whose output has a gradient");
-        let loss =
-            vec![k.softmax.accumulate(n, classes, &sm, &self.metrics), k.softmax.backward(n, classes, &sm, dlogits)];
-        let weights = WeightGrads { scratch: &self.scratch, grads: &self.grads };
+        let loss = vec![
+            k.softmax.accumulate(n, classes, &sm, &self.metrics),
+            k.softmax.backward(n, key.mean_over, classes, &sm, dlogits),
+        ];
+        let weights = WeightGrads { scratch: &self.scratch, grads: &self.grads, accumulate: key.accumulate };
         let backward = backward::dispatches(net, &self.gradients, Some(weights), n);
         Plan { loss, backward }
     }
 
-    fn ensure_plan(&mut self, n: usize) -> Result<()> {
-        if n > self.max_batch() {
-            bail!("a batch of {n} exceeds this executor's largest batch of {}", self.max_batch());
-        }
-        if !self.plans.contains_key(&n) {
-            let plan = checked(&self.gpu().device, || self.build_plan(n))?;
-            self.plans.insert(n, plan);
+    fn ensure_plan(&mut self, key: PlanKey) -> Result<()> {
+        self.net.ensure_plan(key.n)?;
+        if !self.plans.contains_key(&key) {
+            let plan = checked(&self.gpu().device, || self.build_plan(key))?;
+            self.plans.insert(key, plan);
         }
         Ok(())
     }
 
-    /// Every dispatch of a training step at batch `n`, in order (for profiling).
+    /// Every dispatch of a training step at batch `n` (at most `micro_batch()`), in
+    /// order (for profiling).
     pub fn train_dispatches(&mut self, n: usize) -> Result<Vec<&Dispatch>> {
-        self.ensure_plan(n)?;
-        self.net.ensure_plan(n)?;
-        let p = &self.plans[&n];
+        if n > self.micro_batch() {
+            bail!("batch {n} runs as micro-batches of {}: profile a batch of at most that", self.micro_batch());
+        }
+        let key = PlanKey { n, mean_over: n, accumulate: false };
+        self.ensure_plan(key)?;
+        let p = &self.plans[&key];
         let forward = self.net.forward_with_loss(n);
         Ok(forward.chain(&p.loss).chain(&p.backward).chain([&self.optim]).collect())
     }
@@ -169,24 +201,33 @@ impl Trainer for GpuTrainer {
 
     fn train_step(&mut self, images: &[f32], labels: &[u32]) -> Result<()> {
         let n = batch_len(self.net.model(), images, Some(labels))?;
-        self.ensure_plan(n)?;
-        self.net.ensure_plan(n)?;
+        let (micro, per) = (self.micro_batch(), self.net.model().input.numel());
+        let chunks = n.div_ceil(micro);
+        let keys: Vec<PlanKey> =
+            (0..chunks).map(|c| PlanKey { n: micro.min(n - c * micro), mean_over: n, accumulate: c > 0 }).collect();
+        for &key in &keys {
+            self.ensure_plan(key)?;
+        }
         let gpu = self.gpu().clone();
         let q = &gpu.queue;
-        q.write_buffer(self.net.value(0), 0, bytemuck::cast_slice(images));
-        q.write_buffer(self.net.labels_buffer(), 0, bytemuck::cast_slice(labels));
         self.step += 1;
         let u = OptimUniform::new(self.optimizer, self.net.model().num_params, self.step);
         q.write_buffer(&self.optim.uniform, 0, bytemuck::bytes_of(&u));
-        let plan = &self.plans[&n];
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in self.net.forward_with_loss(n).chain(&plan.loss).chain(&plan.backward).chain([&self.optim]) {
-                d.record(&mut pass);
+        for (c, key) in keys.iter().enumerate() {
+            let at = c * micro;
+            q.write_buffer(self.net.value(0), 0, bytemuck::cast_slice(&images[at * per..(at + key.n) * per]));
+            q.write_buffer(self.net.labels_buffer(), 0, bytemuck::cast_slice(&labels[at..at + key.n]));
+            let plan = &self.plans[key];
+            let update = (c + 1 == chunks).then_some(&self.optim);
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for d in self.net.forward_with_loss(key.n).chain(&plan.loss).chain(&plan.backward).chain(update) {
+                    d.record(&mut pass);
+                }
             }
+            q.submit([enc.finish()]);
         }
-        q.submit([enc.finish()]);
         Ok(())
     }
 

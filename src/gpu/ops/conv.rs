@@ -6,6 +6,7 @@
 use crate::dims::ConvDims;
 use crate::gpu::dispatch::{u32_of, uniform, Dispatch, Entry, Launcher};
 use crate::gpu::engine::GemmEngine;
+use crate::gpu::ops::WeightGrads;
 use crate::model::ParamOffsets;
 
 uniform! {
@@ -14,7 +15,7 @@ uniform! {
         n: u32, c: u32, h: u32, w: u32,
         oc: u32, oh: u32, ow: u32, k: u32,
         stride: u32, pad: u32, w_off: u32, b_off: u32,
-        chunk: u32, splits: u32, relu: u32, _pad: u32,
+        chunk: u32, splits: u32, relu: u32, accumulate: u32,
     }
 }
 
@@ -36,7 +37,7 @@ impl ConvUniform {
             chunk: 0,
             splits: 1,
             relu: 0,
-            _pad: 0,
+            accumulate: 0,
         }
     }
 }
@@ -48,6 +49,9 @@ struct Gemms {
     backward_input: Entry,
     backward_weight_bias: Entry,
 }
+
+/// The longest reduction one weight-gradient workgroup runs (see `splits`).
+const MAX_CHUNK: u64 = 8192;
 
 #[derive(Clone, Copy)]
 enum Product {
@@ -109,11 +113,15 @@ impl ConvKernels {
     }
 
     /// How the weight-gradient reduction (N*OH*OW long) is split: (splits, chunk).
+    /// Splits aim for the engine's workgroup target, and are never longer than
+    /// `MAX_CHUNK` reduction steps: on llvmpipe (Vulkan and GL alike) the tiled
+    /// kernel's partial sums came out zero once one workgroup reduced ~30,000 steps
+    /// (a batch of 10,000 28x28 images at 256 splits); 24,500 still summed right.
     fn splits(&self, d: ConvDims) -> (u64, u64) {
         let step = self.engine.spec().reduction_step;
         let red = (d.n * d.oh() * d.ow()) as u64;
         let (_, folded, z) = self.layout(Product::BackwardWeightBias, d);
-        let want = self.split_target.div_ceil(folded * z).clamp(1, red.div_ceil(step));
+        let want = self.split_target.div_ceil(folded * z).max(red.div_ceil(MAX_CHUNK)).clamp(1, red.div_ceil(step));
         let chunk = red.div_ceil(want).div_ceil(step) * step;
         (red.div_ceil(chunk), chunk)
     }
@@ -158,7 +166,7 @@ impl ConvKernels {
         self.launcher.dispatch(entry, &u, &[(1, dy), (2, params), (3, dx)], groups).with_flops(d.flops())
     }
 
-    /// dW and db into `grads` at `at`: a split-reduction GEMM into `scratch`
+    /// dW and db into `to.grads` at `at`: a split-reduction GEMM into `to.scratch`
     /// (`scratch_len(d)` floats) whose extra tap of ones yields db, then its reduction.
     pub fn backward_weight_bias(
         &self,
@@ -166,11 +174,12 @@ impl ConvKernels {
         at: ParamOffsets,
         x: &wgpu::Buffer,
         dy: &wgpu::Buffer,
-        scratch: &wgpu::Buffer,
-        grads: &wgpu::Buffer,
+        to: &WeightGrads,
     ) -> [Dispatch; 2] {
         let (splits, chunk) = self.splits(d);
-        let u = ConvUniform { splits: splits as u32, chunk: chunk as u32, ..ConvUniform::new(d, at) };
+        let (scratch, grads) = (to.scratch, to.grads);
+        let (splits32, chunk32, accumulate) = (splits as u32, chunk as u32, to.accumulate as u32);
+        let u = ConvUniform { splits: splits32, chunk: chunk32, accumulate, ..ConvUniform::new(d, at) };
         let (entry, folded, z) = self.layout(Product::BackwardWeightBias, d);
         let gemm = self.launcher.grid.folded(folded, z * splits);
         let reduce = self.launcher.grid.flat(d.weight_len() + d.oc);

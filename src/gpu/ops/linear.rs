@@ -9,13 +9,14 @@ use crate::dims::LinearDims;
 use crate::gpu::dispatch::{u32_of, uniform, Dispatch, Entry, Launcher};
 use crate::gpu::engine::GemmEngine;
 use crate::gpu::ops::conv::ConvKernels;
+use crate::gpu::ops::WeightGrads;
 use crate::model::ParamOffsets;
 
 uniform! {
     /// Shapes and offsets of one Linear call (`LinearUniform` in linear.wgsl).
     pub struct LinearUniform in "linear.wgsl" {
         n: u32, in_features: u32, out_features: u32, w_off: u32,
-        b_off: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+        b_off: u32, accumulate: u32, _pad0: u32, _pad1: u32,
     }
 }
 
@@ -115,7 +116,7 @@ impl LinearKernels {
         self.launcher.dispatch(&self.backward_input, &u, &[(4, dy), (2, params), (5, dx)], groups).with_flops(d.flops())
     }
 
-    /// dW (OUT,IN) and db (OUT) into `grads` at `at`; `scratch` holds
+    /// dW (OUT,IN) and db (OUT) into `to.grads` at `at`; `to.scratch` holds
     /// `scratch_len(d)` floats.
     pub fn backward_weight_bias(
         &self,
@@ -123,17 +124,16 @@ impl LinearKernels {
         at: ParamOffsets,
         x: &wgpu::Buffer,
         dy: &wgpu::Buffer,
-        scratch: &wgpu::Buffer,
-        grads: &wgpu::Buffer,
+        to: &WeightGrads,
     ) -> Vec<Dispatch> {
         if self.route(d) == LinearRoute::ConvGemm {
-            return self.conv.backward_weight_bias(d.as_conv(), at, x, dy, scratch, grads).into();
+            return self.conv.backward_weight_bias(d.as_conv(), at, x, dy, to).into();
         }
         let groups = self.launcher.grid.flat(d.out_features * d.in_features + d.out_features);
-        let u = LinearUniform::new(d, at);
+        let u = LinearUniform { accumulate: to.accumulate as u32, ..LinearUniform::new(d, at) };
         vec![self
             .launcher
-            .dispatch(&self.backward_weight_bias, &u, &[(1, x), (4, dy), (6, grads)], groups)
+            .dispatch(&self.backward_weight_bias, &u, &[(1, x), (4, dy), (6, to.grads)], groups)
             .with_flops(d.flops())]
     }
 }

@@ -13,6 +13,15 @@ pub mod softmax_ce;
 use crate::gpu::dispatch::{Launcher, Uniform};
 use crate::gpu::shader;
 
+/// Where a layer's weight and bias gradients go: the flat gradient vector (laid
+/// out as the parameters), written or, for a micro-batch after the first, added
+/// to; and the scratch for split sums.
+pub struct WeightGrads<'a> {
+    pub scratch: &'a wgpu::Buffer,
+    pub grads: &'a wgpu::Buffer,
+    pub accumulate: bool,
+}
+
 /// The composed WGSL module `file` (its includes resolved), compiled on the launcher's device.
 fn module(launcher: &Launcher, file: &str) -> wgpu::ShaderModule {
     let src = shader::compose(file).unwrap_or_else(|e| panic!("composing {file}: {e:#}"));

@@ -8,7 +8,7 @@ use crate::gpu::dispatch::{u32_of, uniform, Dispatch, Entry, Launcher};
 uniform! {
     /// Batch size and class count (`SoftmaxUniform` in softmax_ce.wgsl).
     pub struct SoftmaxUniform in "softmax_ce.wgsl" {
-        n: u32, classes: u32, _pad0: u32, _pad1: u32,
+        n: u32, classes: u32, mean_over: u32, _pad0: u32,
     }
 }
 
@@ -46,7 +46,7 @@ impl SoftmaxKernels {
     }
 
     fn uniform(n: usize, classes: usize) -> SoftmaxUniform {
-        SoftmaxUniform { n: u32_of(n), classes: u32_of(classes), ..Default::default() }
+        SoftmaxUniform { n: u32_of(n), classes: u32_of(classes), mean_over: u32_of(n), _pad0: 0 }
     }
 
     /// probs, predictions and per-sample losses from logits and labels.
@@ -61,11 +61,20 @@ impl SoftmaxKernels {
         self.launcher.dispatch(&self.predict, &Self::uniform(n, classes), &bindings, self.launcher.grid.flat(n))
     }
 
-    /// dlogits (N,CLASSES) of the mean loss, from the forward's probs.
-    pub fn backward(&self, n: usize, classes: usize, b: &SoftmaxBuffers, dlogits: &wgpu::Buffer) -> Dispatch {
+    /// dlogits (N,CLASSES) of the loss's mean over `mean_over` samples (this batch
+    /// of `n`, or the whole batch a micro-batch is part of), from the forward's probs.
+    pub fn backward(
+        &self,
+        n: usize,
+        mean_over: usize,
+        classes: usize,
+        b: &SoftmaxBuffers,
+        dlogits: &wgpu::Buffer,
+    ) -> Dispatch {
         let bindings = [(2, b.labels), (3, b.probs), (5, dlogits)];
         let groups = self.launcher.grid.flat(n * classes);
-        self.launcher.dispatch(&self.backward, &Self::uniform(n, classes), &bindings, groups)
+        let u = SoftmaxUniform { mean_over: u32_of(mean_over), ..Self::uniform(n, classes) };
+        self.launcher.dispatch(&self.backward, &u, &bindings, groups)
     }
 
     /// dlogits (N,CLASSES) = one-hot at each row's prediction: the gradient of the
