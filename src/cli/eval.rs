@@ -22,7 +22,7 @@ pub struct Args {
     /// A directory with MNIST-format IDX files (its t10k-* test split is used)
     #[arg(long)]
     data: Option<PathBuf>,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = gpu_cnn::data::parse_batch_size)]
     batch_size: usize,
     /// Also draw the confusion matrix to this PNG file
     #[arg(long)]
@@ -35,8 +35,9 @@ pub fn run(a: Args) -> Result<()> {
     let weights = super::weights_or_default(a.weights)?;
     let ck = checkpoint::load(&weights, &super::model_from(a.arch.as_deref())?)?;
     let test = Dataset::load(&super::data_dir(a.data), Split::Test)?;
+    test.check_against(&ck.model)?;
     let k = ck.model.classes();
-    let batch = a.batch_size.clamp(1, test.len().max(1));
+    let batch = a.batch_size.min(test.len());
     let mut exec = super::executor(a.backend, ck.model, Optimizer::sgd(0.0, 0.0), &ck.params, batch)?;
     let ev = evaluate(exec.as_mut(), &test, batch)?;
     let mut m = vec![vec![0u64; k]; k];

@@ -30,7 +30,7 @@ pub struct Args {
     /// Stop after this many training steps in total (counting a resumed run's)
     #[arg(long)]
     steps: Option<u64>,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = gpu_cnn::data::parse_batch_size)]
     batch_size: usize,
     /// Learning rate
     #[arg(long, default_value_t = 1e-3)]
@@ -64,7 +64,7 @@ pub struct Args {
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
     /// Read loss and accuracy back from the GPU every this many steps
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     log_every: u64,
 }
 
@@ -76,12 +76,11 @@ fn metric(fields: &[(&str, serde_json::Value)]) -> String {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if a.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
-    if !(a.lr.is_finite() && a.lr > 0.0) {
-        bail!("--lr must be a positive number");
-    }
+    let requested = match a.optimizer {
+        OptimizerKind::Adam => Optimizer::adam(a.lr),
+        OptimizerKind::Sgd => Optimizer::sgd(a.lr, a.momentum),
+    };
+    checkpoint::check_optimizer(&requested).context("--lr/--momentum")?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create output directory {}", a.out.display()))?;
     let probe = a.out.join(".write-test");
     std::fs::write(&probe, b"").with_context(|| format!("output directory {} is not writable", a.out.display()))?;
@@ -90,16 +89,9 @@ pub fn run(a: Args) -> Result<()> {
     let dir = super::data_dir(a.data.clone());
     let train = Dataset::load(&dir, Split::Train)?;
     let test = Dataset::load(&dir, Split::Test)?;
-    if (train.rows, train.cols) != (28, 28) {
-        bail!("{}: images are {}x{}; gpu-cnn's models take 28x28", dir.display(), train.rows, train.cols);
-    }
 
     // Model, weights, optimizer and position: fresh, from --init, or from --resume.
     let seed_model = super::model_from(a.arch.as_deref())?;
-    let requested = match a.optimizer {
-        OptimizerKind::Adam => Optimizer::adam(a.lr),
-        OptimizerKind::Sgd => Optimizer::sgd(a.lr, a.momentum),
-    };
     let (model, params, opt, opt_state, pos) = if let Some(path) = &a.resume {
         let c = checkpoint::load(path, &seed_model)?;
         let (opt, state) = c.optimizer.ok_or_else(|| {
@@ -117,10 +109,9 @@ pub fn run(a: Args) -> Result<()> {
         };
         (model, params, requested, None, start_position(a.seed, a.batch_size, !a.no_shuffle))
     };
-    let classes = train.labels.iter().copied().max().unwrap_or(0) as usize + 1;
-    if model.classes() < classes {
-        bail!("the model has {} outputs but the dataset has labels up to {}", model.classes(), classes - 1);
-    }
+    // Both splits, before any work: a bad test split would otherwise fail after an epoch.
+    train.check_against(&model)?;
+    test.check_against(&model)?;
     let batch = pos.batch_size;
     let mut exec = super::executor(a.backend, model.clone(), opt, &params, batch)?;
     if let Some(state) = &opt_state {
