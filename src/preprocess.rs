@@ -20,6 +20,16 @@ pub const MAX_FILE_BYTES: u64 = 1 << 30;
 /// A 28×28 input in [0,1], row-major, ink high.
 pub type Digit = [f32; 784];
 
+/// Read a picture file and prepare it (`load_image`, then `prepare`); errors name the file.
+pub fn load_digit(path: &Path) -> Result<Digit> {
+    load_digit_bytes(path, &read_file(path, MAX_FILE_BYTES)?)
+}
+
+/// `load_digit` for a picture held in memory, named `path` in errors.
+pub fn load_digit_bytes(path: &Path, bytes: &[u8]) -> Result<Digit> {
+    prepare(&load_image_bytes(path, bytes)?).with_context(|| path.display().to_string())
+}
+
 /// Read and decode a picture file (see `load_image_bytes`); only regular files are read.
 pub fn load_image(path: &Path) -> Result<image::RgbaImage> {
     load_image_bytes(path, &read_file(path, MAX_FILE_BYTES)?)

@@ -82,9 +82,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut files = Vec::with_capacity(candidates.len());
     let mut digits: Vec<Digit> = Vec::with_capacity(candidates.len());
     for f in candidates {
-        match preprocess::load_image(&f)
-            .and_then(|img| preprocess::prepare(&img).with_context(|| f.display().to_string()))
-        {
+        match preprocess::load_digit(&f) {
             Ok(d) => {
                 files.push(f);
                 digits.push(d);
