@@ -391,18 +391,34 @@ fn mutate(rng: &mut Rng, valid: &[u8], fields: &[usize]) -> Vec<u8> {
     b
 }
 
-/// Run `f` on `input`, which must not panic; an error must be non-empty and name `name`.
-/// Returns whether it loaded.
-fn survives<T>(case: usize, name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> bool {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Err(_) => panic!("case {case}: the input panicked (see the message above)"),
-        Ok(Ok(_)) => true,
-        Ok(Err(e)) => {
-            let e = format!("{e:#}");
-            assert!(!e.is_empty() && e.contains(name), "case {case}: the error does not name {name}: {e}");
-            assert!(e.len() < 2000, "case {case}: a {}-byte error", e.len());
-            false
+/// The outcomes of a mutation test's cases.
+struct Tally {
+    cases: usize,
+    loaded: usize,
+}
+
+impl Tally {
+    /// Run case `case`, which must not panic; an error must be non-empty, short and
+    /// name `name` (the input).
+    fn check<T>(&mut self, case: usize, name: &str, f: impl FnOnce() -> anyhow::Result<T>) {
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Err(_) => panic!("case {case}: the input panicked (see the message above)"),
+            Ok(Ok(_)) => self.loaded += 1,
+            Ok(Err(e)) => {
+                let e = format!("{e:#}");
+                assert!(!e.is_empty() && e.contains(name), "case {case}: the error does not name {name}: {e}");
+                assert!(e.len() < 2000, "case {case}: a {}-byte error", e.len());
+            }
         }
+        self.cases += 1;
+    }
+
+    /// Some mutations leave a valid input (a flipped pixel), most do not: both
+    /// outcomes must have been exercised.
+    fn finish(self) {
+        let Tally { cases, loaded } = self;
+        eprintln!("{loaded} of {cases} loaded");
+        assert!(loaded > 0 && loaded < cases, "{loaded} of {cases} loaded");
     }
 }
 
@@ -420,7 +436,7 @@ fn mutated_idx_files_never_panic() {
     let labels = idx_bytes(0x801, &[3], &test.labels);
     let (gz_images, gz_labels) = (gzip(&images), gzip(&labels));
     let mut rng = Rng::new(12);
-    let mut loaded = 0;
+    let mut tally = Tally { cases: 0, loaded: 0 };
     for case in 0..CASES {
         let gz = case % 2 == 1;
         let (mut im, mut lb) =
@@ -440,18 +456,14 @@ fn mutated_idx_files_never_panic() {
             im = broken(&mut rng, &images, &gz_images, &[4, 8, 12]);
             "images.idx3"
         };
-        if survives(case, name, || {
+        tally.check(case, name, || {
             let d = Dataset::from_idx_bytes(Path::new("images.idx3"), &im, Path::new("labels.idx1"), &lb)?;
             assert_eq!(d.images.len(), d.len() * d.rows * d.cols, "case {case}");
             assert!(!d.is_empty() && d.labels.iter().all(|&l| l <= 9), "case {case}");
             Ok(())
-        }) {
-            loaded += 1;
-        }
+        });
     }
-    // Some mutations leave a valid file (a flipped pixel): both outcomes are exercised.
-    eprintln!("{loaded} of {CASES} loaded");
-    assert!(loaded > 0 && loaded < CASES, "{loaded} of {CASES} loaded");
+    tally.finish();
 }
 
 #[test]
@@ -507,7 +519,7 @@ fn mutated_checkpoints_never_panic() {
         "gpu_cnn.format",
     ];
     let mut rng = Rng::new(24);
-    let mut loaded = 0;
+    let mut tally = Tally { cases: 0, loaded: 0 };
     for case in 0..CASES {
         let base = &valid[case % 2];
         let bytes = match rng.below(3) {
@@ -529,17 +541,14 @@ fn mutated_checkpoints_never_panic() {
             }
             _ => mutate(&mut rng, base, &[0]),
         };
-        if survives(case, "mutant.safetensors", || {
+        tally.check(case, "mutant.safetensors", || {
             let c = checkpoint::load_bytes(Path::new("mutant.safetensors"), &bytes, &Model::seed())?;
             assert_eq!(c.params.len(), c.model.num_params, "case {case}");
             assert!(c.params.iter().all(|x| x.is_finite()), "case {case}");
             Ok(())
-        }) {
-            loaded += 1;
-        }
+        });
     }
-    eprintln!("{loaded} of {CASES} loaded");
-    assert!(loaded > 0 && loaded < CASES, "{loaded} of {CASES} loaded");
+    tally.finish();
 }
 
 #[test]
@@ -565,21 +574,18 @@ fn mutated_pictures_never_panic() {
         })
         .collect();
     let mut rng = Rng::new(36);
-    let mut loaded = 0;
+    let mut tally = Tally { cases: 0, loaded: 0 };
     for case in 0..CASES {
         let k = case % formats.len();
         let bytes = mutate(&mut rng, &valid[k], &formats[k].2);
         let name = format!("mutant.{}", formats[k].1);
-        if survives(case, &name, || {
+        tally.check(case, &name, || {
             let d = preprocess::load_digit_bytes(Path::new(&name), &bytes)?;
             assert!(d.iter().all(|x| (0.0..=1.0).contains(x)), "case {case}");
             Ok(())
-        }) {
-            loaded += 1;
-        }
+        });
     }
-    eprintln!("{loaded} of {CASES} loaded");
-    assert!(loaded > 0 && loaded < CASES, "{loaded} of {CASES} loaded");
+    tally.finish();
 }
 
 #[test]
@@ -623,7 +629,7 @@ fn mutated_arch_specs_never_panic() {
         numbers[rng.below(range as u64) as usize]
     };
     let mut rng = Rng::new(48);
-    let mut loaded = 0;
+    let mut tally = Tally { cases: 0, loaded: 0 };
     for case in 0..CASES {
         let mut spec = if case % 3 == 0 {
             // Token salad.
@@ -645,15 +651,12 @@ fn mutated_arch_specs_never_panic() {
             spec = String::from_utf8_lossy(&mutate(&mut rng, spec.as_bytes(), &[])).into_owned();
         }
         let input = [Shape::image(1, 28, 28), Shape::image(3, 4096, 1), Shape::image(1, 1, 1)][case % 3];
-        if survives(case, "--arch", || {
+        tally.check(case, "--arch", || {
             let m = arch::parse(&spec, input)?;
             // What summary prints must be what the model holds, not wrapped numbers.
             assert!(m.num_params <= gpu_cnn::model::MAX_ELEMENTS && m.flops_per_sample() < u64::MAX, "case {case}");
             Ok(())
-        }) {
-            loaded += 1;
-        }
+        });
     }
-    eprintln!("{loaded} of {CASES} loaded");
-    assert!(loaded > 0 && loaded < CASES, "{loaded} of {CASES} loaded");
+    tally.finish();
 }
