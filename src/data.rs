@@ -119,15 +119,11 @@ impl Dataset {
         let want = model.input;
         if (want.c, want.h, want.w) != (1, self.rows, self.cols) {
             bail!(
-                "{}: images are 1x{}x{} ({}x{} grayscale) but the model takes {}x{}x{} ({}x{})",
+                "{}: pictures are {}x{} grayscale, but the model takes {}x{}x{} inputs",
                 self.images_file.display(),
                 self.rows,
                 self.cols,
-                self.rows,
-                self.cols,
                 want.c,
-                want.h,
-                want.w,
                 want.h,
                 want.w
             );
