@@ -1,4 +1,4 @@
-//! `--arch`: a model written as a short spec, e.g. the seed CNN is
+//! `--arch`: a model written as a short spec, e.g. the tutorial CNN is
 //!
 //! `c16k5 relu pool2 c32k5 relu c32k5 relu pool2 c64k5 relu flat fc10`
 //!
@@ -9,37 +9,57 @@
 //! - `fc<OUT>`: Linear with OUT outputs, input features from the flattened shape.
 //!
 //! Parameter names follow `nn.Sequential`: `layers.<i>.weight`; a spec that spells
-//! the seed CNN gets the seed's PyTorch names (`conv1.0.weight`, …).
+//! the tutorial CNN gets its PyTorch names (`conv1.0.weight`, …).
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::model::{Layer, Model, Shape};
+use crate::model::{Layer, Model, Shape, MAX_LAYERS};
 
-pub const SEED_SPEC: &str = "c16k5 relu pool2 c32k5 relu c32k5 relu pool2 c64k5 relu flat fc10";
+pub const TUTORIAL_SPEC: &str = "c16k5 relu pool2 c32k5 relu c32k5 relu pool2 c64k5 relu flat fc10";
+
+/// `s` cut to `max` characters with "…" and its length, for an error message: specs,
+/// metadata and the errors that quote them come from files and may be megabytes long.
+pub fn shortened(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &s[..cut], s.len()),
+        None => s.to_string(),
+    }
+}
+
+/// A user's string in single quotes, at most 80 characters of it.
+pub fn quoted(s: &str) -> String {
+    format!("'{}'", shortened(s, 80))
+}
 
 /// Parse `spec` for inputs of `input` shape; shape errors name the layer.
 pub fn parse(spec: &str, input: Shape) -> Result<Model> {
+    // Checked first: the loop below counts the input's elements.
+    input.check_input().with_context(|| format!("--arch {}", quoted(spec)))?;
     let mut layers = Vec::new();
     let mut shape = input;
     for (i, tok) in spec.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty()).enumerate() {
-        let at = || format!("--arch layer {} '{tok}' (input {shape})", i + 1);
+        if i == MAX_LAYERS {
+            bail!("--arch has more than {MAX_LAYERS} layers");
+        }
+        let at = || format!("--arch layer {} {} (input {shape})", i + 1, quoted(tok));
         let layer = parse_token(tok, shape.c, shape.numel()).with_context(at)?;
         shape = layer.output_shape(shape).with_context(at)?;
         layers.push((format!("layers.{i}"), layer));
     }
     if layers.is_empty() {
-        bail!("--arch is empty; the seed CNN is '{SEED_SPEC}'");
+        bail!("--arch is empty; the tutorial CNN is '{TUTORIAL_SPEC}'");
     }
-    let model = Model::new(input, layers).with_context(|| format!("--arch '{spec}'"))?;
-    let seed = Model::tutorial();
-    if input == seed.input && model.layers.iter().map(|l| l.layer).eq(seed.layers.iter().map(|l| l.layer)) {
-        return Ok(seed);
+    let model = Model::new(input, layers).with_context(|| format!("--arch {}", quoted(spec)))?;
+    let tutorial = Model::tutorial();
+    if input == tutorial.input && model.layers.iter().map(|l| l.layer).eq(tutorial.layers.iter().map(|l| l.layer)) {
+        return Ok(tutorial);
     }
     Ok(model)
 }
 
 fn number(s: &str, what: &str) -> Result<usize> {
-    s.parse::<usize>().map_err(|_| anyhow!("expected a number for {what}, found '{s}'"))
+    s.parse::<usize>()
+        .map_err(|_| anyhow!("expected a number (at most {}) for {what}, found {}", usize::MAX, quoted(s)))
 }
 
 /// Split `c16k5s1p2` after its prefix into the values tagged by `tags` (in order, each optional
@@ -117,8 +137,8 @@ mod tests {
     }
 
     #[test]
-    fn seed_spec_is_the_seed_model() {
-        let m = parse(SEED_SPEC, mnist()).unwrap();
+    fn tutorial_spec_is_the_tutorial_model() {
+        let m = parse(TUTORIAL_SPEC, mnist()).unwrap();
         assert_eq!(m, Model::tutorial());
         assert_eq!(parse(&spec_of(&m), mnist()).unwrap(), m);
     }
@@ -144,5 +164,37 @@ mod tests {
         assert!(e.contains("28x28") || e.contains("larger"), "{e}");
         let e = format!("{:#}", parse("flat c8k3 fc10", mnist()).unwrap_err());
         assert!(e.contains("flattened"), "{e}");
+        let e = format!("{:#}", parse("flat", mnist()).unwrap_err());
+        assert!(e.contains("must end in a Linear"), "{e}");
+    }
+
+    #[test]
+    fn huge_numbers_are_refused_not_wrapped() {
+        for (spec, layer, want) in [
+            ("c4294967296k1 flat fc10", "layer 1", "2^28"),
+            ("c1k1p9223372036854775807 flat fc10", "layer 1", "at most 4096"),
+            ("c1k4097 flat fc10", "layer 1", "at most 4096"),
+            ("pool1s18446744073709551615 flat fc10", "layer 1", "at most 4096"),
+            ("pool1s18446744073709551616 flat fc10", "layer 1", "expected a number"),
+            ("c4k1 flat fc100000", "layer 2 (layers.2", "2^28) parameters"),
+            ("flat fc300000000", "layer 2", "2^28"),
+        ] {
+            let e = format!("{:#}", parse(spec, mnist()).unwrap_err());
+            assert!(e.contains(layer) && e.contains(want), "{spec}: {e}");
+        }
+        let e = format!("{:#}", parse("relu", Shape::image(1, 100_000, 100_000)).unwrap_err());
+        assert!(e.contains("1x100000x100000") && e.contains("4096"), "{e}");
+    }
+
+    #[test]
+    fn long_specs_are_quoted_short() {
+        let long = format!("c8k3 {}x flat fc10", "relu".repeat(1_000_000));
+        let e = format!("{:#}", parse(&long, mnist()).unwrap_err());
+        assert!(e.len() < 400 && e.contains("layer 2") && e.contains("…") && e.contains("4000001 bytes"), "{e}");
+        let many = "relu ".repeat(MAX_LAYERS + 1);
+        let e = format!("{:#}", parse(&many, mnist()).unwrap_err());
+        assert!(e.len() < 400 && e.contains("more than 1024 layers"), "{e}");
+        assert_eq!(quoted("fc10"), "'fc10'");
+        assert_eq!(quoted(&"é".repeat(81)), format!("'{}… (162 bytes)'", "é".repeat(80)));
     }
 }

@@ -5,13 +5,14 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use std::collections::HashMap;
-use std::io::Write;
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::arch;
+use crate::arch::{self, quoted, shortened};
+use crate::data::parse_batch_size;
 use crate::executor::{Optimizer, OptimizerState};
-use crate::model::{Model, Shape};
+use crate::model::{Model, Shape, MAX_ELEMENTS};
 
 const FORMAT: &str = "gpu-cnn/1";
 
@@ -122,119 +123,306 @@ fn optimizer_to_string(opt: &Optimizer) -> String {
     }
 }
 
+/// Refuse optimizer hyper-parameters no run can use (they would make the first update
+/// NaN or diverge): lr finite and positive, momentum in [0, 1], Adam's betas in [0, 1)
+/// and eps finite and positive.
+pub fn check_optimizer(opt: &Optimizer) -> Result<()> {
+    let positive = |v: f32| v.is_finite() && v > 0.0;
+    let (lr, checks) = match *opt {
+        Optimizer::Sgd { lr, momentum } => {
+            (lr, vec![("momentum", momentum, (0.0..=1.0).contains(&momentum), "in [0, 1]")])
+        }
+        Optimizer::Adam { lr, beta1, beta2, eps } => (
+            lr,
+            vec![
+                ("beta1", beta1, (0.0..1.0).contains(&beta1), "in [0, 1)"),
+                ("beta2", beta2, (0.0..1.0).contains(&beta2), "in [0, 1)"),
+                ("eps", eps, positive(eps), "finite and positive"),
+            ],
+        ),
+    };
+    for (name, v, ok, range) in [("lr", lr, positive(lr), "finite and positive")].into_iter().chain(checks) {
+        if !ok {
+            bail!("{name} {v} must be {range}");
+        }
+    }
+    Ok(())
+}
+
+/// The inverse of `optimizer_to_string`, strictly: every parameter of the optimizer
+/// exactly once, nothing else, and values `check_optimizer` accepts.
 fn optimizer_from_string(s: &str) -> Result<Optimizer> {
     let mut parts = s.split_whitespace();
     let kind = parts.next().unwrap_or("");
-    let kv: HashMap<&str, f32> = parts
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| v.parse().map(|v| (k, v)).map_err(|_| anyhow!("bad optimizer value '{p}'", p = v)))
-        .collect::<Result<_>>()?;
-    let get = |k: &str| kv.get(k).copied().ok_or_else(|| anyhow!("optimizer metadata '{s}' lacks {k}"));
-    Ok(match kind {
-        "sgd" => Optimizer::Sgd { lr: get("lr")?, momentum: get("momentum")? },
-        "adam" => Optimizer::Adam { lr: get("lr")?, beta1: get("beta1")?, beta2: get("beta2")?, eps: get("eps")? },
-        _ => bail!("unknown optimizer '{kind}' in checkpoint metadata"),
-    })
+    let names: &[&str] = match kind {
+        "sgd" => &["lr", "momentum"],
+        "adam" => &["lr", "beta1", "beta2", "eps"],
+        _ => bail!("unknown optimizer {}", quoted(kind)),
+    };
+    let mut values: [Option<f32>; 4] = [None; 4];
+    for part in parts {
+        let (k, v) = part.split_once('=').ok_or_else(|| anyhow!("{} is not name=value", quoted(part)))?;
+        let i = names.iter().position(|n| *n == k).ok_or_else(|| anyhow!("{kind} has no parameter {}", quoted(k)))?;
+        if values[i].is_some() {
+            bail!("{k} is given twice");
+        }
+        values[i] = Some(v.parse().map_err(|_| anyhow!("{k}={} is not a number", quoted(v)))?);
+    }
+    let get = |i: usize| values[i].ok_or_else(|| anyhow!("{kind} lacks {}", names[i]));
+    let opt = match kind {
+        "sgd" => Optimizer::Sgd { lr: get(0)?, momentum: get(1)? },
+        _ => Optimizer::Adam { lr: get(0)?, beta1: get(1)?, beta2: get(2)?, eps: get(3)? },
+    };
+    check_optimizer(&opt)?;
+    Ok(opt)
 }
 
-fn read_f32(path: &Path, st: &SafeTensors, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
-    let t =
-        st.tensor(key).map_err(|_| anyhow!("{}: missing key '{key}' (expected shape {shape:?})", path.display()))?;
-    if t.dtype() != Dtype::F32 {
-        bail!("{}: key '{key}' has dtype {:?}, expected F32", path.display(), t.dtype());
+/// The largest checkpoint file read: weights and two optimizer vectors of the largest
+/// model (`MAX_ELEMENTS` parameters), plus safetensors' largest header (100 MB).
+pub const MAX_FILE_BYTES: u64 = 3 * 4 * MAX_ELEMENTS as u64 + (100 << 20) + 8;
+
+/// Read a whole regular file of at most `max` bytes. Anything else (a FIFO, a socket, a
+/// device, a directory) is refused by name before it is opened: opening a FIFO blocks
+/// until someone writes to it, and a device may never end.
+pub fn read_file(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let p = path.display();
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {p}"))?;
+    if !meta.is_file() {
+        bail!("{p}: is {}, not a regular file", file_kind(&meta.file_type()));
     }
-    if t.shape() != shape {
-        bail!("{}: key '{key}' has shape {:?}, expected {shape:?}", path.display(), t.shape());
+    if meta.len() > max {
+        bail!("{p}: {} bytes is more than the {max} bytes such a file may have", meta.len());
     }
-    // The data may be unaligned inside the file: copy bytewise.
-    Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect())
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read {p}"))?;
+    if bytes.len() as u64 > max {
+        bail!("{p}: grew past {max} bytes while being read");
+    }
+    Ok(bytes)
+}
+
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        } else if t.is_socket() {
+            return "a socket";
+        } else if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
+    }
 }
 
 /// Load a checkpoint. The model comes from its metadata when it has one (gpu-cnn
-/// files), else `default_model` (a PyTorch `save_file(model.state_dict())` of the seed).
-/// Every key is checked: missing, extra, wrong dtype or shape is an error naming it.
+/// files), else `default_model` (a PyTorch `save_file(model.state_dict())` of the tutorial model).
+/// Every key is checked: missing, extra, wrong dtype or shape is an error naming it, and
+/// so is a value that is not finite; every metadata field is checked too.
 pub fn load(path: &Path, default_model: &Model) -> Result<Checkpoint> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    let st =
-        SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{}: not a safetensors file ({e})", path.display()))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    let model = match meta.get("gpu_cnn.arch") {
-        Some(spec) => {
-            let input = match meta.get("gpu_cnn.input") {
-                Some(s) => {
-                    let d: Vec<usize> = s
-                        .split('x')
-                        .map(|v| v.parse())
-                        .collect::<Result<_, _>>()
-                        .map_err(|_| anyhow!("{}: bad input shape '{s}' in metadata", path.display()))?;
-                    if d.len() != 3 {
-                        bail!("{}: bad input shape '{s}' in metadata", path.display());
-                    }
-                    Shape::image(d[0], d[1], d[2])
-                }
-                None => default_model.input,
-            };
-            arch::parse(spec, input).with_context(|| format!("{}: its model spec", path.display()))?
-        }
-        None => default_model.clone(),
+    load_bytes(path, &read_file(path, MAX_FILE_BYTES)?, default_model)
+}
+
+/// `load` for a file already in memory; `path` names it in errors.
+pub fn load_bytes(path: &Path, bytes: &[u8], default_model: &Model) -> Result<Checkpoint> {
+    let p = path.display();
+    let not_safetensors = |e: safetensors::SafeTensorError| {
+        // The parser's messages can quote a whole header field.
+        anyhow!("{p}: not a safetensors file ({})", shortened(&e.to_string(), 200))
     };
-    let mut params = vec![0f32; model.num_params];
-    for p in &model.params {
-        params[p.offset..p.offset + p.numel()].copy_from_slice(&read_f32(path, &st, &p.name, &p.shape)?);
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(not_safetensors)?;
+    let st = SafeTensors::deserialize(bytes).map_err(not_safetensors)?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    if let Some(f) = meta.get("gpu_cnn.format").filter(|f| *f != FORMAT) {
+        bail!("{p}: metadata 'gpu_cnn.format' is {}; this gpu-cnn reads '{FORMAT}'", quoted(f));
     }
+    let model = model_of(path, &meta, default_model)?;
     let optimizer = match meta.get("gpu_cnn.optimizer") {
-        Some(s) => {
-            let opt = optimizer_from_string(s).with_context(|| path.display().to_string())?;
-            let np = model.num_params;
-            let mut vectors = vec![0f32; np * opt.state_vectors()];
-            for (k, name) in ["m", "v"].iter().enumerate().take(opt.state_vectors()) {
-                for p in &model.params {
-                    let v = read_f32(path, &st, &format!("optim.{name}.{}", p.name), &p.shape)?;
-                    vectors[k * np + p.offset..k * np + p.offset + p.numel()].copy_from_slice(&v);
-                }
-            }
+        Some(s) => Some(optimizer_from_string(s).with_context(|| format!("{p}: metadata 'gpu_cnn.optimizer'"))?),
+        None => None,
+    };
+    let vectors = 1 + optimizer.map_or(0, |o| o.state_vectors());
+    // Every tensor's dtype and shape before any allocation: once they match, the file
+    // holds every value, so what is allocated below is no larger than the file.
+    let prefixes = ["", "optim.m.", "optim.v."];
+    let mut views = Vec::with_capacity(vectors * model.params.len());
+    for (k, prefix) in prefixes.iter().enumerate().take(vectors) {
+        for param in &model.params {
+            let key = format!("{prefix}{}", param.name);
+            let view = f32_tensor(path, &st, &key, &param.shape)?;
+            views.push((k, param, key, view));
+        }
+    }
+    if st.len() != views.len() {
+        let known: HashSet<&str> = views.iter().map(|v| v.2.as_str()).collect();
+        let extra = st.names().into_iter().filter(|n| !known.contains(n)).min().unwrap_or_default();
+        bail!("{p}: unexpected key {} for model {}", quoted(extra), quoted(&arch::spec_of(&model)));
+    }
+    let np = model.num_params;
+    let mut values = vec![0f32; vectors * np];
+    for (k, param, key, view) in &views {
+        // Adam's v (k = 2) is a running mean of squares: a negative one makes sqrt NaN.
+        let start = k * np + param.offset;
+        read_values(path, key, view, &mut values[start..start + param.numel()], *k == 2)?;
+    }
+    let optimizer = match optimizer {
+        Some(opt) => {
             let step = meta_num(path, &meta, "gpu_cnn.optimizer_step")?;
-            Some((opt, OptimizerState { step: step as u32, vectors }))
+            Some((opt, OptimizerState { step, vectors: values.split_off(np) }))
         }
         None => None,
     };
-    let expected = model.params.len() + optimizer.as_ref().map_or(0, |(o, _)| o.state_vectors() * model.params.len());
-    if st.len() != expected {
-        let known: Vec<String> = model.params.iter().map(|p| p.name.clone()).collect();
-        let extra = st
-            .names()
-            .into_iter()
-            .find(|n| !known.iter().any(|k| k == n) && !n.starts_with("optim."))
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "optimizer state".to_string());
-        bail!("{}: unexpected key '{extra}' for model '{}'", path.display(), arch::spec_of(&model));
-    }
-    let position = if meta.contains_key("gpu_cnn.global_step") {
-        Some(Position {
-            epoch: meta_num(path, &meta, "gpu_cnn.epoch")? as usize,
-            batch_in_epoch: meta_num(path, &meta, "gpu_cnn.batch_in_epoch")? as usize,
-            global_step: meta_num(path, &meta, "gpu_cnn.global_step")?,
-            epoch_rng: meta_num(path, &meta, "gpu_cnn.epoch_rng")?,
-            batch_size: meta_num(path, &meta, "gpu_cnn.batch_size")? as usize,
-            shuffle: meta.get("gpu_cnn.shuffle").map(|s| s == "true").unwrap_or(true),
-        })
-    } else {
-        None
-    };
-    Ok(Checkpoint { model, params, optimizer, position })
+    let position = position_of(path, &meta)?;
+    Ok(Checkpoint { model, params: values, optimizer, position })
 }
 
-fn meta_num(path: &Path, meta: &HashMap<String, String>, key: &str) -> Result<u64> {
-    meta.get(key)
-        .ok_or_else(|| anyhow!("{}: metadata lacks '{key}'", path.display()))?
-        .parse()
-        .map_err(|_| anyhow!("{}: metadata '{key}' is not a number", path.display()))
+/// The model a checkpoint's metadata describes (`gpu_cnn.arch` for inputs `gpu_cnn.input`),
+/// or `default_model` for a file without them.
+fn model_of(path: &Path, meta: &HashMap<String, String>, default_model: &Model) -> Result<Model> {
+    let p = path.display();
+    let Some(spec) = meta.get("gpu_cnn.arch") else {
+        return Ok(default_model.clone());
+    };
+    let input = match meta.get("gpu_cnn.input") {
+        Some(s) => {
+            let dims: Option<Vec<usize>> = s.split('x').map(|v| v.parse().ok()).collect();
+            let input = match dims.as_deref() {
+                Some(&[c, h, w]) => Shape::image(c, h, w),
+                _ => bail!("{p}: metadata 'gpu_cnn.input' is {}, not CxHxW", quoted(s)),
+            };
+            input.check_input().with_context(|| format!("{p}: metadata 'gpu_cnn.input'"))?;
+            input
+        }
+        None => default_model.input,
+    };
+    arch::parse(spec, input).with_context(|| format!("{p}: its model spec"))
+}
+
+/// Where training stood, if the metadata says: every field present and in range, and
+/// consistent (each finished epoch took at least one step).
+fn position_of(path: &Path, meta: &HashMap<String, String>) -> Result<Option<Position>> {
+    let p = path.display();
+    const KEYS: [&str; 5] =
+        ["gpu_cnn.epoch", "gpu_cnn.batch_in_epoch", "gpu_cnn.global_step", "gpu_cnn.epoch_rng", "gpu_cnn.batch_size"];
+    if !KEYS.iter().any(|k| meta.contains_key(*k)) {
+        return Ok(None);
+    }
+    let pos = Position {
+        epoch: meta_num(path, meta, KEYS[0])?,
+        batch_in_epoch: meta_num(path, meta, KEYS[1])?,
+        global_step: meta_num(path, meta, KEYS[2])?,
+        epoch_rng: meta_num(path, meta, KEYS[3])?,
+        batch_size: {
+            let s = meta_str(path, meta, KEYS[4])?;
+            parse_batch_size(s).map_err(|e| anyhow!("{p}: metadata '{}' is {}: {e}", KEYS[4], quoted(s)))?
+        },
+        shuffle: match meta.get("gpu_cnn.shuffle").map(String::as_str) {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(s) => bail!("{p}: metadata 'gpu_cnn.shuffle' is {}, not true or false", quoted(s)),
+        },
+    };
+    if (pos.epoch as u64).checked_add(pos.batch_in_epoch as u64).is_none_or(|min| min > pos.global_step) {
+        bail!(
+            "{p}: metadata says epoch {} batch {} after only {} steps, but every epoch takes at least one step",
+            pos.epoch,
+            pos.batch_in_epoch,
+            pos.global_step
+        );
+    }
+    Ok(Some(pos))
+}
+
+/// A tensor with dtype F32 and shape `shape`, or an error naming `key`.
+fn f32_tensor<'a>(path: &Path, st: &SafeTensors<'a>, key: &str, shape: &[usize]) -> Result<TensorView<'a>> {
+    let p = path.display();
+    let t = st.tensor(key).map_err(|_| anyhow!("{p}: missing key '{key}' (expected shape {shape:?})"))?;
+    if t.dtype() != Dtype::F32 {
+        bail!("{p}: key '{key}' has dtype {:?}, expected F32", t.dtype());
+    }
+    if t.shape() != shape {
+        bail!("{p}: key '{key}' has shape {:?}, expected {shape:?}", t.shape());
+    }
+    Ok(t)
+}
+
+/// Copy a tensor's values into `out`, refusing NaN, infinities and, when `nonnegative`,
+/// values below zero, by key and first bad index.
+fn read_values(path: &Path, key: &str, t: &TensorView, out: &mut [f32], nonnegative: bool) -> Result<()> {
+    // The data may be unaligned inside the file: decode bytewise.
+    for (i, (o, b)) in out.iter_mut().zip(t.data().chunks_exact(4)).enumerate() {
+        let x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        if !x.is_finite() || (nonnegative && x < 0.0) {
+            let want = if nonnegative { "finite and never negative (Adam's v)" } else { "finite" };
+            bail!("{}: key '{key}' holds {x} at index {i}; its values must be {want}", path.display());
+        }
+        *o = x;
+    }
+    Ok(())
+}
+
+fn meta_str<'a>(path: &Path, meta: &'a HashMap<String, String>, key: &str) -> Result<&'a str> {
+    meta.get(key).map(String::as_str).ok_or_else(|| anyhow!("{}: metadata lacks '{key}'", path.display()))
+}
+
+fn meta_num<T: std::str::FromStr>(path: &Path, meta: &HashMap<String, String>, key: &str) -> Result<T> {
+    let p = path.display();
+    let v = meta_str(path, meta, key)?;
+    v.parse().map_err(|_| {
+        let ty = std::any::type_name::<T>();
+        anyhow!("{p}: metadata '{key}' is {}, not a whole number that fits {ty}", quoted(v))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn position() -> Position {
+        Position { epoch: 1, batch_in_epoch: 5, global_step: 942, epoch_rng: 12345, batch_size: 64, shuffle: true }
+    }
+
+    /// A tutorial-model checkpoint with Adam state and a position, as bytes.
+    fn adam_checkpoint() -> Vec<u8> {
+        let model = Model::tutorial();
+        let state = OptimizerState { step: 7, vectors: (0..2 * model.num_params).map(|i| i as f32).collect() };
+        to_bytes(&model, &model.init_params(3), Some((&Optimizer::adam(1e-3), &state)), Some(&position())).unwrap()
+    }
+
+    /// `bytes` with metadata `key` set to `value` (or removed, for None).
+    fn with_meta(bytes: &[u8], key: &str, value: Option<&str>) -> Vec<u8> {
+        let st = SafeTensors::deserialize(bytes).unwrap();
+        let mut meta = SafeTensors::read_metadata(bytes).unwrap().1.metadata().clone().unwrap();
+        match value {
+            Some(v) => meta.insert(key.to_string(), v.to_string()),
+            None => meta.remove(key),
+        };
+        safetensors::serialize(st.tensors(), Some(meta)).unwrap()
+    }
+
+    /// `bytes` with element `index` of tensor `key` set to `x`.
+    fn with_value(bytes: &[u8], key: &str, index: usize, x: f32) -> Vec<u8> {
+        let st = SafeTensors::deserialize(bytes).unwrap();
+        let meta = SafeTensors::read_metadata(bytes).unwrap().1.metadata().clone();
+        let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> =
+            st.tensors().into_iter().map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec())).collect();
+        let t = data.iter_mut().find(|t| t.0 == key).unwrap();
+        t.3[index * 4..index * 4 + 4].copy_from_slice(&x.to_le_bytes());
+        let views: Vec<(String, TensorView)> =
+            data.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+        safetensors::serialize(views, meta).unwrap()
+    }
+
+    fn load_err(bytes: &[u8]) -> String {
+        format!("{:#}", load_bytes(Path::new("ck.safetensors"), bytes, &Model::tutorial()).unwrap_err())
+    }
 
     #[test]
     fn round_trip_with_optimizer_and_position() {
@@ -245,18 +433,134 @@ mod tests {
         let params = model.init_params(3);
         let opt = Optimizer::adam(1e-3);
         let state = OptimizerState { step: 7, vectors: (0..2 * model.num_params).map(|i| i as f32).collect() };
-        let pos =
-            Position { epoch: 1, batch_in_epoch: 5, global_step: 942, epoch_rng: 12345, batch_size: 64, shuffle: true };
+        let pos = position();
         save(&path, &model, &params, Some((&opt, &state)), Some(&pos)).unwrap();
         let c = load(&path, &Model::tutorial()).unwrap();
         assert_eq!(c.model, model);
         assert_eq!(c.params, params);
         assert_eq!(c.optimizer, Some((opt, state)));
         assert_eq!(c.position, Some(pos));
+        // SGD: one state vector.
+        let sgd = Optimizer::sgd(0.05, 0.9);
+        let state = OptimizerState { step: 3, vectors: vec![0.5; model.num_params] };
+        save(&path, &model, &params, Some((&sgd, &state)), Some(&pos)).unwrap();
+        assert_eq!(load(&path, &Model::tutorial()).unwrap().optimizer, Some((sgd, state)));
         // Weights only: loads with no optimizer and no position.
         save(&path, &model, &params, None, None).unwrap();
         let c = load(&path, &Model::tutorial()).unwrap();
         assert!(c.optimizer.is_none() && c.position.is_none());
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn huge_metadata_input_is_refused_before_allocating() {
+        let bytes = with_meta(&adam_checkpoint(), "gpu_cnn.input", Some("1x100000x100000"));
+        let t = std::time::Instant::now();
+        let e = load_err(&bytes);
+        assert!(e.contains("ck.safetensors") && e.contains("gpu_cnn.input") && e.contains("1..=4096"), "{e}");
+        assert!(t.elapsed().as_secs_f64() < 1.0);
+        for bad in ["28x28", "1x28x28x1", "1x-28x28", "ax28x28", ""] {
+            let e = load_err(&with_meta(&adam_checkpoint(), "gpu_cnn.input", Some(bad)));
+            assert!(e.contains("gpu_cnn.input") && e.contains("not CxHxW"), "{bad}: {e}");
+        }
+        // A model metadata admits, but whose tensors the file lacks: named, not allocated.
+        let bytes = with_meta(&adam_checkpoint(), "gpu_cnn.arch", Some("c64k5 relu flat fc1000"));
+        let e = load_err(&bytes);
+        assert!(e.contains("missing key 'layers.0.weight'"), "{e}");
+    }
+
+    #[test]
+    fn every_position_field_is_checked() {
+        let good = adam_checkpoint();
+        for (key, value, want) in [
+            ("gpu_cnn.batch_size", Some("0"), "'gpu_cnn.batch_size' is '0'"),
+            ("gpu_cnn.batch_size", Some("-3"), "whole number in 1..="),
+            ("gpu_cnn.batch_size", None, "lacks 'gpu_cnn.batch_size'"),
+            ("gpu_cnn.epoch", Some("943"), "epoch 943 batch 5 after only 942 steps"),
+            ("gpu_cnn.batch_in_epoch", Some("18446744073709551616"), "fits usize"),
+            ("gpu_cnn.global_step", Some("5"), "epoch 1 batch 5 after only 5 steps"),
+            ("gpu_cnn.epoch_rng", Some("1e9"), "'gpu_cnn.epoch_rng' is '1e9', not a whole number that fits u64"),
+            ("gpu_cnn.shuffle", Some("yes"), "'gpu_cnn.shuffle' is 'yes', not true or false"),
+            ("gpu_cnn.optimizer_step", Some("4294967296"), "fits u32"),
+            ("gpu_cnn.format", Some("gpu-cnn/2"), "'gpu_cnn.format' is 'gpu-cnn/2'"),
+        ] {
+            let e = load_err(&with_meta(&good, key, value));
+            assert!(e.contains("ck.safetensors") && e.contains(want), "{key}={value:?}: {e}");
+        }
+        let c = load_bytes(Path::new("c"), &with_meta(&good, "gpu_cnn.shuffle", None), &Model::tutorial()).unwrap();
+        assert!(c.position.unwrap().shuffle, "a checkpoint without the field shuffles, as before it existed");
+    }
+
+    #[test]
+    fn optimizer_hyper_parameters_are_checked() {
+        let good = adam_checkpoint();
+        for (value, want) in [
+            ("adam lr=-0.001 beta1=0.9 beta2=0.999 eps=1e-8", "lr -0.001 must be finite and positive"),
+            ("adam lr=NaN beta1=0.9 beta2=0.999 eps=1e-8", "lr NaN must be"),
+            ("adam lr=inf beta1=0.9 beta2=0.999 eps=1e-8", "lr inf must be"),
+            ("adam lr=0.001 beta1=1 beta2=0.999 eps=1e-8", "beta1 1 must be in [0, 1)"),
+            ("adam lr=0.001 beta1=0.9 beta2=-0.5 eps=1e-8", "beta2 -0.5 must be in [0, 1)"),
+            ("adam lr=0.001 beta1=0.9 beta2=0.999 eps=0", "eps 0 must be finite and positive"),
+            ("adam lr=0.001 beta1=0.9 beta2=0.999", "adam lacks eps"),
+            ("adam lr=0.001 lr=0.002 beta1=0.9 beta2=0.999 eps=1e-8", "lr is given twice"),
+            ("adam lr=0.001 beta1=0.9 beta2=0.999 eps=1e-8 momentum=0.9", "adam has no parameter 'momentum'"),
+            ("adam lr=0.001 beta1 beta2=0.999 eps=1e-8", "'beta1' is not name=value"),
+            ("adam lr=fast beta1=0.9 beta2=0.999 eps=1e-8", "lr='fast' is not a number"),
+            ("rmsprop lr=0.001", "unknown optimizer 'rmsprop'"),
+        ] {
+            let e = load_err(&with_meta(&good, "gpu_cnn.optimizer", Some(value)));
+            assert!(e.contains("ck.safetensors") && e.contains(want), "{value}: {e}");
+        }
+        let sgd = Optimizer::sgd(0.1, 0.9);
+        let state = OptimizerState { step: 1, vectors: vec![0.0; Model::tutorial().num_params] };
+        let m = Model::tutorial();
+        let ok = to_bytes(&m, &m.init_params(0), Some((&sgd, &state)), None).unwrap();
+        let e = load_err(&with_meta(&ok, "gpu_cnn.optimizer", Some("sgd lr=0.1 momentum=1.5")));
+        assert!(e.contains("momentum 1.5 must be in [0, 1]"), "{e}");
+        check_optimizer(&Optimizer::sgd(0.1, 1.0)).unwrap();
+    }
+
+    #[test]
+    fn non_finite_values_are_refused_by_key_and_index() {
+        let good = adam_checkpoint();
+        for (key, x, want) in [
+            ("conv1.0.weight", f32::NAN, "key 'conv1.0.weight' holds NaN at index 3"),
+            ("out.bias", f32::INFINITY, "key 'out.bias' holds inf at index 3"),
+            ("optim.m.conv2.2.weight", f32::NEG_INFINITY, "key 'optim.m.conv2.2.weight' holds -inf at index 3"),
+            ("optim.v.out.weight", -1.0, "key 'optim.v.out.weight' holds -1 at index 3"),
+        ] {
+            let e = load_err(&with_value(&good, key, 3, x));
+            assert!(e.contains("ck.safetensors") && e.contains(want), "{key}: {e}");
+        }
+        // A negative m is fine: it is a running mean of gradients.
+        load_bytes(Path::new("c"), &with_value(&good, "optim.m.out.weight", 3, -1.0), &Model::tutorial()).unwrap();
+    }
+
+    #[test]
+    fn long_metadata_is_quoted_short() {
+        let long = "x".repeat(10 << 20);
+        for key in ["gpu_cnn.arch", "gpu_cnn.input", "gpu_cnn.optimizer", "gpu_cnn.epoch", "gpu_cnn.format"] {
+            let e = load_err(&with_meta(&adam_checkpoint(), key, Some(&long)));
+            assert!(e.len() < 500, "{key}: {} bytes of error", e.len());
+            assert!(e.contains("ck.safetensors") && e.contains("… (10485760 bytes)"), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = std::env::temp_dir();
+        let e = format!("{:#}", read_file(&dir, 1 << 20).unwrap_err());
+        assert!(e.contains(&dir.display().to_string()) && e.contains("a directory, not a regular file"), "{e}");
+        #[cfg(unix)]
+        {
+            let e = format!("{:#}", read_file(Path::new("/dev/zero"), 1 << 20).unwrap_err());
+            assert!(e.contains("/dev/zero: is a device"), "{e}");
+        }
+        let f = dir.join(format!("gpu-cnn-read-{}", std::process::id()));
+        std::fs::write(&f, [1, 2, 3]).unwrap();
+        assert_eq!(read_file(&f, 3).unwrap(), [1, 2, 3]);
+        let e = format!("{:#}", read_file(&f, 2).unwrap_err());
+        assert!(e.contains("3 bytes is more than the 2 bytes"), "{e}");
+        std::fs::remove_file(&f).ok();
     }
 }

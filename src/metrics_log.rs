@@ -1,13 +1,54 @@
-//! Reading a run's `metrics.jsonl` back: the training log points and the end-of-epoch
-//! test points that `gpu-cnn train` appends, one JSON object a line.
+//! A run's `metrics.jsonl`: the training log points and the end-of-epoch test points
+//! that `gpu-cnn train` appends, one JSON object a line, written by `MetricsWriter`
+//! and read back by `MetricsLog` (the field names live in this file alone):
+//! - a training point: `step`, `epoch`, `loss`, `accuracy`, `samples_per_s`, `lr`;
+//! - a test point: `step`, `epoch`, `test_loss`, `test_accuracy`.
 //!
 //! A bad line never stops the reader: a run that is still writing, or was killed,
 //! leaves a truncated last line, and one damaged line should not hide the rest of a
 //! long run. Each skipped line becomes a warning naming the file and line number.
 
 use anyhow::{Context, Result};
-use serde_json::Value;
-use std::path::Path;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Appends records to a run's metrics.jsonl as training goes.
+pub struct MetricsWriter {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsWriter {
+    /// Open `path`: appended to when a run resumes, started afresh otherwise.
+    pub fn open(path: &Path, append: bool) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(MetricsWriter { path: path.to_path_buf(), file })
+    }
+
+    /// A training point, with the rate and learning rate it was measured at.
+    pub fn train_point(&mut self, record: Record, samples_per_s: f64, lr: f64) -> Result<()> {
+        let mut line = record.to_json();
+        line["samples_per_s"] = samples_per_s.into();
+        line["lr"] = lr.into();
+        self.line(line)
+    }
+
+    /// A test point.
+    pub fn test_point(&mut self, record: Record) -> Result<()> {
+        self.line(record.to_json())
+    }
+
+    fn line(&mut self, value: Value) -> Result<()> {
+        writeln!(self.file, "{value}").with_context(|| format!("cannot write {}", self.path.display()))
+    }
+}
 
 /// One line of metrics.jsonl.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -16,6 +57,19 @@ pub enum Record {
     Train { step: u64, epoch: u64, loss: f64, accuracy: f64 },
     /// Loss and accuracy on the test set at the end of an epoch.
     Test { step: u64, epoch: u64, loss: f64, accuracy: f64 },
+}
+
+impl Record {
+    fn to_json(self) -> Value {
+        match self {
+            Record::Train { step, epoch, loss, accuracy } => {
+                json!({"step": step, "epoch": epoch, "loss": loss, "accuracy": accuracy})
+            }
+            Record::Test { step, epoch, loss, accuracy } => {
+                json!({"step": step, "epoch": epoch, "test_loss": loss, "test_accuracy": accuracy})
+            }
+        }
+    }
 }
 
 /// A (step, loss, accuracy) point, as `plot::training_curves` takes them.
@@ -109,6 +163,25 @@ mod tests {
     const TRAIN2: &str = r#"{"step":2,"epoch":1,"loss":2.25,"accuracy":0.125,"samples_per_s":900.0,"lr":0.001}"#;
     const TRAIN4: &str = r#"{"step":4,"epoch":1,"loss":2.0,"accuracy":0.25,"samples_per_s":950.0,"lr":0.001}"#;
     const TEST4: &str = r#"{"step":4,"epoch":1,"test_loss":1.5,"test_accuracy":0.5}"#;
+
+    #[test]
+    fn what_the_writer_writes_the_reader_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let (train, test) = (
+            Record::Train { step: 50, epoch: 1, loss: 0.25, accuracy: 0.875 },
+            Record::Test { step: 938, epoch: 1, loss: 0.0625, accuracy: 0.98 },
+        );
+        let mut w = MetricsWriter::open(&path, false).unwrap();
+        w.train_point(train, 390.5, 1e-3).unwrap();
+        w.test_point(test).unwrap();
+        let log = MetricsLog::read(&path).unwrap();
+        assert!(log.warnings.is_empty(), "{:?}", log.warnings);
+        assert_eq!(log.records, [train, test]);
+        let first: Value =
+            serde_json::from_str(std::fs::read_to_string(&path).unwrap().lines().next().unwrap()).unwrap();
+        assert_eq!((first["samples_per_s"].as_f64(), first["lr"].as_f64()), (Some(390.5), Some(1e-3)));
+    }
 
     #[test]
     fn reads_training_and_test_points() {

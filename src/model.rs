@@ -6,11 +6,25 @@
 //! - conv weights are OIHW `[out, in, k, k]`, linear weights `[out, in]`;
 //! - all parameters live in one flat `f32` vector, in `state_dict` order.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::fmt;
 
 use crate::dims::{ConvDims, ElemDims, LinearDims, PoolDims};
 use crate::rng::Rng;
+
+/// Bounds that make every model small enough to describe without overflow and to
+/// allocate: a hostile `--arch` or checkpoint is refused by shape inference, before
+/// anything is allocated (docs/robustness.md lists them for users).
+///
+/// Each input dimension (channels, height, width), and each kernel, stride and padding.
+pub const MAX_DIM: usize = 4096;
+/// Elements of any per-sample tensor (the input, each layer's output) and of all the
+/// parameters together: 2^28, 1 GiB of f32. Far above the GPU's 2^24 per batch tensor,
+/// so it refuses only what could never run, and keeps every product of two such counts
+/// inside u64.
+pub const MAX_ELEMENTS: usize = 1 << 28;
+/// Layers in one model.
+pub const MAX_LAYERS: usize = 1024;
 
 /// One layer. Square kernels, symmetric zero padding, no dilation or groups:
 /// what the tutorial CNN and its variants need.
@@ -44,6 +58,25 @@ impl Shape {
     pub fn numel(&self) -> usize {
         self.c * self.h * self.w
     }
+
+    /// Elements per sample if they are at most `MAX_ELEMENTS`; every shape a `Model`
+    /// holds passes this, so `numel` cannot overflow for them.
+    fn bounded_numel(&self) -> Option<usize> {
+        self.c.checked_mul(self.h)?.checked_mul(self.w).filter(|&n| n <= MAX_ELEMENTS)
+    }
+
+    /// Refuse a model input with a zero or over-`MAX_DIM` dimension, or over
+    /// `MAX_ELEMENTS` elements.
+    pub fn check_input(&self) -> Result<()> {
+        let Shape { c, h, w, .. } = *self;
+        if [c, h, w].iter().any(|&d| d == 0 || d > MAX_DIM) || self.bounded_numel().is_none() {
+            bail!(
+                "input {c}x{h}x{w}: each dimension must be in 1..={MAX_DIM} and all together at most \
+                 {MAX_ELEMENTS} (2^28) elements"
+            );
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for Shape {
@@ -58,8 +91,13 @@ impl fmt::Display for Shape {
 
 impl Layer {
     /// The per-sample output shape for input `shape`, or why this layer cannot take it.
+    /// Inputs must be bounded (`Shape::check_input`, or an earlier layer's output); the
+    /// output is then bounded too, or refused.
     pub fn output_shape(&self, shape: Shape) -> Result<Shape> {
-        Ok(match *self {
+        if shape.bounded_numel().is_none() {
+            bail!("its input {shape} has more than {MAX_ELEMENTS} (2^28) elements");
+        }
+        let out = match *self {
             Layer::Conv2d { in_ch, out_ch, kernel, stride, padding } => {
                 if shape.flat {
                     bail!("Conv2d needs an image input, but its input is flattened {shape}");
@@ -67,9 +105,13 @@ impl Layer {
                 if in_ch == 0 || out_ch == 0 || kernel == 0 || stride == 0 {
                     bail!("channels, kernel and stride must be positive");
                 }
+                if kernel > MAX_DIM || stride > MAX_DIM || padding > MAX_DIM {
+                    bail!("kernel, stride and padding must be at most {MAX_DIM}");
+                }
                 if in_ch != shape.c {
                     bail!("expects {in_ch} input channels but its input {shape} has {}", shape.c);
                 }
+                // Bounded inputs and padding: these sums cannot overflow.
                 let (hp, wp) = (shape.h + 2 * padding, shape.w + 2 * padding);
                 if kernel > hp || kernel > wp {
                     bail!("kernel {kernel} is larger than the padded input {hp}x{wp}");
@@ -83,6 +125,9 @@ impl Layer {
                 }
                 if kernel == 0 || stride == 0 {
                     bail!("kernel and stride must be positive");
+                }
+                if kernel > MAX_DIM || stride > MAX_DIM {
+                    bail!("kernel and stride must be at most {MAX_DIM}");
                 }
                 if kernel > shape.h || kernel > shape.w {
                     bail!("kernel {kernel} is larger than its input {shape}");
@@ -102,7 +147,30 @@ impl Layer {
                 }
                 Shape::flat(out_features)
             }
-        })
+        };
+        // The output may only grow through a conv's channels or padding, or a Linear's width.
+        if out.bounded_numel().is_none() {
+            bail!(
+                "its output {}x{}x{} would have more than {MAX_ELEMENTS} (2^28) elements per sample",
+                out.c,
+                out.h,
+                out.w
+            );
+        }
+        Ok(out)
+    }
+
+    /// Parameters (weight and bias) of a Conv2d or Linear, None if the count overflows.
+    fn checked_params(&self) -> Option<usize> {
+        match *self {
+            Layer::Conv2d { in_ch, out_ch, kernel, .. } => {
+                out_ch.checked_mul(in_ch)?.checked_mul(kernel)?.checked_mul(kernel)?.checked_add(out_ch)
+            }
+            Layer::Linear { in_features, out_features } => {
+                out_features.checked_mul(in_features)?.checked_add(out_features)
+            }
+            _ => Some(0),
+        }
     }
 }
 
@@ -193,25 +261,27 @@ pub struct LayerInfo {
 }
 
 impl LayerInfo {
-    /// Weights and biases of this layer.
+    /// Weights and biases of this layer (`Model::new` checked that they fit).
     pub fn num_params(&self) -> usize {
-        match self.op {
-            Op::Conv2d(d, _) => d.weight_len() + d.oc,
-            Op::Linear(d, _) => d.in_features * d.out_features + d.out_features,
-            _ => 0,
-        }
+        self.layer.checked_params().unwrap_or(usize::MAX)
     }
 
-    /// Forward FLOPs per sample (a multiply-add counts 2).
+    /// Forward FLOPs per sample (a multiply-add counts 2); saturates rather than wraps
+    /// (`Model::new` refuses a model whose count would overflow).
     pub fn flops_per_sample(&self) -> u64 {
+        self.checked_flops().unwrap_or(u64::MAX)
+    }
+
+    fn checked_flops(&self) -> Option<u64> {
         let out = self.output.numel() as u64;
-        match self.layer {
-            Layer::Conv2d { in_ch, kernel, .. } => out * (2 * (in_ch * kernel * kernel) as u64),
-            Layer::Linear { in_features, .. } => out * 2 * in_features as u64,
-            Layer::Relu => out,
-            Layer::MaxPool2d { kernel, .. } => out * (kernel * kernel) as u64,
+        let per_output = match self.layer {
+            Layer::Conv2d { in_ch, kernel, .. } => in_ch.checked_mul(kernel)?.checked_mul(kernel)?.checked_mul(2)?,
+            Layer::Linear { in_features, .. } => in_features.checked_mul(2)?,
+            Layer::Relu => 1,
+            Layer::MaxPool2d { kernel, .. } => kernel.checked_mul(kernel)?,
             Layer::Flatten => 0,
-        }
+        };
+        out.checked_mul(u64::try_from(per_output).ok()?)
     }
 }
 
@@ -227,17 +297,29 @@ pub struct Model {
 impl Model {
     /// Infer every shape; reject a model that cannot run, naming the layer.
     /// `layers` pairs each layer with its module path (used for parameter names).
+    /// Every count stays within the bounds above (`MAX_DIM`, `MAX_ELEMENTS`, `MAX_LAYERS`),
+    /// so no size or FLOP count derived from the model overflows.
     pub fn new(input: Shape, layers: Vec<(String, Layer)>) -> Result<Model> {
         if layers.is_empty() {
             bail!("a model needs at least one layer");
         }
+        if layers.len() > MAX_LAYERS {
+            bail!("a model has at most {MAX_LAYERS} layers, this one has {}", layers.len());
+        }
+        input.check_input()?;
         let mut infos = Vec::with_capacity(layers.len());
         let mut params = Vec::new();
         let mut offset = 0usize;
+        let mut flops = 0u64;
         let mut shape = input;
         for (i, (name, layer)) in layers.into_iter().enumerate() {
             let at = format!("layer {i} ({name}: {layer})");
             let output = layer.output_shape(shape).with_context(|| at.clone())?;
+            layer
+                .checked_params()
+                .and_then(|n| offset.checked_add(n))
+                .filter(|&total| total <= MAX_ELEMENTS)
+                .ok_or_else(|| anyhow!("{at}: the model would have more than {MAX_ELEMENTS} (2^28) parameters"))?;
             let op = match layer {
                 Layer::Conv2d { in_ch, out_ch, kernel, stride, padding } => {
                     let fan_in = in_ch * kernel * kernel;
@@ -255,11 +337,21 @@ impl Model {
                 }
                 Layer::Flatten => Op::Flatten,
             };
-            infos.push(LayerInfo { name, layer, input: shape, output, op });
+            let info = LayerInfo { name, layer, input: shape, output, op };
+            flops = info
+                .checked_flops()
+                .and_then(|f| flops.checked_add(f))
+                .ok_or_else(|| anyhow!("{at}: the forward FLOP count overflows 64 bits"))?;
+            infos.push(info);
             shape = output;
         }
-        if !shape.flat {
-            bail!("the model must end in a Linear layer producing class scores, but it ends with shape {shape}");
+        // The loss and the predictions read the last layer's outputs as class scores.
+        if let Some(last) = infos.last().filter(|l| !matches!(l.layer, Layer::Linear { .. })) {
+            bail!(
+                "the model must end in a Linear layer producing class scores (e.g. 'flat fc10'), not {}: {}",
+                last.name,
+                last.layer
+            );
         }
         Ok(Model { input, layers: infos, params, num_params: offset })
     }
@@ -314,7 +406,7 @@ impl Model {
 
     /// Forward FLOPs per sample over all layers.
     pub fn flops_per_sample(&self) -> u64 {
-        self.layers.iter().map(|l| l.flops_per_sample()).sum()
+        self.layers.iter().fold(0, |sum, l| sum.saturating_add(l.flops_per_sample()))
     }
 
     /// PyTorch's default initialisation (kaiming_uniform(a=√5) for weights and
@@ -411,6 +503,57 @@ mod tests {
             .unwrap_err();
         let e = format!("{e:#}");
         assert!(e.contains("larger"), "{e}");
+    }
+
+    fn err(input: Shape, layers: &[Layer]) -> String {
+        let named = layers.iter().enumerate().map(|(i, l)| (format!("l{i}"), *l)).collect();
+        format!("{:#}", Model::new(input, named).unwrap_err())
+    }
+
+    #[test]
+    fn a_model_must_end_in_a_linear_layer() {
+        let mnist = Shape::image(1, 28, 28);
+        let e = err(mnist, &[Layer::Flatten]);
+        assert!(e.contains("must end in a Linear") && e.contains("l0: Flatten"), "{e}");
+        let fc = Layer::Linear { in_features: 784, out_features: 10 };
+        let e = err(mnist, &[Layer::Flatten, fc, Layer::Relu]);
+        assert!(e.contains("must end in a Linear") && e.contains("l2: ReLU"), "{e}");
+        Model::new(mnist, vec![("f".into(), Layer::Flatten), ("o".into(), fc)]).unwrap();
+    }
+
+    #[test]
+    fn sizes_that_overflow_or_exceed_the_bounds_are_refused_naming_the_layer() {
+        let mnist = Shape::image(1, 28, 28);
+        let conv = |out_ch, kernel, stride, padding| Layer::Conv2d { in_ch: 1, out_ch, kernel, stride, padding };
+        let tail = |features| [Layer::Flatten, Layer::Linear { in_features: features, out_features: 10 }];
+        // 2^32 channels of 28x28 (once the release build's wrapped product).
+        let e = err(mnist, &[&[conv(1 << 32, 1, 1, 0)][..], &tail(784 << 32)].concat());
+        assert!(e.contains("layer 0") && e.contains("more than 268435456 (2^28) elements"), "{e}");
+        let e = err(mnist, &[&[conv(1, 1, 1, usize::MAX / 2)][..], &tail(1)].concat());
+        assert!(e.contains("layer 0") && e.contains("at most 4096"), "{e}");
+        let e = err(mnist, &[&[Layer::MaxPool2d { kernel: 1, stride: usize::MAX }][..], &tail(1)].concat());
+        assert!(e.contains("layer 0") && e.contains("at most 4096"), "{e}");
+        // 3136 x 100,000 weights: 313.6M parameters.
+        let e = err(
+            mnist,
+            &[&[conv(4, 1, 1, 0)][..], &tail(3136)]
+                .concat()
+                .iter()
+                .map(|l| match l {
+                    Layer::Linear { .. } => Layer::Linear { in_features: 3136, out_features: 100_000 },
+                    l => *l,
+                })
+                .collect::<Vec<_>>(),
+        );
+        assert!(e.contains("layer 2") && e.contains("more than 268435456 (2^28) parameters"), "{e}");
+        let e = err(Shape::image(1, 100_000, 100_000), &tail(10_000_000_000));
+        assert!(e.contains("input 1x100000x100000") && e.contains("1..=4096"), "{e}");
+        let e = err(Shape::image(4096, 4096, 4096), &tail(1));
+        assert!(e.contains("2^28"), "{e}");
+        let e = err(Shape::image(0, 28, 28), &tail(0));
+        assert!(e.contains("input 0x28x28"), "{e}");
+        let e = err(mnist, &[&vec![Layer::Relu; MAX_LAYERS][..], &tail(784)].concat());
+        assert!(e.contains("at most 1024 layers"), "{e}");
     }
 
     #[test]

@@ -3,42 +3,83 @@
 //! the ink, scaled to fit 20×20 keeping the aspect ratio, and placed in a 28×28
 //! frame with its center of mass at the center.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use image::ImageDecoder;
 use std::path::Path;
+
+use crate::checkpoint::read_file;
 
 /// Images above this many pixels are refused before decoding (a 64-megapixel photo
 /// decodes to 256 MB of RGBA).
 pub const MAX_PIXELS: u64 = 64_000_000;
 
+/// Picture files above this size are refused before reading: 64 megapixels of 16-bit
+/// RGBA, uncompressed, are 512 MB.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
 /// A 28×28 input in [0,1], row-major, ink high.
 pub type Digit = [f32; 784];
 
+/// Read a picture file and prepare it (`load_image`, then `prepare`); errors name the file.
+pub fn load_digit(path: &Path) -> Result<Digit> {
+    load_digit_bytes(path, &read_file(path, MAX_FILE_BYTES)?)
+}
+
+/// `load_digit` for a picture held in memory, named `path` in errors.
+pub fn load_digit_bytes(path: &Path, bytes: &[u8]) -> Result<Digit> {
+    prepare(&load_image_bytes(path, bytes)?).with_context(|| path.display().to_string())
+}
+
+/// Read and decode a picture file (see `load_image_bytes`); only regular files are read.
 pub fn load_image(path: &Path) -> Result<image::RgbaImage> {
-    // Read once; the header is parsed for the size check, then the same bytes are decoded.
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    load_image_bytes(path, &read_file(path, MAX_FILE_BYTES)?)
+}
+
+/// Decode a picture held in memory, named `path` in errors: refused when it is not an
+/// image in a known format, has no pixels or over `MAX_PIXELS` (before decoding), or is
+/// corrupt. Its EXIF orientation is applied, so a phone photo arrives upright.
+pub fn load_image_bytes(path: &Path, bytes: &[u8]) -> Result<image::RgbaImage> {
+    let p = path.display();
+    // The image crate's errors repeat their cause in their source chain: keep the
+    // message once, not the chain.
+    let failed = |what: &str, e: image::ImageError| anyhow!("{p}: {what} ({e})");
     if bytes.is_empty() {
-        bail!("{}: the file is empty", path.display());
+        bail!("{p}: the file is empty");
     }
-    let reader = || -> Result<image::ImageReader<std::io::Cursor<&[u8]>>> {
-        let r = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
-            .with_guessed_format()
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        if r.format().is_none() {
-            bail!("{}: not an image in a known format (PNG, JPEG, BMP, GIF, TIFF, WebP)", path.display());
-        }
-        Ok(r)
-    };
-    let (w, h) = reader()?.into_dimensions().with_context(|| format!("{}: not a readable image", path.display()))?;
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .with_context(|| format!("{p}: cannot read"))?;
+    if reader.format().is_none() {
+        bail!("{p}: not an image in a known format (PNG, JPEG, BMP, GIF, TIFF, WebP)");
+    }
+    let mut decoder = reader.into_decoder().map_err(|e| failed("not a readable image", e))?;
+    let (w, h) = decoder.dimensions();
+    check_size(w as usize, h as usize).with_context(|| p.to_string())?;
     if w as u64 * h as u64 > MAX_PIXELS {
-        bail!("{}: {w}x{h} is over the {MAX_PIXELS}-pixel limit; scale the image down first", path.display());
+        bail!("{p}: {w}x{h} is over the {MAX_PIXELS}-pixel limit; scale the image down first");
     }
-    let img = reader()?.decode().with_context(|| format!("{}: corrupt or truncated image", path.display()))?;
+    let orientation = decoder.orientation().map_err(|e| failed("unreadable EXIF orientation", e))?;
+    // The allocation limit `ImageReader::decode` would apply (512 MiB by default).
+    let mut limits = image::Limits::default();
+    limits.reserve(decoder.total_bytes()).map_err(|e| failed("too large to decode", e))?;
+    decoder.set_limits(limits).map_err(|e| failed("too large to decode", e))?;
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| failed("corrupt or truncated image", e))?;
+    img.apply_orientation(orientation);
     Ok(img.to_rgba8())
 }
 
-/// Prepare a decoded image; fails only for an image with no ink at all.
+/// A picture needs pixels to have a border and ink.
+fn check_size(w: usize, h: usize) -> Result<()> {
+    if w == 0 || h == 0 {
+        bail!("the picture is {w}x{h} pixels; there is nothing to read");
+    }
+    Ok(())
+}
+
+/// Prepare a decoded image; fails only for an image with no pixels or no ink at all.
 pub fn prepare(img: &image::RgbaImage) -> Result<Digit> {
     let (w, h) = (img.width() as usize, img.height() as usize);
+    check_size(w, h)?;
     // Grayscale with alpha composited on white, in [0,1].
     let mut g: Vec<f32> = img
         .pixels()
@@ -143,6 +184,58 @@ mod tests {
         let a = prepare(&draw(64, [0, 0, 0, 255], [0, 0, 0, 0])).unwrap();
         assert!(a.iter().filter(|&&v| v > 0.5).count() > 20);
         assert_eq!(a[0], 0.0);
+    }
+
+    /// A GIF whose logical screen is `w`x`h`, holding one 1x1 frame.
+    pub(crate) fn gif(w: u16, h: u16) -> Vec<u8> {
+        let mut v = b"GIF89a".to_vec();
+        v.extend(w.to_le_bytes());
+        v.extend(h.to_le_bytes());
+        v.extend([0x80, 0, 0, 0, 0, 0, 255, 255, 255]); // a 2-colour global table: black, white
+        v.extend([0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0]); // a 1x1 frame at 0,0
+        v.extend([2, 2, 0x44, 0x01, 0, 0x3b]); // its LZW data (colour 0), then the trailer
+        v
+    }
+
+    #[test]
+    fn pictures_without_pixels_are_refused_by_name() {
+        let e = prepare(&image::RgbaImage::new(0, 0)).unwrap_err();
+        assert!(e.to_string().contains("0x0 pixels"), "{e}");
+        let e = prepare(&image::RgbaImage::new(5, 0)).unwrap_err();
+        assert!(e.to_string().contains("5x0 pixels"), "{e}");
+        load_image_bytes(Path::new("ok.gif"), &gif(1, 1)).unwrap();
+        let e = format!("{:#}", load_image_bytes(Path::new("screen.gif"), &gif(0, 0)).unwrap_err());
+        assert!(e.contains("screen.gif") && e.contains("0x0 pixels"), "{e}");
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // 40 wide, 20 high, with EXIF orientation 6: the camera was turned, the picture
+        // is 20 wide and 40 high.
+        let mut jpeg = Vec::new();
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(40, 20, image::Rgb([255, 255, 255])))
+            .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        let tiff =
+            [b"MM\0\x2a\0\0\0\x08\0\x01".as_slice(), &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0]].concat();
+        let mut app1 = vec![0xff, 0xe1, 0, (2 + 6 + tiff.len()) as u8];
+        app1.extend(b"Exif\0\0");
+        app1.extend(&tiff);
+        jpeg.splice(2..2, app1);
+        let img = load_image_bytes(Path::new("phone.jpg"), &jpeg).unwrap();
+        assert_eq!((img.width(), img.height()), (20, 40));
+    }
+
+    #[test]
+    fn decoder_errors_say_their_cause_once() {
+        let mut png = Vec::new();
+        draw(40, [0, 0, 0, 255], [255, 255, 255, 255])
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        png[16] ^= 0x55; // the width, under the header's CRC
+        let e = format!("{:#}", load_image_bytes(Path::new("crc.png"), &png).unwrap_err());
+        assert!(e.starts_with("crc.png: not a readable image"), "{e}");
+        assert_eq!(e.matches("CRC error").count(), 1, "{e}");
     }
 
     #[test]

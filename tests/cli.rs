@@ -2,78 +2,15 @@
 //! files, resume is exact, infer/eval/summary/devices work, and every bad input
 //! gets a clear error and a non-zero exit, never a panic.
 
-use assert_cmd::Command;
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::{Path, PathBuf};
 
 use gpu_cnn::checkpoint;
-use gpu_cnn::data::{bundled_mnist_dir, Dataset, Split};
 use gpu_cnn::model::Model;
 
 mod common;
 
-fn bin() -> Command {
-    let mut c = Command::cargo_bin("gpu-cnn").unwrap();
-    c.env("NODEVICE_SELECT", "1");
-    c
-}
-
-/// Vulkan in CI (lavapipe); off CI, whatever adapter there is.
-fn backend() -> &'static str {
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        "vulkan"
-    } else {
-        "auto"
-    }
-}
-
-fn stdout_of(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "command failed\nstdout:\n{so}\nstderr:\n{se}");
-    so.to_string()
-}
-
-/// Runs, must fail with exit code 1 (not a panic's 101), and stderr must contain every `needles`.
-fn fails_with(c: &mut Command, needles: &[&str]) {
-    fails_with_code(c, 1, needles)
-}
-
-/// As `fails_with`, for exit code `code` (2: the arguments were refused while parsing them).
-fn fails_with_code(c: &mut Command, code: i32, needles: &[&str]) {
-    let out = c.output().unwrap();
-    let se = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "expected a clean failure, got {:?}\nstderr:\n{se}", out.status);
-    assert!(!se.contains("panicked"), "panicked:\n{se}");
-    for n in needles {
-        assert!(se.contains(n), "stderr lacks '{n}':\n{se}");
-    }
-}
-
-fn train(out: &Path, steps: u64, extra: &[&str]) -> String {
-    let mut c = bin();
-    c.args([
-        "train",
-        "--steps",
-        &steps.to_string(),
-        "--batch-size",
-        "8",
-        "--log-every",
-        "2",
-        "--backend",
-        backend(),
-        "--out",
-    ])
-    .arg(out)
-    .args(extra);
-    stdout_of(&mut c)
-}
-
-/// A small MNIST-format test split (the first `n` test images), for quick evals.
-fn small_test_set(dir: &Path, n: usize) {
-    let test = Dataset::load(&bundled_mnist_dir(), Split::Test).unwrap().take(n);
-    common::write_split(dir, "t10k", 28, 28, &test.images, &test.labels);
-}
+use common::{backend, bin, exits_with, fails_with, small_test_set, stdout_of, train};
 
 #[test]
 fn train_writes_checkpoint_metrics_and_plot_and_resume_is_exact() {
@@ -195,7 +132,7 @@ fn both_gemm_engines_read_the_pictures_alike_and_a_bad_choice_is_named() {
     let digits = |out: &str| out.lines().map(|l| l.split(": ").nth(1).unwrap()[..1].to_string()).collect::<Vec<_>>();
     assert_eq!(digits(&auto), digits(&tiled), "{auto}\n{tiled}");
     assert_eq!(digits(&auto).len(), 10, "{auto}");
-    fails_with_code(&mut infer("fastest", backend()), 2, &["fastest", "expected tiled or subgroup"]);
+    exits_with(&mut infer("fastest", backend()), 2, &["fastest", "expected tiled or subgroup"]);
     // GL has no subgroups, so it cannot run the subgroup engine; the variable says the same.
     fails_with(&mut infer("subgroup", "gl"), &["subgroup GEMM engine needs subgroups", "Gl"]);
     let mut c = bin();

@@ -2,10 +2,8 @@
 //! names every bad input without panicking, degenerate histories still draw, and
 //! `eval --json` is consistent with itself.
 
-use assert_cmd::Command;
 use std::path::Path;
 
-use gpu_cnn::data::{bundled_mnist_dir, Dataset, Split};
 use gpu_cnn::plot;
 
 /// What a finished command left: exit code, stdout, stderr.
@@ -16,8 +14,8 @@ struct Outcome {
 }
 
 fn gpu_cnn(args: &[&str], paths: &[&Path]) -> Outcome {
-    let mut c = Command::cargo_bin("gpu-cnn").unwrap();
-    c.env("NODEVICE_SELECT", "1").args(args).args(paths);
+    let mut c = common::bin();
+    c.args(args).args(paths);
     let out = c.output().unwrap();
     let o = Outcome {
         code: out.status.code(),
@@ -43,22 +41,9 @@ impl Outcome {
     }
 }
 
-/// Vulkan in CI (lavapipe); off CI, whatever adapter there is.
-fn backend() -> &'static str {
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        "vulkan"
-    } else {
-        "auto"
-    }
-}
+mod common;
 
-fn train(out: &Path, steps: u64, extra: &[&str]) {
-    let steps = steps.to_string();
-    let mut args = vec!["train", "--steps", &steps, "--batch-size", "8", "--log-every", "2", "--backend", backend()];
-    args.extend(extra);
-    args.push("--out");
-    gpu_cnn(&args, &[out]).ok();
-}
+use common::{small_test_set, train};
 
 /// A run directory holding only this metrics.jsonl text.
 fn fake_run(dir: &Path, metrics: &str) {
@@ -196,18 +181,6 @@ fn confusion_matrix_pictures_refuse_a_ragged_matrix() {
 }
 
 /// A small MNIST-format test split: the first `n` bundled test images.
-fn small_test_set(dir: &Path, n: usize) {
-    let test = Dataset::load(&bundled_mnist_dir(), Split::Test).unwrap().take(n);
-    let header = |magic: u8, dims: &[u32]| {
-        let mut v = vec![0, 0, 8, magic];
-        dims.iter().for_each(|d| v.extend(d.to_be_bytes()));
-        v
-    };
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("t10k-images-idx3-ubyte"), [header(3, &[n as u32, 28, 28]), test.images].concat()).unwrap();
-    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), [header(1, &[n as u32]), test.labels].concat()).unwrap();
-}
-
 #[test]
 fn eval_json_is_consistent_with_itself() {
     let tmp = tempfile::tempdir().unwrap();

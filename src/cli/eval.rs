@@ -22,7 +22,7 @@ pub struct Args {
     /// A directory with MNIST-format IDX files (its t10k-* test split is used)
     #[arg(long)]
     data: Option<PathBuf>,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = gpu_cnn::data::parse_batch_size)]
     batch_size: usize,
     /// Also draw the confusion matrix to this PNG file
     #[arg(long)]
@@ -38,8 +38,9 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     let weights = super::weights_or_default(a.weights)?;
     let ck = checkpoint::load(&weights, &super::model_from(a.arch.as_deref())?)?;
     let test = Dataset::load(&super::data_dir(a.data), Split::Test)?;
+    test.check_against(&ck.model)?;
     let k = ck.model.classes();
-    let batch = a.batch_size.clamp(1, test.len().max(1));
+    let batch = a.batch_size.min(test.len());
     let mut net = super::inference(a.backend, gemm, ck.model, &ck.params, batch)?;
     let ev = evaluate(net.as_mut(), &test, batch)?;
     let mut m = vec![vec![0u64; k]; k];

@@ -1,6 +1,6 @@
 //! `gpu-cnn infer`: read digits from pictures.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 use gpu_cnn::checkpoint;
@@ -31,40 +31,70 @@ pub struct Args {
 
 const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"];
 
-fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+/// The pictures named on the command line, directories expanded to the image files in
+/// them, and an error for each argument that yields none (reported, not fatal).
+fn expand(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<anyhow::Error>) {
+    let (mut out, mut errors) = (Vec::new(), Vec::new());
     for p in paths {
         if p.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
-                .with_context(|| format!("cannot list {}", p.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| {
-                    f.is_file()
-                        && f.extension()
-                            .and_then(|e| e.to_str())
-                            .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-                })
-                .collect();
+            let listed = match std::fs::read_dir(p) {
+                Ok(entries) => entries.map(|e| e.map(|e| e.path())).collect::<std::io::Result<Vec<PathBuf>>>(),
+                Err(e) => Err(e),
+            };
+            let mut files: Vec<PathBuf> = match listed {
+                Ok(files) => files,
+                Err(e) => {
+                    errors.push(anyhow!("cannot list {}: {e}", p.display()));
+                    continue;
+                }
+            };
+            // Not only regular files: a FIFO or device named like a picture is then
+            // reported by name instead of silently skipped.
+            files.retain(|f| {
+                !f.is_dir()
+                    && f.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            });
             files.sort();
             if files.is_empty() {
-                bail!("{}: no image files in this directory", p.display());
+                errors.push(anyhow!("{}: no image files in this directory", p.display()));
             }
             out.extend(files);
-        } else if p.exists() {
+        } else if p.symlink_metadata().is_ok() {
             out.push(p.clone());
         } else {
-            bail!("{}: no such file or directory", p.display());
+            errors.push(anyhow!("{}: no such file or directory", p.display()));
         }
     }
-    Ok(out)
+    (out, errors)
 }
 
+/// Read every picture; one that cannot be read is reported on stderr and the rest are
+/// still read. Exits non-zero at the end if any input failed.
 pub fn run(a: Args, gemm: Gemm) -> Result<()> {
-    let files = expand(&a.images)?;
-    let mut digits: Vec<Digit> = Vec::with_capacity(files.len());
-    for f in &files {
-        let img = preprocess::load_image(f)?;
-        digits.push(preprocess::prepare(&img).with_context(|| f.display().to_string())?);
+    let (candidates, errors) = expand(&a.images);
+    let mut failed = errors.len();
+    for e in &errors {
+        eprintln!("error: {e:#}");
+    }
+    let mut files = Vec::with_capacity(candidates.len());
+    let mut digits: Vec<Digit> = Vec::with_capacity(candidates.len());
+    for f in candidates {
+        match preprocess::load_digit(&f) {
+            Ok(d) => {
+                files.push(f);
+                digits.push(d);
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    let all_failed = || anyhow!("{failed} of {} inputs could not be read", failed + files.len());
+    if digits.is_empty() {
+        return Err(all_failed());
     }
     if let Some(dir) = &a.save_preprocessed {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -75,6 +105,13 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     }
     let weights = super::weights_or_default(a.weights)?;
     let ck = checkpoint::load(&weights, &super::model_from(a.arch.as_deref())?)?;
+    if ck.model.input != super::MNIST_INPUT {
+        bail!(
+            "{}: the model takes {} inputs, but infer prepares 28x28 grayscale pictures",
+            weights.display(),
+            ck.model.input
+        );
+    }
     let classes = ck.model.classes();
     let mut net = super::inference(a.backend, gemm, ck.model, &ck.params, digits.len().min(1024))?;
     let flat: Vec<f32> = digits.iter().flatten().copied().collect();
@@ -84,14 +121,41 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
         ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
         report(f, &ranked[..3.min(classes)], a.json);
     }
+    if failed > 0 {
+        return Err(all_failed());
+    }
     Ok(())
+}
+
+/// A file name for JSON: `file` is always a string (lossy where the name is not
+/// UTF-8); such a name also gets its exact form, `file_bytes` (its bytes, on Unix) or
+/// `file_utf16` (its UTF-16 units, on Windows), so a script can still open it.
+fn file_json(f: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("file".into(), f.to_string_lossy().into());
+    if f.to_str().is_none() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            m.insert("file_bytes".into(), f.as_os_str().as_bytes().into());
+        }
+        #[cfg(windows)]
+        {
+            use std::os::windows::ffi::OsStrExt;
+            m.insert("file_utf16".into(), f.as_os_str().encode_wide().collect::<Vec<u16>>().into());
+        }
+    }
+    m
 }
 
 fn report(f: &Path, top: &[(usize, f32)], json: bool) {
     if json {
         let top3: Vec<serde_json::Value> =
             top.iter().map(|&(d, p)| serde_json::json!({"digit": d, "probability": p})).collect();
-        println!("{}", serde_json::json!({"file": f.display().to_string(), "digit": top[0].0, "top3": top3}));
+        let mut row = file_json(f);
+        row.insert("digit".into(), top[0].0.into());
+        row.insert("top3".into(), top3.into());
+        println!("{}", serde_json::Value::Object(row));
     } else {
         let rest: Vec<String> = top.iter().map(|&(d, p)| format!("{d} {:.1}%", 100.0 * p)).collect();
         println!("{}: {}  ({})", f.display(), top[0].0, rest.join(", "));

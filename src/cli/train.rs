@@ -2,16 +2,16 @@
 //! `metrics.jsonl`, a test evaluation and atomic checkpoints after each epoch,
 //! exact resume, and a clear message when the loss diverges.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::ValueEnum;
 use std::path::PathBuf;
 
 use gpu_cnn::checkpoint;
 use gpu_cnn::data::{Dataset, Split};
 use gpu_cnn::executor::Optimizer;
+use gpu_cnn::metrics_log::{MetricsWriter, Record};
 use gpu_cnn::plot;
 use gpu_cnn::train::checkpoints::Checkpoints;
-use gpu_cnn::train::metrics::MetricsLog;
 use gpu_cnn::train::{self, evaluate, start_position, Diverged, Event, RunLength};
 
 use super::progress::Progress;
@@ -31,7 +31,7 @@ pub struct Args {
     /// Stop after this many training steps in total (counting a resumed run's)
     #[arg(long)]
     steps: Option<u64>,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = gpu_cnn::data::parse_batch_size)]
     batch_size: usize,
     /// Learning rate
     #[arg(long, default_value_t = 1e-3)]
@@ -65,17 +65,16 @@ pub struct Args {
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
     /// Read loss and accuracy back from the GPU every this many steps
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     log_every: u64,
 }
 
 pub fn run(a: Args, gemm: Gemm) -> Result<()> {
-    if a.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
-    if !(a.lr.is_finite() && a.lr > 0.0) {
-        bail!("--lr must be a positive number");
-    }
+    let requested = match a.optimizer {
+        OptimizerKind::Adam => Optimizer::adam(a.lr),
+        OptimizerKind::Sgd => Optimizer::sgd(a.lr, a.momentum),
+    };
+    checkpoint::check_optimizer(&requested).context("--lr/--momentum")?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create output directory {}", a.out.display()))?;
     let probe = a.out.join(".write-test");
     std::fs::write(&probe, b"").with_context(|| format!("output directory {} is not writable", a.out.display()))?;
@@ -84,16 +83,9 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     let dir = super::data_dir(a.data.clone());
     let train = Dataset::load(&dir, Split::Train)?;
     let test = Dataset::load(&dir, Split::Test)?;
-    if (train.rows, train.cols) != (28, 28) {
-        bail!("{}: images are {}x{}; gpu-cnn's models take 28x28", dir.display(), train.rows, train.cols);
-    }
 
     // Model, weights, optimizer and position: fresh, from --init, or from --resume.
     let default_model = super::model_from(a.arch.as_deref())?;
-    let requested = match a.optimizer {
-        OptimizerKind::Adam => Optimizer::adam(a.lr),
-        OptimizerKind::Sgd => Optimizer::sgd(a.lr, a.momentum),
-    };
     let (model, params, opt, opt_state, pos) = if let Some(path) = &a.resume {
         let c = checkpoint::load(path, &default_model)?;
         let (opt, state) = c.optimizer.ok_or_else(|| {
@@ -111,10 +103,9 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
         };
         (model, params, requested, None, start_position(a.seed, a.batch_size, !a.no_shuffle))
     };
-    let classes = train.labels.iter().copied().max().unwrap_or(0) as usize + 1;
-    if model.classes() < classes {
-        bail!("the model has {} outputs but the dataset has labels up to {}", model.classes(), classes - 1);
-    }
+    // Both splits, before any work: a bad test split would otherwise fail after an epoch.
+    train.check_against(&model)?;
+    test.check_against(&model)?;
     let batch = pos.batch_size;
     let mut trainer = super::trainer(a.backend, gemm, model.clone(), opt, &params, batch)?;
     if let Some(state) = &opt_state {
@@ -123,7 +114,7 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     let out = &a.out;
     let checkpoints = Checkpoints::new(out, &model, opt);
     let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = MetricsLog::open(&metrics_path, a.resume.is_some())?;
+    let mut metrics = MetricsWriter::open(&metrics_path, a.resume.is_some())?;
     println!(
         "training {} parameters on {} ({} train / {} test images, batch {batch}, {:?}) -> {}",
         model.num_params,
@@ -145,7 +136,12 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
             Event::Logged { epoch, batch_in_epoch, batches, global, stats, samples_per_s } => {
                 history.push((global, stats.mean_loss(), stats.accuracy()));
                 progress.logged(epoch, batch_in_epoch, batches, global, &stats, samples_per_s);
-                metrics.log_point(global, epoch + 1, &stats, samples_per_s, opt.lr())?;
+                let (loss, accuracy, epoch) = (stats.mean_loss(), stats.accuracy(), epoch as u64 + 1);
+                metrics.train_point(
+                    Record::Train { step: global, epoch, loss, accuracy },
+                    samples_per_s,
+                    opt.lr() as f64,
+                )?;
             }
             Event::Stopped(p) => {
                 progress.finish();
@@ -163,7 +159,8 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
                     ev.loss,
                     100.0 * ev.accuracy
                 );
-                metrics.epoch_end(&p, &ev)?;
+                let (step, epoch) = (p.global_step, p.epoch as u64);
+                metrics.test_point(Record::Test { step, epoch, loss: ev.loss, accuracy: ev.accuracy })?;
                 checkpoints.save(trainer, p)?;
             }
         }

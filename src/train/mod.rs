@@ -1,11 +1,10 @@
 //! The training loop shared by `gpu-cnn train` and the tests: epoch ordering,
 //! batching, resumable positions, reading loss and accuracy back every few
 //! steps, and stopping when they stop being finite. What to do with each event
-//! (a progress bar, `metrics.jsonl`, checkpoints) is the caller's: see
-//! `metrics` and `checkpoints` beside this file for the pieces `gpu-cnn train` uses.
+//! (a progress bar, `metrics.jsonl`, checkpoints) is the caller's: `gpu-cnn
+//! train` uses `checkpoints` beside this file and `metrics_log::MetricsWriter`.
 
 pub mod checkpoints;
-pub mod metrics;
 
 use anyhow::Result;
 use std::time::Instant;

@@ -1,10 +1,12 @@
 //! Shared by the test binaries: one GPU per backend per test binary, the
 //! run-once-per-backend macro, every kernel set a device can run, random data,
-//! tolerance checks and MNIST-format files.
+//! tolerance checks, MNIST-format files, and running the `gpu-cnn` binary.
 #![allow(dead_code)]
 
+use assert_cmd::Command;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use gpu_cnn::gpu::{BackendChoice, Gpu, Kernels};
 use gpu_cnn::rng::Rng;
@@ -148,7 +150,12 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
 /// The bytes of an IDX file: magic (type 8 = u8, `dims.len()` dimensions), the
 /// dimensions big-endian, then `data`.
 pub fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 8, dims.len() as u8];
+    idx_bytes_with_magic(0x800 | dims.len() as u32, dims, data)
+}
+
+/// As `idx_bytes`, with any magic number (to write broken files).
+pub fn idx_bytes_with_magic(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = magic.to_be_bytes().to_vec();
     for d in dims {
         out.extend(d.to_be_bytes());
     }
@@ -162,4 +169,62 @@ pub fn write_split(dir: &Path, split: &str, rows: u32, cols: u32, images: &[u8],
     let n = labels.len() as u32;
     std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), idx_bytes(&[n, rows, cols], images)).unwrap();
     std::fs::write(dir.join(format!("{split}-labels-idx1-ubyte")), idx_bytes(&[n], labels)).unwrap();
+}
+
+/// A small MNIST-format test split (the first `n` test images), for quick evals.
+pub fn small_test_set(dir: &Path, n: usize) {
+    let test =
+        gpu_cnn::data::Dataset::load(&gpu_cnn::data::bundled_mnist_dir(), gpu_cnn::data::Split::Test).unwrap().take(n);
+    write_split(dir, "t10k", 28, 28, &test.images, &test.labels);
+}
+
+/// The `gpu-cnn` binary, quiet about Mesa's device-select layer; a hang (a FIFO
+/// read, an endless epoch) fails the test instead of stalling it.
+pub fn bin() -> Command {
+    let mut c = Command::cargo_bin("gpu-cnn").unwrap();
+    c.env("NODEVICE_SELECT", "1").timeout(Duration::from_secs(600));
+    c
+}
+
+/// Vulkan in CI (lavapipe); off CI, whatever adapter there is.
+pub fn backend() -> &'static str {
+    if in_ci() {
+        "vulkan"
+    } else {
+        "auto"
+    }
+}
+
+/// Runs `c`, which must succeed; returns its stdout.
+pub fn stdout_of(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "command failed\nstdout:\n{so}\nstderr:\n{se}");
+    so.to_string()
+}
+
+/// Runs `c`, which must exit with `code` (1 for a refused input, 2 for a refused
+/// argument) and no panic, its stderr containing every one of `needles`. Returns stderr.
+pub fn exits_with(c: &mut Command, code: i32, needles: &[&str]) -> String {
+    let out = c.output().unwrap();
+    let se = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(code), "expected exit {code}, got {:?}\nstderr:\n{se}", out.status);
+    assert!(!se.contains("panicked"), "panicked:\n{se}");
+    for n in needles {
+        assert!(se.contains(n), "stderr lacks '{n}':\n{se}");
+    }
+    se
+}
+
+/// Runs `c`, which must fail cleanly (exit 1, not a panic's 101) naming every one of `needles`.
+pub fn fails_with(c: &mut Command, needles: &[&str]) -> String {
+    exits_with(c, 1, needles)
+}
+
+/// A short training run into `out`: `steps` steps of 8, logging every 2. Returns stdout.
+pub fn train(out: &Path, steps: u64, extra: &[&str]) -> String {
+    let mut c = bin();
+    c.args(["train", "--steps", &steps.to_string(), "--batch-size", "8", "--log-every", "2", "--backend", backend()]);
+    c.arg("--out").arg(out).args(extra);
+    stdout_of(&mut c)
 }
