@@ -36,6 +36,20 @@ pub struct Dataset {
     pub cols: usize,
     pub images_file: PathBuf,
     pub labels_file: PathBuf,
+    /// Tells datasets apart (every load and `take` gets its own), so an executor that
+    /// keeps a dataset in GPU memory knows when it is handed another one.
+    pub id: u64,
+}
+
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The model's input value of each pixel byte: byte / 255. Computed once, on the
+/// CPU: the GPU's gather reads this very table, so both paths feed the same floats.
+pub fn pixel_values() -> [f32; 256] {
+    std::array::from_fn(|b| b as f32 / 255.0)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +123,7 @@ impl Dataset {
             cols: head.cols as usize,
             images_file: images_file.to_path_buf(),
             labels_file: labels_file.to_path_buf(),
+            id: next_id(),
         })
     }
 
@@ -143,16 +158,17 @@ impl Dataset {
     /// The first `n` samples (or all, if fewer).
     pub fn take(&self, n: usize) -> Dataset {
         let n = n.min(self.len());
-        Dataset { images: self.images[..n * self.pixels()].to_vec(), labels: self.labels[..n].to_vec(), ..self.clone() }
+        let (images, labels) = (self.images[..n * self.pixels()].to_vec(), self.labels[..n].to_vec());
+        Dataset { images, labels, id: next_id(), ..self.clone() }
     }
 
     /// Write samples `indices` as f32 in [0,1] into `images` (n,1,rows,cols) and their labels.
     pub fn batch(&self, indices: &[usize], images: &mut Vec<f32>, labels: &mut Vec<u32>) {
-        let p = self.pixels();
+        let (p, value) = (self.pixels(), pixel_values());
         images.clear();
         labels.clear();
         for &i in indices {
-            images.extend(self.images[i * p..(i + 1) * p].iter().map(|&b| b as f32 / 255.0));
+            images.extend(self.images[i * p..(i + 1) * p].iter().map(|&b| value[b as usize]));
             labels.push(self.labels[i] as u32);
         }
     }

@@ -5,6 +5,7 @@
 
 use anyhow::{bail, Result};
 
+use crate::data::Dataset;
 use crate::model::{Model, Shape};
 
 /// The optimizer and its hyper-parameters (PyTorch's formulas, no weight decay).
@@ -131,6 +132,13 @@ pub trait Trainer {
     /// Forward, loss, backward and optimizer update on one batch:
     /// `images` is (n,c,h,w) f32, `labels` is (n).
     fn train_step(&mut self, images: &[f32], labels: &[u32]) -> Result<()>;
+    /// `train_step` on the samples `indices` of `data`. An executor may keep `data`
+    /// in its own memory across calls (the GPU does), so a step moves only indices.
+    fn train_batch(&mut self, data: &Dataset, indices: &[usize]) -> Result<()> {
+        let (mut images, mut labels) = (Vec::new(), Vec::new());
+        data.batch(indices, &mut images, &mut labels);
+        self.train_step(&images, &labels)
+    }
     /// Loss/accuracy accumulated by `train_step` since the last call; resets them.
     fn take_stats(&mut self) -> Result<Stats>;
     /// The model forward on the current weights (sharing them: nothing is copied).

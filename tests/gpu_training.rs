@@ -116,6 +116,41 @@ per_backend!(micro_batches_add_up_to_the_whole_batch, |g: &Arc<Gpu>| {
     }
 });
 
+// The training set kept in GPU memory and gathered by index trains exactly as
+// batches uploaded from the host: the same floats reach the model (the gather reads
+// the host's own byte-to-value table), so the weights agree bit for bit, also for a
+// step split into micro-batches (which then runs in one submission) and after the
+// trainer is handed another dataset.
+per_backend!(resident_dataset_trains_like_host_batches, |g: &Arc<Gpu>| {
+    let model = Model::tutorial();
+    let params = model.init_params(9);
+    let opt = Optimizer::sgd(0.05, 0.9);
+    let train = mnist(Split::Train).take(600);
+    let other = mnist(Split::Test).take(300);
+    let mut host = GpuTrainer::with_micro_batch(g.clone(), model.clone(), opt, &params, 24).unwrap();
+    let mut resident = GpuTrainer::with_micro_batch(g.clone(), model.clone(), opt, &params, 24).unwrap();
+    let batches: [(&Dataset, Vec<usize>); 3] = [
+        (&train, (100..120).collect()),
+        (
+            &train,
+            vec![
+                5, 599, 3, 3, 41, 0, 250, 7, 8, 9, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93,
+                94, 95, 96, 97, 98, 99, 1, 2, 4, 6, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+            ],
+        ),
+        (&other, (0..30).rev().collect()),
+    ];
+    for (data, idx) in &batches {
+        let (mut images, mut labels) = (Vec::new(), Vec::new());
+        data.batch(idx, &mut images, &mut labels);
+        host.train_step(&images, &labels).unwrap();
+        resident.train_batch(data, idx).unwrap();
+        let who = format!("{}, a step of {}", g.describe(), idx.len());
+        assert_eq!(resident.take_stats().unwrap(), host.take_stats().unwrap(), "{who}: stats");
+        assert_eq!(resident.params().unwrap(), host.params().unwrap(), "{who}: weights");
+    }
+});
+
 // The inference executor against the CPU reference: probabilities, and the loss,
 // correct count and predictions it computes on the device, over batches that do
 // not divide its largest batch; and it allocates far less than a trainer.

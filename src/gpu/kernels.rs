@@ -3,14 +3,15 @@
 use crate::gpu::dispatch::{Grid, Launcher};
 use crate::gpu::engine::GemmEngine;
 use crate::gpu::ops::{
-    conv::ConvKernels, linear::LinearKernels, optim::OptimKernels, pool::PoolKernels, relu::ReluKernels,
-    sgemm::SgemmKernels, softmax_ce::SoftmaxKernels,
+    conv::ConvKernels, input::InputKernels, linear::LinearKernels, optim::OptimKernels, pool::PoolKernels,
+    relu::ReluKernels, sgemm::SgemmKernels, softmax_ce::SoftmaxKernels,
 };
 
 #[derive(Debug)]
 pub struct Kernels {
     pub engine: GemmEngine,
     pub grid: Grid,
+    pub input: InputKernels,
     pub conv: ConvKernels,
     pub linear: LinearKernels,
     pub pool: PoolKernels,
@@ -39,6 +40,7 @@ impl Kernels {
         Kernels {
             engine,
             grid,
+            input: InputKernels::new(&launcher),
             linear: LinearKernels::new(&launcher, engine, &conv),
             conv,
             pool: PoolKernels::new(&launcher),

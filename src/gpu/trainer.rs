@@ -12,11 +12,13 @@ use anyhow::{bail, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::data::{pixel_values, Dataset};
 use crate::executor::{batch_len, check_len, Inference, Optimizer, OptimizerState, Stats, Trainer};
 use crate::gpu::backward;
 use crate::gpu::context::{checked, Gpu};
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::inference::{Allocator, GpuInference};
+use crate::gpu::inference::{binding_limit, Allocator, GpuInference};
+use crate::gpu::ops::input::DatasetBuffers;
 use crate::gpu::ops::optim::{OptimBuffers, OptimUniform};
 use crate::gpu::ops::WeightGrads;
 use crate::gpu::plan::{Gradients, MemoryPlan};
@@ -51,8 +53,24 @@ pub struct GpuTrainer {
     staging: wgpu::Buffer, // parameter-sized read-backs
     optim: Dispatch,
     plans: HashMap<PlanKey, Plan>,
+    /// The training set in GPU memory, once `train_batch` has been given one.
+    resident: Option<Resident>,
     step: u32,
     bytes: u64,
+}
+
+/// A dataset kept in GPU memory, and the gathers built for it.
+struct Resident {
+    id: u64,
+    pixels: usize,
+    /// The largest step batch the index buffer holds.
+    capacity: usize,
+    images: wgpu::Buffer,  // pixel bytes, four a u32
+    labels: wgpu::Buffer,  // label bytes, four a u32
+    indices: wgpu::Buffer, // (capacity) u32: this step's samples
+    values: wgpu::Buffer,  // (256) f32
+    /// By (samples, first index): one per micro-batch shape.
+    gathers: HashMap<(usize, usize), Dispatch>,
 }
 
 impl GpuTrainer {
@@ -120,6 +138,7 @@ impl GpuTrainer {
             staging,
             optim,
             plans: HashMap::new(),
+            resident: None,
             step: 0,
             bytes,
         })
@@ -180,6 +199,97 @@ impl GpuTrainer {
         Ok(forward.chain(&p.loss).chain(&p.backward).chain([&self.optim]).collect())
     }
 
+    /// Keep `data` in GPU memory for steps of up to `batch` samples, unless it is
+    /// there already; false where it does not fit one binding (the caller then
+    /// uploads each batch).
+    fn make_resident(&mut self, data: &Dataset, batch: usize) -> Result<bool> {
+        if self.resident.as_ref().is_some_and(|r| r.id == data.id && r.capacity >= batch) {
+            return Ok(true);
+        }
+        self.resident = None;
+        let gpu = self.gpu().clone();
+        let words = |bytes: &[u8]| -> Vec<u32> {
+            bytes.chunks(4).map(|c| c.iter().enumerate().fold(0u32, |w, (i, &b)| w | (b as u32) << (8 * i))).collect()
+        };
+        let capacity = batch.max(data.len());
+        let limit = binding_limit(&gpu);
+        if data.images.len() as u64 > limit || capacity as u64 * 4 > limit {
+            return Ok(false);
+        }
+        self.resident = Some(checked(&gpu.device, || Resident {
+            id: data.id,
+            pixels: data.pixels(),
+            capacity,
+            images: gpu.upload("dataset images", &words(&data.images)),
+            labels: gpu.upload("dataset labels", &words(&data.labels)),
+            indices: gpu.storage("batch indices", capacity as u64 * 4),
+            values: gpu.upload("pixel values", &pixel_values()),
+            gathers: HashMap::new(),
+        })?);
+        Ok(true)
+    }
+
+    /// One optimizer step over a batch of `n`: from `host` (images, labels), or
+    /// gathered from the resident dataset at the indices written for this step.
+    /// Micro-batches past the first add their weight gradients; host batches are
+    /// written between submissions, gathered ones all run in one.
+    fn run_step(&mut self, n: usize, host: Option<(&[f32], &[u32])>) -> Result<()> {
+        let (micro, per) = (self.micro_batch(), self.net.model().input.numel());
+        let chunks = n.div_ceil(micro);
+        let keys: Vec<PlanKey> =
+            (0..chunks).map(|c| PlanKey { n: micro.min(n - c * micro), mean_over: n, accumulate: c > 0 }).collect();
+        for (c, &key) in keys.iter().enumerate() {
+            self.ensure_plan(key)?;
+            if host.is_none() {
+                self.ensure_gather(key.n, c * micro)?;
+            }
+        }
+        let gpu = self.gpu().clone();
+        let q = &gpu.queue;
+        self.step += 1;
+        let u = OptimUniform::new(self.optimizer, self.net.model().num_params, self.step);
+        q.write_buffer(&self.optim.uniform, 0, bytemuck::bytes_of(&u));
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        for (c, key) in keys.iter().enumerate() {
+            let at = c * micro;
+            let gather = match host {
+                Some((images, labels)) => {
+                    if c > 0 {
+                        // The next micro-batch's upload must land after this one ran.
+                        q.submit([std::mem::replace(&mut enc, gpu.device.create_command_encoder(&Default::default()))
+                            .finish()]);
+                    }
+                    q.write_buffer(self.net.value(0), 0, bytemuck::cast_slice(&images[at * per..(at + key.n) * per]));
+                    q.write_buffer(self.net.labels_buffer(), 0, bytemuck::cast_slice(&labels[at..at + key.n]));
+                    None
+                }
+                None => self.resident.as_ref().map(|r| &r.gathers[&(key.n, at)]),
+            };
+            let plan = &self.plans[key];
+            let update = (c + 1 == chunks).then_some(&self.optim);
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            let steps = self.net.forward_with_loss(key.n).chain(&plan.loss).chain(&plan.backward);
+            for d in gather.into_iter().chain(steps).chain(update) {
+                d.record(&mut pass);
+            }
+        }
+        q.submit([enc.finish()]);
+        Ok(())
+    }
+
+    /// The gather of `n` samples from entry `first` of the resident indices.
+    fn ensure_gather(&mut self, n: usize, first: usize) -> Result<()> {
+        let r = self.resident.as_ref().expect("a resident dataset");
+        if !r.gathers.contains_key(&(n, first)) {
+            let k = &self.net.gpu().kernels;
+            let data = DatasetBuffers { images: &r.images, labels: &r.labels, indices: &r.indices, values: &r.values };
+            let (x, labels) = (self.net.value(0), self.net.labels_buffer());
+            let d = checked(&self.net.gpu().device, || k.input.gather(n, r.pixels, first, &data, x, labels))?;
+            self.resident.as_mut().expect("a resident dataset").gathers.insert((n, first), d);
+        }
+        Ok(())
+    }
+
     fn read(&self, src: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {
         let enc = self.gpu().device.create_command_encoder(&Default::default());
         self.gpu().read_with(enc, src, 0, count, &self.staging)
@@ -201,34 +311,19 @@ impl Trainer for GpuTrainer {
 
     fn train_step(&mut self, images: &[f32], labels: &[u32]) -> Result<()> {
         let n = batch_len(self.net.model(), images, Some(labels))?;
-        let (micro, per) = (self.micro_batch(), self.net.model().input.numel());
-        let chunks = n.div_ceil(micro);
-        let keys: Vec<PlanKey> =
-            (0..chunks).map(|c| PlanKey { n: micro.min(n - c * micro), mean_over: n, accumulate: c > 0 }).collect();
-        for &key in &keys {
-            self.ensure_plan(key)?;
+        self.run_step(n, Some((images, labels)))
+    }
+
+    fn train_batch(&mut self, data: &Dataset, indices: &[usize]) -> Result<()> {
+        if !self.make_resident(data, indices.len())? {
+            let (mut images, mut labels) = (Vec::new(), Vec::new());
+            data.batch(indices, &mut images, &mut labels);
+            return self.train_step(&images, &labels);
         }
-        let gpu = self.gpu().clone();
-        let q = &gpu.queue;
-        self.step += 1;
-        let u = OptimUniform::new(self.optimizer, self.net.model().num_params, self.step);
-        q.write_buffer(&self.optim.uniform, 0, bytemuck::bytes_of(&u));
-        for (c, key) in keys.iter().enumerate() {
-            let at = c * micro;
-            q.write_buffer(self.net.value(0), 0, bytemuck::cast_slice(&images[at * per..(at + key.n) * per]));
-            q.write_buffer(self.net.labels_buffer(), 0, bytemuck::cast_slice(&labels[at..at + key.n]));
-            let plan = &self.plans[key];
-            let update = (c + 1 == chunks).then_some(&self.optim);
-            let mut enc = gpu.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                for d in self.net.forward_with_loss(key.n).chain(&plan.loss).chain(&plan.backward).chain(update) {
-                    d.record(&mut pass);
-                }
-            }
-            q.submit([enc.finish()]);
-        }
-        Ok(())
+        let resident = self.resident.as_ref().expect("made resident");
+        let words: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
+        self.gpu().queue.write_buffer(&resident.indices, 0, bytemuck::cast_slice(&words));
+        self.run_step(indices.len(), None)
     }
 
     fn take_stats(&mut self) -> Result<Stats> {

@@ -102,7 +102,6 @@ pub fn run(
     };
     let reached = |g: u64| length.max_steps.is_some_and(|s| g >= s);
     let log_every = length.log_every.max(1);
-    let (mut images, mut labels) = (Vec::new(), Vec::new());
     // Samples and time since the last log point, restarted at each epoch so the
     // caller's evaluation between epochs is not counted.
     let (mut since, mut samples): (Instant, usize);
@@ -119,8 +118,7 @@ pub fn run(
                 on(trainer, Event::Stopped(p))?;
                 return Ok(p);
             }
-            data.batch(idx, &mut images, &mut labels);
-            trainer.train_step(&images, &labels)?;
+            trainer.train_batch(data, idx)?;
             (global, samples) = (global + 1, samples + idx.len());
             on(trainer, Event::Step { epoch, batch_in_epoch: bi, batches: n, global })?;
             if global % log_every == 0 || bi + 1 == n || reached(global) {

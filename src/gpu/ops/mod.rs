@@ -3,6 +3,7 @@
 //! WGSL, CPU twin and test are named at the top of its file.
 
 pub mod conv;
+pub mod input;
 pub mod linear;
 pub mod optim;
 pub mod pool;
@@ -49,6 +50,7 @@ fn layout<U: Uniform>() -> UniformLayout {
 pub fn uniform_layouts() -> Vec<UniformLayout> {
     vec![
         layout::<conv::ConvUniform>(),
+        layout::<input::GatherUniform>(),
         layout::<linear::LinearUniform>(),
         layout::<optim::OptimUniform>(),
         layout::<pool::PoolUniform>(),
