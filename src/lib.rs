@@ -10,6 +10,7 @@
 //! - `train`: the training loop and evaluation
 //! - `metrics_log`: reading a run's metrics.jsonl back
 //! - `plot`: training curves, confusion matrices and run comparisons as PNG
+//! - `serve`: the web page and JSON API of `gpu-cnn serve`, and its batching worker
 
 pub mod arch;
 pub mod bench;
@@ -24,4 +25,5 @@ pub mod model;
 pub mod plot;
 pub mod preprocess;
 pub mod rng;
+pub mod serve;
 pub mod train;
