@@ -7,6 +7,7 @@ mod eval;
 mod infer;
 mod plot;
 mod progress;
+mod serve;
 mod summary;
 mod train;
 
@@ -17,8 +18,8 @@ use std::sync::Arc;
 
 use gpu_cnn::arch;
 use gpu_cnn::cpu::{CpuInference, CpuTrainer};
-use gpu_cnn::executor::{Inference, Optimizer, Trainer};
-use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, GpuInference, GpuTrainer};
+use gpu_cnn::executor::{Explain, Inference, Optimizer, Trainer};
+use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, GpuExplainer, GpuInference, GpuTrainer};
 use gpu_cnn::model::{Model, Shape};
 
 #[derive(Parser)]
@@ -62,6 +63,8 @@ enum Command {
     Bench(bench::Args),
     /// Compare runs: loss and accuracy of several run directories on shared axes
     Plot(plot::Args),
+    /// A web page to draw a digit and watch the network think, and its JSON API
+    Serve(serve::Args),
 }
 
 pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
@@ -77,6 +80,7 @@ pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         Command::Summary(a) => summary::run(a),
         Command::Devices => devices::run(gemm),
         Command::Plot(a) => plot::run(a),
+        Command::Serve(a) => serve::run(a, gemm),
     }
 }
 
@@ -130,6 +134,30 @@ pub fn inference(
     Ok(match backend.gpu_choice() {
         None => Box::new(CpuInference::new(model, params.to_vec())?),
         Some(choice) => Box::new(GpuInference::new(Arc::new(Gpu::new(choice, gemm)?), model, params, max_batch)?),
+    })
+}
+
+/// An inference executor and an explainer sharing one device of `backend`, for
+/// `serve`'s worker: one device holds the weights once and compiles each shader once.
+pub fn inference_and_explainer(
+    backend: Backend,
+    gemm: Gemm,
+    model: Model,
+    params: &[f32],
+    max_batch: usize,
+) -> Result<(Box<dyn Inference>, Box<dyn Explain>)> {
+    Ok(match backend.gpu_choice() {
+        None => (
+            Box::new(CpuInference::new(model.clone(), params.to_vec())?),
+            Box::new(CpuInference::new(model, params.to_vec())?),
+        ),
+        Some(choice) => {
+            let gpu = Arc::new(Gpu::new(choice, gemm)?);
+            (
+                Box::new(GpuInference::new(gpu.clone(), model.clone(), params, max_batch)?),
+                Box::new(GpuExplainer::new(gpu, model, params)?),
+            )
+        }
     })
 }
 

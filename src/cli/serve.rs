@@ -1,0 +1,104 @@
+//! `gpu-cnn serve`: draw a digit in the browser and watch the network think. The
+//! server itself is `gpu_cnn::serve`; this file turns the arguments into its
+//! executors and configuration.
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gpu_cnn::checkpoint;
+use gpu_cnn::model::Model;
+use gpu_cnn::serve::{self, BatchConfig, Batcher, Config};
+
+use super::{Backend, Gemm};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on. The default answers this machine only; 0.0.0.0:PORT
+    /// exposes the server to every network the machine is on
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Weights to use (a gpu-cnn or PyTorch safetensors checkpoint); the bundled ones by default
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Model spec, for a weights file without gpu-cnn metadata
+    #[arg(long)]
+    arch: Option<String>,
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
+    /// A training run directory (`train --out`): /run draws its metrics.jsonl as it grows
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// The most pictures run in one GPU submission
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    max_batch: u32,
+    /// How long a prediction waits for others to share its batch, in milliseconds
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    batch_wait_ms: u64,
+}
+
+pub fn run(a: Args, gemm: Gemm) -> Result<()> {
+    let weights = super::weights_or_default(a.weights)?;
+    let ck = checkpoint::load(&weights, &super::model_from(a.arch.as_deref())?)?;
+    if ck.model.input != super::MNIST_INPUT {
+        bail!(
+            "{}: the model takes {} inputs, but serve prepares 28x28 grayscale pictures",
+            weights.display(),
+            ck.model.input
+        );
+    }
+    if let Some(dir) = &a.run {
+        // A directory that does not exist yet is fine: `train --out` may create it later.
+        if dir.exists() && !dir.is_dir() {
+            bail!("--run {}: not a directory", dir.display());
+        }
+    }
+    let listener = std::net::TcpListener::bind(a.addr).with_context(|| format!("cannot listen on {}", a.addr))?;
+    let addr = listener.local_addr().with_context(|| format!("cannot listen on {}", a.addr))?;
+    let mut info = model_info(&ck.model);
+    let (model, params, backend, max_batch) = (ck.model.clone(), ck.params, a.backend, a.max_batch as usize);
+    let batch = BatchConfig { max_batch, wait: Duration::from_millis(a.batch_wait_ms), ..Default::default() };
+    let batcher = Batcher::start(
+        batch,
+        Box::new(move || super::inference_and_explainer(backend, gemm, model.clone(), &params, max_batch)),
+    )?;
+    info["backend"] = batcher.describe.clone().into();
+    info["weights"] = weights.display().to_string().into();
+    println!("serving {} on {}", weights.display(), batcher.describe);
+    if !addr.ip().is_loopback() {
+        println!("warning: {addr} is reachable from other machines; anyone who can reach it can use the server");
+    }
+    println!("listening on http://{addr}/  (Ctrl-C stops it)");
+    let mut config = Config::new(ck.model, info);
+    config.run_dir = a.run;
+    serve::run(listener, batcher, config, serve::stop_signal())?;
+    println!("stopped");
+    Ok(())
+}
+
+/// The `summary` table as JSON: the same figures per layer, and the table itself.
+fn model_info(model: &Model) -> serde_json::Value {
+    let layers: Vec<serde_json::Value> = model
+        .layers
+        .iter()
+        .map(|l| {
+            json!({
+                "name": l.name,
+                "layer": l.layer.to_string(),
+                "output": l.output.to_string(),
+                "params": l.num_params(),
+                "mflops": l.flops_per_sample() as f64 / 1e6,
+            })
+        })
+        .collect();
+    json!({
+        "input": model.input.to_string(),
+        "layers": layers,
+        "params": model.num_params,
+        "mflops": model.flops_per_sample() as f64 / 1e6,
+        "classes": model.classes(),
+        "table": super::summary::table(model),
+    })
+}
