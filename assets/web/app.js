@@ -16,6 +16,7 @@ const digitEl = document.getElementById("digit");
 const statusEl = document.getElementById("status");
 const top3El = document.getElementById("top3");
 const insideEl = document.getElementById("inside");
+const answerEl = document.querySelector(".answer");
 
 let inFlight = false;
 let dirty = false; // the picture changed since the last request left
@@ -80,8 +81,15 @@ function endStroke(e) {
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
 
+// aria-busy says an answer for the latest drawing is still to come: a screen reader
+// waits for it, and so does the browser test before it reads the digit.
+function busy() {
+  answerEl.setAttribute("aria-busy", String(source !== null && (inFlight || dirty)));
+}
+
 function changed() {
   dirty = true;
+  busy();
   if (!timer) {
     timer = setTimeout(() => {
       timer = null;
@@ -102,6 +110,7 @@ document.getElementById("clear").addEventListener("click", () => {
   top3El.replaceChildren();
   insideEl.hidden = true;
   setStatus("Draw a digit to start.");
+  busy();
 });
 
 // A picture, dropped on the square or opened: shown on the square, and sent as it
@@ -121,6 +130,7 @@ async function usePicture(file) {
   }
   source = file;
   dirty = true;
+  busy();
   send();
 }
 
@@ -151,6 +161,7 @@ async function send() {
   if (inFlight || !dirty || source === null) return;
   inFlight = true;
   dirty = false;
+  busy();
   const gen = generation;
   const body = source === "canvas" ? await canvasPng() : source;
   const started = performance.now();
@@ -171,6 +182,7 @@ async function send() {
     if (gen === generation) showError(`the server does not answer (${err.message})`);
   } finally {
     inFlight = false;
+    busy();
     if (dirty) send();
   }
 }
