@@ -198,18 +198,26 @@ fn input_cols(p: vec4<u32>) -> InputCols {
                      p < vec4(U.n * hw));
 }
 
+// A pipeline compiled for stride 1 (the host sets this for convolutions of stride
+// 1), where the window needs no division: llvmpipe runs both sides of every branch,
+// so only a compile-time constant removes the general path.
+override UNIT_STRIDE: bool = false;
+
 // dy[n, oc, oh, ow] where oh*stride = ih + pad - kh and ow*stride = iw + pad - kw.
-// llvmpipe runs both sides of every branch, so a stride != 1 path would cost even
-// at stride 1: the division goes through udiv_small4 whatever the stride.
 fn dy_window(cols: InputCols, tap: vec3<u32>, live: bool) -> vec4<f32> {
     let th = cols.yy - i32(tap.y);
     let tw = cols.xx - i32(tap.z);
     let uh = vec4<u32>(max(th, vec4(0)));
     let uw = vec4<u32>(max(tw, vec4(0)));
-    let oh = udiv_small4(uh, U.stride, inv_stride);
-    let ow = udiv_small4(uw, U.stride, inv_stride);
-    let ok = cols.ok & vec4(live) & (th >= vec4(0)) & (tw >= vec4(0)) & (oh * U.stride == uh)
-        & (ow * U.stride == uw) & (oh < vec4(U.oh)) & (ow < vec4(U.ow));
+    var oh = uh;
+    var ow = uw;
+    var ok = cols.ok & vec4(live) & (th >= vec4(0)) & (tw >= vec4(0));
+    if (!UNIT_STRIDE) {
+        oh = udiv_small4(uh, U.stride, inv_stride);
+        ow = udiv_small4(uw, U.stride, inv_stride);
+        ok &= (oh * U.stride == uh) & (ow * U.stride == uw);
+    }
+    ok &= (oh < vec4(U.oh)) & (ow < vec4(U.ow));
     let idx = cols.base + tap.x * U.oh * U.ow + oh * U.ow + ow;
     return gather_a(idx, ok);
 }

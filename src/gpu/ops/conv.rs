@@ -47,6 +47,8 @@ impl ConvUniform {
 struct Gemms {
     forward: Entry,
     backward_input: Entry,
+    /// backward_input compiled for stride 1, where the engine has such a variant.
+    backward_input_unit_stride: Option<Entry>,
     backward_weight_bias: Entry,
 }
 
@@ -81,6 +83,12 @@ impl ConvKernels {
             .map(|t| Gemms {
                 forward: entry("forward", t.constants),
                 backward_input: entry("backward_input", t.constants),
+                backward_input_unit_stride: spec.unit_stride_override.map(|name| {
+                    let constants: Vec<(&str, f64)> = t.constants.iter().copied().chain([(name, 1.0)]).collect();
+                    let mut e = entry("backward_input", &constants);
+                    e.name += "@stride1";
+                    e
+                }),
                 backward_weight_bias: entry("backward_weight_bias", t.constants),
             })
             .collect();
@@ -106,6 +114,7 @@ impl ConvKernels {
         let g = &self.gemms[i];
         let entry = match p {
             Product::Forward => &g.forward,
+            Product::BackwardInput if d.stride == 1 => g.backward_input_unit_stride.as_ref().unwrap_or(&g.backward_input),
             Product::BackwardInput => &g.backward_input,
             Product::BackwardWeightBias => &g.backward_weight_bias,
         };
