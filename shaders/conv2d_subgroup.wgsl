@@ -83,6 +83,7 @@ var<private> out_hi: OutCols;
 var<private> out_row_stride: u32;
 var<private> out_rows: u32;
 var<private> out_bias: bool; // forward: add the bias of the row (and apply ReLU if U.relu)
+var<private> out_gate: bool; // backward_input: zero where `gate` (the input) is not positive
 
 fn emit(row: u32, half: u32, v: vec4<f32>) {
     if (row >= out_rows) {
@@ -102,6 +103,9 @@ fn emit(row: u32, half: u32, v: vec4<f32>) {
     let idx = cols.base + row * out_row_stride;
     for (var j = 0u; j < 4u; j++) {
         if (cols.ok[j]) {
+            if (out_gate) {
+                o[j] = select(0.0, o[j], gate[idx[j]] > 0.0);
+            }
             out[idx[j]] = o[j];
         }
     }
@@ -113,13 +117,15 @@ fn plane_cols(p: vec4<u32>, rows: u32, plane: u32) -> OutCols {
     return OutCols(n * rows * plane + (p - n * plane), p < vec4(U.n * plane));
 }
 
-// Store the tile into an (N, rows, plane) tensor: y (forward, with bias) or dx.
+// Store the tile into an (N, rows, plane) tensor: y (forward, with bias) or dx
+// (backward_input, gated by the input's sign if U.relu).
 fn emit_planes(t: Tile, rows: u32, plane: u32, bias: bool) {
     out_lo = plane_cols(t.col_lo, rows, plane);
     out_hi = plane_cols(t.col_hi, rows, plane);
     out_row_stride = plane;
     out_rows = rows;
     out_bias = bias;
+    out_gate = !bias && U.relu != 0u;
     emit_all(t.row0);
 }
 
@@ -335,5 +341,6 @@ fn backward_weight_bias(@builtin(subgroup_invocation_id) lane: u32,
     out_row_stride = 1u;
     out_rows = U.oc;
     out_bias = false;
+    out_gate = false;
     emit_all(t.row0);
 }

@@ -1,17 +1,19 @@
 // MaxPool2d (no padding, floor mode), forward with argmax and backward.
 // Backward gathers rather than scatters: each input element sums the outputs
 // whose window holds it and whose argmax is it, so overlapping windows
-// (kernel > stride) need no atomics.
+// (kernel > stride) need no atomics. With `relu`, backward also does the backward
+// pass of the ReLU before the pool, zeroing the gradient where x is not positive.
 // #include "grid.wgsl"
 // #include "udiv.wgsl"
 
 struct PoolUniform {
     n: u32, c: u32, h: u32, w: u32,
     k: u32, stride: u32, oh: u32, ow: u32,
+    relu: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> U: PoolUniform;
-@group(0) @binding(1) var<storage, read> x: array<f32>;             // (N,C,H,W)
+@group(0) @binding(1) var<storage, read> x: array<f32>;             // (N,C,H,W); backward: only with relu
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;       // (N,C,OH,OW)
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;  // (N,C,OH,OW): ih*W+iw in its plane
 @group(0) @binding(4) var<storage, read> dy: array<f32>;            // (N,C,OH,OW)
@@ -76,6 +78,9 @@ fn backward(@builtin(local_invocation_index) li: u32,
                 s += dy[o];
             }
         }
+    }
+    if (U.relu != 0u) {
+        s = select(0.0, s, x[i] > 0.0);
     }
     dx[i] = s;
 }

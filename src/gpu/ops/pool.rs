@@ -10,6 +10,7 @@ uniform! {
     pub struct PoolUniform in "maxpool.wgsl" {
         n: u32, c: u32, h: u32, w: u32,
         k: u32, stride: u32, oh: u32, ow: u32,
+        relu: u32, _pad0: u32, _pad1: u32, _pad2: u32,
     }
 }
 
@@ -24,6 +25,7 @@ impl PoolUniform {
             stride: u32_of(d.stride),
             oh: u32_of(d.oh()),
             ow: u32_of(d.ow()),
+            ..Default::default()
         }
     }
 }
@@ -51,12 +53,28 @@ impl PoolKernels {
             .moving(4 * d.input_len() + 8 * d.output_len())
     }
 
-    /// dx (N,C,H,W) from dy (N,C,OH,OW) through the forward's argmax.
-    pub fn backward(&self, d: PoolDims, argmax: &wgpu::Buffer, dy: &wgpu::Buffer, dx: &wgpu::Buffer) -> Dispatch {
+    /// dx (N,C,H,W) from dy (N,C,OH,OW) through the forward's argmax; with
+    /// `relu_input` (the pool's input x, a ReLU's output), also that ReLU's
+    /// backward: dx is zero where x is not positive.
+    pub fn backward(
+        &self,
+        d: PoolDims,
+        argmax: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+        relu_input: Option<&wgpu::Buffer>,
+    ) -> Dispatch {
         let groups = self.launcher.grid.flat(d.input_len());
-        let bindings = [(3, argmax), (4, dy), (5, dx)];
-        self.launcher
-            .dispatch(&self.backward, &PoolUniform::new(d), &bindings, groups)
-            .moving(4 * d.input_len() + 8 * d.output_len())
+        let bindings = [(3, argmax), (4, dy), (5, dx), (1, relu_input.unwrap_or(&self.launcher.unused))];
+        let u = PoolUniform { relu: relu_input.is_some() as u32, ..PoolUniform::new(d) };
+        let gated = relu_input.map_or(0, |_| 4 * d.input_len());
+        let mut dsp = self
+            .launcher
+            .dispatch(&self.backward, &u, &bindings, groups)
+            .moving(4 * d.input_len() + 8 * d.output_len() + gated);
+        if relu_input.is_some() {
+            dsp.name += "+relu";
+        }
+        dsp
     }
 }
