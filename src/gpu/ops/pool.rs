@@ -5,6 +5,9 @@
 use crate::dims::PoolDims;
 use crate::gpu::dispatch::{u32_of, uniform, Dispatch, Entry, Launcher};
 
+/// The override that compiles backward for windows that tile the input.
+pub const TILING_WINDOWS: &str = "TILING_WINDOWS";
+
 uniform! {
     /// Shapes of one pooling call (`PoolUniform` in maxpool.wgsl).
     pub struct PoolUniform in "maxpool.wgsl" {
@@ -35,13 +38,22 @@ pub struct PoolKernels {
     launcher: Launcher,
     forward: Entry,
     backward: Entry,
+    /// backward compiled for windows that tile the input (kernel == stride).
+    backward_tiling: Entry,
 }
 
 impl PoolKernels {
     pub fn new(launcher: &Launcher) -> Self {
         let module = super::module(launcher, "maxpool.wgsl");
         let entry = |name: &str| launcher.entry(&module, "maxpool.wgsl", name, &[]);
-        PoolKernels { launcher: launcher.clone(), forward: entry("forward"), backward: entry("backward") }
+        let mut backward_tiling = launcher.entry(&module, "maxpool.wgsl", "backward", &[(TILING_WINDOWS, 1.0)]);
+        backward_tiling.name += "@tiling";
+        PoolKernels {
+            launcher: launcher.clone(),
+            forward: entry("forward"),
+            backward: entry("backward"),
+            backward_tiling,
+        }
     }
 
     /// y (N,C,OH,OW) and argmax (N,C,OH,OW) u32 from x (N,C,H,W).
@@ -68,10 +80,9 @@ impl PoolKernels {
         let bindings = [(3, argmax), (4, dy), (5, dx), (1, relu_input.unwrap_or(&self.launcher.unused))];
         let u = PoolUniform { relu: relu_input.is_some() as u32, ..PoolUniform::new(d) };
         let gated = relu_input.map_or(0, |_| 4 * d.input_len());
-        let mut dsp = self
-            .launcher
-            .dispatch(&self.backward, &u, &bindings, groups)
-            .moving(4 * d.input_len() + 8 * d.output_len() + gated);
+        let entry = if d.k == d.stride { &self.backward_tiling } else { &self.backward };
+        let mut dsp =
+            self.launcher.dispatch(entry, &u, &bindings, groups).moving(4 * d.input_len() + 8 * d.output_len() + gated);
         if relu_input.is_some() {
             dsp.name += "+relu";
         }
