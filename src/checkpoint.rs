@@ -118,21 +118,29 @@ pub fn save(
 
 fn optimizer_to_string(opt: &Optimizer) -> String {
     match *opt {
-        Optimizer::Sgd { lr, momentum } => format!("sgd lr={lr} momentum={momentum}"),
-        Optimizer::Adam { lr, beta1, beta2, eps } => format!("adam lr={lr} beta1={beta1} beta2={beta2} eps={eps}"),
+        Optimizer::Sgd { lr, momentum, weight_decay } => {
+            format!("sgd lr={lr} momentum={momentum} weight_decay={weight_decay}")
+        }
+        Optimizer::Adam { lr, beta1, beta2, eps, weight_decay } => {
+            format!("adam lr={lr} beta1={beta1} beta2={beta2} eps={eps} weight_decay={weight_decay}")
+        }
     }
 }
 
 /// Refuse optimizer hyper-parameters no run can use (they would make the first update
 /// NaN or diverge): lr finite and positive, momentum in [0, 1], Adam's betas in [0, 1)
-/// and eps finite and positive.
+/// and eps finite and positive, weight decay finite and at least 0.
 pub fn check_optimizer(opt: &Optimizer) -> Result<()> {
     let positive = |v: f32| v.is_finite() && v > 0.0;
+    let decay = opt.weight_decay();
+    if !(decay.is_finite() && decay >= 0.0) {
+        bail!("weight_decay {decay} must be finite and at least 0");
+    }
     let (lr, checks) = match *opt {
-        Optimizer::Sgd { lr, momentum } => {
+        Optimizer::Sgd { lr, momentum, .. } => {
             (lr, vec![("momentum", momentum, (0.0..=1.0).contains(&momentum), "in [0, 1]")])
         }
-        Optimizer::Adam { lr, beta1, beta2, eps } => (
+        Optimizer::Adam { lr, beta1, beta2, eps, .. } => (
             lr,
             vec![
                 ("beta1", beta1, (0.0..1.0).contains(&beta1), "in [0, 1)"),
@@ -150,28 +158,32 @@ pub fn check_optimizer(opt: &Optimizer) -> Result<()> {
 }
 
 /// The inverse of `optimizer_to_string`, strictly: every parameter of the optimizer
-/// exactly once, nothing else, and values `check_optimizer` accepts.
+/// exactly once (weight_decay may be absent: checkpoints from before it read as 0),
+/// nothing else, and values `check_optimizer` accepts.
 fn optimizer_from_string(s: &str) -> Result<Optimizer> {
     let mut parts = s.split_whitespace();
     let kind = parts.next().unwrap_or("");
     let names: &[&str] = match kind {
-        "sgd" => &["lr", "momentum"],
-        "adam" => &["lr", "beta1", "beta2", "eps"],
+        "sgd" => &["lr", "momentum", "weight_decay"],
+        "adam" => &["lr", "beta1", "beta2", "eps", "weight_decay"],
         _ => bail!("unknown optimizer {}", quoted(kind)),
     };
-    let mut values: [Option<f32>; 4] = [None; 4];
+    let mut values: [Option<f32>; 5] = [None; 5];
+    // The decay is last in each list, and optional.
+    values[names.len() - 1] = Some(0.0);
+    let mut seen = [false; 5];
     for part in parts {
         let (k, v) = part.split_once('=').ok_or_else(|| anyhow!("{} is not name=value", quoted(part)))?;
         let i = names.iter().position(|n| *n == k).ok_or_else(|| anyhow!("{kind} has no parameter {}", quoted(k)))?;
-        if values[i].is_some() {
+        if std::mem::replace(&mut seen[i], true) {
             bail!("{k} is given twice");
         }
         values[i] = Some(v.parse().map_err(|_| anyhow!("{k}={} is not a number", quoted(v)))?);
     }
     let get = |i: usize| values[i].ok_or_else(|| anyhow!("{kind} lacks {}", names[i]));
     let opt = match kind {
-        "sgd" => Optimizer::Sgd { lr: get(0)?, momentum: get(1)? },
-        _ => Optimizer::Adam { lr: get(0)?, beta1: get(1)?, beta2: get(2)?, eps: get(3)? },
+        "sgd" => Optimizer::Sgd { lr: get(0)?, momentum: get(1)?, weight_decay: get(2)? },
+        _ => Optimizer::Adam { lr: get(0)?, beta1: get(1)?, beta2: get(2)?, eps: get(3)?, weight_decay: get(4)? },
     };
     check_optimizer(&opt)?;
     Ok(opt)

@@ -382,7 +382,12 @@ per_backend!(optimizers, |g: &Arc<Gpu>| {
     let len = 1000;
     let mut worst = 0f64;
     for set in kernel_sets(g) {
-        for opt in [Optimizer::sgd(0.05, 0.9), Optimizer::adam(1e-3)] {
+        for opt in [
+            Optimizer::sgd(0.05, 0.9),
+            Optimizer::adam(1e-3),
+            Optimizer::sgd(0.05, 0.9).with_weight_decay(5e-4),
+            Optimizer::adam(1e-3).with_weight_decay(0.01),
+        ] {
             let mut rng = Rng::new(600);
             let mut p = uniform(&mut rng, len, -1.0, 1.0);
             let (bp, bg) = (g.upload("params", &p), g.storage("grads", len as u64 * 4));
@@ -394,12 +399,12 @@ per_backend!(optimizers, |g: &Arc<Gpu>| {
                 g.queue.write_buffer(&bg, 0, bytemuck::cast_slice(&grads));
                 g.queue.write_buffer(&d.uniform, 0, bytemuck::bytes_of(&OptimUniform::new(opt, len, step)));
                 g.run(&[&d]);
-                match opt {
-                    Optimizer::Sgd { lr, momentum } => ops::sgd_update(&mut p, &grads, &mut m, lr, momentum),
-                    Optimizer::Adam { lr, beta1, beta2, eps } => {
-                        let (s, c) = Optimizer::adam_factors(lr, beta1, beta2, step);
-                        ops::adam_update(&mut p, &grads, &mut m, &mut v, beta1, beta2, eps, s, c)
+                match (opt, opt.adam_step(step)) {
+                    (_, Some(adam)) => ops::adam_update(&mut p, &grads, &mut m, &mut v, &adam),
+                    (Optimizer::Sgd { lr, momentum, weight_decay }, None) => {
+                        ops::sgd_update(&mut p, &grads, &mut m, lr, momentum, weight_decay)
                     }
+                    (Optimizer::Adam { .. }, None) => unreachable!(),
                 }
             }
             let what = |x: &str| format!("{} {opt:?} {x}", set.label);
