@@ -1,5 +1,5 @@
-//! PNG charts drawn with plotters: training curves, confusion matrices and the
-//! comparison of several runs. Text is rendered by ab_glyph with a DejaVu Sans subset
+//! PNG charts drawn with plotters: training curves, confusion matrices, the
+//! comparison of several runs and `explain`'s picture sheet. Text is rendered by ab_glyph with a DejaVu Sans subset
 //! compiled into the binary (`assets/fonts/`, see `canvas`), so charts look the same
 //! on every machine and need no system fonts. Pictures are rendered in memory and written
 //! atomically, so a reader never sees half a PNG.
@@ -7,9 +7,11 @@
 mod canvas;
 mod confusion;
 mod curves;
+mod sheet;
 
 pub use confusion::confusion;
 pub use curves::{comparison, training_curves, Run};
+pub use sheet::{explain_sheet, Filters, Sheet, SHEET_WIDTH};
 
 use anyhow::{anyhow, Context, Result};
 use image::{ImageFormat, RgbImage};
