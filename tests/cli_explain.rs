@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The tutorial model's sheet, as docs/explain.md documents it.
-const SHEET: (u32, u32) = (1200, 1950);
+const SHEET: (u32, u32) = (1200, 1970);
 
 /// What a finished command left: exit code, stdout, stderr.
 struct Outcome {
@@ -180,6 +180,8 @@ fn the_saliency_on_the_gpu_equals_the_cpu_reference() {
     explain(&cpu, "cpu", &[], &pictures);
     for p in &pictures {
         let (g, c) = (json_of(&gpu, p), json_of(&cpu, p));
+        assert_eq!(c["backend"], "cpu reference");
+        assert!(g["backend"].as_str().unwrap().contains("GEMM engine"), "{}", g["backend"]);
         assert_eq!(g["prediction"], c["prediction"], "{}", p.display());
         let (gs, cs) = (numbers(&g["saliency"]["values"]), numbers(&c["saliency"]["values"]));
         let peak = cs.iter().fold(0f64, |m, v| m.max(v.abs()));

@@ -51,9 +51,11 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
         Some(w) => w.display().to_string(),
         None => "the bundled ones (assets/weights/mnist-cnn.safetensors)".into(),
     };
-    let about =
-        format!("weights: {shown}  ·  model: {} ({} parameters)", arch::spec_of(&ck.model), ck.model.num_params);
-    let mut net = super::explainer(a.backend, gemm, ck.model.clone(), &ck.params)?;
+    let (mut net, backend) = super::explainer(a.backend, gemm, ck.model.clone(), &ck.params)?;
+    let about = [
+        format!("model: {} ({} parameters)", arch::spec_of(&ck.model), ck.model.num_params),
+        format!("weights: {shown}  ·  run on: {backend}"),
+    ];
     let (mut failed, mut stems) = (0, HashSet::new());
     for file in &a.images {
         let picture = match read(file) {
@@ -91,7 +93,7 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
         let mut wrote = png.display().to_string();
         if a.json {
             let path = a.out.join(format!("{stem}.explain.json"));
-            let doc = to_json(file, &weights, net.model(), &digit, &e, filters.as_ref());
+            let doc = to_json(file, &weights, &backend, net.model(), &digit, &e, filters.as_ref());
             write_atomic(&path, format!("{doc}\n").as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
             wrote += &format!(" and {}", path.display());
@@ -160,6 +162,7 @@ fn tensor(shape: Vec<usize>, values: &[f32]) -> Value {
 fn to_json(
     file: &Path,
     weights: &Path,
+    backend: &str,
     model: &Model,
     input: &[f32],
     e: &Explanation,
@@ -174,6 +177,7 @@ fn to_json(
         "file": file.display().to_string(),
         "weights": weights.display().to_string(),
         "arch": arch::spec_of(model),
+        "backend": backend,
         "prediction": e.prediction,
         "probabilities": numbers(&e.probs),
         "input": tensor(dims(model.input), input),

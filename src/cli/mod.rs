@@ -137,11 +137,20 @@ pub fn inference(
     })
 }
 
-/// An explainer on `backend`: one picture at a time, forward and back to the input.
-pub fn explainer(backend: Backend, gemm: Gemm, model: Model, params: &[f32]) -> Result<Box<dyn Explain>> {
+/// An explainer on `backend` (one picture at a time, forward and back to the input),
+/// and what runs it in `Inference::describe`'s words, which `Explain` does not offer.
+pub fn explainer(backend: Backend, gemm: Gemm, model: Model, params: &[f32]) -> Result<(Box<dyn Explain>, String)> {
     Ok(match backend.gpu_choice() {
-        None => Box::new(CpuInference::new(model, params.to_vec())?),
-        Some(choice) => Box::new(GpuExplainer::new(Arc::new(Gpu::new(choice, gemm)?), model, params)?),
+        None => {
+            let cpu = CpuInference::new(model, params.to_vec())?;
+            let what = Inference::describe(&cpu);
+            (Box::new(cpu), what)
+        }
+        Some(choice) => {
+            let gpu = Arc::new(Gpu::new(choice, gemm)?);
+            let what = gpu.describe();
+            (Box::new(GpuExplainer::new(gpu, model, params)?), what)
+        }
     })
 }
 

@@ -123,8 +123,8 @@ impl Filters {
 pub struct Sheet<'a> {
     /// The title: which picture.
     pub name: &'a str,
-    /// The line under it: the weights and the model.
-    pub about: &'a str,
+    /// The lines under it: the weights, the model, what ran it.
+    pub about: &'a [String],
     /// The picture as given.
     pub picture: &'a RgbaImage,
     /// What the network saw: the model's input (1, h, w), ink high.
@@ -412,7 +412,10 @@ fn saliency_scale(saliency: &[f32]) -> f64 {
     (if p99 > 0.0 { p99 } else { at(1.0) }).max(f32::MIN_POSITIVE) as f64
 }
 
-const TOP: i32 = 84;
+/// Where the panels start, under the title and `lines` lines about the run.
+fn top(lines: usize) -> i32 {
+    64 + 20 * lines as i32
+}
 const TOP_ROW: i32 = 340;
 
 /// Draw the sheet and write it to `path` (PNG, atomically).
@@ -436,19 +439,22 @@ pub fn explain_sheet(s: &Sheet, path: &Path) -> Result<()> {
     });
     let lines = no_conv.iter().count() + foot.iter().count();
     let body: i32 = grids.iter().map(Grid::height).sum();
-    let height = TOP + TOP_ROW + body + 24 * lines as i32 + MARGIN;
+    let top = top(s.about.len());
+    let height = top + TOP_ROW + body + 24 * lines as i32 + MARGIN;
     let img = render(SHEET_WIDTH, height as u32, |root| {
         let width = SHEET_WIDTH as i32 - 2 * MARGIN;
         let p = e.prediction as usize;
         let confidence = e.probs.get(p).map_or(String::new(), |p| format!(" ({:.1}%)", 100.0 * p));
         let title = elide(root, &format!("{}: the network says {p}{confidence}", s.name), &bold_style(22.0), width)?;
         root.draw(&Text::new(title, (MARGIN, 20), bold_style(22.0)))?;
-        let about = elide(root, s.about, &text_style(14.0), width)?;
-        root.draw(&Text::new(about, (MARGIN, 52), text_style(14.0).color(&MUTED)))?;
+        for (i, line) in s.about.iter().enumerate() {
+            let line = elide(root, line, &text_style(14.0), width)?;
+            root.draw(&Text::new(line, (MARGIN, 52 + 20 * i as i32), text_style(14.0).color(&MUTED)))?;
+        }
 
         let columns = [MARGIN, MARGIN + 250, MARGIN + 500, MARGIN + 780];
         let caption = text_style(12.5);
-        let (title_y, box_y) = (TOP, TOP + 28);
+        let (title_y, box_y) = (top, top + 28);
         let caption_y = box_y + BOX + 10;
         let head = |x: i32, t: &str| root.draw(&Text::new(t.to_string(), (x, title_y), bold_style(15.0)));
 
@@ -507,7 +513,7 @@ pub fn explain_sheet(s: &Sheet, path: &Path) -> Result<()> {
         let softmax = "the softmax of the last layer's scores; the answer is the largest";
         paragraph(root, softmax, (columns[3], box_y + 150), width + MARGIN - columns[3], &caption)?;
 
-        let mut y = TOP + TOP_ROW;
+        let mut y = top + TOP_ROW;
         if let Some(n) = no_conv {
             root.draw(&Text::new(n, (MARGIN, y), bold_style(15.0)))?;
             y += 24;
