@@ -474,7 +474,7 @@ pub fn explain_sheet(s: &Sheet, path: &Path) -> Result<()> {
         })?;
         frame(root, (columns[1], box_y))?;
         let seen = "grayscale, white ink on black, cropped to the ink, scaled into 20×20 and centred by its centre \
-                    of mass, as the MNIST digits were";
+                    of mass, like the MNIST digits";
         paragraph(root, seen, (columns[1], caption_y), 230, &caption)?;
 
         head(columns[2], "saliency")?;
