@@ -314,11 +314,13 @@ fn picture_panel(area: &Area, at: (i32, i32), picture: &RgbaImage) -> Result<()>
         let color = RGBColor(over_white(r), over_white(g), over_white(b));
         area.draw(&Pixel::new((ox + x as i32, oy + y as i32), color))?;
     }
-    frame(area, at)
+    // Around the picture, not the square: a white picture's edges stay visible.
+    frame(area, (ox, oy), (fw as i32, fh as i32))
 }
 
-fn frame(area: &Area, at: (i32, i32)) -> Result<()> {
-    area.draw(&Rectangle::new([(at.0 - 1, at.1 - 1), (at.0 + BOX, at.1 + BOX)], RGBColor(190, 190, 190)))?;
+/// A grey line just outside the `w`×`h` pixels at `at`.
+fn frame(area: &Area, at: (i32, i32), (w, h): (i32, i32)) -> Result<()> {
+    area.draw(&Rectangle::new([(at.0 - 1, at.1 - 1), (at.0 + w, at.1 + h)], RGBColor(190, 190, 190)))?;
     Ok(())
 }
 
@@ -472,7 +474,7 @@ pub fn explain_sheet(s: &Sheet, path: &Path) -> Result<()> {
             let g = (s.input[k].clamp(0.0, 1.0) * 255.0).round() as u8;
             RGBColor(g, g, g)
         })?;
-        frame(root, (columns[1], box_y))?;
+        frame(root, (columns[1], box_y), (BOX, BOX))?;
         let seen = "grayscale, white ink on black, cropped to the ink, scaled into 20×20 and centred by its centre \
                     of mass, like the MNIST digits";
         paragraph(root, seen, (columns[1], caption_y), 230, &caption)?;
@@ -487,7 +489,7 @@ pub fn explain_sheet(s: &Sheet, path: &Path) -> Result<()> {
             let mix = |v: u8| (base + (v as f64 - base) * a).round() as u8;
             RGBColor(mix(c.0), mix(c.1), mix(c.2))
         })?;
-        frame(root, (columns[2], box_y))?;
+        frame(root, (columns[2], box_y), (BOX, BOX))?;
         let bar = (columns[2] + BOX + 12, box_y);
         for i in 0..BOX {
             let t = 1.0 - 2.0 * i as f64 / (BOX - 1) as f64;
