@@ -1,7 +1,7 @@
 //! `gpu-cnn explain`: a picture sheet of what happens inside the network for each
 //! picture (and with `--json` the same numbers), from one forward and backward pass.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use gpu_cnn::checkpoint::{self, write_atomic};
 use gpu_cnn::executor::Explanation;
 use gpu_cnn::model::{Model, Shape};
 use gpu_cnn::plot::{self, Filters, Sheet};
-use gpu_cnn::preprocess;
+use gpu_cnn::preprocess::{self, Digit};
 
 use super::{Backend, Gemm};
 
@@ -45,30 +45,21 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     if ck.model.input != super::MNIST_INPUT {
         bail!("{}: the model takes {} inputs, but pictures are prepared as 1x28x28", weights.display(), ck.model.input);
     }
+    let (mut net, backend) = super::explainer(a.backend, gemm, ck.model.clone(), &ck.params)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create the directory {}", a.out.display()))?;
     let filters = Filters::of(&ck.model, &ck.params);
     let shown = match &a.weights {
         Some(w) => w.display().to_string(),
         None => "the bundled ones (assets/weights/mnist-cnn.safetensors)".into(),
     };
-    let (mut net, backend) = super::explainer(a.backend, gemm, ck.model.clone(), &ck.params)?;
     let about = [
         format!("model: {} ({} parameters)", arch::spec_of(&ck.model), ck.model.num_params),
         format!("weights: {shown}  ·  run on: {backend}"),
     ];
     let (mut failed, mut stems) = (0, HashSet::new());
     for file in &a.images {
-        let picture = match read(file) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                failed += 1;
-                continue;
-            }
-        };
-        let digit = preprocess::prepare(&picture).with_context(|| file.display().to_string());
-        let digit = match digit {
-            Ok(d) => d,
+        let (picture, digit) = match read(file) {
+            Ok(read) => read,
             Err(e) => {
                 eprintln!("error: {e:#}");
                 failed += 1;
@@ -108,12 +99,14 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     }
 }
 
-/// A picture file, decoded.
-fn read(file: &Path) -> Result<image::RgbaImage> {
+/// A picture file, decoded, and the input it makes.
+fn read(file: &Path) -> Result<(image::RgbaImage, Digit)> {
     if file.is_dir() {
-        return Err(anyhow!("{}: a directory; explain takes picture files (e.g. DIR/*.png)", file.display()));
+        bail!("{}: a directory; explain takes picture files (e.g. DIR/*.png)", file.display());
     }
-    preprocess::load_image(file)
+    let picture = preprocess::load_image(file)?;
+    let digit = preprocess::prepare(&picture).with_context(|| file.display().to_string())?;
+    Ok((picture, digit))
 }
 
 /// The file's stem, or with "-2", "-3"… when an earlier picture of this run took it

@@ -85,8 +85,8 @@ pub struct Filters {
 }
 
 impl Filters {
-    /// The first layer with weights, from the flat parameter vector; None when it
-    /// cannot be drawn as pictures (a Linear after another Linear cannot come first).
+    /// The first layer with weights, read from the flat parameter vector. Every valid
+    /// model has one: None only for `params` too short for `model`.
     pub fn of(model: &Model, params: &[f32]) -> Option<Filters> {
         let i = model.layers.iter().position(|l| l.op.params().is_some())?;
         let l = &model.layers[i];
