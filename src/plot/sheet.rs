@@ -388,7 +388,10 @@ fn filter_grid(f: &Filters) -> Grid<'_> {
     let max = f.values.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE) as f64;
     let channel = if c > 1 { format!(", input channel 0 of {c}") } else { String::new() };
     let title = if f.linear {
-        format!("learned weights of {} ({}{channel}): each output's weights as a {h}×{w} picture", f.param, f.layer)
+        format!(
+            "learned weights of the first layer, {} ({}{channel}): each output's as a {h}×{w} picture",
+            f.param, f.layer
+        )
     } else {
         format!("learned filters of the first convolution: {} ({}{channel})", f.param, f.layer)
     };
@@ -418,7 +421,7 @@ fn saliency_scale(saliency: &[f32]) -> f64 {
 fn top(lines: usize) -> i32 {
     64 + 20 * lines as i32
 }
-const TOP_ROW: i32 = 340;
+const TOP_ROW: i32 = 315;
 
 /// Draw the sheet and write it to `path` (PNG, atomically).
 pub fn explain_sheet(s: &Sheet, path: &Path) -> Result<()> {
