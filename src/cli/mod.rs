@@ -4,6 +4,7 @@
 mod bench;
 mod devices;
 mod eval;
+mod explain;
 mod infer;
 mod plot;
 mod progress;
@@ -17,8 +18,8 @@ use std::sync::Arc;
 
 use gpu_cnn::arch;
 use gpu_cnn::cpu::{CpuInference, CpuTrainer};
-use gpu_cnn::executor::{Inference, Optimizer, Trainer};
-use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, GpuInference, GpuTrainer};
+use gpu_cnn::executor::{Explain, Inference, Optimizer, Trainer};
+use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, GpuExplainer, GpuInference, GpuTrainer};
 use gpu_cnn::model::{Model, Shape};
 
 #[derive(Parser)]
@@ -52,6 +53,8 @@ enum Command {
     Train(train::Args),
     /// Read digits from image files or directories
     Infer(infer::Args),
+    /// A picture sheet of what happens inside the network for each picture
+    Explain(explain::Args),
     /// Accuracy, loss, per-class accuracy and confusion matrix on a test set
     Eval(eval::Args),
     /// The model's layers, output shapes, parameters and FLOPs
@@ -73,6 +76,7 @@ pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         Command::Bench(a) => bench::run(a, gemm, started),
         Command::Train(a) => train::run(a, gemm),
         Command::Infer(a) => infer::run(a, gemm),
+        Command::Explain(a) => explain::run(a, gemm),
         Command::Eval(a) => eval::run(a, gemm),
         Command::Summary(a) => summary::run(a),
         Command::Devices => devices::run(gemm),
@@ -130,6 +134,23 @@ pub fn inference(
     Ok(match backend.gpu_choice() {
         None => Box::new(CpuInference::new(model, params.to_vec())?),
         Some(choice) => Box::new(GpuInference::new(Arc::new(Gpu::new(choice, gemm)?), model, params, max_batch)?),
+    })
+}
+
+/// An explainer on `backend` (one picture at a time, forward and back to the input),
+/// and what runs it in `Inference::describe`'s words, which `Explain` does not offer.
+pub fn explainer(backend: Backend, gemm: Gemm, model: Model, params: &[f32]) -> Result<(Box<dyn Explain>, String)> {
+    Ok(match backend.gpu_choice() {
+        None => {
+            let cpu = CpuInference::new(model, params.to_vec())?;
+            let what = Inference::describe(&cpu);
+            (Box::new(cpu), what)
+        }
+        Some(choice) => {
+            let gpu = Arc::new(Gpu::new(choice, gemm)?);
+            let what = gpu.describe();
+            (Box::new(GpuExplainer::new(gpu, model, params)?), what)
+        }
     })
 }
 
