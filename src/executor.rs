@@ -162,6 +162,8 @@ pub struct Explanation {
 
 /// Runs a model forward and back for one picture, keeping what a learner wants to see.
 pub trait Explain {
+    /// What runs it: the adapter and its backend, or the CPU reference.
+    fn describe(&self) -> String;
     fn model(&self) -> &Model;
     /// `image` is one input (c,h,w).
     fn explain(&mut self, image: &[f32]) -> Result<Explanation>;

@@ -196,24 +196,25 @@ fn infer_reads_the_shipped_pictures_with_the_default_weights() {
     }
     assert_eq!(n, 10, "{out}");
     let tmp = tempfile::tempdir().unwrap();
+    // A 1 under the stem of the 4 next to it: both saved inputs are kept.
+    let one = tmp.path().join("4_large.png");
+    std::fs::copy("tests/images/1_rgba_transparent.png", &one).unwrap();
+    let saved = tmp.path().join("seen");
     let out = stdout_of(
         bin()
-            .args([
-                "infer",
-                "tests/images/1_rgba_transparent.png",
-                "tests/images/4_large.bmp",
-                "--json",
-                "--backend",
-                backend(),
-                "--save-preprocessed",
-            ])
-            .arg(tmp.path()),
+            .args(["infer", "tests/images/1_rgba_transparent.png", "tests/images/4_large.bmp"])
+            .arg(&one)
+            .args(["--json", "--backend", backend(), "--save-preprocessed"])
+            .arg(&saved),
     );
     let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!((rows[0]["digit"].as_u64(), rows[1]["digit"].as_u64()), (Some(1), Some(4)));
+    let digits: Vec<Option<u64>> = rows.iter().map(|r| r["digit"].as_u64()).collect();
+    assert_eq!(digits, [Some(1), Some(4), Some(1)]);
     assert_eq!(rows[0]["top3"].as_array().unwrap().len(), 3);
-    let seen = image::open(tmp.path().join("4_large.28x28.png")).unwrap();
-    assert_eq!((seen.width(), seen.height()), (28, 28));
+    let seen = |name: &str| image::open(saved.join(name)).unwrap().into_luma8();
+    assert_eq!(seen("4_large.28x28.png").dimensions(), (28, 28));
+    assert_eq!(seen("4_large-2.28x28.png"), seen("1_rgba_transparent.28x28.png"));
+    assert_ne!(seen("4_large.28x28.png"), seen("4_large-2.28x28.png"));
     assert!(default_weights().is_file());
 }
 

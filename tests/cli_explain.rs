@@ -3,58 +3,15 @@
 //! reference's, `--arch` models with several convolutions and with none, and every
 //! bad input reported by name without a panic, the good pictures still explained.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{backend, bin, fails_with, stdout_of};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The tutorial model's sheet, as docs/explain.md documents it.
 const SHEET: (u32, u32) = (1200, 1945);
-
-/// What a finished command left: exit code, stdout, stderr.
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn gpu_cnn(args: &[&str], paths: &[&Path]) -> Outcome {
-    let mut c = Command::cargo_bin("gpu-cnn").unwrap();
-    c.env("NODEVICE_SELECT", "1").args(args).args(paths);
-    let out = c.output().unwrap();
-    let o = Outcome {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    };
-    assert!(!o.stderr.contains("panicked"), "panicked:\n{}", o.stderr);
-    o
-}
-
-impl Outcome {
-    fn ok(self) -> Self {
-        assert_eq!(self.code, Some(0), "failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
-        self
-    }
-
-    /// A clean failure (exit 1, not a panic's 101) whose message holds every needle.
-    fn fails_with(self, needles: &[&str]) -> Self {
-        assert_eq!(self.code, Some(1), "expected a clean failure\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
-        for n in needles {
-            assert!(self.stderr.contains(n), "stderr lacks '{n}':\n{}", self.stderr);
-        }
-        self
-    }
-}
-
-/// Vulkan in CI (lavapipe); off CI, whatever adapter there is.
-fn backend() -> &'static str {
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        "vulkan"
-    } else {
-        "auto"
-    }
-}
 
 fn shipped_pictures() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> =
@@ -64,13 +21,9 @@ fn shipped_pictures() -> Vec<PathBuf> {
     files
 }
 
-fn explain(out: &Path, backend: &str, extra: &[&str], pictures: &[PathBuf]) -> Outcome {
-    let mut args = vec!["explain", "--json", "--backend", backend];
-    args.extend(extra);
-    let mut paths: Vec<&Path> = pictures.iter().map(PathBuf::as_path).collect();
-    paths.insert(0, out);
-    args.push("--out");
-    gpu_cnn(&args, &paths).ok()
+/// `explain --json` of `pictures` (files or directories) into `out`; returns stdout.
+fn explain(out: &Path, backend: &str, extra: &[&str], pictures: &[PathBuf]) -> String {
+    stdout_of(bin().args(["explain", "--json", "--backend", backend]).args(extra).arg("--out").arg(out).args(pictures))
 }
 
 fn stem(picture: &Path) -> String {
@@ -126,18 +79,17 @@ fn layers(j: &Value) -> Vec<(String, Vec<usize>)> {
 }
 
 fn train(out: &Path, arch: &str) {
-    let args = ["train", "--steps", "2", "--batch-size", "8", "--arch", arch, "--backend", backend(), "--out"];
-    gpu_cnn(&args, &[out]).ok();
+    common::train(out, 2, &["--arch", arch]);
 }
 
 #[test]
 fn every_shipped_picture_gets_a_sheet_and_numbers_that_agree_with_infer() {
     let tmp = tempfile::tempdir().unwrap();
     let pictures = shipped_pictures();
-    let run = explain(tmp.path(), backend(), &[], &pictures);
-    let infer = gpu_cnn(&["infer", "--json", "--backend", backend()], &[Path::new("tests/images")]).ok();
+    // The directory, as a user names it: every picture in it gets a sheet.
+    let run = explain(tmp.path(), backend(), &[], &[PathBuf::from("tests/images")]);
+    let infer = stdout_of(bin().args(["infer", "--json", "--backend", backend(), "tests/images"]));
     let digits: HashMap<String, u64> = infer
-        .stdout
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .map(|j| (j["file"].as_str().unwrap().to_string(), j["digit"].as_u64().unwrap()))
@@ -163,7 +115,7 @@ fn every_shipped_picture_gets_a_sheet_and_numbers_that_agree_with_infer() {
         assert_eq!(j["filters"]["param"], "conv1.0.weight");
         assert_eq!(shape(&j["filters"]["shape"]), [16, 1, 5, 5]);
         assert_eq!(numbers(&j["filters"]["values"]).len(), 400);
-        assert!(run.stdout.contains(&format!("{}: {}", p.display(), j["prediction"])), "{}", run.stdout);
+        assert!(run.contains(&format!("{}: {}", p.display(), j["prediction"])), "{run}");
     }
     // The ReLU is part of each convolution's map: none of those values is negative.
     let j = json_of(tmp.path(), &pictures[0]);
@@ -244,25 +196,30 @@ fn bad_pictures_are_reported_and_the_good_ones_still_explained() {
     std::fs::create_dir(p("folder")).unwrap();
     let good = Path::new("tests/images/7_black_on_white.png");
     let out = p("sheets");
-    let args = ["explain", "--backend", backend(), "--out"];
-    let run = gpu_cnn(&args, &[&out, &p("missing.png"), good, &p("notes.txt"), &p("blank.png"), &p("folder")]);
-    run.fails_with(&[
-        "missing.png",
-        "No such file",
-        "notes.txt",
-        "not an image",
-        "blank.png",
-        "blank",
-        "folder",
-        "a directory",
-        "4 of 5 pictures could not be read",
-    ]);
+    let explain = || {
+        let mut c = bin();
+        c.args(["explain", "--backend", backend(), "--out"]).arg(&out);
+        c
+    };
+    let pictures = [p("missing.png"), good.into(), p("notes.txt"), p("blank.png"), p("folder")];
+    fails_with(
+        explain().args(pictures),
+        &[
+            "missing.png: no such file",
+            "notes.txt",
+            "not an image",
+            "blank.png",
+            "blank",
+            "folder: no image files in this directory",
+            "4 of 5 pictures could not be read",
+        ],
+    );
     assert_eq!(sheet_size(&out, good), SHEET);
     let written: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(written, ["7_black_on_white.explain.png"], "only the good picture has a sheet");
 
     // Nothing readable: exit 1 all the same.
-    gpu_cnn(&args, &[&out, &p("notes.txt")]).fails_with(&["notes.txt", "no sheet drawn: 1 of 1 pictures"]);
+    fails_with(explain().arg(p("notes.txt")), &["notes.txt", "no sheet drawn: 1 of 1 pictures"]);
 }
 
 #[test]
@@ -271,21 +228,18 @@ fn an_unusable_out_or_weights_stops_before_drawing() {
     let good = Path::new("tests/images/7_black_on_white.png");
     let file = tmp.path().join("a-file");
     std::fs::write(&file, b"").unwrap();
-    let explain = |extra: &[&str], out: &Path| {
-        let mut args = vec!["explain", "--backend", backend()];
-        args.extend(extra);
-        args.push("--out");
-        gpu_cnn(&args, &[out, good])
+    let explain = |extra: &[&str], out: &Path, needles: &[&str]| {
+        fails_with(bin().args(["explain", "--backend", backend()]).args(extra).arg("--out").arg(out).arg(good), needles)
     };
-    explain(&[], &file).fails_with(&["a-file", "cannot create the directory"]);
-    explain(&[], &file.join("below")).fails_with(&["a-file/below", "cannot create the directory"]);
+    explain(&[], &file, &["a-file", "cannot create the directory"]);
+    explain(&[], &file.join("below"), &["a-file/below", "cannot create the directory"]);
 
     let out = tmp.path().join("sheets");
     let text = tmp.path().join("text.safetensors");
     std::fs::write(&text, b"not safetensors at all").unwrap();
-    explain(&["--weights", text.to_str().unwrap()], &out).fails_with(&["text.safetensors", "not a safetensors file"]);
+    explain(&["--weights", text.to_str().unwrap()], &out, &["text.safetensors", "not a safetensors file"]);
     let absent = tmp.path().join("absent.safetensors");
-    explain(&["--weights", absent.to_str().unwrap()], &out).fails_with(&["absent.safetensors"]);
-    explain(&["--arch", "c4k3 banana"], &out).fails_with(&["banana"]);
+    explain(&["--weights", absent.to_str().unwrap()], &out, &["absent.safetensors"]);
+    explain(&["--arch", "c4k3 banana"], &out, &["banana"]);
     assert!(!out.exists(), "nothing is written when the weights are unusable");
 }

@@ -3,32 +3,28 @@
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use gpu_cnn::arch;
-use gpu_cnn::checkpoint::{self, write_atomic};
+use gpu_cnn::checkpoint::write_atomic;
 use gpu_cnn::executor::Explanation;
 use gpu_cnn::model::{Model, Shape};
 use gpu_cnn::plot::{self, Filters, Sheet};
 use gpu_cnn::preprocess::{self, Digit};
 
-use super::{Backend, Gemm};
+use super::pictures::{self, Stems};
+use super::{Backend, Gemm, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Image files (PNG, JPEG, BMP, GIF, TIFF, WebP)
+    /// Image files (PNG, JPEG, BMP, GIF, TIFF, WebP) or directories of them
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<PathBuf>,
     /// Directory for the sheets, <stem>.explain.png (created if missing)
     #[arg(long, default_value = "explain")]
     out: PathBuf,
-    /// Weights to use (a gpu-cnn or PyTorch safetensors checkpoint); the bundled ones by default
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// Model spec, for a weights file without gpu-cnn metadata
-    #[arg(long)]
-    arch: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Also write <stem>.explain.json with the numbers the sheet draws
     #[arg(long)]
     json: bool,
@@ -40,24 +36,22 @@ pub struct Args {
 /// still get their sheets; the exit is then non-zero. What no picture can get past (the
 /// weights, the output directory, the executor) stops at once.
 pub fn run(a: Args, gemm: Gemm) -> Result<()> {
-    let weights = super::weights_or_default(a.weights.clone())?;
-    let ck = checkpoint::load(&weights, &super::model_from(a.arch.as_deref())?)?;
-    if ck.model.input != super::MNIST_INPUT {
-        bail!("{}: the model takes {} inputs, but pictures are prepared as 1x28x28", weights.display(), ck.model.input);
-    }
-    let (mut net, backend) = super::explainer(a.backend, gemm, ck.model.clone(), &ck.params)?;
+    let (weights, ck) = a.model.load_for_pictures()?;
+    let mut net = super::explainer(a.backend, gemm, ck.model.clone(), &ck.params)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create the directory {}", a.out.display()))?;
     let filters = Filters::of(&ck.model, &ck.params);
-    let shown = match &a.weights {
-        Some(w) => w.display().to_string(),
-        None => "the bundled ones (assets/weights/mnist-cnn.safetensors)".into(),
-    };
+    let backend = net.describe();
     let about = [
         format!("model: {} ({} parameters)", arch::spec_of(&ck.model), ck.model.num_params),
-        format!("weights: {shown}  ·  run on: {backend}"),
+        format!("weights: {}  ·  run on: {backend}", a.model.shown()),
     ];
-    let (mut failed, mut stems) = (0, HashSet::new());
-    for file in &a.images {
+    let (files, errors) = pictures::expand(&a.images);
+    for e in &errors {
+        eprintln!("error: {e:#}");
+    }
+    let total = files.len() + errors.len();
+    let (mut failed, mut stems) = (errors.len(), Stems::default());
+    for file in &files {
         let (picture, digit) = match read(file) {
             Ok(read) => read,
             Err(e) => {
@@ -68,7 +62,7 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
         };
         // The activations of every layer and the saliency, read back in one go.
         let e = net.explain(&digit)?;
-        let stem = unique_stem(file, &mut stems);
+        let stem = stems.unique(file);
         let png = a.out.join(format!("{stem}.explain.png"));
         let name = file.display().to_string();
         let sheet = Sheet {
@@ -94,32 +88,16 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     }
     match failed {
         0 => Ok(()),
-        f if f == a.images.len() => bail!("no sheet drawn: {f} of {f} pictures could not be read"),
-        f => bail!("{f} of {} pictures could not be read; the others were explained", a.images.len()),
+        f if f == total => bail!("no sheet drawn: {f} of {f} pictures could not be read"),
+        f => bail!("{f} of {total} pictures could not be read; the others were explained"),
     }
 }
 
 /// A picture file, decoded, and the input it makes.
 fn read(file: &Path) -> Result<(image::RgbaImage, Digit)> {
-    if file.is_dir() {
-        bail!("{}: a directory; explain takes picture files (e.g. DIR/*.png)", file.display());
-    }
     let picture = preprocess::load_image(file)?;
     let digit = preprocess::prepare(&picture).with_context(|| file.display().to_string())?;
     Ok((picture, digit))
-}
-
-/// The file's stem, or with "-2", "-3"… when an earlier picture of this run took it
-/// (`a/7.png` and `b/7.png`), so that no sheet overwrites another.
-fn unique_stem(file: &Path, taken: &mut HashSet<String>) -> String {
-    let stem = file.file_stem().map_or_else(|| "picture".into(), |s| s.to_string_lossy().into_owned());
-    let mut name = stem.clone();
-    let mut n = 1;
-    while !taken.insert(name.clone()) {
-        n += 1;
-        name = format!("{stem}-{n}");
-    }
-    name
 }
 
 fn dims(s: Shape) -> Vec<usize> {
@@ -183,14 +161,6 @@ fn to_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pictures_with_the_same_stem_get_their_own_sheets() {
-        let mut taken = HashSet::new();
-        let names: Vec<String> =
-            ["a/7.png", "b/7.png", "7.jpg", "3.png"].iter().map(|f| unique_stem(Path::new(f), &mut taken)).collect();
-        assert_eq!(names, ["7", "7-2", "7-3", "3"]);
-    }
 
     #[test]
     fn json_numbers_read_back_to_the_same_f32() {

@@ -124,6 +124,10 @@ impl Inference for CpuInference {
 }
 
 impl Explain for CpuInference {
+    fn describe(&self) -> String {
+        Inference::describe(self)
+    }
+
     fn model(&self) -> &Model {
         &self.model
     }
@@ -178,7 +182,7 @@ impl CpuTrainer {
 
 impl Trainer for CpuTrainer {
     fn describe(&self) -> String {
-        self.net.describe()
+        Inference::describe(&self.net)
     }
 
     fn model(&self) -> &Model {
