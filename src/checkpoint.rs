@@ -13,6 +13,7 @@ use crate::arch::{self, quoted, shortened};
 use crate::data::parse_batch_size;
 use crate::executor::{Optimizer, OptimizerState};
 use crate::model::{Model, Shape, MAX_ELEMENTS};
+use crate::schedule::Schedule;
 
 const FORMAT: &str = "gpu-cnn/1";
 
@@ -27,6 +28,9 @@ pub struct Position {
     pub epoch_rng: u64,
     pub batch_size: usize,
     pub shuffle: bool,
+    /// The learning rate's schedule over the whole run (constant for checkpoints
+    /// written before schedules existed).
+    pub schedule: Schedule,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +106,7 @@ pub fn to_bytes(
         meta.insert("gpu_cnn.epoch_rng".into(), p.epoch_rng.to_string());
         meta.insert("gpu_cnn.batch_size".into(), p.batch_size.to_string());
         meta.insert("gpu_cnn.shuffle".into(), p.shuffle.to_string());
+        meta.insert("gpu_cnn.schedule".into(), p.schedule.to_metadata());
     }
     Ok(safetensors::serialize(tensors, Some(meta))?)
 }
@@ -340,6 +345,10 @@ fn position_of(path: &Path, meta: &HashMap<String, String>) -> Result<Option<Pos
             Some("false") => false,
             Some(s) => bail!("{p}: metadata 'gpu_cnn.shuffle' is {}, not true or false", quoted(s)),
         },
+        schedule: match meta.get("gpu_cnn.schedule") {
+            None => Schedule::constant(),
+            Some(s) => Schedule::from_metadata(s).map_err(|e| anyhow!("{p}: metadata 'gpu_cnn.schedule': {e}"))?,
+        },
     };
     if (pos.epoch as u64).checked_add(pos.batch_in_epoch as u64).is_none_or(|min| min > pos.global_step) {
         bail!(
@@ -398,7 +407,16 @@ mod tests {
     use super::*;
 
     fn position() -> Position {
-        Position { epoch: 1, batch_in_epoch: 5, global_step: 942, epoch_rng: 12345, batch_size: 64, shuffle: true }
+        let schedule = Schedule::from_spec("cosine", 10, 1876, 938).unwrap();
+        Position {
+            epoch: 1,
+            batch_in_epoch: 5,
+            global_step: 942,
+            epoch_rng: 12345,
+            batch_size: 64,
+            shuffle: true,
+            schedule,
+        }
     }
 
     /// A tutorial-model checkpoint with Adam state and a position, as bytes.
@@ -495,12 +513,18 @@ mod tests {
             ("gpu_cnn.shuffle", Some("yes"), "'gpu_cnn.shuffle' is 'yes', not true or false"),
             ("gpu_cnn.optimizer_step", Some("4294967296"), "fits u32"),
             ("gpu_cnn.format", Some("gpu-cnn/2"), "'gpu_cnn.format' is 'gpu-cnn/2'"),
+            ("gpu_cnn.schedule", Some("cosine warmup=9 total=5"), "'gpu_cnn.schedule': a warmup of 9 steps"),
+            ("gpu_cnn.schedule", Some("linear warmup=0 total=9"), "unknown schedule 'linear'"),
         ] {
             let e = load_err(&with_meta(&good, key, value));
             assert!(e.contains("ck.safetensors") && e.contains(want), "{key}={value:?}: {e}");
         }
         let c = load_bytes(Path::new("c"), &with_meta(&good, "gpu_cnn.shuffle", None), &Model::tutorial()).unwrap();
         assert!(c.position.unwrap().shuffle, "a checkpoint without the field shuffles, as before it existed");
+        let c = load_bytes(Path::new("c"), &with_meta(&good, "gpu_cnn.schedule", None), &Model::tutorial()).unwrap();
+        assert!(c.position.unwrap().schedule.is_constant(), "a checkpoint without a schedule ran at a constant rate");
+        let c = load_bytes(Path::new("c"), &good, &Model::tutorial()).unwrap();
+        assert_eq!(c.position, Some(position()), "the position and its schedule round trip");
     }
 
     #[test]
@@ -551,7 +575,14 @@ mod tests {
     #[test]
     fn long_metadata_is_quoted_short() {
         let long = "x".repeat(10 << 20);
-        for key in ["gpu_cnn.arch", "gpu_cnn.input", "gpu_cnn.optimizer", "gpu_cnn.epoch", "gpu_cnn.format"] {
+        for key in [
+            "gpu_cnn.arch",
+            "gpu_cnn.input",
+            "gpu_cnn.optimizer",
+            "gpu_cnn.epoch",
+            "gpu_cnn.format",
+            "gpu_cnn.schedule",
+        ] {
             let e = load_err(&with_meta(&adam_checkpoint(), key, Some(&long)));
             assert!(e.len() < 500, "{key}: {} bytes of error", e.len());
             assert!(e.contains("ck.safetensors") && e.contains("… (10485760 bytes)"), "{key}: {e}");

@@ -9,6 +9,8 @@
 //! (t+1)/W of it), and the schedule then runs over the remaining steps.
 
 use anyhow::{bail, Result};
+
+use crate::arch::quoted;
 use std::f64::consts::PI;
 
 /// The shape of the learning rate over a run of `total` steps.
@@ -52,6 +54,16 @@ fn annealing_cos(start: f64, end: f64, pct: f64) -> f64 {
     end + (start - end) / 2.0 * ((PI * pct).cos() + 1.0)
 }
 
+// A checked schedule's only float, `gamma`, is finite: equality is reflexive, and
+// `Position` (which carries the schedule) can compare as a whole.
+impl Eq for Schedule {}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule::constant()
+    }
+}
+
 impl Schedule {
     pub fn constant() -> Self {
         Schedule { shape: Shape::Constant, warmup: 0, total: 0 }
@@ -74,6 +86,11 @@ impl Schedule {
             bail!("a warmup of {} steps leaves nothing of a {}-step run", self.warmup, self.total);
         }
         Ok(())
+    }
+
+    /// Whether every step runs at the base rate (nothing to apply per step).
+    pub fn is_constant(&self) -> bool {
+        self.shape == Shape::Constant && self.warmup == 0
     }
 
     pub fn name(&self) -> &'static str {
@@ -118,6 +135,42 @@ impl Schedule {
         }
     }
 
+    /// A schedule as `--schedule` names it: `constant`, `cosine`, `onecycle`, or
+    /// `step[:EVERY[:GAMMA]]` (StepLR; by default every epoch, gamma 0.1, PyTorch's
+    /// default), with `warmup` steps of linear warmup, over a run of `total` steps
+    /// whose epochs take `epoch_steps` each.
+    pub fn from_spec(spec: &str, warmup: u64, total: u64, epoch_steps: u64) -> Result<Schedule> {
+        let mut parts = spec.split(':');
+        let kind = parts.next().unwrap_or("");
+        let rest: Vec<&str> = parts.collect();
+        let shape = match (kind, rest.as_slice()) {
+            ("constant", []) => Shape::Constant,
+            ("cosine", []) => Shape::Cosine,
+            ("onecycle", []) => Shape::OneCycle,
+            ("step", rest) if rest.len() <= 2 => {
+                let every = match rest.first() {
+                    None => epoch_steps.max(1),
+                    Some(v) => {
+                        v.parse().map_err(|_| anyhow::anyhow!("step schedule: {} is not a step count", quoted(v)))?
+                    }
+                };
+                let gamma = match rest.get(1) {
+                    None => 0.1,
+                    Some(v) => {
+                        v.parse().map_err(|_| anyhow::anyhow!("step schedule: {} is not a number", quoted(v)))?
+                    }
+                };
+                Shape::Step { every, gamma }
+            }
+            _ => {
+                bail!("unknown schedule {} (expected constant, step[:EVERY[:GAMMA]], cosine or onecycle)", quoted(spec))
+            }
+        };
+        let schedule = Schedule { shape, warmup, total };
+        schedule.check()?;
+        Ok(schedule)
+    }
+
     /// The schedule as checkpoint metadata, e.g. `cosine warmup=100 total=938`.
     pub fn to_metadata(&self) -> String {
         let tail = format!("warmup={} total={}", self.warmup, self.total);
@@ -129,17 +182,20 @@ impl Schedule {
 
     /// The schedule written by `to_metadata`.
     pub fn from_metadata(s: &str) -> Result<Schedule> {
+        let shown = quoted(s);
         let mut words = s.split_whitespace();
         let kind = words.next().unwrap_or("");
         let mut fields = std::collections::HashMap::new();
         for w in words {
-            let Some((k, v)) = w.split_once('=') else { bail!("schedule '{s}': '{w}' is not key=value") };
+            let Some((k, v)) = w.split_once('=') else { bail!("schedule {shown}: {} is not key=value", quoted(w)) };
             if fields.insert(k, v).is_some() {
-                bail!("schedule '{s}': '{k}' given twice");
+                bail!("schedule {shown}: {} given twice", quoted(k));
             }
         }
-        let mut take = |k: &str| fields.remove(k).ok_or_else(|| anyhow::anyhow!("schedule '{s}': no '{k}'"));
-        let int = |v: &str| v.parse::<u64>().map_err(|_| anyhow::anyhow!("schedule '{s}': '{v}' is not a step count"));
+        let mut take = |k: &str| fields.remove(k).ok_or_else(|| anyhow::anyhow!("schedule {shown}: no '{k}'"));
+        let int = |v: &str| {
+            v.parse::<u64>().map_err(|_| anyhow::anyhow!("schedule {shown}: {} is not a step count", quoted(v)))
+        };
         let (warmup, total) = (int(take("warmup")?)?, int(take("total")?)?);
         let shape = match kind {
             "constant" => Shape::Constant,
@@ -148,13 +204,14 @@ impl Schedule {
             "step" => {
                 let every = int(take("every")?)?;
                 let gamma = take("gamma")?;
-                let gamma = gamma.parse().map_err(|_| anyhow::anyhow!("schedule '{s}': bad gamma '{gamma}'"))?;
+                let gamma =
+                    gamma.parse().map_err(|_| anyhow::anyhow!("schedule {shown}: bad gamma {}", quoted(gamma)))?;
                 Shape::Step { every, gamma }
             }
-            _ => bail!("unknown schedule '{kind}' (expected constant, step, cosine or onecycle)"),
+            _ => bail!("unknown schedule {} (expected constant, step, cosine or onecycle)", quoted(kind)),
         };
         if let Some(k) = fields.keys().next() {
-            bail!("schedule '{s}': unknown field '{k}'");
+            bail!("schedule {shown}: unknown field {}", quoted(k));
         }
         let schedule = Schedule { shape, warmup, total };
         schedule.check()?;
@@ -165,6 +222,22 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_line_specs_parse_with_pytorch_defaults() {
+        let spec = |s: &str, warmup| Schedule::from_spec(s, warmup, 1000, 100);
+        assert_eq!(spec("cosine", 50).unwrap(), Schedule { shape: Shape::Cosine, warmup: 50, total: 1000 });
+        assert_eq!(spec("step", 0).unwrap().shape, Shape::Step { every: 100, gamma: 0.1 });
+        assert_eq!(spec("step:300", 0).unwrap().shape, Shape::Step { every: 300, gamma: 0.1 });
+        assert_eq!(spec("step:300:0.5", 0).unwrap().shape, Shape::Step { every: 300, gamma: 0.5 });
+        assert!(spec("constant", 0).unwrap().is_constant());
+        assert!(!spec("constant", 10).unwrap().is_constant(), "a warmup is applied per step");
+        for bad in ["", "linear", "cosine:3", "step:0", "step:x", "step:10:-1", "step:1:2:3", "onecycle"] {
+            let warmup = if bad == "onecycle" { 10 } else { 0 };
+            assert!(spec(bad, warmup).is_err(), "{bad}");
+        }
+        assert!(spec("cosine", 1000).is_err(), "a warmup as long as the run");
+    }
 
     #[test]
     fn metadata_round_trips_and_refuses_nonsense() {

@@ -70,6 +70,42 @@ fn train_writes_checkpoint_metrics_and_plot_and_resume_is_exact() {
 }
 
 #[test]
+fn a_schedule_and_weight_decay_are_applied_logged_and_kept_for_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = bin();
+    c.args(["train", "--steps", "6", "--batch-size", "8", "--log-every", "1", "--backend", backend()])
+        .args(["--schedule", "cosine", "--warmup", "2", "--weight-decay", "0.01", "--out"])
+        .arg(tmp.path());
+    let out = stdout_of(&mut c);
+    assert!(out.lines().next().unwrap().contains("schedule cosine warmup=2 total=6"), "{out}");
+    // 60,000 images in steps of 8: the run's 6 steps are the schedule's whole length.
+    let schedule = gpu_cnn::schedule::Schedule::from_spec("cosine", 2, 6, 7500).unwrap();
+    let metrics = std::fs::read_to_string(tmp.path().join("metrics.jsonl")).unwrap();
+    let rates: Vec<(u64, f64)> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|j| Some((j["step"].as_u64()?, j.get("lr")?.as_f64()?)))
+        .collect();
+    let want: Vec<(u64, f64)> = (0..6).map(|t| (t + 1, schedule.at(t, 1e-3f32 as f64).lr as f32 as f64)).collect();
+    assert_eq!(rates, want, "{metrics}");
+    let ck = checkpoint::load(&tmp.path().join("checkpoint.safetensors"), &Model::tutorial()).unwrap();
+    assert_eq!(ck.position.unwrap().schedule, schedule);
+    assert_eq!(ck.optimizer.unwrap().0, gpu_cnn::executor::Optimizer::adam(1e-3).with_weight_decay(0.01));
+
+    // A resumed run keeps its schedule: a new one on the command line is refused.
+    let mut c = bin();
+    c.args(["train", "--steps", "8", "--backend", backend(), "--schedule", "step", "--resume"])
+        .arg(tmp.path().join("checkpoint.safetensors"))
+        .arg("--out")
+        .arg(tmp.path());
+    exits_with(&mut c, 2, &["--schedule", "--resume"]);
+    let mut c = bin();
+    c.args(["train", "--steps", "2", "--backend", backend(), "--schedule", "cosine", "--warmup", "2", "--out"])
+        .arg(tmp.path().join("short"));
+    fails_with(&mut c, &["--schedule/--warmup", "a warmup of 2 steps leaves nothing of a 2-step run"]);
+}
+
+#[test]
 fn arch_models_train_and_reload_without_repeating_the_spec() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = "c4k3 relu pool2 c8k3 relu pool2 flat fc10";

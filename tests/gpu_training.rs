@@ -284,6 +284,50 @@ per_backend!(a_diverging_run_stops_inside_the_loop, |g: &Arc<Gpu>| {
     assert!(d.step < 5 * 16, "{}: diverged only at step {}", g.describe(), d.step);
 });
 
+// A learning-rate schedule (cosine with warmup, SGD with weight decay) runs each
+// step at its rate, logs that rate, and survives a checkpoint: 10 steps, a save and
+// load through the safetensors metadata, a fresh trainer, 14 more steps, give the
+// same weights bit for bit as 24 steps in one go.
+per_backend!(a_scheduled_run_logs_its_rates_and_resumes_exactly, |g: &Arc<Gpu>| {
+    use gpu_cnn::checkpoint::Position;
+    use gpu_cnn::schedule::Schedule;
+    let model = arch::parse("c4k3 relu pool2 c8k3 relu pool2 flat fc10", Shape::image(1, 28, 28)).unwrap();
+    let train = mnist(Split::Train).take(96);
+    let base = Optimizer::sgd(0.05, 0.9).with_weight_decay(1e-3);
+    let schedule = Schedule::from_spec("cosine", 3, 24, 12).unwrap();
+    let start = Position { schedule, ..start_position(3, 8, true) };
+    let length = |steps| RunLength { epochs: 2, max_steps: Some(steps), log_every: 1 };
+    let who = g.describe();
+    let fresh = |params: &[f32]| GpuTrainer::new(g.clone(), model.clone(), base, params, 8).unwrap();
+
+    let mut whole = fresh(&model.init_params(3));
+    let mut rates = Vec::new();
+    train::run(&mut whole, &train, start, length(24), |_, e| {
+        if let Event::Logged { global, lr, .. } = e {
+            rates.push((global, lr));
+        }
+        Ok(())
+    })
+    .unwrap();
+    let want: Vec<(u64, f32)> = (0..24).map(|t| (t + 1, schedule.at(t, 0.05f32 as f64).lr as f32)).collect();
+    assert_eq!(rates, want, "{who}: logged rates");
+    assert!(rates[0].1 < rates[2].1 && rates[23].1 < rates[12].1, "{who}: warmup, then decay: {rates:?}");
+    assert_eq!(whole.optimizer(), base, "{who}: the base optimizer is set back after the run");
+
+    let mut first = fresh(&model.init_params(3));
+    let stop = train::run(&mut first, &train, start, length(10), |_, _| Ok(())).unwrap();
+    let state = first.optimizer_state().unwrap();
+    let bytes = checkpoint::to_bytes(&model, &first.params().unwrap(), Some((&base, &state)), Some(&stop)).unwrap();
+    let ck = checkpoint::load_bytes(std::path::Path::new("scheduled.safetensors"), &bytes, &model).unwrap();
+    let (opt, state) = ck.optimizer.unwrap();
+    let pos = ck.position.unwrap();
+    assert_eq!((opt, pos), (base, stop), "{who}: the checkpoint keeps the base optimizer and the schedule");
+    let mut second = fresh(&ck.params);
+    second.set_optimizer_state(&state).unwrap();
+    train::run(&mut second, &train, pos, length(24), |_, _| Ok(())).unwrap();
+    assert_eq!(second.params().unwrap(), whole.params().unwrap(), "{who}: resumed weights");
+});
+
 // A model that flattens before any convolution (logistic regression) has no layer
 // that needs an input gradient: the executor must plan none and still train.
 per_backend!(logistic_regression_trains, |g: &Arc<Gpu>| {
