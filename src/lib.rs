@@ -25,5 +25,6 @@ pub mod model;
 pub mod plot;
 pub mod preprocess;
 pub mod rng;
+pub mod schedule;
 pub mod serve;
 pub mod train;

@@ -3,7 +3,8 @@
 //! fuzz of bodies and headers. Every server listens on 127.0.0.1 only.
 //!
 //! The load test's size comes from GPU_CNN_SERVE_REQUESTS (default 400: CI's
-//! shortened run); `docs/serve.md` gives the full command and its figures.
+//! shortened run); `docs/serve.md` gives the full command, `docs/performance.md`
+//! its figures.
 
 mod common;
 
@@ -527,6 +528,9 @@ impl Inference for Poisoned {
 }
 
 impl Explain for Poisoned {
+    fn describe(&self) -> String {
+        "poisoned cpu".into()
+    }
     fn model(&self) -> &Model {
         Explain::model(&self.0)
     }

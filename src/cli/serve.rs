@@ -8,11 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gpu_cnn::checkpoint;
 use gpu_cnn::model::Model;
 use gpu_cnn::serve::{self, BatchConfig, Batcher, Config};
 
-use super::{Backend, Gemm};
+use super::{Backend, Gemm, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,12 +19,8 @@ pub struct Args {
     /// exposes the server to every network the machine is on
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// Weights to use (a gpu-cnn or PyTorch safetensors checkpoint); the bundled ones by default
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// Model spec, for a weights file without gpu-cnn metadata
-    #[arg(long)]
-    arch: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
     /// A training run directory (`train --out`): /run draws its metrics.jsonl as it grows
@@ -40,15 +35,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args, gemm: Gemm) -> Result<()> {
-    let weights = super::weights_or_default(a.weights)?;
-    let ck = checkpoint::load(&weights, &super::model_from(a.arch.as_deref())?)?;
-    if ck.model.input != super::MNIST_INPUT {
-        bail!(
-            "{}: the model takes {} inputs, but serve prepares 28x28 grayscale pictures",
-            weights.display(),
-            ck.model.input
-        );
-    }
+    let (weights, ck) = a.model.load_for_pictures()?;
     if let Some(dir) = &a.run {
         // A directory that does not exist yet is fine: `train --out` may create it later.
         if dir.exists() && !dir.is_dir() {

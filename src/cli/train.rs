@@ -6,11 +6,12 @@ use anyhow::{anyhow, Context, Result};
 use clap::ValueEnum;
 use std::path::PathBuf;
 
-use gpu_cnn::checkpoint;
+use gpu_cnn::checkpoint::{self, Position};
 use gpu_cnn::data::{Dataset, Split};
 use gpu_cnn::executor::Optimizer;
 use gpu_cnn::metrics_log::{MetricsWriter, Record};
 use gpu_cnn::plot;
+use gpu_cnn::schedule::Schedule;
 use gpu_cnn::train::checkpoints::Checkpoints;
 use gpu_cnn::train::{self, evaluate, start_position, Diverged, Event, RunLength};
 
@@ -41,6 +42,16 @@ pub struct Args {
     /// SGD momentum
     #[arg(long, default_value_t = 0.9)]
     momentum: f32,
+    /// Weight decay: L2 added to the gradient for SGD, decoupled (AdamW) for Adam
+    #[arg(long, default_value_t = 0.0, conflicts_with = "resume")]
+    weight_decay: f32,
+    /// Learning-rate schedule over the run: constant, step[:EVERY[:GAMMA]] (default:
+    /// every epoch, gamma 0.1), cosine (to 0 at the last step) or onecycle (--lr is the peak)
+    #[arg(long, default_value = "constant", conflicts_with = "resume")]
+    schedule: String,
+    /// Steps of linear learning-rate warmup before the schedule
+    #[arg(long, default_value_t = 0, conflicts_with = "resume")]
+    warmup: u64,
     /// Seed of the initial weights and of the shuffles
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -73,8 +84,9 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     let requested = match a.optimizer {
         OptimizerKind::Adam => Optimizer::adam(a.lr),
         OptimizerKind::Sgd => Optimizer::sgd(a.lr, a.momentum),
-    };
-    checkpoint::check_optimizer(&requested).context("--lr/--momentum")?;
+    }
+    .with_weight_decay(a.weight_decay);
+    checkpoint::check_optimizer(&requested).context("--lr/--momentum/--weight-decay")?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create output directory {}", a.out.display()))?;
     let probe = a.out.join(".write-test");
     std::fs::write(&probe, b"").with_context(|| format!("output directory {} is not writable", a.out.display()))?;
@@ -101,7 +113,10 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
             }
             None => (default_model.clone(), default_model.init_params(a.seed)),
         };
-        (model, params, requested, None, start_position(a.seed, a.batch_size, !a.no_shuffle))
+        let epoch_steps = train.len().div_ceil(a.batch_size) as u64;
+        let total = a.steps.unwrap_or(u64::MAX).min(epoch_steps.saturating_mul(a.epochs as u64));
+        let schedule = Schedule::from_spec(&a.schedule, a.warmup, total, epoch_steps).context("--schedule/--warmup")?;
+        (model, params, requested, None, Position { schedule, ..start_position(a.seed, a.batch_size, !a.no_shuffle) })
     };
     // Both splits, before any work: a bad test split would otherwise fail after an epoch.
     train.check_against(&model)?;
@@ -115,8 +130,12 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     let checkpoints = Checkpoints::new(out, &model, opt);
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics = MetricsWriter::open(&metrics_path, a.resume.is_some())?;
+    let schedule = match pos.schedule.is_constant() {
+        true => String::new(),
+        false => format!(", schedule {}", pos.schedule.to_metadata()),
+    };
     println!(
-        "training {} parameters on {} ({} train / {} test images, batch {batch}, {:?}) -> {}",
+        "training {} parameters on {} ({} train / {} test images, batch {batch}, {:?}{schedule}) -> {}",
         model.num_params,
         trainer.describe(),
         train.len(),
@@ -133,15 +152,11 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
         match event {
             Event::EpochStart { epoch, batches, first } => progress.epoch_start(epoch, batches, first),
             Event::Step { .. } => progress.step(),
-            Event::Logged { epoch, batch_in_epoch, batches, global, stats, samples_per_s } => {
+            Event::Logged { epoch, batch_in_epoch, batches, global, stats, samples_per_s, lr } => {
                 history.push((global, stats.mean_loss(), stats.accuracy()));
                 progress.logged(epoch, batch_in_epoch, batches, global, &stats, samples_per_s);
                 let (loss, accuracy, epoch) = (stats.mean_loss(), stats.accuracy(), epoch as u64 + 1);
-                metrics.train_point(
-                    Record::Train { step: global, epoch, loss, accuracy },
-                    samples_per_s,
-                    opt.lr() as f64,
-                )?;
+                metrics.train_point(Record::Train { step: global, epoch, loss, accuracy }, samples_per_s, lr as f64)?;
             }
             Event::Stopped(p) => {
                 progress.finish();
