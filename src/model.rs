@@ -394,6 +394,14 @@ impl Model {
         i > 0 && matches!(self.layers[i].op, Op::Relu(_)) && matches!(self.layers[i - 1].op, Op::Conv2d(..))
     }
 
+    /// The layer an explanation's feature map named `name` comes from: its index, and
+    /// whether the map is after the ReLU that follows it (run in the convolution's
+    /// epilogue, so `feature_maps` gives the two one map).
+    pub fn map_layer(&self, name: &str) -> Option<(usize, bool)> {
+        let i = self.layers.iter().position(|l| l.name == name)?;
+        Some((i, i + 1 < self.layers.len() && self.relu_follows_conv(i + 1)))
+    }
+
     /// The layers whose outputs are feature maps of their own, with the activation
     /// position that holds each (after a convolution's ReLU, if one follows it).
     /// A Flatten's output is its input's; a ReLU after a convolution is part of it.

@@ -11,7 +11,9 @@ mod sheet;
 
 pub use confusion::confusion;
 pub use curves::{comparison, training_curves, Run};
-pub use sheet::{explain_sheet, Filters, Sheet, SHEET_WIDTH};
+pub use sheet::{
+    activation_rgb, explain_sheet, saliency_scale, signed_rgb, Filters, Sheet, FLAT_TILE_RGB, SHEET_WIDTH,
+};
 
 use anyhow::{anyhow, Context, Result};
 use image::{ImageFormat, RgbImage};

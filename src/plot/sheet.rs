@@ -66,6 +66,23 @@ fn diverging(v: f64) -> RGBColor {
     ramp(&DIVERGING, (v + 1.0) / 2.0)
 }
 
+/// The sheet's colours as RGB bytes, for pictures drawn elsewhere (`serve`'s page), so
+/// a feature map or saliency map looks the same on the page as on the sheet:
+/// an activation at `t` in [0, 1] of its channel's range (viridis).
+pub fn activation_rgb(t: f64) -> [u8; 3] {
+    let c = viridis(t);
+    [c.0, c.1, c.2]
+}
+
+/// A signed value `v` in [-1, 1] of its scale (blue, white at 0, red).
+pub fn signed_rgb(v: f64) -> [u8; 3] {
+    let c = diverging(v);
+    [c.0, c.1, c.2]
+}
+
+/// A channel whose values are all one.
+pub const FLAT_TILE_RGB: [u8; 3] = [FLAT_TILE.0, FLAT_TILE.1, FLAT_TILE.2];
+
 /// The learned weights of a model's first layer with weights, one small picture per
 /// output: a convolution's kernels (input channel 0), or, in a model without
 /// convolutions, the first Linear's rows reshaped to the image it reads.
@@ -348,11 +365,9 @@ fn probabilities(area: &Area, at: (i32, i32), width: i32, probs: &[f32]) -> Resu
 
 /// A map's section title: `conv2.2  Conv2d(32, 32, 5, 1, 2) + ReLU → (32,14,14)`.
 fn map_title(model: &Model, map: &FeatureMap) -> String {
-    let kind = match model.layers.iter().position(|l| l.name == map.layer) {
-        Some(i) if i + 1 < model.layers.len() && model.relu_follows_conv(i + 1) => {
-            format!("{} + ReLU", model.layers[i].layer)
-        }
-        Some(i) => model.layers[i].layer.to_string(),
+    let kind = match model.map_layer(&map.layer) {
+        Some((i, true)) => format!("{} + ReLU", model.layers[i].layer),
+        Some((i, false)) => model.layers[i].layer.to_string(),
         None => String::new(),
     };
     format!("{}  {kind} → {}", map.layer, map.shape)
@@ -409,7 +424,7 @@ fn filter_grid(f: &Filters) -> Grid<'_> {
 
 /// The saliency's colour scale: ±the 99th percentile of |d logit / d input|, not its
 /// maximum, so that a few extreme pixels do not leave the rest pale.
-fn saliency_scale(saliency: &[f32]) -> f64 {
+pub fn saliency_scale(saliency: &[f32]) -> f64 {
     let mut magnitudes: Vec<f32> = saliency.iter().map(|v| v.abs()).collect();
     magnitudes.sort_by(f32::total_cmp);
     let at = |q: f64| magnitudes.get(((magnitudes.len().max(1) - 1) as f64 * q) as usize).copied().unwrap_or(0.0);

@@ -1,5 +1,7 @@
 //! Pictures of an explanation as PNG data URLs, which the page shows as they are
-//! and a script can save: the input, the saliency map and every feature map.
+//! and a script can save: the input, the saliency map and every feature map, in the
+//! colours and scales of `gpu-cnn explain`'s sheet (`plot::sheet`), so the page and
+//! the sheet show the same picture the same way.
 
 use base64::Engine;
 use image::{GrayImage, ImageFormat, RgbImage};
@@ -7,10 +9,12 @@ use serde_json::{json, Value};
 
 use crate::executor::{Explanation, FeatureMap};
 use crate::model::Model;
+use crate::plot;
 
 /// Channels of a feature map laid out in a grid, one tile per channel with a
-/// one-pixel gap, each tile scaled on its own from its least to its largest value
-/// (zero included): a channel that barely fires still shows its pattern.
+/// one-pixel gap, each tile on viridis from its own least to its largest value (a
+/// channel that barely fires still shows its pattern; one with a single value is
+/// flat grey, as on the sheet).
 pub fn feature_map_png(map: &FeatureMap) -> Option<(Vec<u8>, usize)> {
     let s = map.shape;
     // A flat layer (after Flatten or a Linear) is one row of values, one tile.
@@ -22,32 +26,28 @@ pub fn feature_map_png(map: &FeatureMap) -> Option<(Vec<u8>, usize)> {
     let rows = tiles.div_ceil(cols);
     let (w, h) = (cols * (tw + 1) - 1, rows * (th + 1) - 1);
     // The gaps are mid-gray so a dark tile's edge stays visible.
-    let mut img = GrayImage::from_pixel(w as u32, h as u32, image::Luma([96]));
+    let mut img = RgbImage::from_pixel(w as u32, h as u32, image::Rgb([96, 96, 96]));
     for (t, tile) in map.values.chunks(th * tw).enumerate() {
-        let (lo, hi) = tile.iter().fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        let span = if hi > lo { hi - lo } else { 1.0 };
+        let (lo, hi) = tile.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         let (x0, y0) = ((t % cols) * (tw + 1), (t / cols) * (th + 1));
         for (i, &v) in tile.iter().enumerate() {
-            let level = (255.0 * (v - lo) / span).round().clamp(0.0, 255.0) as u8;
-            img.put_pixel((x0 + i % tw) as u32, (y0 + i / tw) as u32, image::Luma([level]));
+            let rgb = if hi > lo { plot::activation_rgb(((v - lo) / (hi - lo)) as f64) } else { plot::FLAT_TILE_RGB };
+            img.put_pixel((x0 + i % tw) as u32, (y0 + i / tw) as u32, image::Rgb(rgb));
         }
     }
-    Some((encode(image::DynamicImage::ImageLuma8(img)), cols))
+    Some((encode(image::DynamicImage::ImageRgb8(img)), cols))
 }
 
-/// The saliency map in two colours: red where a pixel raises the predicted class's
-/// score, blue where it lowers it, black where it does not matter; scaled so the
-/// strongest pixel is full colour.
+/// The saliency map on the sheet's diverging scale: red where a pixel raises the
+/// predicted class's score, blue where it lowers it, white where it does not matter;
+/// ± the sheet's scale (a high percentile, so one extreme pixel leaves the rest visible).
 pub fn saliency_png(saliency: &[f32], w: usize, h: usize) -> Option<Vec<u8>> {
     if saliency.len() != w * h || saliency.is_empty() {
         return None;
     }
-    let peak = saliency.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let scale = if peak > 0.0 { 255.0 / peak } else { 0.0 };
+    let scale = plot::saliency_scale(saliency);
     let img = RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        let v = saliency[y as usize * w + x as usize] * scale;
-        let level = v.abs().round().clamp(0.0, 255.0) as u8;
-        image::Rgb(if v >= 0.0 { [level, 0, 0] } else { [0, 0, level] })
+        image::Rgb(plot::signed_rgb(saliency[y as usize * w + x as usize] as f64 / scale))
     });
     Some(encode(image::DynamicImage::ImageRgb8(img)))
 }
@@ -83,14 +83,12 @@ pub fn explanation_json(model: &Model, input: &[f32], ex: &Explanation) -> Resul
     for m in &ex.maps {
         let (png, columns) = feature_map_png(m)
             .ok_or_else(|| format!("layer {}: {} values for shape {}", m.layer, m.values.len(), m.shape))?;
-        let at = model.layers.iter().position(|l| l.name == m.layer);
-        // The GPU runs a convolution's ReLU in its epilogue: the map is after it.
-        let relu = at.is_some_and(|i| i + 1 < model.layers.len() && model.relu_follows_conv(i + 1));
+        let at = model.map_layer(&m.layer);
         let (lo, hi) = m.values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         maps.push(json!({
             "layer": m.layer,
-            "kind": at.map(|i| model.layers[i].layer.to_string()),
-            "relu": relu,
+            "kind": at.map(|(i, _)| model.layers[i].layer.to_string()),
+            "relu": at.is_some_and(|(_, relu)| relu),
             "shape": [m.shape.c, m.shape.h, m.shape.w],
             "flat": m.shape.flat,
             "min": lo,
