@@ -846,7 +846,7 @@ fn fuzz_case(rng: &mut Rng, png: &[u8], limit: usize) -> (String, Vec<u8>) {
 #[test]
 fn fuzzed_bodies_and_headers_get_4xx_and_the_server_goes_on() {
     let _t = turn();
-    let cases: usize = std::env::var("GPU_CNN_SERVE_FUZZ").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let cases: usize = std::env::var("GPU_CNN_SERVE_FUZZ").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let limit = 64 << 10;
     // A short timeout for the cases that announce more body than they send.
     let server = InProcess::start(cpu_factory(), |c| {
