@@ -129,6 +129,25 @@ pub fn trainer(
     })
 }
 
+/// The device of `backend`, or None for the CPU reference.
+fn device(backend: Backend, gemm: Gemm) -> Result<Option<Arc<Gpu>>> {
+    backend.gpu_choice().map(|choice| Gpu::new(choice, gemm).map(Arc::new)).transpose()
+}
+
+fn inference_on(gpu: Option<Arc<Gpu>>, model: Model, params: &[f32], max_batch: usize) -> Result<Box<dyn Inference>> {
+    Ok(match gpu {
+        None => Box::new(CpuInference::new(model, params.to_vec())?),
+        Some(gpu) => Box::new(GpuInference::new(gpu, model, params, max_batch)?),
+    })
+}
+
+fn explainer_on(gpu: Option<Arc<Gpu>>, model: Model, params: &[f32]) -> Result<Box<dyn Explain>> {
+    Ok(match gpu {
+        None => Box::new(CpuInference::new(model, params.to_vec())?),
+        Some(gpu) => Box::new(GpuExplainer::new(gpu, model, params)?),
+    })
+}
+
 /// An inference executor on `backend` for batches up to `max_batch`.
 pub fn inference(
     backend: Backend,
@@ -137,10 +156,12 @@ pub fn inference(
     params: &[f32],
     max_batch: usize,
 ) -> Result<Box<dyn Inference>> {
-    Ok(match backend.gpu_choice() {
-        None => Box::new(CpuInference::new(model, params.to_vec())?),
-        Some(choice) => Box::new(GpuInference::new(Arc::new(Gpu::new(choice, gemm)?), model, params, max_batch)?),
-    })
+    inference_on(device(backend, gemm)?, model, params, max_batch)
+}
+
+/// An explainer on `backend` (one picture at a time, forward and back to the input).
+pub fn explainer(backend: Backend, gemm: Gemm, model: Model, params: &[f32]) -> Result<Box<dyn Explain>> {
+    explainer_on(device(backend, gemm)?, model, params)
 }
 
 /// An inference executor and an explainer sharing one device of `backend`, for
@@ -152,27 +173,8 @@ pub fn inference_and_explainer(
     params: &[f32],
     max_batch: usize,
 ) -> Result<(Box<dyn Inference>, Box<dyn Explain>)> {
-    Ok(match backend.gpu_choice() {
-        None => (
-            Box::new(CpuInference::new(model.clone(), params.to_vec())?),
-            Box::new(CpuInference::new(model, params.to_vec())?),
-        ),
-        Some(choice) => {
-            let gpu = Arc::new(Gpu::new(choice, gemm)?);
-            (
-                Box::new(GpuInference::new(gpu.clone(), model.clone(), params, max_batch)?),
-                Box::new(GpuExplainer::new(gpu, model, params)?),
-            )
-        }
-    })
-}
-
-/// An explainer on `backend` (one picture at a time, forward and back to the input).
-pub fn explainer(backend: Backend, gemm: Gemm, model: Model, params: &[f32]) -> Result<Box<dyn Explain>> {
-    Ok(match backend.gpu_choice() {
-        None => Box::new(CpuInference::new(model, params.to_vec())?),
-        Some(choice) => Box::new(GpuExplainer::new(Arc::new(Gpu::new(choice, gemm)?), model, params)?),
-    })
+    let gpu = device(backend, gemm)?;
+    Ok((inference_on(gpu.clone(), model.clone(), params, max_batch)?, explainer_on(gpu, model, params)?))
 }
 
 /// The trained model a command runs: `--weights` and `--arch`, as `infer`, `explain`
