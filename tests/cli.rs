@@ -105,6 +105,32 @@ fn a_schedule_and_weight_decay_are_applied_logged_and_kept_for_resume() {
     fails_with(&mut c, &["--schedule/--warmup", "a warmup of 2 steps leaves nothing of a 2-step run"]);
 }
 
+/// Without a GPU, `auto` lands on a software driver; `train` says so on its first line,
+/// and on GL names the package of the faster Vulkan one. Asked for by name, no note.
+#[test]
+fn a_software_adapter_is_named_on_the_first_line() {
+    if !common::in_ci() {
+        eprintln!("SKIPPED: which adapter `auto` finds is only known on the CI machine (lavapipe and llvmpipe)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let first_line = |backend: &str, hide_vulkan: bool| {
+        let mut c = bin();
+        c.args(["train", "--steps", "1", "--batch-size", "8", "--backend", backend, "--out"]).arg(tmp.path());
+        if hide_vulkan {
+            // As on a machine without Vulkan: wgpu then falls back to GL by itself.
+            c.env("VK_ICD_FILENAMES", tmp.path().join("no-such-icd.json"));
+        }
+        stdout_of(&mut c).lines().next().unwrap().to_string()
+    };
+    let lavapipe = first_line("auto", false);
+    assert!(lavapipe.starts_with("note: no GPU found") && lavapipe.contains("lavapipe"), "{lavapipe}");
+    let gl = first_line("auto", true);
+    assert!(gl.contains("software OpenGL") && gl.contains("7x slower") && gl.contains("mesa-vulkan-drivers"), "{gl}");
+    let asked = first_line("vulkan", false);
+    assert!(asked.starts_with("training "), "{asked}");
+}
+
 #[test]
 fn arch_models_train_and_reload_without_repeating_the_spec() {
     let tmp = tempfile::tempdir().unwrap();

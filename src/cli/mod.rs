@@ -110,7 +110,9 @@ impl Backend {
     }
 }
 
-/// A training executor on `backend` for batches up to `max_batch`.
+/// A training executor on `backend` for batches up to `max_batch`. When `auto`
+/// found only a software driver, it says so first (a newcomer without a GPU should
+/// know why training is slow, and what makes it faster).
 pub fn trainer(
     backend: Backend,
     gemm: Gemm,
@@ -121,7 +123,15 @@ pub fn trainer(
 ) -> Result<Box<dyn Trainer>> {
     Ok(match backend.gpu_choice() {
         None => Box::new(CpuTrainer::new(model, opt, params.to_vec())?),
-        Some(choice) => Box::new(GpuTrainer::new(Arc::new(Gpu::new(choice, gemm)?), model, opt, params, max_batch)?),
+        Some(choice) => {
+            let gpu = Arc::new(Gpu::new(choice, gemm)?);
+            if backend == Backend::Auto {
+                if let Some(note) = gpu.software_note() {
+                    println!("{note}");
+                }
+            }
+            Box::new(GpuTrainer::new(gpu, model, opt, params, max_batch)?)
+        }
     })
 }
 
