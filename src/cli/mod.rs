@@ -76,7 +76,7 @@ pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     let gemm = cli.gemm;
     match cli.command {
         Command::Bench(a) => bench::run(a, gemm, started),
-        Command::Train(a) => train::run(a, gemm),
+        Command::Train(a) => train::run(a, gemm, started),
         Command::Infer(a) => infer::run(a, gemm),
         Command::Explain(a) => explain::run(a, gemm),
         Command::Eval(a) => eval::run(a, gemm),

@@ -80,7 +80,9 @@ pub struct Args {
     log_every: u64,
 }
 
-pub fn run(a: Args, gemm: Gemm) -> Result<()> {
+/// `started` is the process start: each epoch's line says how long after it the
+/// test evaluation finished (the time-to-accuracy figure, evaluation included).
+pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
     let requested = match a.optimizer {
         OptimizerKind::Adam => Optimizer::adam(a.lr),
         OptimizerKind::Sgd => Optimizer::sgd(a.lr, a.momentum),
@@ -167,12 +169,13 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
                 let ev = evaluate(trainer.inference(), &test, batch)?;
                 test_history.push((p.global_step, ev.loss, ev.accuracy));
                 println!(
-                    "epoch {}/{}: step {}, test loss {:.4}, test accuracy {:.2}%",
+                    "epoch {}/{}: step {}, test loss {:.4}, test accuracy {:.2}% ({:.1} s since start)",
                     p.epoch,
                     a.epochs,
                     p.global_step,
                     ev.loss,
-                    100.0 * ev.accuracy
+                    100.0 * ev.accuracy,
+                    started.elapsed().as_secs_f64()
                 );
                 let (step, epoch) = (p.global_step, p.epoch as u64);
                 metrics.test_point(Record::Test { step, epoch, loss: ev.loss, accuracy: ev.accuracy })?;
