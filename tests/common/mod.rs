@@ -195,25 +195,57 @@ pub fn backend() -> &'static str {
     }
 }
 
-/// Runs `c`, which must succeed; returns its stdout.
-pub fn stdout_of(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "command failed\nstdout:\n{so}\nstderr:\n{se}");
-    so.to_string()
+/// What a finished command left: its exit code, stdout and stderr.
+pub struct Outcome {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
-/// Runs `c`, which must exit with `code` (1 for a refused input, 2 for a refused
-/// argument) and no panic, its stderr containing every one of `needles`. Returns stderr.
-pub fn exits_with(c: &mut Command, code: i32, needles: &[&str]) -> String {
+/// Runs `c`, which must not panic, whatever its exit.
+pub fn outcome(c: &mut Command) -> Outcome {
     let out = c.output().unwrap();
-    let se = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(code), "expected exit {code}, got {:?}\nstderr:\n{se}", out.status);
-    assert!(!se.contains("panicked"), "panicked:\n{se}");
-    for n in needles {
-        assert!(se.contains(n), "stderr lacks '{n}':\n{se}");
+    let o = Outcome {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    };
+    assert!(!o.stderr.contains("panicked"), "panicked:\n{}", o.stderr);
+    o
+}
+
+impl Outcome {
+    /// The command succeeded.
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, Some(0), "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
     }
-    se
+
+    /// It exited with `code` (1 for a refused input, 2 for a refused argument), its
+    /// stderr containing every one of `needles`.
+    pub fn exits_with(self, code: i32, needles: &[&str]) -> Self {
+        assert_eq!(self.code, Some(code), "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        for n in needles {
+            assert!(self.stderr.contains(n), "stderr lacks '{n}':\n{}", self.stderr);
+        }
+        self
+    }
+
+    /// A clean failure (exit 1, not a panic's 101) naming every one of `needles`.
+    pub fn fails_with(self, needles: &[&str]) -> Self {
+        self.exits_with(1, needles)
+    }
+}
+
+/// Runs `c`, which must succeed; returns its stdout.
+pub fn stdout_of(c: &mut Command) -> String {
+    outcome(c).ok().stdout
+}
+
+/// Runs `c`, which must exit with `code` and no panic, its stderr containing every
+/// one of `needles`. Returns stderr.
+pub fn exits_with(c: &mut Command, code: i32, needles: &[&str]) -> String {
+    outcome(c).exits_with(code, needles).stderr
 }
 
 /// Runs `c`, which must fail cleanly (exit 1, not a panic's 101) naming every one of `needles`.

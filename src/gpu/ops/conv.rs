@@ -181,11 +181,7 @@ impl ConvKernels {
         let (entry, folded, z) = self.layout(Product::Forward, d);
         let groups = self.launcher.grid.folded(folded, z);
         let bindings = [(1, x), (2, params), (3, y), (4, x)];
-        let mut dsp = self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops());
-        if relu {
-            dsp.name += "+relu";
-        }
-        dsp
+        self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops()).fusing_relu(relu)
     }
 
     /// dx (N,C,H,W) from dy (N,OC,OH,OW) and W at `at.weight` in `params`; with
@@ -204,11 +200,7 @@ impl ConvKernels {
         let groups = self.launcher.grid.folded(folded, z);
         let u = ConvUniform { relu: relu_input.is_some() as u32, ..ConvUniform::new(d, at) };
         let bindings = [(1, dy), (2, params), (3, dx), (4, relu_input.unwrap_or(&self.launcher.unused))];
-        let mut dsp = self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops());
-        if relu_input.is_some() {
-            dsp.name += "+relu";
-        }
-        dsp
+        self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops()).fusing_relu(relu_input.is_some())
     }
 
     /// dW and db into `to.grads` at `at`: a split-reduction GEMM into `to.scratch`
