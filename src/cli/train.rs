@@ -1,6 +1,7 @@
 //! `gpu-cnn train`: the training loop (`train::run`) with a progress display,
 //! `metrics.jsonl`, a test evaluation and atomic checkpoints after each epoch,
-//! exact resume, and a clear message when the loss diverges.
+//! exact resume, and a clear message when the loss diverges. The output directory is
+//! locked for the whole run.
 
 use anyhow::{anyhow, Context, Result};
 use clap::ValueEnum;
@@ -11,7 +12,7 @@ use gpu_cnn::data::{Dataset, Split};
 use gpu_cnn::executor::Optimizer;
 use gpu_cnn::metrics_log::{MetricsWriter, Record};
 use gpu_cnn::plot;
-use gpu_cnn::train::checkpoints::Checkpoints;
+use gpu_cnn::train::checkpoints::{Checkpoints, RunLock};
 use gpu_cnn::train::{self, evaluate, start_position, Diverged, Event, RunLength};
 
 use super::progress::Progress;
@@ -76,9 +77,12 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     };
     checkpoint::check_optimizer(&requested).context("--lr/--momentum")?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create output directory {}", a.out.display()))?;
-    let probe = a.out.join(".write-test");
-    std::fs::write(&probe, b"").with_context(|| format!("output directory {} is not writable", a.out.display()))?;
-    std::fs::remove_file(&probe).ok();
+    let lock = RunLock::acquire(&a.out)?;
+    let removed = lock.remove_stale_temporaries()?;
+    if !removed.is_empty() {
+        let names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+        errln!("note: removed what a killed run left half-written: {}", names.join(", "));
+    }
 
     let dir = super::data_dir(a.data.clone());
     let train = Dataset::load(&dir, Split::Train)?;
