@@ -1,18 +1,19 @@
 //! `gpu-cnn train`: the training loop (`train::run`) with a progress display,
 //! `metrics.jsonl`, a test evaluation and atomic checkpoints after each epoch,
 //! exact resume, and a clear message when the loss diverges. The output directory is
-//! locked for the whole run.
+//! locked for the whole run; metrics.jsonl and the checkpoint pair are stamped with the
+//! run, and a resumed run's metrics are cut back to its checkpoint's step.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use gpu_cnn::checkpoint;
+use gpu_cnn::checkpoint::{self, Position, Stamp};
 use gpu_cnn::data::{Dataset, Split};
 use gpu_cnn::executor::Optimizer;
-use gpu_cnn::metrics_log::{MetricsWriter, Record};
+use gpu_cnn::metrics_log::{kept_on_resume, MetricsLog, MetricsWriter, Record};
 use gpu_cnn::plot;
-use gpu_cnn::train::checkpoints::{Checkpoints, RunLock};
+use gpu_cnn::train::checkpoints::{has_run_files, Checkpoints, RunLock};
 use gpu_cnn::train::{self, evaluate, start_position, Diverged, Event, RunLength};
 
 use super::progress::Progress;
@@ -70,6 +71,23 @@ pub struct Args {
     log_every: u64,
 }
 
+/// What a run has saved: the pair in its directory, and its metrics, committed with each save.
+struct Saved {
+    checkpoints: Checkpoints,
+    metrics: MetricsWriter,
+    /// The step the pair holds, once `any`; the run's first step before.
+    step: u64,
+    any: bool,
+}
+
+impl Saved {
+    fn save(&mut self, trainer: &mut dyn gpu_cnn::executor::Trainer, p: Position) -> Result<()> {
+        self.checkpoints.save(trainer, p)?;
+        (self.step, self.any) = (p.global_step, true);
+        self.metrics.commit()
+    }
+}
+
 pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     let requested = match a.optimizer {
         OptimizerKind::Adam => Optimizer::adam(a.lr),
@@ -88,15 +106,15 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     let train = Dataset::load(&dir, Split::Train)?;
     let test = Dataset::load(&dir, Split::Test)?;
 
-    // Model, weights, optimizer and position: fresh, from --init, or from --resume.
+    // Model, weights, optimizer, position and run: fresh, from --init, or from --resume.
     let default_model = super::model_from(a.arch.as_deref())?;
-    let (model, params, opt, opt_state, pos) = if let Some(path) = &a.resume {
+    let (model, params, opt, opt_state, pos, stamp) = if let Some(path) = &a.resume {
         let c = checkpoint::load(path, &default_model)?;
         let (opt, state) = c.optimizer.ok_or_else(|| {
             anyhow!("{}: has no optimizer state to resume from (use --init to start from its weights)", path.display())
         })?;
         let pos = c.position.ok_or_else(|| anyhow!("{}: has no training position to resume from", path.display()))?;
-        (c.model, c.params, opt, Some(state), pos)
+        (c.model, c.params, opt, Some(state), pos, c.stamp)
     } else {
         let (model, params) = match &a.init {
             Some(path) => {
@@ -105,20 +123,53 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
             }
             None => (default_model.clone(), default_model.init_params(a.seed)),
         };
-        (model, params, requested, None, start_position(a.seed, a.batch_size, !a.no_shuffle))
+        (model, params, requested, None, start_position(a.seed, a.batch_size, !a.no_shuffle), None)
     };
     // Both splits, before any work: a bad test split would otherwise fail after an epoch.
     train.check_against(&model)?;
     test.check_against(&model)?;
+    let out = &a.out;
+    if pos.epoch >= a.epochs || a.steps.is_some_and(|s| pos.global_step >= s) {
+        // A run that trains nothing leaves whatever the directory holds as it was.
+        let limit = match a.steps {
+            Some(s) if pos.global_step >= s => format!("--steps {s}"),
+            _ => format!("--epochs {}", a.epochs),
+        };
+        let left = if has_run_files(out) { "left as it was" } else { "nothing written" };
+        let at = format!("step {} (epoch {})", pos.global_step, pos.epoch);
+        println!("nothing to train: the run is at {at}, already at {limit}; {}: {left}", out.display());
+        return Ok(());
+    }
     let batch = pos.batch_size;
     let mut trainer = super::trainer(a.backend, gemm, model.clone(), opt, &params, batch)?;
     if let Some(state) = &opt_state {
         trainer.set_optimizer_state(state)?;
     }
-    let out = &a.out;
-    let checkpoints = Checkpoints::new(out, &model, opt);
+    let run_id = stamp.as_ref().map_or_else(Stamp::new_run, |s| s.run.clone());
+    let checkpoints = Checkpoints::new(out, &model, opt, &run_id);
     let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = MetricsWriter::open(&metrics_path, a.resume.is_some())?;
+    // A resumed run's metrics go on from its own, cut back to its checkpoint's step.
+    let kept = match &a.resume {
+        Some(path) => {
+            let from =
+                path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("metrics.jsonl");
+            match std::fs::read(&from) {
+                Ok(bytes) => {
+                    let step = pos.global_step;
+                    let (kept, dropped) =
+                        kept_on_resume(&String::from_utf8_lossy(&bytes), stamp.as_ref().map(|s| s.run.as_str()), step);
+                    if dropped > 0 {
+                        errln!("note: {}: {dropped} lines logged after the checkpoint's step {step}, or not by its run, are left out", from.display());
+                    }
+                    kept
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(e).with_context(|| format!("{}: cannot read", from.display())),
+            }
+        }
+        None => String::new(),
+    };
+    let metrics = MetricsWriter::start(&metrics_path, &run_id, kept);
     println!(
         "training {} parameters on {} ({} train / {} test images, batch {batch}, {:?}) -> {}",
         model.num_params,
@@ -129,8 +180,7 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
         out.display()
     );
 
-    let mut history: Vec<(u64, f64, f64)> = Vec::new(); // (step, train loss, train accuracy)
-    let mut test_history: Vec<(u64, f64, f64)> = Vec::new();
+    let mut saved = Saved { checkpoints, metrics, step: pos.global_step, any: false };
     let mut progress = Progress::new(a.epochs);
     let length = RunLength { epochs: a.epochs, max_steps: a.steps, log_every: a.log_every };
     let result = train::run(trainer.as_mut(), &train, pos, length, |trainer, event| {
@@ -138,10 +188,9 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
             Event::EpochStart { epoch, batches, first } => progress.epoch_start(epoch, batches, first),
             Event::Step { .. } => progress.step(),
             Event::Logged { epoch, batch_in_epoch, batches, global, stats, samples_per_s } => {
-                history.push((global, stats.mean_loss(), stats.accuracy()));
                 progress.logged(epoch, batch_in_epoch, batches, global, &stats, samples_per_s);
                 let (loss, accuracy, epoch) = (stats.mean_loss(), stats.accuracy(), epoch as u64 + 1);
-                metrics.train_point(
+                saved.metrics.train_point(
                     Record::Train { step: global, epoch, loss, accuracy },
                     samples_per_s,
                     opt.lr() as f64,
@@ -149,12 +198,11 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
             }
             Event::Stopped(p) => {
                 progress.finish();
-                checkpoints.save(trainer, p)?;
+                saved.save(trainer, p)?;
             }
             Event::EpochEnd(p) => {
                 progress.finish();
                 let ev = evaluate(trainer.inference(), &test, batch)?;
-                test_history.push((p.global_step, ev.loss, ev.accuracy));
                 println!(
                     "epoch {}/{}: step {}, test loss {:.4}, test accuracy {:.2}%",
                     p.epoch,
@@ -164,43 +212,56 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
                     100.0 * ev.accuracy
                 );
                 let (step, epoch) = (p.global_step, p.epoch as u64);
-                metrics.test_point(Record::Test { step, epoch, loss: ev.loss, accuracy: ev.accuracy })?;
-                checkpoints.save(trainer, p)?;
+                saved.metrics.test_point(Record::Test { step, epoch, loss: ev.loss, accuracy: ev.accuracy })?;
+                saved.save(trainer, p)?;
             }
         }
         Ok(())
     });
+    let (ckpt, weights) = (&saved.checkpoints.checkpoint, &saved.checkpoints.weights);
     let end = match result {
         Err(e) => {
             progress.abandon();
-            return Err(match e.downcast_ref::<Diverged>() {
-                Some(d) => anyhow!(
-                    "{d}; try a lower --lr (e.g. {:e}). {}",
-                    opt.lr() / 10.0,
-                    if checkpoints.checkpoint.exists() {
-                        format!("The last good checkpoint is kept: {}", checkpoints.checkpoint.display())
-                    } else {
-                        "No checkpoint was written.".to_string()
-                    }
-                ),
-                None => e,
-            });
+            // What is left to resume from: this run's last save, or where it started.
+            let last = match (saved.any, &a.resume) {
+                (true, _) => Some((ckpt.as_path(), saved.step)),
+                (false, Some(r)) => Some((r.as_path(), pos.global_step)),
+                (false, None) => None,
+            };
+            let kept = match last {
+                Some((path, step)) => format!("The last good checkpoint is kept: {} (step {step}).", path.display()),
+                None if ckpt.exists() => {
+                    format!("This run saved no checkpoint; {} is an earlier run's, left as it was.", ckpt.display())
+                }
+                None => "No checkpoint was written.".to_string(),
+            };
+            if let Some(d) = e.downcast_ref::<Diverged>() {
+                bail!("{d}; try a lower --lr (e.g. {:e}). {kept}", opt.lr() / 10.0);
+            }
+            bail!("{e:#}. {kept}")
         }
         Ok(end) => end,
     };
-    if !checkpoints.checkpoint.exists() {
-        // Nothing to do (already at --steps/--epochs): still leave the weights.
-        checkpoints.save(trainer.as_mut(), end)?;
-    }
     let plot_path = out.join("curves.png");
-    plot::training_curves(&history, &test_history, &plot_path)?;
+    draw_curves(&metrics_path, &plot_path)?;
     println!(
         "step {}: wrote {}, {}, {} and {}",
         end.global_step,
-        checkpoints.checkpoint.display(),
-        checkpoints.weights.display(),
+        ckpt.display(),
+        weights.display(),
         metrics_path.display(),
         plot_path.display()
     );
     Ok(())
+}
+
+/// curves.png from the whole of metrics.jsonl, so a resumed run's picture shows the run
+/// from its first step.
+fn draw_curves(metrics: &Path, picture: &Path) -> Result<()> {
+    let log = MetricsLog::read(metrics)?;
+    for w in &log.warnings {
+        errln!("warning: {w}");
+    }
+    let (train, test) = log.curves();
+    plot::training_curves(&train, &test, picture)
 }

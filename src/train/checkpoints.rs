@@ -2,13 +2,20 @@
 //! temporaries a killed run leaves there, and its two weight files,
 //! `checkpoint.safetensors` (weights, optimizer state and position, for `--resume`)
 //! and `model.safetensors` (weights only, a PyTorch state_dict).
+//!
+//! The pair: both files carry the run and step they were written at (`Stamp`), and a
+//! save writes `model.safetensors` first, then `checkpoint.safetensors`, each
+//! atomically. So whatever stops a save, `model.safetensors` is never older than the
+//! checkpoint of its run: it is the same step, or (killed between the two) a later
+//! step that resuming from the checkpoint recomputes exactly.
 
 use anyhow::{bail, Context, Result};
 use std::fs::{File, TryLockError};
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{self, Position};
+use super::Diverged;
+use crate::checkpoint::{self, Position, Stamp};
 use crate::executor::{Optimizer, Trainer};
 use crate::model::Model;
 
@@ -18,6 +25,11 @@ pub const RUN_FILES: [&str; 4] = ["checkpoint.safetensors", "model.safetensors",
 /// The lock file of a run directory; it stays after the run (removing it would race a
 /// trainer that has just opened it) and names its last holder.
 pub const LOCK_FILE: &str = ".gpu-cnn.lock";
+
+/// Whether `dir` holds any file of a run.
+pub fn has_run_files(dir: &Path) -> bool {
+    RUN_FILES.iter().any(|f| dir.join(f).exists())
+}
 
 /// An exclusive lock on a run directory, held until dropped. It is the operating
 /// system's (`flock` on Unix), so it ends with the process however that ends: a run
@@ -116,24 +128,38 @@ pub struct Checkpoints {
     pub weights: PathBuf,
     model: Model,
     optimizer: Optimizer,
+    run: String,
 }
 
 impl Checkpoints {
-    pub fn new(dir: &Path, model: &Model, optimizer: Optimizer) -> Self {
+    /// The pair of run `run` in `dir`.
+    pub fn new(dir: &Path, model: &Model, optimizer: Optimizer, run: &str) -> Self {
         Checkpoints {
             checkpoint: dir.join("checkpoint.safetensors"),
             weights: dir.join("model.safetensors"),
             model: model.clone(),
             optimizer,
+            run: run.to_string(),
         }
     }
 
-    /// Write both files (each atomically) from the trainer's state at `pos`.
+    /// Write both files from the trainer's state at `pos`: the weights, then the
+    /// checkpoint, each atomically (the pairing rule above). Weights or optimizer state
+    /// that are not finite are a `Diverged` error and write nothing: the loss read back
+    /// last was finite, but the update after it need not be, and the last good pair
+    /// must survive.
     pub fn save(&self, trainer: &mut dyn Trainer, pos: Position) -> Result<()> {
         let params = trainer.params()?;
         let state = trainer.optimizer_state()?;
-        checkpoint::save(&self.checkpoint, &self.model, &params, Some((&self.optimizer, &state)), Some(&pos))?;
-        checkpoint::save(&self.weights, &self.model, &params, None, None)
+        if !params.iter().chain(&state.vectors).all(|x| x.is_finite()) {
+            return Err(Diverged { step: pos.global_step, loss: f64::NAN }.into());
+        }
+        let stamp = Stamp { run: self.run.clone(), step: pos.global_step };
+        let weights = checkpoint::to_bytes_stamped(&self.model, &params, None, None, Some(&stamp))?;
+        checkpoint::write_atomic(&self.weights, &weights)?;
+        let opt = Some((&self.optimizer, &state));
+        let bytes = checkpoint::to_bytes_stamped(&self.model, &params, opt, Some(&pos), Some(&stamp))?;
+        checkpoint::write_atomic(&self.checkpoint, &bytes)
     }
 }
 
