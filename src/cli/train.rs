@@ -1,23 +1,29 @@
-//! `gpu-cnn train`: the training loop (`train::run`) with a progress display,
-//! `metrics.jsonl`, a test evaluation and atomic checkpoints after each epoch,
-//! exact resume, and a clear message when the loss diverges. The output directory is
-//! locked for the whole run; metrics.jsonl and the checkpoint pair are stamped with the
-//! run, and a resumed run's metrics are cut back to its checkpoint's step.
+//! `gpu-cnn train`: the training loop (`train::run_with`) with a progress display,
+//! `metrics.jsonl`, a test evaluation and atomic checkpoints after each epoch and every
+//! `--checkpoint-every`, exact resume, and a clear message when the loss diverges.
+//!
+//! Losing no work: the output directory is locked for the whole run; the first SIGINT,
+//! SIGTERM or SIGHUP, a closed standard output or a failed metrics write stops the run
+//! after the step in flight, saves it and prints how to resume; a second signal ends the
+//! process at once. What a crash can still lose is in docs/robustness.md.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use gpu_cnn::checkpoint::{self, Position, Stamp};
+use gpu_cnn::checkpoint::{self, MidwayHook, Position, Stamp};
 use gpu_cnn::data::{Dataset, Split};
 use gpu_cnn::executor::Optimizer;
 use gpu_cnn::metrics_log::{kept_on_resume, MetricsLog, MetricsWriter, Record};
 use gpu_cnn::plot;
 use gpu_cnn::train::checkpoints::{has_run_files, Checkpoints, RunLock};
-use gpu_cnn::train::{self, evaluate, start_position, Diverged, Event, RunLength};
+use gpu_cnn::train::{self, evaluate, start_position, Cadence, Control, Diverged, Event, RunLength};
 
+use super::output::{StdoutError, CLOSED_STDOUT_EXIT};
 use super::progress::Progress;
-use super::{Backend, Gemm};
+use super::{Backend, Exit, Gemm};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerKind {
@@ -25,10 +31,15 @@ pub enum OptimizerKind {
     Sgd,
 }
 
+// Named: the resume command a stopped run prints leaves out what is the default.
+const DEFAULT_EPOCHS: usize = 1;
+const DEFAULT_LOG_EVERY: u64 = 50;
+const DEFAULT_CHECKPOINT_EVERY: Cadence = Cadence::Every(Duration::from_secs(300));
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Total epochs (a resumed run continues up to this many)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = DEFAULT_EPOCHS)]
     epochs: usize,
     /// Stop after this many training steps in total (counting a resumed run's)
     #[arg(long)]
@@ -67,8 +78,177 @@ pub struct Args {
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
     /// Read loss and accuracy back from the GPU every this many steps
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = DEFAULT_LOG_EVERY, value_parser = clap::value_parser!(u64).range(1..))]
     log_every: u64,
+    /// Also save a checkpoint between epoch ends this often: steps (500) or a duration
+    /// (90s, 5m, 2h); a kill -9 loses at most this much work
+    #[arg(long, default_value_t = DEFAULT_CHECKPOINT_EVERY)]
+    checkpoint_every: Cadence,
+}
+
+/// Why a run stopped before its end.
+enum Stop {
+    Signal(i32),
+    StdoutClosed,
+    Failed(anyhow::Error),
+}
+
+impl Stop {
+    fn from_error(e: anyhow::Error) -> Stop {
+        match e.downcast_ref::<StdoutError>() {
+            Some(s) if s.closed() => Stop::StdoutClosed,
+            _ => Stop::Failed(e),
+        }
+    }
+
+    fn exit_code(&self) -> u8 {
+        match self {
+            Stop::Signal(s) => 128 + *s as u8,
+            Stop::StdoutClosed => CLOSED_STDOUT_EXIT,
+            Stop::Failed(_) => 1,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Stop::Signal(s) => format!("interrupted by {}", signals::name(*s)),
+            Stop::StdoutClosed => "standard output was closed".into(),
+            Stop::Failed(e) => format!("error: {e:#}"),
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP while training: the first is only noted (`caught`), and
+/// the loop stops after the step in flight; a second one of any of them ends the
+/// process at once, as if none were caught (an atomic write then leaves the previous
+/// files and a temporary that the next run removes). A signal the parent set to be
+/// ignored stays ignored: `nohup gpu-cnn train &` must go on when the terminal closes.
+#[cfg(unix)]
+mod signals {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use signal_hook::flag;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    static CAUGHT: AtomicUsize = AtomicUsize::new(0);
+
+    pub fn catch() -> std::io::Result<()> {
+        let ignored = ignored();
+        for sig in [SIGINT, SIGTERM, SIGHUP].into_iter().filter(|s| !ignored.contains(s)) {
+            // Registered first, so it sees ARMED as the signal before this one left it.
+            flag::register_conditional_default(sig, &ARMED)?;
+            flag::register_usize(sig, &CAUGHT, sig as usize)?;
+            flag::register(sig, &ARMED)?;
+        }
+        Ok(())
+    }
+
+    /// The signals this process ignores, from Linux's /proc/self/status (`SigIgn`, a hex
+    /// mask with bit n-1 for signal n): std has no safe way to ask, and a handler
+    /// installed over SIG_IGN would undo nohup. Elsewhere: none.
+    fn ignored() -> Vec<i32> {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let mask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .unwrap_or(0);
+        (1..=64).filter(|s| mask >> (s - 1) & 1 == 1).collect()
+    }
+
+    pub fn caught() -> Option<i32> {
+        match CAUGHT.load(Ordering::SeqCst) {
+            0 => None,
+            s => Some(s as i32),
+        }
+    }
+
+    pub fn name(sig: i32) -> &'static str {
+        match sig {
+            SIGINT => "SIGINT",
+            SIGTERM => "SIGTERM",
+            SIGHUP => "SIGHUP",
+            _ => "a signal",
+        }
+    }
+}
+
+/// Elsewhere the default actions stay: a signal ends the run at once, and the last
+/// checkpoint (`--checkpoint-every`) is what is left.
+#[cfg(not(unix))]
+mod signals {
+    pub fn catch() -> std::io::Result<()> {
+        Ok(())
+    }
+    pub fn caught() -> Option<i32> {
+        None
+    }
+    pub fn name(_: i32) -> &'static str {
+        "a signal"
+    }
+}
+
+/// Test-only (`tests/crash.rs`): `GPU_CNN_TEST_PAUSE_WRITE=FILE:N[:SECONDS]` pauses the
+/// Nth write of the file named FILE (e.g. `checkpoint.safetensors:2`) halfway through
+/// its temporary, for SECONDS (default 600), after saying so on stderr, so a test can
+/// kill the process inside the write.
+fn pause_hook() -> Option<MidwayHook> {
+    let spec = std::env::var("GPU_CNN_TEST_PAUSE_WRITE").ok()?;
+    let mut parts = spec.split(':');
+    let file = parts.next()?.to_string();
+    let nth: u32 = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+    let seconds: u64 = parts.next().and_then(|n| n.parse().ok()).unwrap_or(600);
+    let seen = std::sync::atomic::AtomicU32::new(0);
+    Some(Box::new(move |tmp: &Path| {
+        let name = tmp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let ours = name.starts_with(&format!(".{file}.tmp-"));
+        if ours && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == nth {
+            errln!("test hook: pausing halfway through {} for {seconds} s", tmp.display());
+            std::thread::sleep(Duration::from_secs(seconds));
+        }
+    }))
+}
+
+/// `word` as a POSIX shell reads it back.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The command that continues this run from `checkpoint`: the same program, output,
+/// length, data, device and cadence; the checkpoint holds the rest.
+fn resume_command(a: &Args, gemm: Gemm, checkpoint: &Path) -> String {
+    let program = std::env::args_os().next().map_or("gpu-cnn".into(), |p| p.to_string_lossy().into_owned());
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let mut words = vec![program, "train".into(), "--resume".into(), path(checkpoint), "--out".into(), path(&a.out)];
+    let mut flag = |name: &str, value: String| words.extend([name.to_string(), value]);
+    if a.epochs != DEFAULT_EPOCHS {
+        flag("--epochs", a.epochs.to_string());
+    }
+    if let Some(s) = a.steps {
+        flag("--steps", s.to_string());
+    }
+    if let Some(d) = &a.data {
+        flag("--data", path(d));
+    }
+    if a.backend != Backend::Auto {
+        let name = a.backend.to_possible_value().map_or(String::new(), |v| v.get_name().to_string());
+        flag("--backend", name);
+    }
+    if a.log_every != DEFAULT_LOG_EVERY {
+        flag("--log-every", a.log_every.to_string());
+    }
+    if a.checkpoint_every != DEFAULT_CHECKPOINT_EVERY {
+        flag("--checkpoint-every", a.checkpoint_every.to_string());
+    }
+    if let Some(g) = gemm {
+        flag("--gemm", g.name().to_string());
+    }
+    words.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
 }
 
 /// What a run has saved: the pair in its directory, and its metrics, committed with each save.
@@ -137,7 +317,7 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
         };
         let left = if has_run_files(out) { "left as it was" } else { "nothing written" };
         let at = format!("step {} (epoch {})", pos.global_step, pos.epoch);
-        println!("nothing to train: the run is at {at}, already at {limit}; {}: {left}", out.display());
+        outln!("nothing to train: the run is at {at}, already at {limit}; {}: {left}", out.display())?;
         return Ok(());
     }
     let batch = pos.batch_size;
@@ -147,6 +327,9 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     }
     let run_id = stamp.as_ref().map_or_else(Stamp::new_run, |s| s.run.clone());
     let checkpoints = Checkpoints::new(out, &model, opt, &run_id);
+    if let Some(hook) = pause_hook() {
+        checkpoint::set_midway_hook(hook);
+    }
     let metrics_path = out.join("metrics.jsonl");
     // A resumed run's metrics go on from its own, cut back to its checkpoint's step.
     let kept = match &a.resume {
@@ -170,40 +353,58 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
         None => String::new(),
     };
     let metrics = MetricsWriter::start(&metrics_path, &run_id, kept);
-    println!(
-        "training {} parameters on {} ({} train / {} test images, batch {batch}, {:?}) -> {}",
+    outln!(
+        "training {} parameters on {} ({} train / {} test images, batch {batch}, {:?}) -> {} (checkpoint every {})",
         model.num_params,
         trainer.describe(),
         train.len(),
         test.len(),
         opt,
-        out.display()
-    );
+        out.display(),
+        a.checkpoint_every
+    )?;
 
+    let stop: RefCell<Option<Stop>> = RefCell::new(None);
+    let fail = |e: anyhow::Error| {
+        stop.borrow_mut().get_or_insert_with(|| Stop::from_error(e));
+    };
+    let stopping = || {
+        if let Some(s) = signals::caught() {
+            stop.borrow_mut().get_or_insert(Stop::Signal(s));
+        }
+        stop.borrow().is_some()
+    };
     let mut saved = Saved { checkpoints, metrics, step: pos.global_step, any: false };
     let mut progress = Progress::new(a.epochs);
     let length = RunLength { epochs: a.epochs, max_steps: a.steps, log_every: a.log_every };
-    let result = train::run(trainer.as_mut(), &train, pos, length, |trainer, event| {
+    let control = Control { stop: &stopping, checkpoint_every: Some(a.checkpoint_every) };
+    signals::catch().context("cannot catch SIGINT/SIGTERM/SIGHUP")?;
+    let result = train::run_with(trainer.as_mut(), &train, pos, length, control, |trainer, event| {
         match event {
             Event::EpochStart { epoch, batches, first } => progress.epoch_start(epoch, batches, first),
             Event::Step { .. } => progress.step(),
             Event::Logged { epoch, batch_in_epoch, batches, global, stats, samples_per_s } => {
-                progress.logged(epoch, batch_in_epoch, batches, global, &stats, samples_per_s);
+                if let Err(e) = progress.logged(epoch, batch_in_epoch, batches, global, &stats, samples_per_s) {
+                    fail(e.into());
+                }
                 let (loss, accuracy, epoch) = (stats.mean_loss(), stats.accuracy(), epoch as u64 + 1);
-                saved.metrics.train_point(
-                    Record::Train { step: global, epoch, loss, accuracy },
-                    samples_per_s,
-                    opt.lr() as f64,
-                )?;
+                let record = Record::Train { step: global, epoch, loss, accuracy };
+                if let Err(e) = saved.metrics.train_point(record, samples_per_s, opt.lr() as f64) {
+                    fail(e);
+                }
             }
+            Event::Checkpoint(p) => saved.save(trainer, p)?,
             Event::Stopped(p) => {
                 progress.finish();
-                saved.save(trainer, p)?;
+                // Not when nothing was trained since the last save (or at all).
+                if p.global_step != saved.step {
+                    saved.save(trainer, p)?;
+                }
             }
             Event::EpochEnd(p) => {
                 progress.finish();
                 let ev = evaluate(trainer.inference(), &test, batch)?;
-                println!(
+                let line = outln!(
                     "epoch {}/{}: step {}, test loss {:.4}, test accuracy {:.2}%",
                     p.epoch,
                     a.epochs,
@@ -211,13 +412,20 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
                     ev.loss,
                     100.0 * ev.accuracy
                 );
+                if let Err(e) = line {
+                    fail(e.into());
+                }
                 let (step, epoch) = (p.global_step, p.epoch as u64);
-                saved.metrics.test_point(Record::Test { step, epoch, loss: ev.loss, accuracy: ev.accuracy })?;
+                let record = Record::Test { step, epoch, loss: ev.loss, accuracy: ev.accuracy };
+                if let Err(e) = saved.metrics.test_point(record) {
+                    fail(e);
+                }
                 saved.save(trainer, p)?;
             }
         }
         Ok(())
     });
+    let stop = stop.into_inner();
     let (ckpt, weights) = (&saved.checkpoints.checkpoint, &saved.checkpoints.weights);
     let end = match result {
         Err(e) => {
@@ -238,20 +446,41 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
             if let Some(d) = e.downcast_ref::<Diverged>() {
                 bail!("{d}; try a lower --lr (e.g. {:e}). {kept}", opt.lr() / 10.0);
             }
-            bail!("{e:#}. {kept}")
+            if let Some(s) = stop {
+                errln!("{}", s.describe());
+            }
+            match last {
+                Some((path, _)) => bail!("{e:#}. {kept} Resume with: {}", resume_command(&a, gemm, path)),
+                None => bail!("{e:#}. {kept}"),
+            }
         }
         Ok(end) => end,
     };
+    if let Some(s) = &stop {
+        if !saved.any {
+            errln!("{} before the first step: nothing written", s.describe());
+            return Err(Exit(s.exit_code()).into());
+        }
+    }
     let plot_path = out.join("curves.png");
-    draw_curves(&metrics_path, &plot_path)?;
-    println!(
+    let drawn = draw_curves(&metrics_path, &plot_path);
+    if let Some(s) = stop {
+        errln!("{}: stopped after step {} and saved {}", s.describe(), end.global_step, ckpt.display());
+        errln!("resume with: {}", resume_command(&a, gemm, ckpt));
+        if let Err(e) = drawn {
+            errln!("error: {e:#}");
+        }
+        return Err(Exit(s.exit_code()).into());
+    }
+    drawn?;
+    outln!(
         "step {}: wrote {}, {}, {} and {}",
         end.global_step,
         ckpt.display(),
         weights.display(),
         metrics_path.display(),
         plot_path.display()
-    );
+    )?;
     Ok(())
 }
 
