@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gpu_cnn::checkpoint::{self, MidwayHook, Position, Stamp};
+use gpu_cnn::checkpoint::{self, Checkpoint, MidwayHook, Position, Stamp};
 use gpu_cnn::data::{Dataset, Split};
 use gpu_cnn::executor::Optimizer;
 use gpu_cnn::metrics_log::{kept_on_resume, MetricsLog, MetricsWriter, Record};
@@ -31,11 +31,16 @@ pub enum OptimizerKind {
     Sgd,
 }
 
-// Named: the resume command a stopped run prints leaves out what is the default.
 const DEFAULT_EPOCHS: usize = 1;
+const DEFAULT_BATCH: usize = 64;
+const DEFAULT_LR: f32 = 1e-3;
+const DEFAULT_MOMENTUM: f32 = 0.9;
 const DEFAULT_LOG_EVERY: u64 = 50;
 const DEFAULT_CHECKPOINT_EVERY: Cadence = Cadence::Every(Duration::from_secs(300));
 
+// The settings a checkpoint fixes (--arch, --optimizer, --lr, --momentum, --batch-size,
+// --no-shuffle, --seed) have no clap default, so that a flag the user gave can be told
+// from one they did not: --resume refuses one that differs from the checkpoint.
 #[derive(clap::Args)]
 pub struct Args {
     /// Total epochs (a resumed run continues up to this many)
@@ -44,19 +49,21 @@ pub struct Args {
     /// Stop after this many training steps in total (counting a resumed run's)
     #[arg(long)]
     steps: Option<u64>,
-    #[arg(long, default_value_t = 64, value_parser = gpu_cnn::data::parse_batch_size)]
-    batch_size: usize,
-    /// Learning rate
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f32,
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
-    optimizer: OptimizerKind,
-    /// SGD momentum
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f32,
-    /// Seed of the initial weights and of the shuffles
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Pictures per step [default: 64; with --resume, the checkpoint's]
+    #[arg(long, value_parser = gpu_cnn::data::parse_batch_size)]
+    batch_size: Option<usize>,
+    /// Learning rate [default: 0.001; with --resume, the checkpoint's]
+    #[arg(long)]
+    lr: Option<f32>,
+    /// [default: adam; with --resume, the checkpoint's]
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerKind>,
+    /// SGD momentum [default: 0.9; with --resume, the checkpoint's]
+    #[arg(long)]
+    momentum: Option<f32>,
+    /// Seed of the initial weights and of the shuffles [default: 0; not with --resume]
+    #[arg(long)]
+    seed: Option<u64>,
     /// Keep the dataset order instead of shuffling every epoch
     #[arg(long)]
     no_shuffle: bool,
@@ -65,7 +72,7 @@ pub struct Args {
     /// A directory with the four MNIST-format IDX files (e.g. Fashion-MNIST); the bundled MNIST by default
     #[arg(long)]
     data: Option<PathBuf>,
-    /// A model other than the tutorial CNN (see the README)
+    /// A model other than the tutorial CNN (see the README); with --resume or --init, the file's
     #[arg(long)]
     arch: Option<String>,
     /// Start from this checkpoint's weights (fresh optimizer, step 0)
@@ -251,6 +258,66 @@ fn resume_command(a: &Args, gemm: Gemm, checkpoint: &Path) -> String {
     words.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
 }
 
+/// The optimizer the flags ask for a run that starts (fresh or from --init).
+fn requested_optimizer(a: &Args) -> Result<Optimizer> {
+    let lr = a.lr.unwrap_or(DEFAULT_LR);
+    let opt = match a.optimizer.unwrap_or(OptimizerKind::Adam) {
+        OptimizerKind::Adam => {
+            if let Some(m) = a.momentum {
+                bail!("--momentum {m}: Adam has no momentum; give --optimizer sgd, or leave --momentum out");
+            }
+            Optimizer::adam(lr)
+        }
+        OptimizerKind::Sgd => Optimizer::sgd(lr, a.momentum.unwrap_or(DEFAULT_MOMENTUM)),
+    };
+    checkpoint::check_optimizer(&opt).context("--lr/--momentum")?;
+    Ok(opt)
+}
+
+/// The flags that --resume would silently drop: each one given must be the checkpoint's.
+fn check_resume_flags(a: &Args, path: &Path, c: &Checkpoint, opt: &Optimizer, pos: &Position) -> Result<()> {
+    let mut differ = Vec::new();
+    if let Some(spec) = &a.arch {
+        let asked = super::model_from(Some(spec))?;
+        if asked != c.model {
+            differ.push(format!("--arch '{spec}' (it holds '{}')", gpu_cnn::arch::spec_of(&c.model)));
+        }
+    }
+    let (kind, momentum) = match *opt {
+        Optimizer::Adam { .. } => (OptimizerKind::Adam, None),
+        Optimizer::Sgd { momentum, .. } => (OptimizerKind::Sgd, Some(momentum)),
+    };
+    if let Some(k) = a.optimizer.filter(|k| *k != kind) {
+        differ.push(format!("--optimizer {k:?} (it holds {kind:?})").to_lowercase());
+    }
+    if let Some(lr) = a.lr.filter(|lr| *lr != opt.lr()) {
+        differ.push(format!("--lr {lr} (it holds {})", opt.lr()));
+    }
+    match (a.momentum, momentum) {
+        (Some(m), Some(held)) if m != held => differ.push(format!("--momentum {m} (it holds {held})")),
+        (Some(m), None) => differ.push(format!("--momentum {m} (it holds Adam, which has none)")),
+        _ => {}
+    }
+    if let Some(b) = a.batch_size.filter(|b| *b != pos.batch_size) {
+        differ.push(format!("--batch-size {b} (it holds {})", pos.batch_size));
+    }
+    if a.no_shuffle && pos.shuffle {
+        differ.push("--no-shuffle (it shuffles)".into());
+    }
+    if let Some(s) = a.seed {
+        differ.push(format!("--seed {s} (it holds its shuffle position; a seed only starts a run)"));
+    }
+    if !differ.is_empty() {
+        bail!(
+            "{}: --resume continues the run as saved, but {} differ from it; leave them out, or start \
+             from its weights with --init (a fresh optimizer, at step 0) to change them",
+            path.display(),
+            differ.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// What a run has saved: the pair in its directory, and its metrics, committed with each save.
 struct Saved {
     checkpoints: Checkpoints,
@@ -269,11 +336,8 @@ impl Saved {
 }
 
 pub fn run(a: Args, gemm: Gemm) -> Result<()> {
-    let requested = match a.optimizer {
-        OptimizerKind::Adam => Optimizer::adam(a.lr),
-        OptimizerKind::Sgd => Optimizer::sgd(a.lr, a.momentum),
-    };
-    checkpoint::check_optimizer(&requested).context("--lr/--momentum")?;
+    // Bad --lr/--momentum before any work.
+    let requested = if a.resume.is_none() { Some(requested_optimizer(&a)?) } else { None };
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create output directory {}", a.out.display()))?;
     let lock = RunLock::acquire(&a.out)?;
     let removed = lock.remove_stale_temporaries()?;
@@ -288,22 +352,32 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
 
     // Model, weights, optimizer, position and run: fresh, from --init, or from --resume.
     let default_model = super::model_from(a.arch.as_deref())?;
-    let (model, params, opt, opt_state, pos, stamp) = if let Some(path) = &a.resume {
+    let (model, params, opt, opt_state, pos, stamp) = if let (Some(path), None) = (&a.resume, requested) {
         let c = checkpoint::load(path, &default_model)?;
-        let (opt, state) = c.optimizer.ok_or_else(|| {
+        let (opt, state) = c.optimizer.clone().ok_or_else(|| {
             anyhow!("{}: has no optimizer state to resume from (use --init to start from its weights)", path.display())
         })?;
         let pos = c.position.ok_or_else(|| anyhow!("{}: has no training position to resume from", path.display()))?;
+        check_resume_flags(&a, path, &c, &opt, &pos)?;
         (c.model, c.params, opt, Some(state), pos, c.stamp)
     } else {
         let (model, params) = match &a.init {
             Some(path) => {
                 let c = checkpoint::load(path, &default_model)?;
+                if a.arch.is_some() && c.model != default_model {
+                    bail!(
+                        "{}: holds the model '{}', not --arch's; leave --arch out (the file says its model)",
+                        path.display(),
+                        gpu_cnn::arch::spec_of(&c.model)
+                    );
+                }
                 (c.model, c.params)
             }
-            None => (default_model.clone(), default_model.init_params(a.seed)),
+            None => (default_model.clone(), default_model.init_params(a.seed.unwrap_or(0))),
         };
-        (model, params, requested, None, start_position(a.seed, a.batch_size, !a.no_shuffle), None)
+        let (batch, seed) = (a.batch_size.unwrap_or(DEFAULT_BATCH), a.seed.unwrap_or(0));
+        let opt = requested.unwrap_or(Optimizer::adam(DEFAULT_LR));
+        (model, params, opt, None, start_position(seed, batch, !a.no_shuffle), None)
     };
     // Both splits, before any work: a bad test split would otherwise fail after an epoch.
     train.check_against(&model)?;
@@ -444,7 +518,18 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
                 None => "No checkpoint was written.".to_string(),
             };
             if let Some(d) = e.downcast_ref::<Diverged>() {
-                bail!("{d}; try a lower --lr (e.g. {:e}). {kept}", opt.lr() / 10.0);
+                let lower = opt.lr() / 10.0;
+                let hint = match (&a.resume, last) {
+                    // --lr would be refused with --resume: its weights can start a new run.
+                    (Some(_), Some((path, _))) => format!(
+                        "the learning rate {} is the checkpoint's; to go on with a lower one, start from its weights: {} train --init {} --lr {lower:e} --out NEW_DIR",
+                        opt.lr(),
+                        shell_word(&std::env::args().next().unwrap_or_else(|| "gpu-cnn".into())),
+                        shell_word(&path.to_string_lossy())
+                    ),
+                    _ => format!("try a lower --lr (e.g. {lower:e})"),
+                };
+                bail!("{d}; {hint}. {kept}");
             }
             if let Some(s) = stop {
                 errln!("{}", s.describe());
