@@ -258,6 +258,21 @@ mod tests {
         assert_eq!(first["run"], "r1");
     }
 
+    /// A full disk (Linux's /dev/full answers every write with ENOSPC) after the first
+    /// commit, when lines are appended as they come: the error names metrics.jsonl.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_names_the_metrics_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let mut w = MetricsWriter::start(&path, "r1", String::new());
+        w.commit().unwrap();
+        w.file = Some(std::fs::OpenOptions::new().append(true).open("/dev/full").unwrap());
+        let e = w.train_point(Record::Train { step: 1, epoch: 1, loss: 1.0, accuracy: 0.5 }, 1.0, 1e-3).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains(&format!("{}: cannot write", path.display())) && e.contains("No space left"), "{e}");
+    }
+
     #[test]
     fn a_resumed_run_keeps_its_own_lines_up_to_its_checkpoint() {
         let line =
