@@ -337,3 +337,107 @@ fn kill_9_at_random_moments_many_times_still_ends_at_the_uninterrupted_weights()
     let logged = metric_steps(&dir);
     assert!(logged.windows(2).all(|w| w[0] < w[1]) && logged.last() == Some(&target), "{logged:?}");
 }
+
+/// The bytes of a run's files (None: absent), to tell that a command left them as they were.
+fn run_files(dir: &Path) -> Vec<(&'static str, Option<Vec<u8>>)> {
+    ["checkpoint.safetensors", "model.safetensors", "metrics.jsonl", "curves.png"]
+        .into_iter()
+        .map(|f| (f, std::fs::read(dir.join(f)).ok()))
+        .collect()
+}
+
+#[test]
+fn a_run_that_trains_nothing_leaves_the_directory_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let (status, out) = Running::start(tiny_train(&dir, &["--steps", "4"])).finish();
+    assert!(status.success(), "{out}");
+    let before = run_files(&dir);
+    assert!(before.iter().all(|(_, b)| b.is_some()), "{out}");
+    // A fresh run of no epochs into another run's directory, and a resume already at its --steps.
+    let ck = dir.join("checkpoint.safetensors").to_string_lossy().into_owned();
+    for extra in [vec!["--epochs", "0"], vec!["--resume", &ck, "--steps", "4"]] {
+        let (status, out) = Running::start(tiny_train(&dir, &extra)).finish();
+        assert!(status.success(), "{extra:?}: {out}");
+        assert!(out.contains("nothing to train") && out.contains(": left as it was"), "{extra:?}: {out}");
+        assert!(!out.contains("wrote"), "{extra:?}: {out}");
+        assert!(run_files(&dir) == before, "{extra:?} changed the run's files: {out}");
+    }
+    let empty = tmp.path().join("empty");
+    let (status, out) = Running::start(tiny_train(&empty, &["--epochs", "0"])).finish();
+    assert!(status.success() && out.contains(": nothing written"), "{out}");
+    assert!(run_files(&empty).iter().all(|(_, b)| b.is_none()), "{out}");
+}
+
+#[test]
+fn resume_refuses_flags_that_differ_from_the_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    // Adam at 0.001, batches of 8, shuffled, the tiny model.
+    let (status, out) = Running::start(tiny_train(&dir, &["--steps", "2"])).finish();
+    assert!(status.success(), "{out}");
+    let ck = dir.join("checkpoint.safetensors");
+    let resume = |extra: &[&str]| {
+        let mut c = common::bin();
+        c.args(["train", "--backend", "cpu", "--steps", "3", "--resume"]).arg(&ck).arg("--out").arg(&dir).args(extra);
+        c
+    };
+    let name = ck.display().to_string();
+    let other = "c8k3 relu pool2 flat fc10";
+    let conflicts: [(&[&str], String); 7] = [
+        (&["--lr", "0.01"], "--lr 0.01 (it holds 0.001)".into()),
+        (&["--optimizer", "sgd"], "--optimizer sgd (it holds adam)".into()),
+        (&["--momentum", "0.5"], "--momentum 0.5 (it holds Adam, which has none)".into()),
+        (&["--batch-size", "16"], "--batch-size 16 (it holds 8)".into()),
+        (&["--no-shuffle"], "--no-shuffle (it shuffles)".into()),
+        (&["--arch", other], format!("--arch '{other}' (it holds 'c4k3s1p1 relu pool2s2 flat fc10')")),
+        (&["--seed", "3"], "--seed 3 (it holds its shuffle position".into()),
+    ];
+    for (flags, says) in &conflicts {
+        fails_with(&mut resume(flags), &[&name, "--resume continues the run as saved", says, "--init"]);
+    }
+    fails_with(&mut resume(&["--lr", "0.01", "--batch-size", "16"]), &["--lr 0.01 (", "--batch-size 16 ("]);
+    // The refusals trained nothing.
+    assert_eq!(load(&ck).position.unwrap().global_step, 2);
+    // Flags equal to the checkpoint's are no conflict.
+    let same = ["--lr", "0.001", "--optimizer", "adam", "--batch-size", "8", "--arch", common::TINY];
+    let out = common::stdout_of(&mut resume(&same));
+    assert!(out.contains("step 3: wrote"), "{out}");
+
+    // --init starts a new run from the weights: the flags apply (the start line says
+    // them), but its model is the file's, so another --arch is refused.
+    let init = |out: &Path, extra: &[&str]| {
+        let mut c = common::bin();
+        c.args(["train", "--backend", "cpu", "--steps", "1", "--init"]).arg(&ck).arg("--out").arg(out).args(extra);
+        c
+    };
+    let fresh = tmp.path().join("fresh");
+    fails_with(&mut init(&fresh, &["--arch", other]), &[&name, "holds the model 'c4k3s1p1 relu", "leave --arch out"]);
+    let out = common::stdout_of(&mut init(&fresh, &["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.5"]));
+    assert!(out.contains("Sgd { lr: 0.05, momentum: 0.5"), "{out}");
+    // Adam has no momentum to set.
+    fails_with(&mut init(&fresh, &["--momentum", "0.5"]), &["--momentum 0.5: Adam has no momentum"]);
+}
+
+#[test]
+fn curves_after_a_resume_are_drawn_from_the_whole_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let (status, out) = Running::start(tiny_train(&dir, &["--steps", "6"])).finish();
+    assert!(status.success(), "{out}");
+    let mut c = tiny_train(&dir, &["--steps", "10"]);
+    c.arg("--resume").arg(dir.join("checkpoint.safetensors"));
+    let (status, out) = Running::start(c).finish();
+    assert!(status.success(), "{out}");
+    assert_eq!(metric_steps(&dir), (1..=10).collect::<Vec<_>>());
+    let (train, test) = gpu_cnn::metrics_log::MetricsLog::read(&dir.join("metrics.jsonl")).unwrap().curves();
+    let draw = |train: &[(u64, f64, f64)], name: &str| {
+        let path = tmp.path().join(name);
+        gpu_cnn::plot::training_curves(train, &test, &path).unwrap();
+        std::fs::read(path).unwrap()
+    };
+    let drawn = std::fs::read(dir.join("curves.png")).unwrap();
+    assert!(drawn == draw(&train, "whole.png"), "curves.png is not the whole run's metrics");
+    let resumed: Vec<_> = train.iter().copied().filter(|p| p.0 > 6).collect();
+    assert!(drawn != draw(&resumed, "resumed.png"), "the resumed part alone draws the same picture");
+}

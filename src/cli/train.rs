@@ -309,10 +309,13 @@ fn check_resume_flags(a: &Args, path: &Path, c: &Checkpoint, opt: &Optimizer, po
     }
     if !differ.is_empty() {
         bail!(
-            "{}: --resume continues the run as saved, but {} differ from it; leave them out, or start \
-             from its weights with --init (a fresh optimizer, at step 0) to change them",
+            "{}: --resume continues the run as saved, but {} {} from it; leave {} out, or start \
+             from its weights with --init (a fresh optimizer, at step 0) to change {}",
             path.display(),
-            differ.join(", ")
+            differ.join(", "),
+            if differ.len() == 1 { "differs" } else { "differ" },
+            if differ.len() == 1 { "it" } else { "them" },
+            if differ.len() == 1 { "it" } else { "them" }
         );
     }
     Ok(())
