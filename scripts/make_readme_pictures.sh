@@ -3,9 +3,13 @@
 #   docs/curves.png     the training curves of a short run (what `train` writes)
 #   docs/compare.png    `gpu-cnn plot` of that run and one of a smaller model
 #   docs/confusion.png  `gpu-cnn eval --plot` of the shipped weights
-# The runs train for three epochs on a slice of the bundled MNIST, so that epochs end
-# and the test set is measured in minutes even on a software GPU. Everything but the
-# three pictures goes to a temporary directory.
+#   docs/walkthrough-compare.png  docs/walkthrough.md: `gpu-cnn plot` of the tutorial
+#                       model (seeds 0 and 1) and the one with another 3x3 convolution
+#   docs/explain-sheet.png  `gpu-cnn explain` of a shipped picture with the shipped weights
+# The curves runs train for three epochs on a slice of the bundled MNIST, so that epochs
+# end and the test set is measured in minutes even on a software GPU; the walkthrough's
+# train an epoch each on all of it, as its text says (about 9 minutes on lavapipe with
+# two idle cores). Everything but the pictures goes to a temporary directory.
 #
 # Usage: scripts/make_readme_pictures.sh   (BACKEND=cpu|vulkan|gl|... to choose; auto by default)
 set -euo pipefail
@@ -47,4 +51,16 @@ mkdir -p "$root/docs"
 cp runs/seed-cnn/curves.png "$root/docs/curves.png"
 "$bin" plot runs/seed-cnn runs/small-cnn -o "$root/docs/compare.png"
 "$bin" eval --backend "$backend" --plot "$root/docs/confusion.png" >/dev/null
-echo "wrote $root/docs/curves.png, compare.png and confusion.png"
+
+# docs/walkthrough.md: the same commands as the text, with the defaults it states.
+"$bin" train --backend "$backend" --out runs/tutorial
+"$bin" train --backend "$backend" --out runs/plus-conv \
+    --arch "c16k5 relu pool2 c32k5 relu c32k5 relu c32k3 relu pool2 c64k5 relu flat fc10"
+"$bin" train --backend "$backend" --out runs/tutorial-seed1 --seed 1
+"$bin" plot runs/tutorial runs/tutorial-seed1 runs/plus-conv -o "$root/docs/walkthrough-compare.png"
+
+# docs/explain.md. Run from the checkout so that the sheet names the picture by its
+# path there, not by this machine's; the sheet itself goes to the temporary directory.
+(cd "$root" && "$bin" explain tests/images/3_mnist_test_18.png --backend "$backend" --out "$work/explain")
+cp "$work/explain/3_mnist_test_18.explain.png" "$root/docs/explain-sheet.png"
+echo "wrote $root/docs/curves.png, compare.png, confusion.png, walkthrough-compare.png and explain-sheet.png"

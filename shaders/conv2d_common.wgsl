@@ -22,7 +22,8 @@ struct ConvUniform {
     stride: u32, pad: u32, w_off: u32, b_off: u32,
     chunk: u32,   // backward_weight_bias: reduction length per split
     splits: u32,  // backward_weight_bias / reduce_weight_bias: number of splits
-    relu: u32,    // forward: 1 = apply ReLU in the epilogue
+    relu: u32,    // forward: 1 = apply ReLU to the output; backward_input: 1 = the input gradient
+                  // is zero where `gate` (this conv's input, a ReLU's output) is not positive
     accumulate: u32, // reduce_weight_bias: 1 = add to the gradients (micro-batches after the first)
 }
 
@@ -36,6 +37,9 @@ struct ConvUniform {
 @group(0) @binding(1) var<storage, read> src_a: array<f32>;
 @group(0) @binding(2) var<storage, read> src_b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+// The GEMM products also bind this conv's input here, which backward_input reads to do
+// the backward pass of the ReLU before the conv in its epilogue (with U.relu).
+@group(0) @binding(4) var<storage, read> gate: array<f32>;
 
 // Reciprocals for udiv and udiv_small, set by the entry points that divide by these.
 var<private> inv_ohw: f32;

@@ -83,6 +83,7 @@ var<private> out_hi: OutCols;
 var<private> out_row_stride: u32;
 var<private> out_rows: u32;
 var<private> out_bias: bool; // forward: add the bias of the row (and apply ReLU if U.relu)
+var<private> out_gate: bool; // backward_input: zero where `gate` (the input) is not positive
 
 fn emit(row: u32, half: u32, v: vec4<f32>) {
     if (row >= out_rows) {
@@ -102,6 +103,9 @@ fn emit(row: u32, half: u32, v: vec4<f32>) {
     let idx = cols.base + row * out_row_stride;
     for (var j = 0u; j < 4u; j++) {
         if (cols.ok[j]) {
+            if (out_gate) {
+                o[j] = select(0.0, o[j], gate[idx[j]] > 0.0);
+            }
             out[idx[j]] = o[j];
         }
     }
@@ -113,13 +117,15 @@ fn plane_cols(p: vec4<u32>, rows: u32, plane: u32) -> OutCols {
     return OutCols(n * rows * plane + (p - n * plane), p < vec4(U.n * plane));
 }
 
-// Store the tile into an (N, rows, plane) tensor: y (forward, with bias) or dx.
+// Store the tile into an (N, rows, plane) tensor: y (forward, with bias) or dx
+// (backward_input, gated by the input's sign if U.relu).
 fn emit_planes(t: Tile, rows: u32, plane: u32, bias: bool) {
     out_lo = plane_cols(t.col_lo, rows, plane);
     out_hi = plane_cols(t.col_hi, rows, plane);
     out_row_stride = plane;
     out_rows = rows;
     out_bias = bias;
+    out_gate = !bias && U.relu != 0u;
     emit_all(t.row0);
 }
 
@@ -198,18 +204,26 @@ fn input_cols(p: vec4<u32>) -> InputCols {
                      p < vec4(U.n * hw));
 }
 
+// A pipeline compiled for stride 1 (the host sets this for convolutions of stride
+// 1), where the window needs no division: llvmpipe runs both sides of every branch,
+// so only a compile-time constant removes the general path.
+override UNIT_STRIDE: bool = false;
+
 // dy[n, oc, oh, ow] where oh*stride = ih + pad - kh and ow*stride = iw + pad - kw.
-// llvmpipe runs both sides of every branch, so a stride != 1 path would cost even
-// at stride 1: the division goes through udiv_small4 whatever the stride.
 fn dy_window(cols: InputCols, tap: vec3<u32>, live: bool) -> vec4<f32> {
     let th = cols.yy - i32(tap.y);
     let tw = cols.xx - i32(tap.z);
     let uh = vec4<u32>(max(th, vec4(0)));
     let uw = vec4<u32>(max(tw, vec4(0)));
-    let oh = udiv_small4(uh, U.stride, inv_stride);
-    let ow = udiv_small4(uw, U.stride, inv_stride);
-    let ok = cols.ok & vec4(live) & (th >= vec4(0)) & (tw >= vec4(0)) & (oh * U.stride == uh)
-        & (ow * U.stride == uw) & (oh < vec4(U.oh)) & (ow < vec4(U.ow));
+    var oh = uh;
+    var ow = uw;
+    var ok = cols.ok & vec4(live) & (th >= vec4(0)) & (tw >= vec4(0));
+    if (!UNIT_STRIDE) {
+        oh = udiv_small4(uh, U.stride, inv_stride);
+        ow = udiv_small4(uw, U.stride, inv_stride);
+        ok &= (oh * U.stride == uh) & (ow * U.stride == uw);
+    }
+    ok &= (oh < vec4(U.oh)) & (ow < vec4(U.ow));
     let idx = cols.base + tap.x * U.oh * U.ow + oh * U.ow + ow;
     return gather_a(idx, ok);
 }
@@ -327,5 +341,6 @@ fn backward_weight_bias(@builtin(subgroup_invocation_id) lane: u32,
     out_row_stride = 1u;
     out_rows = U.oc;
     out_bias = false;
+    out_gate = false;
     emit_all(t.row0);
 }

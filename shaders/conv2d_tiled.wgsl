@@ -210,8 +210,9 @@ fn gemm_tile(mode: u32, lid: vec3<u32>, li: u32, row0: u32, col0: u32, rows: u32
 }
 
 // The product whose rows are the pixels of an (N, channels, plane) output, forward
-// or backward_input: one BM x BN tile of it, stored in NCHW order, with the
-// channel's bias (and the ReLU if U.relu) added when `bias`.
+// or backward_input: one BM x BN tile of it, stored in NCHW order. Forward (`bias`)
+// adds the channel's bias and, with U.relu, applies the ReLU; backward_input with
+// U.relu zeroes the gradient where the input (`gate`) is not positive.
 fn planes_product(mode: u32, lid: vec3<u32>, li: u32, wid: vec3<u32>, nwg: vec3<u32>,
                   channels: u32, plane: u32, red_len: u32, bias: bool) {
     let rows = U.n * plane;
@@ -231,14 +232,17 @@ fn planes_product(mode: u32, lid: vec3<u32>, li: u32, wid: vec3<u32>, nwg: vec3<
         for (var j = 0u; j < TN; j++) {
             let col = col0 + lid.x * TN + j;
             if (col < channels) {
+                let at = (n * channels + col) * plane + q;
                 var v = acc[i][j];
                 if (bias) {
                     v += src_b[U.b_off + col];
                     if (U.relu != 0u) {
                         v = max(v, 0.0);
                     }
+                } else if (U.relu != 0u) {
+                    v = select(0.0, v, gate[at] > 0.0);
                 }
-                out[(n * channels + col) * plane + q] = v;
+                out[at] = v;
             }
         }
     }

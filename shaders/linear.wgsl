@@ -10,7 +10,8 @@ struct LinearUniform {
     n: u32, in_features: u32, out_features: u32, w_off: u32,
     b_off: u32,
     accumulate: u32, // backward_weight_bias: 1 = add to the gradients (micro-batches after the first)
-    _pad0: u32, _pad1: u32,
+    relu: u32,       // backward_input: 1 = zero dx where x (a ReLU's output) is not positive
+    _pad0: u32,
 }
 
 @group(0) @binding(0) var<uniform> U: LinearUniform;
@@ -52,7 +53,7 @@ fn forward(@builtin(local_invocation_index) li: u32,
     }
 }
 
-// dx[n,i] = sum_o dy[n,o] W[o,i]; one thread per (n,i).
+// dx[n,i] = sum_o dy[n,o] W[o,i] (then the ReLU before, with U.relu); one thread per (n,i).
 @compute @workgroup_size(FLAT_WORKGROUP_SIZE)
 fn backward_input(@builtin(local_invocation_index) li: u32,
                   @builtin(workgroup_id) wid: vec3<u32>,
@@ -66,6 +67,9 @@ fn backward_input(@builtin(local_invocation_index) li: u32,
     var s = 0.0;
     for (var o = 0u; o < U.out_features; o++) {
         s = fma(dy[n * U.out_features + o], params[U.w_off + o * U.in_features + i], s);
+    }
+    if (U.relu != 0u) {
+        s = select(0.0, s, x[idx] > 0.0);
     }
     dx[idx] = s;
 }

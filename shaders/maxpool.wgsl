@@ -1,17 +1,19 @@
 // MaxPool2d (no padding, floor mode), forward with argmax and backward.
 // Backward gathers rather than scatters: each input element sums the outputs
 // whose window holds it and whose argmax is it, so overlapping windows
-// (kernel > stride) need no atomics.
+// (kernel > stride) need no atomics. With `relu`, backward also does the backward
+// pass of the ReLU before the pool, zeroing the gradient where x is not positive.
 // #include "grid.wgsl"
 // #include "udiv.wgsl"
 
 struct PoolUniform {
     n: u32, c: u32, h: u32, w: u32,
     k: u32, stride: u32, oh: u32, ow: u32,
+    relu: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> U: PoolUniform;
-@group(0) @binding(1) var<storage, read> x: array<f32>;             // (N,C,H,W)
+@group(0) @binding(1) var<storage, read> x: array<f32>;             // (N,C,H,W); backward: only with relu
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;       // (N,C,OH,OW)
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;  // (N,C,OH,OW): ih*W+iw in its plane
 @group(0) @binding(4) var<storage, read> dy: array<f32>;            // (N,C,OH,OW)
@@ -49,6 +51,12 @@ fn forward(@builtin(local_invocation_index) li: u32,
     argmax[i] = best;
 }
 
+// A pipeline compiled for windows that tile the input (kernel == stride, as in the
+// tutorial model): each input element then lies in at most one window, found by
+// one division instead of a loop whose bounds take four (llvmpipe runs both sides
+// of a branch, so only a compile-time constant removes the general path).
+override TILING_WINDOWS: bool = false;
+
 @compute @workgroup_size(FLAT_WORKGROUP_SIZE)
 fn backward(@builtin(local_invocation_index) li: u32,
             @builtin(workgroup_id) wid: vec3<u32>,
@@ -62,20 +70,30 @@ fn backward(@builtin(local_invocation_index) li: u32,
     let at = i - nc * hw;
     let ih = udiv_small(at, U.w, 1.0 / f32(U.w));
     let iw = at - ih * U.w;
-    // windows oh*stride <= ih < oh*stride + k: ceil((ih + 1 - k) / stride) <= oh <= ih / stride
     let stride_inv = 1.0 / f32(U.stride);
-    let oh_lo = udiv_small(max(ih + 1u, U.k) - U.k + U.stride - 1u, U.stride, stride_inv);
-    let ow_lo = udiv_small(max(iw + 1u, U.k) - U.k + U.stride - 1u, U.stride, stride_inv);
-    let oh_hi = min(udiv_small(ih, U.stride, stride_inv) + 1u, U.oh);
-    let ow_hi = min(udiv_small(iw, U.stride, stride_inv) + 1u, U.ow);
     var s = 0.0;
-    for (var oh = oh_lo; oh < oh_hi; oh++) {
-        for (var ow = ow_lo; ow < ow_hi; ow++) {
-            let o = (nc * U.oh + oh) * U.ow + ow;
-            if (argmax[o] == at) {
-                s += dy[o];
+    if (TILING_WINDOWS) {
+        let oh = udiv_small(ih, U.stride, stride_inv);
+        let ow = udiv_small(iw, U.stride, stride_inv);
+        let o = (nc * U.oh + min(oh, U.oh - 1u)) * U.ow + min(ow, U.ow - 1u);
+        s = select(0.0, dy[o], oh < U.oh && ow < U.ow && argmax[o] == at);
+    } else {
+        // windows oh*stride <= ih < oh*stride + k: ceil((ih + 1 - k) / stride) <= oh <= ih / stride
+        let oh_lo = udiv_small(max(ih + 1u, U.k) - U.k + U.stride - 1u, U.stride, stride_inv);
+        let ow_lo = udiv_small(max(iw + 1u, U.k) - U.k + U.stride - 1u, U.stride, stride_inv);
+        let oh_hi = min(udiv_small(ih, U.stride, stride_inv) + 1u, U.oh);
+        let ow_hi = min(udiv_small(iw, U.stride, stride_inv) + 1u, U.ow);
+        for (var oh = oh_lo; oh < oh_hi; oh++) {
+            for (var ow = ow_lo; ow < ow_hi; ow++) {
+                let o = (nc * U.oh + oh) * U.ow + ow;
+                if (argmax[o] == at) {
+                    s += dy[o];
+                }
             }
         }
+    }
+    if (U.relu != 0u) {
+        s = select(0.0, s, x[i] > 0.0);
     }
     dx[i] = s;
 }

@@ -13,6 +13,7 @@ use crate::arch::{self, quoted, shortened};
 use crate::data::parse_batch_size;
 use crate::executor::{Optimizer, OptimizerState};
 use crate::model::{Model, Shape, MAX_ELEMENTS};
+use crate::schedule::Schedule;
 
 const FORMAT: &str = "gpu-cnn/1";
 
@@ -27,6 +28,9 @@ pub struct Position {
     pub epoch_rng: u64,
     pub batch_size: usize,
     pub shuffle: bool,
+    /// The learning rate's schedule over the whole run (constant for checkpoints
+    /// written before schedules existed).
+    pub schedule: Schedule,
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +197,7 @@ pub fn to_bytes_stamped(
         meta.insert("gpu_cnn.epoch_rng".into(), p.epoch_rng.to_string());
         meta.insert("gpu_cnn.batch_size".into(), p.batch_size.to_string());
         meta.insert("gpu_cnn.shuffle".into(), p.shuffle.to_string());
+        meta.insert("gpu_cnn.schedule".into(), p.schedule.to_metadata());
     }
     if let Some(s) = stamp {
         meta.insert("gpu_cnn.run".into(), s.run.clone());
@@ -213,21 +218,29 @@ pub fn save(
 
 fn optimizer_to_string(opt: &Optimizer) -> String {
     match *opt {
-        Optimizer::Sgd { lr, momentum } => format!("sgd lr={lr} momentum={momentum}"),
-        Optimizer::Adam { lr, beta1, beta2, eps } => format!("adam lr={lr} beta1={beta1} beta2={beta2} eps={eps}"),
+        Optimizer::Sgd { lr, momentum, weight_decay } => {
+            format!("sgd lr={lr} momentum={momentum} weight_decay={weight_decay}")
+        }
+        Optimizer::Adam { lr, beta1, beta2, eps, weight_decay } => {
+            format!("adam lr={lr} beta1={beta1} beta2={beta2} eps={eps} weight_decay={weight_decay}")
+        }
     }
 }
 
 /// Refuse optimizer hyper-parameters no run can use (they would make the first update
 /// NaN or diverge): lr finite and positive, momentum in [0, 1], Adam's betas in [0, 1)
-/// and eps finite and positive.
+/// and eps finite and positive, weight decay finite and at least 0.
 pub fn check_optimizer(opt: &Optimizer) -> Result<()> {
     let positive = |v: f32| v.is_finite() && v > 0.0;
+    let decay = opt.weight_decay();
+    if !(decay.is_finite() && decay >= 0.0) {
+        bail!("weight_decay {decay} must be finite and at least 0");
+    }
     let (lr, checks) = match *opt {
-        Optimizer::Sgd { lr, momentum } => {
+        Optimizer::Sgd { lr, momentum, .. } => {
             (lr, vec![("momentum", momentum, (0.0..=1.0).contains(&momentum), "in [0, 1]")])
         }
-        Optimizer::Adam { lr, beta1, beta2, eps } => (
+        Optimizer::Adam { lr, beta1, beta2, eps, .. } => (
             lr,
             vec![
                 ("beta1", beta1, (0.0..1.0).contains(&beta1), "in [0, 1)"),
@@ -245,28 +258,32 @@ pub fn check_optimizer(opt: &Optimizer) -> Result<()> {
 }
 
 /// The inverse of `optimizer_to_string`, strictly: every parameter of the optimizer
-/// exactly once, nothing else, and values `check_optimizer` accepts.
+/// exactly once (weight_decay may be absent: checkpoints from before it read as 0),
+/// nothing else, and values `check_optimizer` accepts.
 fn optimizer_from_string(s: &str) -> Result<Optimizer> {
     let mut parts = s.split_whitespace();
     let kind = parts.next().unwrap_or("");
     let names: &[&str] = match kind {
-        "sgd" => &["lr", "momentum"],
-        "adam" => &["lr", "beta1", "beta2", "eps"],
+        "sgd" => &["lr", "momentum", "weight_decay"],
+        "adam" => &["lr", "beta1", "beta2", "eps", "weight_decay"],
         _ => bail!("unknown optimizer {}", quoted(kind)),
     };
-    let mut values: [Option<f32>; 4] = [None; 4];
+    let mut values: [Option<f32>; 5] = [None; 5];
+    // The decay is last in each list, and optional.
+    values[names.len() - 1] = Some(0.0);
+    let mut seen = [false; 5];
     for part in parts {
         let (k, v) = part.split_once('=').ok_or_else(|| anyhow!("{} is not name=value", quoted(part)))?;
         let i = names.iter().position(|n| *n == k).ok_or_else(|| anyhow!("{kind} has no parameter {}", quoted(k)))?;
-        if values[i].is_some() {
+        if std::mem::replace(&mut seen[i], true) {
             bail!("{k} is given twice");
         }
         values[i] = Some(v.parse().map_err(|_| anyhow!("{k}={} is not a number", quoted(v)))?);
     }
     let get = |i: usize| values[i].ok_or_else(|| anyhow!("{kind} lacks {}", names[i]));
     let opt = match kind {
-        "sgd" => Optimizer::Sgd { lr: get(0)?, momentum: get(1)? },
-        _ => Optimizer::Adam { lr: get(0)?, beta1: get(1)?, beta2: get(2)?, eps: get(3)? },
+        "sgd" => Optimizer::Sgd { lr: get(0)?, momentum: get(1)?, weight_decay: get(2)? },
+        _ => Optimizer::Adam { lr: get(0)?, beta1: get(1)?, beta2: get(2)?, eps: get(3)?, weight_decay: get(4)? },
     };
     check_optimizer(&opt)?;
     Ok(opt)
@@ -444,6 +461,10 @@ fn position_of(path: &Path, meta: &HashMap<String, String>) -> Result<Option<Pos
             Some("false") => false,
             Some(s) => bail!("{p}: metadata 'gpu_cnn.shuffle' is {}, not true or false", quoted(s)),
         },
+        schedule: match meta.get("gpu_cnn.schedule") {
+            None => Schedule::constant(),
+            Some(s) => Schedule::from_metadata(s).map_err(|e| anyhow!("{p}: metadata 'gpu_cnn.schedule': {e}"))?,
+        },
     };
     if (pos.epoch as u64).checked_add(pos.batch_in_epoch as u64).is_none_or(|min| min > pos.global_step) {
         bail!(
@@ -502,7 +523,16 @@ mod tests {
     use super::*;
 
     fn position() -> Position {
-        Position { epoch: 1, batch_in_epoch: 5, global_step: 942, epoch_rng: 12345, batch_size: 64, shuffle: true }
+        let schedule = Schedule::from_spec("cosine", 10, 1876, 938).unwrap();
+        Position {
+            epoch: 1,
+            batch_in_epoch: 5,
+            global_step: 942,
+            epoch_rng: 12345,
+            batch_size: 64,
+            shuffle: true,
+            schedule,
+        }
     }
 
     /// A tutorial-model checkpoint with Adam state and a position, as bytes.
@@ -599,12 +629,18 @@ mod tests {
             ("gpu_cnn.shuffle", Some("yes"), "'gpu_cnn.shuffle' is 'yes', not true or false"),
             ("gpu_cnn.optimizer_step", Some("4294967296"), "fits u32"),
             ("gpu_cnn.format", Some("gpu-cnn/2"), "'gpu_cnn.format' is 'gpu-cnn/2'"),
+            ("gpu_cnn.schedule", Some("cosine warmup=9 total=5"), "'gpu_cnn.schedule': a warmup of 9 steps"),
+            ("gpu_cnn.schedule", Some("linear warmup=0 total=9"), "unknown schedule 'linear'"),
         ] {
             let e = load_err(&with_meta(&good, key, value));
             assert!(e.contains("ck.safetensors") && e.contains(want), "{key}={value:?}: {e}");
         }
         let c = load_bytes(Path::new("c"), &with_meta(&good, "gpu_cnn.shuffle", None), &Model::tutorial()).unwrap();
         assert!(c.position.unwrap().shuffle, "a checkpoint without the field shuffles, as before it existed");
+        let c = load_bytes(Path::new("c"), &with_meta(&good, "gpu_cnn.schedule", None), &Model::tutorial()).unwrap();
+        assert!(c.position.unwrap().schedule.is_constant(), "a checkpoint without a schedule ran at a constant rate");
+        let c = load_bytes(Path::new("c"), &good, &Model::tutorial()).unwrap();
+        assert_eq!(c.position, Some(position()), "the position and its schedule round trip");
     }
 
     #[test]
@@ -655,7 +691,14 @@ mod tests {
     #[test]
     fn long_metadata_is_quoted_short() {
         let long = "x".repeat(10 << 20);
-        for key in ["gpu_cnn.arch", "gpu_cnn.input", "gpu_cnn.optimizer", "gpu_cnn.epoch", "gpu_cnn.format"] {
+        for key in [
+            "gpu_cnn.arch",
+            "gpu_cnn.input",
+            "gpu_cnn.optimizer",
+            "gpu_cnn.epoch",
+            "gpu_cnn.format",
+            "gpu_cnn.schedule",
+        ] {
             let e = load_err(&with_meta(&adam_checkpoint(), key, Some(&long)));
             assert!(e.len() < 500, "{key}: {} bytes of error", e.len());
             assert!(e.contains("ck.safetensors") && e.contains("… (10485760 bytes)"), "{key}: {e}");

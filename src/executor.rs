@@ -7,25 +7,56 @@ use anyhow::{bail, Result};
 
 use crate::data::Dataset;
 use crate::model::{Model, Shape};
+use crate::schedule::StepRate;
 
-/// The optimizer and its hyper-parameters (PyTorch's formulas, no weight decay).
+/// The optimizer and its hyper-parameters, with PyTorch's formulas: SGD with
+/// momentum and L2 weight decay (`torch.optim.SGD`: the decay is added to the
+/// gradient), Adam with decoupled weight decay (`torch.optim.AdamW`: the weights
+/// shrink by lr·decay before the step; with decay 0 it is `torch.optim.Adam`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Optimizer {
-    Sgd { lr: f32, momentum: f32 },
-    Adam { lr: f32, beta1: f32, beta2: f32, eps: f32 },
+    Sgd { lr: f32, momentum: f32, weight_decay: f32 },
+    Adam { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
 }
 
 impl Optimizer {
     /// Adam with PyTorch's default betas and eps.
     pub fn adam(lr: f32) -> Self {
-        Optimizer::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        Optimizer::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
     }
     pub fn sgd(lr: f32, momentum: f32) -> Self {
-        Optimizer::Sgd { lr, momentum }
+        Optimizer::Sgd { lr, momentum, weight_decay: 0.0 }
+    }
+    pub fn with_weight_decay(self, decay: f32) -> Self {
+        match self {
+            Optimizer::Sgd { lr, momentum, .. } => Optimizer::Sgd { lr, momentum, weight_decay: decay },
+            Optimizer::Adam { lr, beta1, beta2, eps, .. } => {
+                Optimizer::Adam { lr, beta1, beta2, eps, weight_decay: decay }
+            }
+        }
     }
     pub fn lr(&self) -> f32 {
         match *self {
             Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => lr,
+        }
+    }
+    pub fn weight_decay(&self) -> f32 {
+        match *self {
+            Optimizer::Sgd { weight_decay, .. } | Optimizer::Adam { weight_decay, .. } => weight_decay,
+        }
+    }
+    /// This optimizer with a schedule's rate for one step: the learning rate, and
+    /// the momentum (SGD's momentum, Adam's beta1) where the schedule cycles it.
+    pub fn at_rate(self, rate: StepRate) -> Self {
+        let lr = rate.lr as f32;
+        match self {
+            Optimizer::Sgd { momentum, weight_decay, .. } => {
+                Optimizer::Sgd { lr, momentum: rate.momentum.map_or(momentum, |m| m as f32), weight_decay }
+            }
+            Optimizer::Adam { beta1, beta2, eps, weight_decay, .. } => {
+                let beta1 = rate.momentum.map_or(beta1, |m| m as f32);
+                Optimizer::Adam { lr, beta1, beta2, eps, weight_decay }
+            }
         }
     }
     /// State vectors per parameter: SGD keeps a momentum buffer, Adam keeps m and v.
@@ -41,6 +72,18 @@ impl Optimizer {
         let bc1 = 1.0 - (beta1 as f64).powi(t as i32);
         let bc2 = 1.0 - (beta2 as f64).powi(t as i32);
         ((lr as f64 / bc1) as f32, bc2.sqrt() as f32)
+    }
+
+    /// Update number `t` (from 1) of Adam, as the CPU reference and the GPU apply it.
+    pub fn adam_step(self, t: u32) -> Option<crate::cpu::ops::AdamStep> {
+        match self {
+            Optimizer::Adam { lr, beta1, beta2, eps, weight_decay } => {
+                let (step_size, bc2_sqrt) = Self::adam_factors(lr, beta1, beta2, t);
+                let shrink = lr * weight_decay;
+                Some(crate::cpu::ops::AdamStep { beta1, beta2, eps, step_size, bc2_sqrt, shrink })
+            }
+            Optimizer::Sgd { .. } => None,
+        }
     }
 }
 
@@ -119,6 +162,8 @@ pub struct Explanation {
 
 /// Runs a model forward and back for one picture, keeping what a learner wants to see.
 pub trait Explain {
+    /// What runs it: the adapter and its backend, or the CPU reference.
+    fn describe(&self) -> String;
     fn model(&self) -> &Model;
     /// `image` is one input (c,h,w).
     fn explain(&mut self, image: &[f32]) -> Result<Explanation>;
@@ -129,6 +174,9 @@ pub trait Trainer {
     fn describe(&self) -> String;
     fn model(&self) -> &Model;
     fn optimizer(&self) -> Optimizer;
+    /// Use `opt` from the next step on (a schedule's rate); it must be the same kind
+    /// of optimizer, whose state the trainer keeps.
+    fn set_optimizer(&mut self, opt: Optimizer) -> Result<()>;
     /// Forward, loss, backward and optimizer update on one batch:
     /// `images` is (n,c,h,w) f32, `labels` is (n).
     fn train_step(&mut self, images: &[f32], labels: &[u32]) -> Result<()>;
@@ -150,6 +198,14 @@ pub trait Trainer {
     fn grads(&mut self) -> Result<Vec<f32>>;
     fn optimizer_state(&mut self) -> Result<OptimizerState>;
     fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()>;
+}
+
+/// Refuse a change of optimizer kind: the state vectors would not match.
+pub fn check_same_kind(current: Optimizer, next: Optimizer) -> Result<()> {
+    if std::mem::discriminant(&current) != std::mem::discriminant(&next) {
+        bail!("cannot switch from {current:?} to {next:?}: their states differ");
+    }
+    Ok(())
 }
 
 /// Check a batch against the model's input and return its size.

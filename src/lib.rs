@@ -24,4 +24,5 @@ pub mod model;
 pub mod plot;
 pub mod preprocess;
 pub mod rng;
+pub mod schedule;
 pub mod train;

@@ -70,6 +70,68 @@ fn train_writes_checkpoint_metrics_and_plot_and_resume_is_exact() {
 }
 
 #[test]
+fn a_schedule_and_weight_decay_are_applied_logged_and_kept_for_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = bin();
+    c.args(["train", "--steps", "6", "--batch-size", "8", "--log-every", "1", "--backend", backend()])
+        .args(["--schedule", "cosine", "--warmup", "2", "--weight-decay", "0.01", "--out"])
+        .arg(tmp.path());
+    let out = stdout_of(&mut c);
+    assert!(out.lines().next().unwrap().contains("schedule cosine warmup=2 total=6"), "{out}");
+    // 60,000 images in steps of 8: the run's 6 steps are the schedule's whole length.
+    let schedule = gpu_cnn::schedule::Schedule::from_spec("cosine", 2, 6, 7500).unwrap();
+    let metrics = std::fs::read_to_string(tmp.path().join("metrics.jsonl")).unwrap();
+    let rates: Vec<(u64, f64)> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|j| Some((j["step"].as_u64()?, j.get("lr")?.as_f64()?)))
+        .collect();
+    let want: Vec<(u64, f64)> = (0..6).map(|t| (t + 1, schedule.at(t, 1e-3f32 as f64).lr as f32 as f64)).collect();
+    assert_eq!(rates, want, "{metrics}");
+    let ck = checkpoint::load(&tmp.path().join("checkpoint.safetensors"), &Model::tutorial()).unwrap();
+    assert_eq!(ck.position.unwrap().schedule, schedule);
+    assert_eq!(ck.optimizer.unwrap().0, gpu_cnn::executor::Optimizer::adam(1e-3).with_weight_decay(0.01));
+
+    // A resumed run keeps its schedule: a new one on the command line is refused.
+    let mut c = bin();
+    c.args(["train", "--steps", "8", "--backend", backend(), "--schedule", "step", "--resume"])
+        .arg(tmp.path().join("checkpoint.safetensors"))
+        .arg("--out")
+        .arg(tmp.path());
+    exits_with(&mut c, 2, &["--schedule", "--resume"]);
+    let mut c = bin();
+    c.args(["train", "--steps", "2", "--backend", backend(), "--schedule", "cosine", "--warmup", "2", "--out"])
+        .arg(tmp.path().join("short"));
+    fails_with(&mut c, &["--schedule/--warmup", "a warmup of 2 steps leaves nothing of a 2-step run"]);
+}
+
+/// Without a GPU, `auto` lands on a software driver; `train` says so on its first line,
+/// and on GL names the package of the faster Vulkan one. Asked for by name, no note.
+#[test]
+fn a_software_adapter_is_named_on_the_first_line() {
+    if !common::in_ci() {
+        eprintln!("SKIPPED: which adapter `auto` finds is only known on the CI machine (lavapipe and llvmpipe)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let first_line = |backend: &str, hide_vulkan: bool| {
+        let mut c = bin();
+        c.args(["train", "--steps", "1", "--batch-size", "8", "--backend", backend, "--out"]).arg(tmp.path());
+        if hide_vulkan {
+            // As on a machine without Vulkan: wgpu then falls back to GL by itself.
+            c.env("VK_ICD_FILENAMES", tmp.path().join("no-such-icd.json"));
+        }
+        stdout_of(&mut c).lines().next().unwrap().to_string()
+    };
+    let lavapipe = first_line("auto", false);
+    assert!(lavapipe.starts_with("note: no GPU found") && lavapipe.contains("lavapipe"), "{lavapipe}");
+    let gl = first_line("auto", true);
+    assert!(gl.contains("software OpenGL") && gl.contains("7x slower") && gl.contains("mesa-vulkan-drivers"), "{gl}");
+    let asked = first_line("vulkan", false);
+    assert!(asked.starts_with("training "), "{asked}");
+}
+
+#[test]
 fn arch_models_train_and_reload_without_repeating_the_spec() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = "c4k3 relu pool2 c8k3 relu pool2 flat fc10";
@@ -196,24 +258,25 @@ fn infer_reads_the_shipped_pictures_with_the_default_weights() {
     }
     assert_eq!(n, 10, "{out}");
     let tmp = tempfile::tempdir().unwrap();
+    // A 1 under the stem of the 4 next to it: both saved inputs are kept.
+    let one = tmp.path().join("4_large.png");
+    std::fs::copy("tests/images/1_rgba_transparent.png", &one).unwrap();
+    let saved = tmp.path().join("seen");
     let out = stdout_of(
         bin()
-            .args([
-                "infer",
-                "tests/images/1_rgba_transparent.png",
-                "tests/images/4_large.bmp",
-                "--json",
-                "--backend",
-                backend(),
-                "--save-preprocessed",
-            ])
-            .arg(tmp.path()),
+            .args(["infer", "tests/images/1_rgba_transparent.png", "tests/images/4_large.bmp"])
+            .arg(&one)
+            .args(["--json", "--backend", backend(), "--save-preprocessed"])
+            .arg(&saved),
     );
     let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!((rows[0]["digit"].as_u64(), rows[1]["digit"].as_u64()), (Some(1), Some(4)));
+    let digits: Vec<Option<u64>> = rows.iter().map(|r| r["digit"].as_u64()).collect();
+    assert_eq!(digits, [Some(1), Some(4), Some(1)]);
     assert_eq!(rows[0]["top3"].as_array().unwrap().len(), 3);
-    let seen = image::open(tmp.path().join("4_large.28x28.png")).unwrap();
-    assert_eq!((seen.width(), seen.height()), (28, 28));
+    let seen = |name: &str| image::open(saved.join(name)).unwrap().into_luma8();
+    assert_eq!(seen("4_large.28x28.png").dimensions(), (28, 28));
+    assert_eq!(seen("4_large-2.28x28.png"), seen("1_rgba_transparent.28x28.png"));
+    assert_ne!(seen("4_large.28x28.png"), seen("4_large-2.28x28.png"));
     assert!(default_weights().is_file());
 }
 

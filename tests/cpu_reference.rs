@@ -180,21 +180,61 @@ fn softmax_ce_is_stable_for_huge_logits() {
 
 #[test]
 fn optimizers_follow_pytorch_formulas() {
+    use gpu_cnn::executor::Optimizer;
     // SGD momentum 0.9, lr 0.1, two steps with g = 1 then 2:
     // buf1 = 1, p1 = 1 - 0.1 = 0.9; buf2 = 0.9 + 2 = 2.9, p2 = 0.9 - 0.29 = 0.61.
     let (mut p, mut buf) = ([1f32], [0f32]);
-    ops::sgd_update(&mut p, &[1.0], &mut buf, 0.1, 0.9);
-    ops::sgd_update(&mut p, &[2.0], &mut buf, 0.1, 0.9);
+    ops::sgd_update(&mut p, &[1.0], &mut buf, 0.1, 0.9, 0.0);
+    ops::sgd_update(&mut p, &[2.0], &mut buf, 0.1, 0.9, 0.0);
     assert!((p[0] - 0.61).abs() < 1e-6, "{}", p[0]);
+    // With weight_decay 0.5 (torch.optim.SGD adds decay·p to the gradient):
+    // g1 = 1 + 0.5 = 1.5, p1 = 1 - 0.15 = 0.85; g2 = 2 + 0.425 = 2.425,
+    // buf2 = 1.35 + 2.425 = 3.775, p2 = 0.85 - 0.3775 = 0.4725.
+    let (mut p, mut buf) = ([1f32], [0f32]);
+    ops::sgd_update(&mut p, &[1.0], &mut buf, 0.1, 0.9, 0.5);
+    ops::sgd_update(&mut p, &[2.0], &mut buf, 0.1, 0.9, 0.5);
+    assert!((p[0] - 0.4725).abs() < 1e-6, "{}", p[0]);
     // Adam step 1 moves every weight by ~lr against its gradient's sign, whatever its size.
+    let adam = Optimizer::adam(1e-3);
     let (mut p, mut m, mut v) = ([0f32, 0.0], [0f32; 2], [0f32; 2]);
-    let (s, c) = gpu_cnn::executor::Optimizer::adam_factors(1e-3, 0.9, 0.999, 1);
-    ops::adam_update(&mut p, &[0.5, -1e-3], &mut m, &mut v, 0.9, 0.999, 1e-8, s, c);
+    ops::adam_update(&mut p, &[0.5, -1e-3], &mut m, &mut v, &adam.adam_step(1).unwrap());
     // (eps = 1e-8 shows in the small gradient: 1e-3·1e-3/(1e-3 + 1e-8).)
     let small = 1e-3 * 1e-3 / (1e-3 + 1e-8);
     assert!((p[0] + 1e-3).abs() < 1e-9 && (p[1] - small).abs() < 1e-9, "{p:?}");
     // Step 2 with the same gradient: m̂ = g, v̂ = g², so the same step again.
-    let (s, c) = gpu_cnn::executor::Optimizer::adam_factors(1e-3, 0.9, 0.999, 2);
-    ops::adam_update(&mut p, &[0.5, -1e-3], &mut m, &mut v, 0.9, 0.999, 1e-8, s, c);
+    ops::adam_update(&mut p, &[0.5, -1e-3], &mut m, &mut v, &adam.adam_step(2).unwrap());
     assert!((p[0] + 2e-3).abs() < 1e-8 && (p[1] - 2.0 * small).abs() < 1e-8, "{p:?}");
+    // AdamW (torch.optim.AdamW, lr 0.01, weight_decay 0.1): p first shrinks by
+    // lr·decay = 1e-3, then takes the Adam step: 2 - 2e-3 - 0.01 = 1.988.
+    let adamw = Optimizer::adam(1e-2).with_weight_decay(0.1);
+    let (mut p, mut m, mut v) = ([2f32], [0f32], [0f32]);
+    ops::adam_update(&mut p, &[3.0], &mut m, &mut v, &adamw.adam_step(1).unwrap());
+    assert!((p[0] - 1.988).abs() < 1e-6, "{}", p[0]);
+}
+
+#[test]
+fn schedules_follow_pytorch_formulas() {
+    use gpu_cnn::schedule::{Schedule, Shape};
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1e-12);
+    // StepLR(step_size 10, gamma 0.5): halved every 10 steps.
+    let s = Schedule { shape: Shape::Step { every: 10, gamma: 0.5 }, warmup: 0, total: 100 };
+    assert_eq!([0, 9, 10, 25].map(|t| s.at(t, 0.1).lr), [0.1, 0.1, 0.05, 0.025]);
+    // CosineAnnealingLR(T_max 100, eta_min 0): lr·(1 + cos(πt/100))/2.
+    let s = Schedule { shape: Shape::Cosine, warmup: 0, total: 100 };
+    assert!(close(s.at(0, 0.1).lr, 0.1) && close(s.at(50, 0.1).lr, 0.05) && s.at(100, 0.1).lr.abs() < 1e-15);
+    assert!(close(s.at(25, 0.1).lr, 0.1 * (1.0 + (std::f64::consts::PI / 4.0).cos()) / 2.0));
+    // A linear warmup of 10 steps (LinearLR(start_factor 1/10, total_iters 9)), then the shape
+    // over the 90 steps left.
+    let s = Schedule { shape: Shape::Cosine, warmup: 10, total: 100 };
+    assert!(close(s.at(0, 0.1).lr, 0.01) && close(s.at(9, 0.1).lr, 0.1) && close(s.at(10, 0.1).lr, 0.1));
+    assert!(close(s.at(55, 0.1).lr, 0.05));
+    // OneCycleLR(max_lr 0.1, total_steps 100): 0.1/25 at step 0, 0.1 at step 29 (pct_start·100 - 1),
+    // 0.1/25/1e4 at step 99; momentum 0.95 → 0.85 → 0.95 (cycle_momentum).
+    let s = Schedule { shape: Shape::OneCycle, warmup: 0, total: 100 };
+    let (start, peak, end) = (s.at(0, 0.1), s.at(29, 0.1), s.at(99, 0.1));
+    assert!(close(start.lr, 0.004) && close(peak.lr, 0.1) && close(end.lr, 0.004 / 1e4), "{start:?} {peak:?} {end:?}");
+    assert_eq!((start.momentum, peak.momentum), (Some(0.95), Some(0.85)));
+    assert!(close(end.momentum.unwrap(), 0.95));
+    // PyTorch's phase 2 at step 64: pct = (64 - 29)/(99 - 29) = 0.5, halfway down the cosine.
+    assert!(close(s.at(64, 0.1).lr, 0.004 / 1e4 + (0.1 - 0.004 / 1e4) / 2.0));
 }

@@ -86,7 +86,7 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
     let bdx = g.storage("dx", d.input_len() as u64 * 4);
     let scratch = g.storage("scratch", k.scratch_len(d) as u64 * 4);
     let bgrads = g.storage("grads", params.len() as u64 * 4);
-    let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx)];
+    let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];
     ds.extend(k.backward_weight_bias(
         d,
         offs,
@@ -124,6 +124,13 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
         2.0 * RED.0,
         RED.1,
     );
+
+    // The backward of a ReLU before the conv, done in backward_input's epilogue:
+    // the gradient is zero where the input (the ReLU's output) is not positive.
+    run(g, &[k.backward_input(d, offs, &bdy, &bp, &bdx, Some(&bx))]);
+    let mut gated = vec![0f64; dx.len()];
+    ops::relu_backward(&mut gated, &dx, &x64);
+    assert_close(&at("backward_input+relu"), &g.read::<f32>(&bdx).unwrap(), &gated, RED.0, RED.1);
 
     // The fused conv+ReLU epilogue against the reference composition.
     run(g, &[k.forward(d, offs, true, &bx, &bp, &by)]);
@@ -171,7 +178,7 @@ per_backend!(conv2d_large_batch_2d_dispatch, |g: &Arc<Gpu>| {
     let k = &g.kernels.conv;
     let fwd = k.forward(d, offs, false, &bx, &bp, &by);
     assert!(fwd.workgroups()[1] > 1, "{}: not folded", g.describe());
-    run(g, &[fwd, k.backward_input(d, offs, &bdy, &bp, &bdx)]);
+    run(g, &[fwd, k.backward_input(d, offs, &bdy, &bp, &bdx, None)]);
     let what = |op: &str| format!("{:?}/{} conv {op}, 2-D dispatch", g.info.backend, g.kernels.engine);
     let e = assert_close(&what("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1);
     report(g, "conv2d forward (2-D grid)", e);
@@ -225,13 +232,17 @@ per_backend!(maxpool, |g: &Arc<Gpu>| {
             let by = g.storage("y", d.output_len() as u64 * 4);
             let bidx = g.storage("argmax", d.output_len() as u64 * 4);
             let bdx = g.storage("dx", d.input_len() as u64 * 4);
-            run(g, &[k.forward(d, &bx, &by, &bidx), k.backward(d, &bidx, &bdy, &bdx)]);
+            run(g, &[k.forward(d, &bx, &by, &bidx), k.backward(d, &bidx, &bdy, &bdx, None)]);
             let (mut y, mut idx, mut dx) =
                 (vec![0f64; d.output_len()], vec![0u32; d.output_len()], vec![0f64; d.input_len()]);
             ops::maxpool_forward(&mut y, &mut idx, &to64(&x), d);
             ops::maxpool_backward(&mut dx, &to64(&dy), &idx, d);
             let what = |op: &str| format!("{} maxpool {op} {d:?}", set.label);
             assert_eq!(g.read::<u32>(&bidx).unwrap(), idx, "{}", what("argmax"));
+            let (bdx2, mut gated) = (g.storage("dx, gated", d.input_len() as u64 * 4), vec![0f64; d.input_len()]);
+            run(g, &[k.backward(d, &bidx, &bdy, &bdx2, Some(&bx))]);
+            ops::relu_backward(&mut gated, &dx, &to64(&x));
+            assert_close(&what("backward+relu"), &g.read::<f32>(&bdx2).unwrap(), &gated, FWD.0, FWD.1);
             worst[0] = worst[0].max(assert_close(&what("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1));
             worst[1] = worst[1].max(assert_close(&what("backward"), &g.read::<f32>(&bdx).unwrap(), &dx, FWD.0, FWD.1));
         }
@@ -264,7 +275,12 @@ per_backend!(linear, |g: &Arc<Gpu>| {
             let bdx = g.storage("dx", d.input_len() as u64 * 4);
             let bg = g.storage("grads", params.len() as u64 * 4);
             let scratch = g.storage("scratch", k.scratch_len(d).max(1) as u64 * 4);
-            let mut ds = vec![k.forward(d, offs, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx)];
+            let bdx2 = g.storage("dx, gated", d.input_len() as u64 * 4);
+            let mut ds = vec![
+                k.forward(d, offs, &bx, &bp, &by),
+                k.backward_input(d, offs, &bdy, &bp, &bdx, None),
+                k.backward_input(d, offs, &bdy, &bp, &bdx2, Some(&bx)),
+            ];
             ds.extend(k.backward_weight_bias(
                 d,
                 offs,
@@ -284,6 +300,9 @@ per_backend!(linear, |g: &Arc<Gpu>| {
             worst[0] = worst[0].max(assert_close(&what("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1));
             let e = assert_close(&what("backward_input"), &g.read::<f32>(&bdx).unwrap(), &dx, RED.0, RED.1);
             worst[1] = worst[1].max(e);
+            let mut gated = vec![0f64; dx.len()];
+            ops::relu_backward(&mut gated, &dx, &to64(&x));
+            assert_close(&what("backward_input+relu"), &g.read::<f32>(&bdx2).unwrap(), &gated, RED.0, RED.1);
             dw.extend(&db);
             worst[2] =
                 worst[2].max(assert_close(&what("weight and bias gradient"), &grads[offs.weight..], &dw, RED.0, RED.1));
@@ -363,7 +382,12 @@ per_backend!(optimizers, |g: &Arc<Gpu>| {
     let len = 1000;
     let mut worst = 0f64;
     for set in kernel_sets(g) {
-        for opt in [Optimizer::sgd(0.05, 0.9), Optimizer::adam(1e-3)] {
+        for opt in [
+            Optimizer::sgd(0.05, 0.9),
+            Optimizer::adam(1e-3),
+            Optimizer::sgd(0.05, 0.9).with_weight_decay(5e-4),
+            Optimizer::adam(1e-3).with_weight_decay(0.01),
+        ] {
             let mut rng = Rng::new(600);
             let mut p = uniform(&mut rng, len, -1.0, 1.0);
             let (bp, bg) = (g.upload("params", &p), g.storage("grads", len as u64 * 4));
@@ -375,12 +399,12 @@ per_backend!(optimizers, |g: &Arc<Gpu>| {
                 g.queue.write_buffer(&bg, 0, bytemuck::cast_slice(&grads));
                 g.queue.write_buffer(&d.uniform, 0, bytemuck::bytes_of(&OptimUniform::new(opt, len, step)));
                 g.run(&[&d]);
-                match opt {
-                    Optimizer::Sgd { lr, momentum } => ops::sgd_update(&mut p, &grads, &mut m, lr, momentum),
-                    Optimizer::Adam { lr, beta1, beta2, eps } => {
-                        let (s, c) = Optimizer::adam_factors(lr, beta1, beta2, step);
-                        ops::adam_update(&mut p, &grads, &mut m, &mut v, beta1, beta2, eps, s, c)
+                match (opt, opt.adam_step(step)) {
+                    (_, Some(adam)) => ops::adam_update(&mut p, &grads, &mut m, &mut v, &adam),
+                    (Optimizer::Sgd { lr, momentum, weight_decay }, None) => {
+                        ops::sgd_update(&mut p, &grads, &mut m, lr, momentum, weight_decay)
                     }
+                    (Optimizer::Adam { .. }, None) => unreachable!(),
                 }
             }
             let what = |x: &str| format!("{} {opt:?} {x}", set.label);
@@ -537,7 +561,7 @@ per_backend!(tensors_past_2_pow_24_elements, |g: &Arc<Gpu>| {
     let (by, bidx) = (g.storage("y", pool.output_len() as u64 * 4), g.storage("argmax", pool.output_len() as u64 * 4));
     let bdx = g.storage("dx", pool.input_len() as u64 * 4);
     let k = &g.kernels.pool;
-    run(g, &[k.forward(pool, &bx, &by, &bidx), k.backward(pool, &bidx, &bdy, &bdx)]);
+    run(g, &[k.forward(pool, &bx, &by, &bidx), k.backward(pool, &bidx, &bdy, &bdx, None)]);
     let who = g.describe();
     assert_eq!(g.read::<u32>(&bidx).unwrap(), idx, "{who}: maxpool argmax past 2^24 elements");
     assert_eq!(g.read::<f32>(&by).unwrap(), y, "{who}: maxpool forward past 2^24 elements");
@@ -561,7 +585,8 @@ per_backend!(tensors_past_2_pow_24_elements, |g: &Arc<Gpu>| {
         let scratch = g.storage("scratch", k.scratch_len(conv) as u64 * 4);
         let grads = g.storage("grads", 2 * 4);
         let to = WeightGrads { scratch: &scratch, grads: &grads, accumulate: false };
-        let mut ds = vec![k.forward(conv, offs, false, &bx, &bp, &by), k.backward_input(conv, offs, &bdy, &bp, &bdx)];
+        let mut ds =
+            vec![k.forward(conv, offs, false, &bx, &bp, &by), k.backward_input(conv, offs, &bdy, &bp, &bdx, None)];
         ds.extend(k.backward_weight_bias(conv, offs, &bx, &bdy, &to));
         run(g, &ds);
         let what = |op: &str| format!("{:?}/{engine} conv {op}, {} pixels", g.info.backend, conv.n * 784);

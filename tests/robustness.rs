@@ -167,7 +167,15 @@ fn checkpoint_metadata_is_checked_before_allocating() {
 fn training_checkpoint(path: &Path, edit: impl FnOnce(&mut Position, &mut Optimizer, &mut Vec<f32>)) {
     let m = Model::tutorial();
     let mut params = m.init_params(0);
-    let mut pos = Position { epoch: 0, batch_in_epoch: 3, global_step: 3, epoch_rng: 1, batch_size: 2, shuffle: true };
+    let mut pos = Position {
+        epoch: 0,
+        batch_in_epoch: 3,
+        global_step: 3,
+        epoch_rng: 1,
+        batch_size: 2,
+        shuffle: true,
+        schedule: Default::default(),
+    };
     let mut opt = Optimizer::adam(1e-3);
     edit(&mut pos, &mut opt, &mut params);
     let state = OptimizerState { step: 3, vectors: vec![0.0; 2 * m.num_params] };
@@ -437,7 +445,15 @@ fn mutated_idx_files_never_panic() {
 fn mutated_checkpoints_never_panic() {
     const CASES: usize = 8000;
     let small = arch::parse("c2k3 relu pool2 c3k3 relu flat fc10", Shape::image(1, 28, 28)).unwrap();
-    let pos = Position { epoch: 1, batch_in_epoch: 2, global_step: 40, epoch_rng: 9, batch_size: 8, shuffle: false };
+    let pos = Position {
+        epoch: 1,
+        batch_in_epoch: 2,
+        global_step: 40,
+        epoch_rng: 9,
+        batch_size: 8,
+        shuffle: false,
+        schedule: Default::default(),
+    };
     let valid: Vec<Vec<u8>> = [Optimizer::adam(1e-3), Optimizer::sgd(0.1, 0.9)]
         .iter()
         .map(|opt| {

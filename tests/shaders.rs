@@ -24,19 +24,27 @@ fn parse(file: &str) -> (naga::Module, naga::valid::ModuleInfo, String) {
 }
 
 /// The override values the host compiles `file` with: one set per pipeline variant.
-fn constant_sets(file: &str) -> Vec<&'static [(&'static str, f64)]> {
+fn constant_sets(file: &str) -> Vec<Vec<(&'static str, f64)>> {
     let mut sets = Vec::new();
     for e in GemmEngine::ALL {
         let spec = e.spec();
         if spec.conv_module == file {
-            sets.extend(spec.tiles.iter().map(|t| t.constants));
+            for t in spec.tiles {
+                sets.push(t.constants.to_vec());
+                if let Some(name) = spec.unit_stride_override {
+                    sets.push(t.constants.iter().copied().chain([(name, 1.0)]).collect());
+                }
+            }
         }
         if spec.sgemm_module == file {
-            sets.push(spec.sgemm_constants);
+            sets.push(spec.sgemm_constants.to_vec());
         }
     }
-    if sets.is_empty() {
-        sets.push(&[]);
+    if file == "maxpool.wgsl" {
+        sets.push(vec![(gpu_cnn::gpu::ops::pool::TILING_WINDOWS, 1.0)]);
+    }
+    if sets.is_empty() || file == "maxpool.wgsl" {
+        sets.push(Vec::new());
     }
     sets
 }
@@ -50,10 +58,12 @@ fn every_module_validates_and_translates_to_all_backends() {
     for name in modules {
         let (module, info, _) = parse(name);
         let entries: Vec<_> = module.entry_points.iter().map(|e| e.name.clone()).collect();
-        // Op families pair forward and backward; the reference SGEMMs are one matmul.
-        let least = if name.starts_with("sgemm") { 1 } else { 2 };
+        // Op families pair forward and backward; the reference SGEMMs are one matmul,
+        // and the input gather has nothing to differentiate.
+        let least = if name.starts_with("sgemm") || name == "input.wgsl" { 1 } else { 2 };
         assert!(entries.len() >= least, "{name}: forward and backward entry points expected, found {entries:?}");
         for constants in constant_sets(name) {
+            let constants = &constants[..];
             let mut pc = naga::back::PipelineConstants::default();
             pc.extend(constants.iter().map(|&(k, v)| (k.to_string(), v)));
             let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &pc)

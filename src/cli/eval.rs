@@ -4,21 +4,16 @@ use anyhow::Result;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-use gpu_cnn::checkpoint;
 use gpu_cnn::data::{Dataset, Split};
 use gpu_cnn::plot;
 use gpu_cnn::train::evaluate;
 
-use super::{Backend, Gemm};
+use super::{Backend, Gemm, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Weights to evaluate; the bundled ones by default
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// Model spec, for a weights file without gpu-cnn metadata
-    #[arg(long)]
-    arch: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// A directory with MNIST-format IDX files (its t10k-* test split is used)
     #[arg(long)]
     data: Option<PathBuf>,
@@ -35,8 +30,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args, gemm: Gemm) -> Result<()> {
-    let weights = super::weights_or_default(a.weights)?;
-    let ck = checkpoint::load(&weights, &super::model_from(a.arch.as_deref())?)?;
+    let (weights, ck) = a.model.load()?;
     let test = Dataset::load(&super::data_dir(a.data), Split::Test)?;
     test.check_against(&ck.model)?;
     let k = ck.model.classes();

@@ -1,24 +1,21 @@
 //! `gpu-cnn infer`: read digits from pictures.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use std::path::{Path, PathBuf};
 
 use gpu_cnn::checkpoint;
 use gpu_cnn::preprocess::{self, Digit};
 
-use super::{Backend, Gemm};
+use super::pictures::{self, Stems};
+use super::{Backend, Gemm, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Image files (PNG, JPEG, BMP, GIF, TIFF, WebP) or directories of them
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// Weights to use (a gpu-cnn or PyTorch safetensors checkpoint); the bundled ones by default
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// Model spec, for a weights file without gpu-cnn metadata
-    #[arg(long)]
-    arch: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Machine-readable output: one JSON object per image
     #[arg(long)]
     json: bool,
@@ -29,51 +26,10 @@ pub struct Args {
     backend: Backend,
 }
 
-const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"];
-
-/// The pictures named on the command line, directories expanded to the image files in
-/// them, and an error for each argument that yields none (reported, not fatal).
-fn expand(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<anyhow::Error>) {
-    let (mut out, mut errors) = (Vec::new(), Vec::new());
-    for p in paths {
-        if p.is_dir() {
-            let listed = match std::fs::read_dir(p) {
-                Ok(entries) => entries.map(|e| e.map(|e| e.path())).collect::<std::io::Result<Vec<PathBuf>>>(),
-                Err(e) => Err(e),
-            };
-            let mut files: Vec<PathBuf> = match listed {
-                Ok(files) => files,
-                Err(e) => {
-                    errors.push(anyhow!("cannot list {}: {e}", p.display()));
-                    continue;
-                }
-            };
-            // Not only regular files: a FIFO or device named like a picture is then
-            // reported by name instead of silently skipped.
-            files.retain(|f| {
-                !f.is_dir()
-                    && f.extension()
-                        .and_then(|e| e.to_str())
-                        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-            });
-            files.sort();
-            if files.is_empty() {
-                errors.push(anyhow!("{}: no image files in this directory", p.display()));
-            }
-            out.extend(files);
-        } else if p.symlink_metadata().is_ok() {
-            out.push(p.clone());
-        } else {
-            errors.push(anyhow!("{}: no such file or directory", p.display()));
-        }
-    }
-    (out, errors)
-}
-
 /// Read every picture; one that cannot be read is reported on stderr and the rest are
 /// still read. Exits non-zero at the end if any input failed.
 pub fn run(a: Args, gemm: Gemm) -> Result<()> {
-    let (candidates, errors) = expand(&a.images);
+    let (candidates, errors) = pictures::expand(&a.images);
     let mut failed = errors.len();
     for e in &errors {
         errln!("error: {e:#}");
@@ -98,20 +54,13 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     }
     if let Some(dir) = &a.save_preprocessed {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut stems = Stems::default();
         for (f, d) in files.iter().zip(&digits) {
-            let stem = f.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "image".into());
+            let stem = stems.unique(f);
             save_preprocessed(d, &dir.join(format!("{stem}.28x28.png")))?;
         }
     }
-    let weights = super::weights_or_default(a.weights)?;
-    let ck = checkpoint::load(&weights, &super::model_from(a.arch.as_deref())?)?;
-    if ck.model.input != super::MNIST_INPUT {
-        bail!(
-            "{}: the model takes {} inputs, but infer prepares 28x28 grayscale pictures",
-            weights.display(),
-            ck.model.input
-        );
-    }
+    let (_, ck) = a.model.load_for_pictures()?;
     let classes = ck.model.classes();
     let mut net = super::inference(a.backend, gemm, ck.model, &ck.params, digits.len().min(1024))?;
     let flat: Vec<f32> = digits.iter().flatten().copied().collect();

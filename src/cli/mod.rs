@@ -6,7 +6,9 @@ pub mod output;
 mod bench;
 mod devices;
 mod eval;
+mod explain;
 mod infer;
+mod pictures;
 mod plot;
 mod progress;
 mod summary;
@@ -18,9 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use gpu_cnn::arch;
+use gpu_cnn::checkpoint::{self, Checkpoint};
 use gpu_cnn::cpu::{CpuInference, CpuTrainer};
-use gpu_cnn::executor::{Inference, Optimizer, Trainer};
-use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, GpuInference, GpuTrainer};
+use gpu_cnn::executor::{Explain, Inference, Optimizer, Trainer};
+use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, GpuExplainer, GpuInference, GpuTrainer};
 use gpu_cnn::model::{Model, Shape};
 
 #[derive(Parser)]
@@ -54,6 +57,8 @@ enum Command {
     Train(train::Args),
     /// Read digits from image files or directories
     Infer(infer::Args),
+    /// A picture sheet of what happens inside the network for each picture
+    Explain(explain::Args),
     /// Accuracy, loss, per-class accuracy and confusion matrix on a test set
     Eval(eval::Args),
     /// The model's layers, output shapes, parameters and FLOPs
@@ -87,6 +92,7 @@ pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         Command::Bench(a) => bench::run(a, gemm, started),
         Command::Train(a) => train::run(a, gemm),
         Command::Infer(a) => infer::run(a, gemm),
+        Command::Explain(a) => explain::run(a, gemm),
         Command::Eval(a) => eval::run(a, gemm),
         Command::Summary(a) => summary::run(a),
         Command::Devices => devices::run(gemm),
@@ -118,7 +124,9 @@ impl Backend {
     }
 }
 
-/// A training executor on `backend` for batches up to `max_batch`.
+/// A training executor on `backend` for batches up to `max_batch`. When `auto`
+/// found only a software driver, it says so first (a newcomer without a GPU should
+/// know why training is slow, and what makes it faster).
 pub fn trainer(
     backend: Backend,
     gemm: Gemm,
@@ -129,7 +137,15 @@ pub fn trainer(
 ) -> Result<Box<dyn Trainer>> {
     Ok(match backend.gpu_choice() {
         None => Box::new(CpuTrainer::new(model, opt, params.to_vec())?),
-        Some(choice) => Box::new(GpuTrainer::new(Arc::new(Gpu::new(choice, gemm)?), model, opt, params, max_batch)?),
+        Some(choice) => {
+            let gpu = Arc::new(Gpu::new(choice, gemm)?);
+            if backend == Backend::Auto {
+                if let Some(note) = gpu.software_note() {
+                    outln!("{note}")?;
+                }
+            }
+            Box::new(GpuTrainer::new(gpu, model, opt, params, max_batch)?)
+        }
     })
 }
 
@@ -145,6 +161,57 @@ pub fn inference(
         None => Box::new(CpuInference::new(model, params.to_vec())?),
         Some(choice) => Box::new(GpuInference::new(Arc::new(Gpu::new(choice, gemm)?), model, params, max_batch)?),
     })
+}
+
+/// An explainer on `backend` (one picture at a time, forward and back to the input).
+pub fn explainer(backend: Backend, gemm: Gemm, model: Model, params: &[f32]) -> Result<Box<dyn Explain>> {
+    Ok(match backend.gpu_choice() {
+        None => Box::new(CpuInference::new(model, params.to_vec())?),
+        Some(choice) => Box::new(GpuExplainer::new(Arc::new(Gpu::new(choice, gemm)?), model, params)?),
+    })
+}
+
+/// The trained model a command runs: `--weights` and `--arch`, as `infer`, `explain`
+/// and `eval` take them.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// Weights to use (a gpu-cnn or PyTorch safetensors checkpoint); the bundled ones by default
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Model spec, for a weights file without gpu-cnn metadata
+    #[arg(long)]
+    pub arch: Option<String>,
+}
+
+impl ModelArgs {
+    /// The weights file (the bundled one by default) and its checkpoint.
+    pub fn load(&self) -> Result<(PathBuf, Checkpoint)> {
+        let weights = weights_or_default(self.weights.clone())?;
+        let ck = checkpoint::load(&weights, &model_from(self.arch.as_deref())?)?;
+        Ok((weights, ck))
+    }
+
+    /// As `load`, for commands that read pictures: the model must take the 1x28x28
+    /// input that picture preprocessing makes.
+    pub fn load_for_pictures(&self) -> Result<(PathBuf, Checkpoint)> {
+        let (weights, ck) = self.load()?;
+        if ck.model.input != MNIST_INPUT {
+            bail!(
+                "{}: the model takes {} inputs, but pictures are prepared as 28x28 grayscale (1x28x28)",
+                weights.display(),
+                ck.model.input
+            );
+        }
+        Ok((weights, ck))
+    }
+
+    /// The weights as a user should read their name.
+    pub fn shown(&self) -> String {
+        match &self.weights {
+            Some(w) => w.display().to_string(),
+            None => "the bundled ones (assets/weights/mnist-cnn.safetensors)".into(),
+        }
+    }
 }
 
 pub const MNIST_INPUT: Shape = Shape { c: 1, h: 28, w: 28, flat: false };

@@ -18,6 +18,7 @@ use gpu_cnn::data::{Dataset, Split};
 use gpu_cnn::executor::Optimizer;
 use gpu_cnn::metrics_log::{kept_on_resume, MetricsLog, MetricsWriter, Record};
 use gpu_cnn::plot;
+use gpu_cnn::schedule::Schedule;
 use gpu_cnn::train::checkpoints::{has_run_files, Checkpoints, RunLock};
 use gpu_cnn::train::{self, evaluate, start_position, Cadence, Control, Diverged, Event, RunLength};
 
@@ -61,6 +62,16 @@ pub struct Args {
     /// SGD momentum [default: 0.9; with --resume, the checkpoint's]
     #[arg(long)]
     momentum: Option<f32>,
+    /// Weight decay: L2 added to the gradient for SGD, decoupled (AdamW) for Adam
+    #[arg(long, default_value_t = 0.0, conflicts_with = "resume")]
+    weight_decay: f32,
+    /// Learning-rate schedule over the run: constant, step[:EVERY[:GAMMA]] (default:
+    /// every epoch, gamma 0.1), cosine (to 0 at the last step) or onecycle (--lr is the peak)
+    #[arg(long, default_value = "constant", conflicts_with = "resume")]
+    schedule: String,
+    /// Steps of linear learning-rate warmup before the schedule
+    #[arg(long, default_value_t = 0, conflicts_with = "resume")]
+    warmup: u64,
     /// Seed of the initial weights and of the shuffles [default: 0; not with --resume]
     #[arg(long)]
     seed: Option<u64>,
@@ -269,8 +280,9 @@ fn requested_optimizer(a: &Args) -> Result<Optimizer> {
             Optimizer::adam(lr)
         }
         OptimizerKind::Sgd => Optimizer::sgd(lr, a.momentum.unwrap_or(DEFAULT_MOMENTUM)),
-    };
-    checkpoint::check_optimizer(&opt).context("--lr/--momentum")?;
+    }
+    .with_weight_decay(a.weight_decay);
+    checkpoint::check_optimizer(&opt).context("--lr/--momentum/--weight-decay")?;
     Ok(opt)
 }
 
@@ -339,7 +351,7 @@ impl Saved {
 }
 
 pub fn run(a: Args, gemm: Gemm) -> Result<()> {
-    // Bad --lr/--momentum before any work.
+    // Bad --lr/--momentum/--weight-decay before any work.
     let requested = if a.resume.is_none() { Some(requested_optimizer(&a)?) } else { None };
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create output directory {}", a.out.display()))?;
     let lock = RunLock::acquire(&a.out)?;
@@ -380,7 +392,10 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
         };
         let (batch, seed) = (a.batch_size.unwrap_or(DEFAULT_BATCH), a.seed.unwrap_or(0));
         let opt = requested.unwrap_or(Optimizer::adam(DEFAULT_LR));
-        (model, params, opt, None, start_position(seed, batch, !a.no_shuffle), None)
+        let epoch_steps = train.len().div_ceil(batch) as u64;
+        let total = a.steps.unwrap_or(u64::MAX).min(epoch_steps.saturating_mul(a.epochs as u64));
+        let schedule = Schedule::from_spec(&a.schedule, a.warmup, total, epoch_steps).context("--schedule/--warmup")?;
+        (model, params, opt, None, Position { schedule, ..start_position(seed, batch, !a.no_shuffle) }, None)
     };
     // Both splits, before any work: a bad test split would otherwise fail after an epoch.
     train.check_against(&model)?;
@@ -430,8 +445,12 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
         None => String::new(),
     };
     let metrics = MetricsWriter::start(&metrics_path, &run_id, kept);
+    let schedule = match pos.schedule.is_constant() {
+        true => String::new(),
+        false => format!(", schedule {}", pos.schedule.to_metadata()),
+    };
     outln!(
-        "training {} parameters on {} ({} train / {} test images, batch {batch}, {:?}) -> {} (checkpoint every {})",
+        "training {} parameters on {} ({} train / {} test images, batch {batch}, {:?}{schedule}) -> {} (checkpoint every {})",
         model.num_params,
         trainer.describe(),
         train.len(),
@@ -460,13 +479,13 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
         match event {
             Event::EpochStart { epoch, batches, first } => progress.epoch_start(epoch, batches, first),
             Event::Step { .. } => progress.step(),
-            Event::Logged { epoch, batch_in_epoch, batches, global, stats, samples_per_s } => {
+            Event::Logged { epoch, batch_in_epoch, batches, global, stats, samples_per_s, lr } => {
                 if let Err(e) = progress.logged(epoch, batch_in_epoch, batches, global, &stats, samples_per_s) {
                     fail(e.into());
                 }
                 let (loss, accuracy, epoch) = (stats.mean_loss(), stats.accuracy(), epoch as u64 + 1);
                 let record = Record::Train { step: global, epoch, loss, accuracy };
-                if let Err(e) = saved.metrics.train_point(record, samples_per_s, opt.lr() as f64) {
+                if let Err(e) = saved.metrics.train_point(record, samples_per_s, lr as f64) {
                     fail(e);
                 }
             }

@@ -6,8 +6,8 @@ use anyhow::Result;
 
 use crate::cpu::ops;
 use crate::executor::{
-    batch_len, check_len, BatchEval, Explain, Explanation, FeatureMap, Inference, Optimizer, OptimizerState, Stats,
-    Trainer,
+    batch_len, check_len, check_same_kind, BatchEval, Explain, Explanation, FeatureMap, Inference, Optimizer,
+    OptimizerState, Stats, Trainer,
 };
 use crate::model::{Model, Op};
 
@@ -124,6 +124,10 @@ impl Inference for CpuInference {
 }
 
 impl Explain for CpuInference {
+    fn describe(&self) -> String {
+        Inference::describe(self)
+    }
+
     fn model(&self) -> &Model {
         &self.model
     }
@@ -178,7 +182,7 @@ impl CpuTrainer {
 
 impl Trainer for CpuTrainer {
     fn describe(&self) -> String {
-        self.net.describe()
+        Inference::describe(&self.net)
     }
 
     fn model(&self) -> &Model {
@@ -187,6 +191,12 @@ impl Trainer for CpuTrainer {
 
     fn optimizer(&self) -> Optimizer {
         self.optimizer
+    }
+
+    fn set_optimizer(&mut self, opt: Optimizer) -> Result<()> {
+        check_same_kind(self.optimizer, opt)?;
+        self.optimizer = opt;
+        Ok(())
     }
 
     fn train_step(&mut self, images: &[f32], labels: &[u32]) -> Result<()> {
@@ -203,13 +213,15 @@ impl Trainer for CpuTrainer {
         self.step += 1;
         let np = self.net.model.num_params;
         let params = &mut self.net.params;
-        match self.optimizer {
-            Optimizer::Sgd { lr, momentum } => ops::sgd_update(params, &self.grads, &mut self.opt_state, lr, momentum),
-            Optimizer::Adam { lr, beta1, beta2, eps } => {
-                let (m, v) = self.opt_state.split_at_mut(np);
-                let (step_size, bc2_sqrt) = Optimizer::adam_factors(lr, beta1, beta2, self.step);
-                ops::adam_update(params, &self.grads, m, v, beta1, beta2, eps, step_size, bc2_sqrt)
+        match (self.optimizer, self.optimizer.adam_step(self.step)) {
+            (Optimizer::Sgd { lr, momentum, weight_decay }, _) => {
+                ops::sgd_update(params, &self.grads, &mut self.opt_state, lr, momentum, weight_decay)
             }
+            (_, Some(adam)) => {
+                let (m, v) = self.opt_state.split_at_mut(np);
+                ops::adam_update(params, &self.grads, m, v, &adam)
+            }
+            (Optimizer::Adam { .. }, None) => unreachable!("adam_step is Some for Adam"),
         }
         Ok(())
     }

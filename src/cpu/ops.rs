@@ -249,35 +249,37 @@ pub fn argmax_rows<T: Float>(rows: &[T], classes: usize) -> Vec<u32> {
         .collect()
 }
 
-/// PyTorch's SGD with momentum (dampening 0, no Nesterov, no weight decay):
-/// buf = momentum·buf + g; p -= lr·buf. With buf starting at zero, the first
-/// step equals PyTorch's `buf = g`.
-pub fn sgd_update(params: &mut [f32], grads: &[f32], buf: &mut [f32], lr: f32, momentum: f32) {
+/// PyTorch's SGD with momentum (dampening 0, no Nesterov) and L2 weight decay:
+/// g += decay·p; buf = momentum·buf + g; p -= lr·buf. With buf starting at zero,
+/// the first step equals PyTorch's `buf = g`.
+pub fn sgd_update(params: &mut [f32], grads: &[f32], buf: &mut [f32], lr: f32, momentum: f32, decay: f32) {
     for ((p, &g), b) in params.iter_mut().zip(grads).zip(buf.iter_mut()) {
-        *b = momentum * *b + g;
+        *b = momentum * *b + (g + decay * *p);
         *p -= lr * *b;
     }
 }
 
-/// PyTorch's Adam (no weight decay, no amsgrad):
-/// p -= lr/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + eps), with `step_size` = lr/(1-β1ᵗ) and
-/// `bc2_sqrt` = √(1-β2ᵗ) from `Optimizer::adam_factors`, shared with the GPU.
-#[allow(clippy::too_many_arguments)]
-pub fn adam_update(
-    params: &mut [f32],
-    grads: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    step_size: f32,
-    bc2_sqrt: f32,
-) {
+/// One Adam step's hyper-parameters, as the GPU's uniform holds them.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamStep {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// lr/(1-β1ᵗ) and √(1-β2ᵗ), from `Optimizer::adam_factors`.
+    pub step_size: f32,
+    pub bc2_sqrt: f32,
+    /// lr·weight_decay: the weights shrink by this share first (AdamW).
+    pub shrink: f32,
+}
+
+/// PyTorch's AdamW (no amsgrad; Adam when `shrink` is 0):
+/// p -= shrink·p; p -= lr/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + eps).
+pub fn adam_update(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamStep) {
     for i in 0..params.len() {
         let g = grads[i];
-        m[i] = beta1 * m[i] + (1.0 - beta1) * g;
-        v[i] = beta2 * v[i] + (1.0 - beta2) * g * g;
-        params[i] -= step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
+        m[i] = s.beta1 * m[i] + (1.0 - s.beta1) * g;
+        v[i] = s.beta2 * v[i] + (1.0 - s.beta2) * g * g;
+        let p = params[i] * (1.0 - s.shrink);
+        params[i] = p - s.step_size * m[i] / (v[i].sqrt() / s.bc2_sqrt + s.eps);
     }
 }

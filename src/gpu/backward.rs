@@ -24,25 +24,30 @@ pub(crate) fn dispatches(
     for (i, l) in model.layers.iter().enumerate().rev() {
         let first = out.len();
         let (x, dx) = (net.value(i), grad(i));
-        // A layer whose output needs no gradient is before every weight: nothing to do.
+        // A layer whose output needs no gradient is before every weight: nothing to do;
+        // nor is there for a ReLU whose backward the next layer did.
         let Some(dy) = grad(i + 1) else { continue };
+        if net.memory().relu_backward_fused[i] {
+            continue;
+        }
+        let gate = net.memory().gates_input[i].then_some(x);
         match l.op.at_batch(n) {
             Op::Conv2d(d, at) => {
                 if let Some(w) = &weights {
                     out.extend(k.conv.backward_weight_bias(d, at, x, dy, w));
                 }
-                out.extend(dx.map(|dx| k.conv.backward_input(d, at, dy, params, dx)));
+                out.extend(dx.map(|dx| k.conv.backward_input(d, at, dy, params, dx, gate)));
             }
             Op::Linear(d, at) => {
                 if let Some(w) = &weights {
                     out.extend(k.linear.backward_weight_bias(d, at, x, dy, w));
                 }
-                out.extend(dx.map(|dx| k.linear.backward_input(d, at, dy, params, dx)));
+                out.extend(dx.map(|dx| k.linear.backward_input(d, at, dy, params, dx, gate)));
             }
             Op::Relu(d) => out.extend(dx.map(|dx| k.relu.backward(d, net.value(i + 1), dy, dx))),
             Op::MaxPool2d(d) => {
                 let argmax = net.argmax(i).expect("a pool's argmax");
-                out.extend(dx.map(|dx| k.pool.backward(d, argmax, dy, dx)));
+                out.extend(dx.map(|dx| k.pool.backward(d, argmax, dy, dx, gate)));
             }
             Op::Flatten => {}
         }

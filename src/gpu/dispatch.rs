@@ -120,9 +120,22 @@ pub struct Entry {
 pub struct Launcher {
     pub device: wgpu::Device,
     pub grid: Grid,
+    /// Four bytes, bound where an entry point's optional input is switched off
+    /// (its uniform says so): a pipeline's bindings must all be bound.
+    pub unused: wgpu::Buffer,
 }
 
 impl Launcher {
+    pub fn new(device: &wgpu::Device, grid: Grid) -> Self {
+        let unused = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("unused binding"),
+            size: 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Launcher { device: device.clone(), grid, unused }
+    }
+
     /// The compute pipeline of `entry` in the composed `module`, with override `constants`.
     pub fn entry(
         &self,
@@ -131,9 +144,22 @@ impl Launcher {
         entry: &str,
         constants: &[(&str, f64)],
     ) -> Entry {
+        self.entry_in_layout(module, module_name, entry, constants, None)
+    }
+
+    /// As `entry`, with an explicit pipeline layout instead of the one derived from
+    /// the bindings the entry point uses: for entry points that must all bind alike.
+    pub fn entry_in_layout(
+        &self,
+        module: &wgpu::ShaderModule,
+        module_name: &str,
+        entry: &str,
+        constants: &[(&str, f64)],
+        layout: Option<&wgpu::PipelineLayout>,
+    ) -> Entry {
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
-            layout: None,
+            layout,
             module,
             entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
@@ -176,6 +202,45 @@ impl Launcher {
             uniform,
         }
     }
+}
+
+/// A pipeline layout of one bind group: a uniform at binding 0, then storage
+/// buffers, read-only unless their binding is in `writes`.
+pub fn storage_layout(
+    device: &wgpu::Device,
+    label: &str,
+    storage: std::ops::RangeInclusive<u32>,
+    writes: &[u32],
+) -> wgpu::PipelineLayout {
+    let uniform = wgpu::BindGroupLayoutEntry {
+        binding: 0,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    };
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = std::iter::once(uniform)
+        .chain(storage.map(|binding| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only: !writes.contains(&binding) },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }))
+        .collect();
+    let group =
+        device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries });
+    device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(label),
+        bind_group_layouts: &[Some(&group)],
+        immediate_size: 0,
+    })
 }
 
 /// A dimension as the u32 the shaders take; the executor refuses larger tensors first.

@@ -42,6 +42,9 @@ pub struct EngineSpec {
     /// Tile configurations, narrowest first: a GEMM takes the first that covers
     /// its channels, else the widest.
     pub tiles: &'static [TileConfig],
+    /// A boolean override that compiles the input gradient for stride 1 alone, where
+    /// the engine has one: each tile configuration then has a second such pipeline.
+    pub unit_stride_override: Option<&'static str>,
     /// Reduction steps per tile update: a weight-gradient split is a multiple of it.
     pub reduction_step: u64,
     /// The reference SGEMM's tile (rows, columns, reduction step) and pipeline constants.
@@ -68,6 +71,7 @@ const TILED: EngineSpec = EngineSpec {
     features: wgpu::Features::empty(),
     // BN x BM of conv2d_tiled.wgsl
     tiles: &[TileConfig { channels: 32, pixels: 64, constants: &[] }],
+    unit_stride_override: None,
     reduction_step: 16,
     sgemm_tile: [64, 64, 16],
     sgemm_constants: &[],
@@ -86,6 +90,7 @@ const SUBGROUP: EngineSpec = EngineSpec {
         TileConfig { channels: 16, pixels: 64, constants: &[("ROW_GROUPS", 2.0)] },
         TileConfig { channels: 32, pixels: 64, constants: &[("ROW_GROUPS", 4.0)] },
     ],
+    unit_stride_override: Some("UNIT_STRIDE"),
     reduction_step: 4,
     sgemm_tile: [32, 64, 4],
     sgemm_constants: &[("ROW_GROUPS", 4.0)],

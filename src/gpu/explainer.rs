@@ -50,6 +50,10 @@ impl GpuExplainer {
 }
 
 impl Explain for GpuExplainer {
+    fn describe(&self) -> String {
+        self.net.describe()
+    }
+
     fn model(&self) -> &Model {
         self.net.model()
     }

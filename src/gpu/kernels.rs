@@ -35,7 +35,7 @@ impl Kernels {
     ) -> Kernels {
         let limit = device.limits().max_compute_workgroups_per_dimension;
         let grid = Grid { max_per_dim: max_workgroups_per_dim.clamp(1, limit) };
-        let launcher = Launcher { device: device.clone(), grid };
+        let launcher = Launcher::new(device, grid);
         let conv = ConvKernels::new(&launcher, engine, device_type);
         Kernels {
             engine,

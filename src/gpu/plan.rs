@@ -6,8 +6,12 @@
 //! Sharing rules:
 //! - Flatten is free: its output is its input's buffer, and so is its gradient.
 //! - A ReLU right after a convolution runs in the convolution's epilogue, so its
-//!   output is the convolution's output buffer; its backward still runs (it
-//!   reads that output as its mask), from its own gradient buffer.
+//!   output is the convolution's output buffer.
+//! - A ReLU's backward runs in the epilogue of the next layer's input gradient
+//!   when that layer is a convolution, a Linear (past a Flatten) or a max-pool:
+//!   it zeroes the gradient where its own input, the ReLU's output, is not
+//!   positive, and writes it straight into the ReLU's input gradient, so the
+//!   ReLU's output gradient needs no buffer of its own.
 //! - A position needs a gradient only if a layer before it has weights, or the
 //!   caller asks for the input's gradient (a saliency map): the first layers'
 //!   input gradients are never computed otherwise.
@@ -45,6 +49,10 @@ pub struct MemoryPlan {
     pub grad_of: Vec<Option<usize>>,
     /// Per layer: a ReLU computed by the preceding convolution's epilogue.
     pub fused_relu: Vec<bool>,
+    /// Per layer: a ReLU whose backward the next layer's input gradient does.
+    pub relu_backward_fused: Vec<bool>,
+    /// Per layer: its input gradient also does the backward of the ReLU before it.
+    pub gates_input: Vec<bool>,
     /// Per layer: the argmax buffer of a max-pool layer (elements per sample).
     pub argmax: Vec<Option<usize>>,
 }
@@ -65,6 +73,19 @@ impl MemoryPlan {
             }
         }
 
+        let mut relu_backward_fused = vec![false; layers.len()];
+        let mut gates_input = vec![false; layers.len()];
+        if gradients != Gradients::None {
+            for (r, l) in layers.iter().enumerate() {
+                let next = (r + 1..layers.len()).find(|&c| layers[c].op != Op::Flatten);
+                if let (Op::Relu(_), Some(c)) = (l.op, next) {
+                    if matches!(layers[c].op, Op::Conv2d(..) | Op::Linear(..) | Op::MaxPool2d(_)) {
+                        (relu_backward_fused[r], gates_input[c]) = (true, true);
+                    }
+                }
+            }
+        }
+
         let mut grads = Vec::new();
         let mut grad_of = vec![None; layers.len() + 1];
         if gradients != Gradients::None {
@@ -78,7 +99,9 @@ impl MemoryPlan {
                 if !needed {
                     continue;
                 }
-                if l.op == Op::Flatten && grad_of[i].is_some() {
+                // The ReLU's output gradient is never written: its consumer writes the input's.
+                let aliased = l.op == Op::Flatten || relu_backward_fused[i];
+                if aliased && grad_of[i].is_some() {
                     grad_of[i + 1] = grad_of[i];
                 } else {
                     grads.push(Slot { name: format!("d {}", l.name), per_sample: l.output.numel() });
@@ -88,7 +111,15 @@ impl MemoryPlan {
         }
 
         let argmax = layers.iter().map(|l| matches!(l.op, Op::MaxPool2d(_)).then(|| l.output.numel())).collect();
-        MemoryPlan { values, value_of, grads, grad_of, fused_relu, argmax }
+        // A ReLU before every weight computes no input gradient: nothing to fuse.
+        for (r, fused) in relu_backward_fused.iter_mut().enumerate() {
+            if *fused && grad_of[r].is_none() {
+                *fused = false;
+                let c = (r + 1..layers.len()).find(|&c| layers[c].op != Op::Flatten).expect("the consumer");
+                gates_input[c] = false;
+            }
+        }
+        MemoryPlan { values, value_of, grads, grad_of, fused_relu, relu_backward_fused, gates_input, argmax }
     }
 
     /// The largest batch whose every per-sample buffer holds at most `max_bytes`
@@ -135,6 +166,18 @@ mod tests {
         assert_eq!(p.grad_of[0], None);
         assert!(p.grad_of[1..].iter().all(Option::is_some));
         assert_eq!(p.argmax.iter().flatten().collect::<Vec<_>>(), [&(16 * 14 * 14), &(32 * 7 * 7)]);
+        // Every ReLU's backward runs in the next layer's input gradient (a pool, a conv,
+        // the classifier past the Flatten), into the ReLU's input gradient.
+        let names = |flags: &[bool]| -> Vec<&str> {
+            m.layers.iter().zip(flags).filter(|(_, &f)| f).map(|(l, _)| l.name.as_str()).collect()
+        };
+        assert_eq!(names(&p.relu_backward_fused), ["conv1.1", "conv2.1", "conv2.3", "conv3.1"]);
+        assert_eq!(names(&p.gates_input), ["conv1.2", "conv2.2", "conv2.4", "out"]);
+        for (r, l) in m.layers.iter().enumerate().filter(|(r, _)| p.relu_backward_fused[*r]) {
+            assert_eq!(p.grad_of[r + 1], p.grad_of[r], "{}: its output gradient is its input's", l.name);
+        }
+        // No gradient buffer is left for the ReLU outputs: conv1.0, conv1.2, conv2.0, conv2.2, conv2.4, conv3.0, out.
+        assert_eq!(p.grads.len(), 7);
     }
 
     #[test]
@@ -167,6 +210,9 @@ mod tests {
         assert_eq!(p.fused_relu, [false, false, true, false, false]);
         assert_eq!(p.grad_of[..2], [None, None]);
         assert!(p.grad_of[2..].iter().all(Option::is_some));
+        // The first ReLU computes no gradient, so its consumer gates nothing; the second is fused.
+        assert_eq!(p.relu_backward_fused, [false, false, true, false, false]);
+        assert_eq!(p.gates_input, [false, false, false, false, true]);
     }
 
     #[test]

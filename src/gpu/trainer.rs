@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::data::{pixel_values, Dataset};
-use crate::executor::{batch_len, check_len, Inference, Optimizer, OptimizerState, Stats, Trainer};
+use crate::executor::{batch_len, check_len, check_same_kind, Inference, Optimizer, OptimizerState, Stats, Trainer};
 use crate::gpu::backward;
 use crate::gpu::context::{checked, Gpu};
 use crate::gpu::dispatch::Dispatch;
@@ -307,6 +307,12 @@ impl Trainer for GpuTrainer {
 
     fn optimizer(&self) -> Optimizer {
         self.optimizer
+    }
+
+    fn set_optimizer(&mut self, opt: Optimizer) -> Result<()> {
+        check_same_kind(self.optimizer, opt)?;
+        self.optimizer = opt;
+        Ok(())
     }
 
     fn train_step(&mut self, images: &[f32], labels: &[u32]) -> Result<()> {

@@ -5,15 +5,12 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 
-use super::{bold_style, centered, render, save, text_style, Area, MUTED};
+use super::{bold_style, centered, ramp, render, save, text_style, Area, MUTED};
 
 /// Light to dark blue. The colour follows the square root of a cell's share of its
 /// row, so that a class confused 1-5% of the time is visibly tinted instead of white.
 fn shade(share: f64) -> RGBColor {
-    let t = share.clamp(0.0, 1.0).sqrt();
-    let (from, to) = ((247.0, 251.0, 255.0), (8.0, 48.0, 107.0));
-    let mix = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
-    RGBColor(mix(from.0, to.0), mix(from.1, to.1), mix(from.2, to.2))
+    ramp(&[RGBColor(247, 251, 255), RGBColor(8, 48, 107)], share.clamp(0.0, 1.0).sqrt())
 }
 
 /// Ticks of the colour scale, as shares of a row.

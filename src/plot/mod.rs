@@ -1,5 +1,5 @@
-//! PNG charts drawn with plotters: training curves, confusion matrices and the
-//! comparison of several runs. Text is rendered by ab_glyph with a DejaVu Sans subset
+//! PNG charts drawn with plotters: training curves, confusion matrices, the
+//! comparison of several runs and `explain`'s picture sheet. Text is rendered by ab_glyph with a DejaVu Sans subset
 //! compiled into the binary (`assets/fonts/`, see `canvas`), so charts look the same
 //! on every machine and need no system fonts. Pictures are rendered in memory and written
 //! atomically, so a reader never sees half a PNG.
@@ -7,9 +7,11 @@
 mod canvas;
 mod confusion;
 mod curves;
+mod sheet;
 
 pub use confusion::confusion;
 pub use curves::{comparison, training_curves, Run};
+pub use sheet::{explain_sheet, Filters, Sheet, SHEET_WIDTH};
 
 use anyhow::{anyhow, Context, Result};
 use image::{ImageFormat, RgbImage};
@@ -150,18 +152,34 @@ fn legend(area: &Area, rows: &[Vec<(Mark, String)>]) -> Result<()> {
         for (mark, label) in row {
             mark.sample(area, (x, y + 8), sample_w)?;
             let text_x = x + sample_w + 8;
-            let mut chars: Vec<char> = label.chars().collect();
-            let mut text = label.clone();
-            while text_x + area.estimate_text_size(&text, &style)?.0 as i32 > room && chars.len() > 8 {
-                chars.remove(chars.len() / 2);
-                let half = chars.len() / 2;
-                text = format!("{}…{}", String::from_iter(&chars[..half]), String::from_iter(&chars[half..]));
-            }
+            let text = elide(area, label, &style, room - text_x)?;
             area.draw(&Text::new(text.as_str(), (text_x, y), style.clone()))?;
             x = text_x + area.estimate_text_size(&text, &style)?.0 as i32 + 28;
         }
     }
     Ok(())
+}
+
+/// `text`, or if it is wider than `room` pixels, `text` without its middle, marked "…":
+/// a long path or architecture keeps its beginning and end.
+fn elide(area: &Area, text: &str, style: &TextStyle, room: i32) -> Result<String> {
+    let mut chars: Vec<char> = text.chars().collect();
+    let mut out = text.to_string();
+    while area.estimate_text_size(&out, style)?.0 as i32 > room && chars.len() > 8 {
+        chars.remove(chars.len() / 2);
+        let half = chars.len() / 2;
+        out = format!("{}…{}", String::from_iter(&chars[..half]), String::from_iter(&chars[half..]));
+    }
+    Ok(out)
+}
+
+/// The colour at `t` in [0, 1] along `stops`, spaced evenly and mixed linearly.
+fn ramp(stops: &[RGBColor], t: f64) -> RGBColor {
+    let x = t.clamp(0.0, 1.0) * (stops.len() - 1) as f64;
+    let i = (x.floor() as usize).min(stops.len() - 2);
+    let (a, b, f) = (stops[i], stops[i + 1], x - i as f64);
+    let mix = |p: u8, q: u8| (p as f64 + (q as f64 - p as f64) * f).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
 fn legend_height(rows: usize) -> u32 {

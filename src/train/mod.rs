@@ -14,6 +14,7 @@ use crate::checkpoint::Position;
 use crate::data::Dataset;
 use crate::executor::{Inference, Stats, Trainer};
 use crate::rng::Rng;
+use crate::schedule::Schedule;
 
 /// The shuffling stream for `seed`, kept apart from the weight initialisation's
 /// stream (`Rng::new(seed)`) so the two are not the same numbers.
@@ -30,9 +31,17 @@ pub fn epoch_order(n: usize, rng: &mut Rng, shuffle: bool) -> Vec<usize> {
     order
 }
 
-/// Where a run stands at its start.
+/// Where a run stands at its start, at a constant learning rate.
 pub fn start_position(seed: u64, batch_size: usize, shuffle: bool) -> Position {
-    Position { epoch: 0, batch_in_epoch: 0, global_step: 0, epoch_rng: shuffle_rng(seed).state(), batch_size, shuffle }
+    Position {
+        epoch: 0,
+        batch_in_epoch: 0,
+        global_step: 0,
+        epoch_rng: shuffle_rng(seed).state(),
+        batch_size,
+        shuffle,
+        schedule: Schedule::constant(),
+    }
 }
 
 /// How long a run goes and how often it reads its loss back.
@@ -55,9 +64,18 @@ pub enum Event {
     /// A step ran on batch `batch_in_epoch`; `global` steps are done.
     Step { epoch: usize, batch_in_epoch: usize, batches: usize, global: u64 },
     /// Loss and accuracy since the last `Logged`, read back after step `global`,
-    /// at `samples_per_s` over that stretch. Never reported with a non-finite loss:
-    /// the run stops with `Diverged` instead.
-    Logged { epoch: usize, batch_in_epoch: usize, batches: usize, global: u64, stats: Stats, samples_per_s: f64 },
+    /// at `samples_per_s` over that stretch; `lr` is the learning rate of step
+    /// `global`. Never reported with a non-finite loss: the run stops with
+    /// `Diverged` instead.
+    Logged {
+        epoch: usize,
+        batch_in_epoch: usize,
+        batches: usize,
+        global: u64,
+        stats: Stats,
+        samples_per_s: f64,
+        lr: f32,
+    },
     /// The step limit or `Control::stop` stopped the run; it resumes from here. A stop
     /// asked for after an epoch's last step comes before its `EpochEnd`: the position
     /// is then that epoch's end (`batch_in_epoch` = its batches), and resuming from it
@@ -146,9 +164,11 @@ impl std::error::Error for Diverged {}
 
 /// Train from `pos` for `length`, cycling through `data` in epochs shuffled from
 /// the position's RNG (the last partial batch of an epoch is kept, as PyTorch's
-/// DataLoader does). Reports each `Event` to `on` and returns where the run
-/// stopped; resuming from a returned or reported position continues the same run
-/// exactly. A non-finite loss stops the run with a `Diverged` error.
+/// DataLoader does). Step t runs at the position's schedule's rate for step t,
+/// with the trainer's optimizer as the base (set back when the run returns).
+/// Reports each `Event` to `on` and returns where the run stopped; resuming from
+/// a returned or reported position continues the same run exactly. A non-finite
+/// loss stops the run with a `Diverged` error.
 pub fn run(
     trainer: &mut dyn Trainer,
     data: &Dataset,
@@ -166,6 +186,22 @@ pub fn run_with(
     data: &Dataset,
     pos: Position,
     length: RunLength,
+    control: Control,
+    on: impl FnMut(&mut dyn Trainer, Event) -> Result<()>,
+) -> Result<Position> {
+    let base = trainer.optimizer();
+    let result = run_from(trainer, data, pos, length, base, control, on);
+    let restored = trainer.set_optimizer(base);
+    let end = result?;
+    restored.map(|_| end)
+}
+
+fn run_from(
+    trainer: &mut dyn Trainer,
+    data: &Dataset,
+    pos: Position,
+    length: RunLength,
+    base: crate::executor::Optimizer,
     control: Control,
     mut on: impl FnMut(&mut dyn Trainer, Event) -> Result<()>,
 ) -> Result<Position> {
@@ -211,6 +247,9 @@ pub fn run_with(
                 on(trainer, Event::Stopped(p))?;
                 return Ok(p);
             }
+            if !pos.schedule.is_constant() {
+                trainer.set_optimizer(base.at_rate(pos.schedule.at(global, base.lr() as f64)))?;
+            }
             trainer.train_batch(data, idx)?;
             (global, samples) = (global + 1, samples + idx.len());
             on(trainer, Event::Step { epoch, batch_in_epoch: bi, batches: n, global })?;
@@ -225,7 +264,9 @@ pub fn run_with(
                 }
                 let samples_per_s = samples as f64 / since.elapsed().as_secs_f64();
                 (since, samples) = (Instant::now(), 0);
-                on(trainer, Event::Logged { epoch, batch_in_epoch: bi, batches: n, global, stats, samples_per_s })?;
+                let lr = trainer.optimizer().lr();
+                let logged = Event::Logged { epoch, batch_in_epoch: bi, batches: n, global, stats, samples_per_s, lr };
+                on(trainer, logged)?;
             }
             if stopping {
                 let p = at(epoch, bi + 1, global, epoch_rng);

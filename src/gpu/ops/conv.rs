@@ -4,7 +4,7 @@
 //! CPU twin: `cpu::ops::conv2d_forward` / `conv2d_backward`. Test: tests/gpu_ops.rs `conv2d`.
 
 use crate::dims::ConvDims;
-use crate::gpu::dispatch::{u32_of, uniform, Dispatch, Entry, Launcher};
+use crate::gpu::dispatch::{storage_layout, u32_of, uniform, Dispatch, Entry, Launcher};
 use crate::gpu::engine::GemmEngine;
 use crate::gpu::ops::WeightGrads;
 use crate::model::ParamOffsets;
@@ -47,6 +47,8 @@ impl ConvUniform {
 struct Gemms {
     forward: Entry,
     backward_input: Entry,
+    /// backward_input compiled for stride 1, where the engine has such a variant.
+    backward_input_unit_stride: Option<Entry>,
     backward_weight_bias: Entry,
 }
 
@@ -74,13 +76,24 @@ impl ConvKernels {
     pub fn new(launcher: &Launcher, engine: GemmEngine, device_type: wgpu::DeviceType) -> Self {
         let spec = engine.spec();
         let module = super::module(launcher, spec.conv_module);
-        let entry = |name: &str, constants: &[(&str, f64)]| launcher.entry(&module, spec.conv_module, name, constants);
+        // Whether an engine's product reads `gate` depends on how its epilogues are
+        // shared; one layout for all three keeps their bindings alike.
+        let layout = storage_layout(&launcher.device, spec.conv_module, 1..=4, &[3]);
+        let entry = |name: &str, constants: &[(&str, f64)]| {
+            launcher.entry_in_layout(&module, spec.conv_module, name, constants, Some(&layout))
+        };
         let gemms = spec
             .tiles
             .iter()
             .map(|t| Gemms {
                 forward: entry("forward", t.constants),
                 backward_input: entry("backward_input", t.constants),
+                backward_input_unit_stride: spec.unit_stride_override.map(|name| {
+                    let constants: Vec<(&str, f64)> = t.constants.iter().copied().chain([(name, 1.0)]).collect();
+                    let mut e = entry("backward_input", &constants);
+                    e.name += "@stride1";
+                    e
+                }),
                 backward_weight_bias: entry("backward_weight_bias", t.constants),
             })
             .collect();
@@ -88,7 +101,12 @@ impl ConvKernels {
             launcher: launcher.clone(),
             engine,
             gemms,
-            reduce_weight_bias: entry("reduce_weight_bias", spec.tiles[0].constants),
+            reduce_weight_bias: launcher.entry(
+                &module,
+                spec.conv_module,
+                "reduce_weight_bias",
+                spec.tiles[0].constants,
+            ),
             split_target: engine.split_target(device_type),
         }
     }
@@ -106,6 +124,9 @@ impl ConvKernels {
         let g = &self.gemms[i];
         let entry = match p {
             Product::Forward => &g.forward,
+            Product::BackwardInput if d.stride == 1 => {
+                g.backward_input_unit_stride.as_ref().unwrap_or(&g.backward_input)
+            }
             Product::BackwardInput => &g.backward_input,
             Product::BackwardWeightBias => &g.backward_weight_bias,
         };
@@ -144,14 +165,17 @@ impl ConvKernels {
         let u = ConvUniform { relu: relu as u32, ..ConvUniform::new(d, at) };
         let (entry, folded, z) = self.layout(Product::Forward, d);
         let groups = self.launcher.grid.folded(folded, z);
-        let mut dsp = self.launcher.dispatch(entry, &u, &[(1, x), (2, params), (3, y)], groups).with_flops(d.flops());
+        let bindings = [(1, x), (2, params), (3, y), (4, x)];
+        let mut dsp = self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops());
         if relu {
             dsp.name += "+relu";
         }
         dsp
     }
 
-    /// dx (N,C,H,W) from dy (N,OC,OH,OW) and W at `at.weight` in `params`.
+    /// dx (N,C,H,W) from dy (N,OC,OH,OW) and W at `at.weight` in `params`; with
+    /// `relu_input` (this conv's input x, the output of a ReLU), also the backward
+    /// pass of that ReLU: dx is zero where x is not positive.
     pub fn backward_input(
         &self,
         d: ConvDims,
@@ -159,11 +183,17 @@ impl ConvKernels {
         dy: &wgpu::Buffer,
         params: &wgpu::Buffer,
         dx: &wgpu::Buffer,
+        relu_input: Option<&wgpu::Buffer>,
     ) -> Dispatch {
         let (entry, folded, z) = self.layout(Product::BackwardInput, d);
         let groups = self.launcher.grid.folded(folded, z);
-        let u = ConvUniform::new(d, at);
-        self.launcher.dispatch(entry, &u, &[(1, dy), (2, params), (3, dx)], groups).with_flops(d.flops())
+        let u = ConvUniform { relu: relu_input.is_some() as u32, ..ConvUniform::new(d, at) };
+        let bindings = [(1, dy), (2, params), (3, dx), (4, relu_input.unwrap_or(&self.launcher.unused))];
+        let mut dsp = self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops());
+        if relu_input.is_some() {
+            dsp.name += "+relu";
+        }
+        dsp
     }
 
     /// dW and db into `to.grads` at `at`: a split-reduction GEMM into `to.scratch`
@@ -184,7 +214,7 @@ impl ConvKernels {
         let gemm = self.launcher.grid.folded(folded, z * splits);
         let reduce = self.launcher.grid.flat(d.weight_len() + d.oc);
         [
-            self.launcher.dispatch(entry, &u, &[(1, x), (2, dy), (3, scratch)], gemm).with_flops(d.flops()),
+            self.launcher.dispatch(entry, &u, &[(1, x), (2, dy), (3, scratch), (4, x)], gemm).with_flops(d.flops()),
             self.launcher.dispatch(&self.reduce_weight_bias, &u, &[(1, scratch), (3, grads)], reduce),
         ]
     }

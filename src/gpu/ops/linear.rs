@@ -16,7 +16,7 @@ uniform! {
     /// Shapes and offsets of one Linear call (`LinearUniform` in linear.wgsl).
     pub struct LinearUniform in "linear.wgsl" {
         n: u32, in_features: u32, out_features: u32, w_off: u32,
-        b_off: u32, accumulate: u32, _pad0: u32, _pad1: u32,
+        b_off: u32, accumulate: u32, relu: u32, _pad0: u32,
     }
 }
 
@@ -99,7 +99,8 @@ impl LinearKernels {
         self.launcher.dispatch(&self.forward, &u, &[(1, x), (2, params), (3, y)], groups).with_flops(d.flops())
     }
 
-    /// dx (N,IN) = dy (N,OUT) W.
+    /// dx (N,IN) = dy (N,OUT) W; with `relu_input` (this layer's input x, a ReLU's
+    /// output), also that ReLU's backward: dx is zero where x is not positive.
     pub fn backward_input(
         &self,
         d: LinearDims,
@@ -107,13 +108,20 @@ impl LinearKernels {
         dy: &wgpu::Buffer,
         params: &wgpu::Buffer,
         dx: &wgpu::Buffer,
+        relu_input: Option<&wgpu::Buffer>,
     ) -> Dispatch {
         if self.route(d) == LinearRoute::ConvGemm {
-            return self.conv.backward_input(d.as_conv(), at, dy, params, dx);
+            return self.conv.backward_input(d.as_conv(), at, dy, params, dx, relu_input);
         }
         let groups = self.launcher.grid.flat(d.input_len());
-        let u = LinearUniform::new(d, at);
-        self.launcher.dispatch(&self.backward_input, &u, &[(4, dy), (2, params), (5, dx)], groups).with_flops(d.flops())
+        let u = LinearUniform { relu: relu_input.is_some() as u32, ..LinearUniform::new(d, at) };
+        let x = relu_input.unwrap_or(&self.launcher.unused);
+        let bindings = [(4, dy), (2, params), (5, dx), (1, x)];
+        let mut dsp = self.launcher.dispatch(&self.backward_input, &u, &bindings, groups).with_flops(d.flops());
+        if relu_input.is_some() {
+            dsp.name += "+relu";
+        }
+        dsp
     }
 
     /// dW (OUT,IN) and db (OUT) into `to.grads` at `at`; `to.scratch` holds

@@ -12,7 +12,7 @@ uniform! {
     pub struct OptimUniform in "optim.wgsl" {
         len: u32, _pad0: u32, _pad1: u32, _pad2: u32,
         lr: f32, momentum: f32, beta1: f32, beta2: f32,
-        eps: f32, step_size: f32, bc2_sqrt: f32, _pad3: f32,
+        eps: f32, step_size: f32, bc2_sqrt: f32, decay: f32,
     }
 }
 
@@ -21,12 +21,16 @@ impl OptimUniform {
     pub fn new(opt: Optimizer, len: usize, step: u32) -> Self {
         let mut u = OptimUniform::zeroed();
         u.len = u32_of(len);
-        match opt {
-            Optimizer::Sgd { lr, momentum } => (u.lr, u.momentum) = (lr, momentum),
-            Optimizer::Adam { lr, beta1, beta2, eps } => {
-                let (step_size, bc2_sqrt) = Optimizer::adam_factors(lr, beta1, beta2, step);
-                (u.lr, u.beta1, u.beta2, u.eps, u.step_size, u.bc2_sqrt) = (lr, beta1, beta2, eps, step_size, bc2_sqrt);
+        match (opt, opt.adam_step(step)) {
+            (Optimizer::Sgd { lr, momentum, weight_decay }, _) => {
+                (u.lr, u.momentum, u.decay) = (lr, momentum, weight_decay)
             }
+            (_, Some(a)) => {
+                u.lr = opt.lr();
+                (u.beta1, u.beta2, u.eps, u.step_size, u.bc2_sqrt, u.decay) =
+                    (a.beta1, a.beta2, a.eps, a.step_size, a.bc2_sqrt, a.shrink);
+            }
+            (Optimizer::Adam { .. }, None) => unreachable!("adam_step is Some for Adam"),
         }
         u
     }

@@ -5,11 +5,15 @@
 use crate::dims::PoolDims;
 use crate::gpu::dispatch::{u32_of, uniform, Dispatch, Entry, Launcher};
 
+/// The override that compiles backward for windows that tile the input.
+pub const TILING_WINDOWS: &str = "TILING_WINDOWS";
+
 uniform! {
     /// Shapes of one pooling call (`PoolUniform` in maxpool.wgsl).
     pub struct PoolUniform in "maxpool.wgsl" {
         n: u32, c: u32, h: u32, w: u32,
         k: u32, stride: u32, oh: u32, ow: u32,
+        relu: u32, _pad0: u32, _pad1: u32, _pad2: u32,
     }
 }
 
@@ -24,6 +28,7 @@ impl PoolUniform {
             stride: u32_of(d.stride),
             oh: u32_of(d.oh()),
             ow: u32_of(d.ow()),
+            ..Default::default()
         }
     }
 }
@@ -33,13 +38,22 @@ pub struct PoolKernels {
     launcher: Launcher,
     forward: Entry,
     backward: Entry,
+    /// backward compiled for windows that tile the input (kernel == stride).
+    backward_tiling: Entry,
 }
 
 impl PoolKernels {
     pub fn new(launcher: &Launcher) -> Self {
         let module = super::module(launcher, "maxpool.wgsl");
         let entry = |name: &str| launcher.entry(&module, "maxpool.wgsl", name, &[]);
-        PoolKernels { launcher: launcher.clone(), forward: entry("forward"), backward: entry("backward") }
+        let mut backward_tiling = launcher.entry(&module, "maxpool.wgsl", "backward", &[(TILING_WINDOWS, 1.0)]);
+        backward_tiling.name += "@tiling";
+        PoolKernels {
+            launcher: launcher.clone(),
+            forward: entry("forward"),
+            backward: entry("backward"),
+            backward_tiling,
+        }
     }
 
     /// y (N,C,OH,OW) and argmax (N,C,OH,OW) u32 from x (N,C,H,W).
@@ -51,12 +65,27 @@ impl PoolKernels {
             .moving(4 * d.input_len() + 8 * d.output_len())
     }
 
-    /// dx (N,C,H,W) from dy (N,C,OH,OW) through the forward's argmax.
-    pub fn backward(&self, d: PoolDims, argmax: &wgpu::Buffer, dy: &wgpu::Buffer, dx: &wgpu::Buffer) -> Dispatch {
+    /// dx (N,C,H,W) from dy (N,C,OH,OW) through the forward's argmax; with
+    /// `relu_input` (the pool's input x, a ReLU's output), also that ReLU's
+    /// backward: dx is zero where x is not positive.
+    pub fn backward(
+        &self,
+        d: PoolDims,
+        argmax: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+        relu_input: Option<&wgpu::Buffer>,
+    ) -> Dispatch {
         let groups = self.launcher.grid.flat(d.input_len());
-        let bindings = [(3, argmax), (4, dy), (5, dx)];
-        self.launcher
-            .dispatch(&self.backward, &PoolUniform::new(d), &bindings, groups)
-            .moving(4 * d.input_len() + 8 * d.output_len())
+        let bindings = [(3, argmax), (4, dy), (5, dx), (1, relu_input.unwrap_or(&self.launcher.unused))];
+        let u = PoolUniform { relu: relu_input.is_some() as u32, ..PoolUniform::new(d) };
+        let gated = relu_input.map_or(0, |_| 4 * d.input_len());
+        let entry = if d.k == d.stride { &self.backward_tiling } else { &self.backward };
+        let mut dsp =
+            self.launcher.dispatch(entry, &u, &bindings, groups).moving(4 * d.input_len() + 8 * d.output_len() + gated);
+        if relu_input.is_some() {
+            dsp.name += "+relu";
+        }
+        dsp
     }
 }
