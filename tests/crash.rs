@@ -441,3 +441,52 @@ fn curves_after_a_resume_are_drawn_from_the_whole_run() {
     let resumed: Vec<_> = train.iter().copied().filter(|p| p.0 > 6).collect();
     assert!(drawn != draw(&resumed, "resumed.png"), "the resumed part alone draws the same picture");
 }
+
+#[test]
+fn a_scheduled_run_stopped_by_a_signal_resumes_on_its_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let schedule = ["--schedule", "cosine", "--warmup", "3", "--weight-decay", "0.01"];
+    let mut c = tiny_train(&dir, &[&["--steps", "40", "--checkpoint-every", "5"][..], &schedule].concat());
+    // The signal lands while the save at step 5 is paused: the run stops after step 6.
+    c.env("GPU_CNN_TEST_PAUSE_WRITE", "checkpoint.safetensors:1:2");
+    let mut run = Running::start(c);
+    run.wait_for("test hook: pausing halfway through");
+    run.signal("TERM");
+    let (status, out) = run.finish();
+    assert_eq!(status.code(), Some(143), "{}\n{out}", status_line(status));
+    assert_eq!(assert_consistent(&dir, "after SIGTERM"), Some(6), "{out}");
+    let ck = dir.join("checkpoint.safetensors");
+    // The schedule is the checkpoint's: giving it again is refused by the parser.
+    let mut again = common::bin();
+    again.args(["train", "--backend", "cpu", "--schedule", "cosine", "--resume"]).arg(&ck).arg("--out").arg(&dir);
+    common::exits_with(&mut again, 2, &["--schedule", "cannot be used with"]);
+    let mut resume = tiny_train(&dir, &["--steps", "40"]);
+    resume.arg("--resume").arg(&ck);
+    let (status, out) = Running::start(resume).finish();
+    assert!(status.success(), "{out}");
+    assert_eq!(load(&dir.join("model.safetensors")).params, reference(tmp.path(), 40, &schedule));
+    assert_finished(&dir, 40, "resumed on its schedule");
+}
+
+#[test]
+fn a_closed_stdout_stops_train_after_the_step_and_saves() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let mut c = tiny_train(&dir, &["--steps", "1000000"]);
+    let mut child = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    while !lines.next().unwrap().unwrap().contains("step 3 ") {}
+    // The reader goes away, as `gpu-cnn train | head` does.
+    drop(lines);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{}\n{err}", status_line(out.status));
+    let step = assert_consistent(&dir, "after a closed stdout").unwrap_or_else(|| panic!("nothing saved\n{err}"));
+    assert!(
+        step >= 3 && err.contains(&format!("standard output was closed: stopped after step {step} and saved")),
+        "{err}"
+    );
+    assert_eq!(metric_steps(&dir), (1..=step).collect::<Vec<_>>());
+}
