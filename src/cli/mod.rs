@@ -1,6 +1,8 @@
 //! Argument parsing and what the subcommands share: choosing a backend, the
 //! model, the dataset and the default weights.
 
+#[macro_use]
+pub mod output;
 mod bench;
 mod devices;
 mod eval;
@@ -69,6 +71,18 @@ enum Command {
     Plot(plot::Args),
 }
 
+/// An error whose message has already been printed: `main` exits with this code.
+#[derive(Debug)]
+pub struct Exit(pub u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
 pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     if let Ok(v) = std::env::var("GPU_CNN_CONV") {
         bail!("GPU_CNN_CONV={v}: the variable is now GPU_CNN_GEMM (or the --gemm option), with the same values");
@@ -127,7 +141,7 @@ pub fn trainer(
             let gpu = Arc::new(Gpu::new(choice, gemm)?);
             if backend == Backend::Auto {
                 if let Some(note) = gpu.software_note() {
-                    println!("{note}");
+                    outln!("{note}")?;
                 }
             }
             Box::new(GpuTrainer::new(gpu, model, opt, params, max_batch)?)

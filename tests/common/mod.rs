@@ -260,3 +260,116 @@ pub fn train(out: &Path, steps: u64, extra: &[&str]) -> String {
     c.arg("--out").arg(out).args(extra);
     stdout_of(&mut c)
 }
+
+/// The `gpu-cnn` binary as a std Command, for runs a test signals or kills mid-way.
+pub fn bin_std() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-cnn"));
+    c.env("NODEVICE_SELECT", "1");
+    c
+}
+
+/// A model small enough that the CPU reference trains a step of 8 in about a millisecond.
+pub const TINY: &str = "c4k3 relu pool2 flat fc10";
+
+/// A `gpu-cnn` process running in the background, its output read line by line as it comes.
+pub struct Running {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line so far, stdout and stderr interleaved as they arrived.
+    pub seen: Vec<String>,
+}
+
+impl Running {
+    /// Start `c` with both outputs piped.
+    pub fn start(mut c: std::process::Command) -> Running {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+        for stream in [out, err] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream).lines().map_while(|l| l.ok()) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Running { child, lines, seen: Vec::new() }
+    }
+
+    /// Wait (at most 5 minutes) for a line containing `needle`; panics if the process
+    /// ends first. Returns the line.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no line with '{needle}' ({e}); output:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Send signal `name` (`INT`, `TERM`, `HUP`, `KILL`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} {} failed", self.child.id());
+    }
+
+    /// Wait (at most 5 minutes) for the process to end; its status and all its output.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                self.child.kill().ok();
+                panic!("still running after 5 minutes; output:\n{}", self.seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The readers end with the pipes.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
+            self.seen.push(line);
+        }
+        (status, self.seen.join("\n"))
+    }
+}
+
+/// `gpu-cnn train` on the CPU reference with the tiny model, batches of 8, logging
+/// every step, into `out`.
+pub fn tiny_train(out: &Path, extra: &[&str]) -> std::process::Command {
+    let mut c = bin_std();
+    c.args(["train", "--arch", TINY, "--backend", "cpu", "--batch-size", "8", "--log-every", "1", "--out"])
+        .arg(out)
+        .args(extra);
+    c
+}
+
+/// The steps of a run's metrics.jsonl training points, in file order; panics on a line
+/// that is not a record (a truncated last line included).
+pub fn metric_steps(dir: &Path) -> Vec<u64> {
+    let log = gpu_cnn::metrics_log::MetricsLog::read(&dir.join("metrics.jsonl")).unwrap();
+    assert!(log.warnings.is_empty(), "{:?}", log.warnings);
+    log.records
+        .iter()
+        .filter_map(|r| match r {
+            gpu_cnn::metrics_log::Record::Train { step, .. } => Some(*step),
+            _ => None,
+        })
+        .collect()
+}
