@@ -12,18 +12,21 @@
 // Dispatch: x,y = the row-tile index folded into two dimensions (so any batch
 // stays under 65,535 workgroups a dimension), z = col tile (+ split * col tiles).
 
-const BM: u32 = 64u;   // tile rows
-const BN: u32 = 32u;   // tile cols
-const BK: u32 = 16u;   // reduction step
-const TM: u32 = 8u;    // rows per thread (register block)
-const TN: u32 = 4u;    // cols per thread
-const THREADS: u32 = 64u; // (BN/TN) x (BM/TM)
+// The tile is set per pipeline (the host's tile configurations, src/gpu/engine.rs):
+// 64x32 with 64 threads for narrow products and small grids, 128x64 with 256 threads
+// for wide ones. Each thread always owns an 8x4 register block.
+override BM: u32 = 64u;   // tile rows
+override BN: u32 = 32u;   // tile cols
+const BK: u32 = 16u;      // reduction step
+const TM: u32 = 8u;       // rows per thread (register block)
+const TN: u32 = 4u;       // cols per thread
+override THREADS: u32 = (BN / TN) * (BM / TM);
 
 // Tiles stored as vec4 so each thread reads its 4 rows / 4 columns in one load and
 // accumulates in four vec4 registers: no dynamically indexed arrays in the hot loop
 // (llvmpipe spills those to memory).
-var<workgroup> As: array<vec4<f32>, 256>; // [BK][BM/4]
-var<workgroup> Bs: array<vec4<f32>, 128>; // [BK][BN/4]
+var<workgroup> As: array<vec4<f32>, BK * BM / 4u>; // [BK][BM/4]
+var<workgroup> Bs: array<vec4<f32>, BK * BN / 4u>; // [BK][BN/4]
 
 const MODE_FORWARD: u32 = 0u;
 const MODE_BACKWARD_INPUT: u32 = 1u;
@@ -248,7 +251,7 @@ fn planes_product(mode: u32, lid: vec3<u32>, li: u32, wid: vec3<u32>, nwg: vec3<
     }
 }
 
-@compute @workgroup_size(8, 8)
+@compute @workgroup_size(BN / TN, BM / TM)
 fn forward(@builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(local_invocation_index) li: u32,
            @builtin(workgroup_id) wid: vec3<u32>,
@@ -256,7 +259,7 @@ fn forward(@builtin(local_invocation_id) lid: vec3<u32>,
     planes_product(MODE_FORWARD, lid, li, wid, nwg, U.oc, U.oh * U.ow, U.c * U.k * U.k, true);
 }
 
-@compute @workgroup_size(8, 8)
+@compute @workgroup_size(BN / TN, BM / TM)
 fn backward_input(@builtin(local_invocation_id) lid: vec3<u32>,
                   @builtin(local_invocation_index) li: u32,
                   @builtin(workgroup_id) wid: vec3<u32>,
@@ -264,7 +267,7 @@ fn backward_input(@builtin(local_invocation_id) lid: vec3<u32>,
     planes_product(MODE_BACKWARD_INPUT, lid, li, wid, nwg, U.c, U.h * U.w, U.oc * U.k * U.k, false);
 }
 
-@compute @workgroup_size(8, 8)
+@compute @workgroup_size(BN / TN, BM / TM)
 fn backward_weight_bias(@builtin(local_invocation_id) lid: vec3<u32>,
                         @builtin(local_invocation_index) li: u32,
                         @builtin(workgroup_id) wid: vec3<u32>,

@@ -39,20 +39,53 @@ pub struct Checkpoint {
     pub params: Vec<f32>,
     pub optimizer: Option<(Optimizer, OptimizerState)>,
     pub position: Option<Position>,
+    /// Which run wrote the file and at which step, when gpu-cnn's trainer did.
+    pub stamp: Option<Stamp>,
+}
+
+/// The run a file belongs to and the step its weights are from, in the metadata
+/// (`gpu_cnn.run`, `gpu_cnn.step`) of both files of a run's checkpoint pair and in each
+/// line of its metrics.jsonl, so that a reader can tell which files go together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// 1 to 64 ASCII letters, digits, '-' or '_'.
+    pub run: String,
+    pub step: u64,
+}
+
+impl Stamp {
+    /// A new run's identity: random (std's hasher keys are), so two runs never share one.
+    pub fn new_run() -> String {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.write_u32(std::process::id());
+        format!("{:016x}", h.finish())
+    }
+
+    pub fn is_valid_run(run: &str) -> bool {
+        (1..=64).contains(&run.len()) && run.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }
 }
 
 /// Write `bytes` to `path` so that a crash at any moment leaves either the old file or
 /// the new one: a temporary file in the same directory, fsync, rename, fsync the directory.
+/// A kill can leave the temporary behind; `remove_stale_temporaries` clears those.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| anyhow!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let tmp = temporary_of(path)?;
+    // Errors name the file the caller asked for; the temporary is a detail of how.
+    let (p, t) = (path.display(), tmp.display());
     let result = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("{p}: cannot create temporary file {t}"))?;
+        let (first, second) = bytes.split_at(bytes.len() / 2);
+        f.write_all(first).with_context(|| format!("{p}: cannot write {t}"))?;
+        if let Some(midway) = MIDWAY.get() {
+            midway(&tmp);
+        }
+        f.write_all(second).with_context(|| format!("{p}: cannot write {t}"))?;
+        f.sync_all().with_context(|| format!("{p}: cannot sync {t}"))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("{p}: cannot replace it with {t}"))?;
         // Make the rename itself durable (not possible on every platform; best effort).
         if let Ok(d) = std::fs::File::open(dir) {
             d.sync_all().ok();
@@ -65,6 +98,53 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// What `write_atomic` calls halfway through each write, with the temporary's path.
+pub type MidwayHook = Box<dyn Fn(&Path) + Send + Sync>;
+
+static MIDWAY: std::sync::OnceLock<MidwayHook> = std::sync::OnceLock::new();
+
+/// Test-only: have every later `write_atomic` of this process call `hook` once half of
+/// its bytes are written, so that a test can kill the process inside a write (`gpu-cnn
+/// train` sets one from `GPU_CNN_TEST_PAUSE_WRITE`; see `tests/crash.rs`). Once per
+/// process; false if a hook was already set.
+pub fn set_midway_hook(hook: MidwayHook) -> bool {
+    MIDWAY.set(hook).is_ok()
+}
+
+/// The temporary `write_atomic` writes `path` through: `.<name>.tmp-<pid>` beside it.
+fn temporary_of(path: &Path) -> Result<std::path::PathBuf> {
+    let name = path.file_name().ok_or_else(|| anyhow!("{}: not a file path", path.display()))?;
+    Ok(path.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id())))
+}
+
+/// Whether `entry` is a temporary `write_atomic` made for a file named one of `names`
+/// (`.<name>.tmp-<pid>`), and not one of this process's.
+fn is_stale_temporary(entry: &str, names: &[&str]) -> bool {
+    let Some(rest) = entry.strip_prefix('.') else { return false };
+    names.iter().any(|name| {
+        let pid = rest.strip_prefix(name).and_then(|r| r.strip_prefix(".tmp-")).unwrap_or("");
+        !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && pid != std::process::id().to_string()
+    })
+}
+
+/// Remove the temporaries a killed writer left in `dir` for the files `names`; returns
+/// what was removed. Only for a caller that owns those files in `dir` (holds its lock):
+/// another live writer's temporary would otherwise vanish under it.
+pub fn remove_stale_temporaries(dir: &Path, names: &[&str]) -> Result<Vec<std::path::PathBuf>> {
+    let d = dir.display();
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("{d}: cannot list the directory"))? {
+        let entry = entry.with_context(|| format!("{d}: cannot list the directory"))?;
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && entry.file_name().to_str().is_some_and(|n| is_stale_temporary(n, names)) {
+            let path = entry.path();
+            std::fs::remove_file(&path).with_context(|| format!("{}: cannot remove it", path.display()))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
 fn f32_bytes(x: &[f32]) -> &[u8] {
     bytemuck::cast_slice(x)
 }
@@ -75,6 +155,17 @@ pub fn to_bytes(
     params: &[f32],
     optimizer: Option<(&Optimizer, &OptimizerState)>,
     position: Option<&Position>,
+) -> Result<Vec<u8>> {
+    to_bytes_stamped(model, params, optimizer, position, None)
+}
+
+/// `to_bytes`, with the run and step that wrote the file.
+pub fn to_bytes_stamped(
+    model: &Model,
+    params: &[f32],
+    optimizer: Option<(&Optimizer, &OptimizerState)>,
+    position: Option<&Position>,
+    stamp: Option<&Stamp>,
 ) -> Result<Vec<u8>> {
     let mut tensors: Vec<(String, TensorView)> = Vec::new();
     for p in &model.params {
@@ -107,6 +198,10 @@ pub fn to_bytes(
         meta.insert("gpu_cnn.batch_size".into(), p.batch_size.to_string());
         meta.insert("gpu_cnn.shuffle".into(), p.shuffle.to_string());
         meta.insert("gpu_cnn.schedule".into(), p.schedule.to_metadata());
+    }
+    if let Some(s) = stamp {
+        meta.insert("gpu_cnn.run".into(), s.run.clone());
+        meta.insert("gpu_cnn.step".into(), s.step.to_string());
     }
     Ok(safetensors::serialize(tensors, Some(meta))?)
 }
@@ -297,7 +392,28 @@ pub fn load_bytes(path: &Path, bytes: &[u8], default_model: &Model) -> Result<Ch
         None => None,
     };
     let position = position_of(path, &meta)?;
-    Ok(Checkpoint { model, params: values, optimizer, position })
+    let stamp = stamp_of(path, &meta, position.as_ref())?;
+    Ok(Checkpoint { model, params: values, optimizer, position, stamp })
+}
+
+/// The run and step a file was written at, if its metadata says: both or neither, a
+/// run name `Stamp::is_valid_run` accepts, and the position's step when it has one.
+fn stamp_of(path: &Path, meta: &HashMap<String, String>, position: Option<&Position>) -> Result<Option<Stamp>> {
+    let p = path.display();
+    let run = match (meta.get("gpu_cnn.run"), meta.contains_key("gpu_cnn.step")) {
+        (None, false) => return Ok(None),
+        (Some(run), true) => run,
+        (Some(_), false) => bail!("{p}: metadata has 'gpu_cnn.run' but lacks 'gpu_cnn.step'"),
+        (None, true) => bail!("{p}: metadata has 'gpu_cnn.step' but lacks 'gpu_cnn.run'"),
+    };
+    if !Stamp::is_valid_run(run) {
+        bail!("{p}: metadata 'gpu_cnn.run' is {}, not 1 to 64 letters, digits, '-' or '_'", quoted(run));
+    }
+    let step = meta_num(path, meta, "gpu_cnn.step")?;
+    if let Some(pos) = position.filter(|pos| pos.global_step != step) {
+        bail!("{p}: metadata 'gpu_cnn.step' is {step} but 'gpu_cnn.global_step' is {}", pos.global_step);
+    }
+    Ok(Some(Stamp { run: run.clone(), step }))
 }
 
 /// The model a checkpoint's metadata describes (`gpu_cnn.arch` for inputs `gpu_cnn.input`),
@@ -587,6 +703,46 @@ mod tests {
             assert!(e.len() < 500, "{key}: {} bytes of error", e.len());
             assert!(e.contains("ck.safetensors") && e.contains("… (10485760 bytes)"), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn stamps_round_trip_and_are_checked() {
+        let m = Model::tutorial();
+        let state = OptimizerState { step: 942, vectors: vec![0.0; 2 * m.num_params] };
+        let stamp = Stamp { run: "0123abcd".into(), step: 942 };
+        let opt = Some((&Optimizer::adam(1e-3), &state));
+        let stamped = to_bytes_stamped(&m, &m.init_params(0), opt, Some(&position()), Some(&stamp)).unwrap();
+        assert_eq!(load_bytes(Path::new("c"), &stamped, &m).unwrap().stamp, Some(stamp.clone()));
+        let weights = to_bytes_stamped(&m, &m.init_params(0), None, None, Some(&stamp)).unwrap();
+        assert_eq!(load_bytes(Path::new("w"), &weights, &m).unwrap().stamp, Some(stamp));
+        assert!(load_bytes(Path::new("w"), &adam_checkpoint(), &m).unwrap().stamp.is_none());
+        let run = Stamp::new_run();
+        assert!(Stamp::is_valid_run(&run) && run != Stamp::new_run(), "{run}");
+        for (key, value, want) in [
+            ("gpu_cnn.run", Some("a b"), "'gpu_cnn.run' is 'a b', not 1 to 64 letters"),
+            ("gpu_cnn.run", Some(""), "'gpu_cnn.run' is '', not 1 to 64"),
+            ("gpu_cnn.run", None, "has 'gpu_cnn.step' but lacks 'gpu_cnn.run'"),
+            ("gpu_cnn.step", None, "has 'gpu_cnn.run' but lacks 'gpu_cnn.step'"),
+            ("gpu_cnn.step", Some("-1"), "'gpu_cnn.step' is '-1', not a whole number"),
+            ("gpu_cnn.step", Some("941"), "'gpu_cnn.step' is 941 but 'gpu_cnn.global_step' is 942"),
+        ] {
+            let e = format!("{:#}", load_bytes(Path::new("ck"), &with_meta(&stamped, key, value), &m).unwrap_err());
+            assert!(e.contains("ck: ") && e.contains(want), "{key}={value:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn write_errors_name_the_file_and_leave_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file goes: the rename fails.
+        let target = dir.path().join("model.safetensors");
+        std::fs::create_dir_all(target.join("inside")).unwrap();
+        let e = format!("{:#}", write_atomic(&target, b"bytes").unwrap_err());
+        assert!(e.starts_with(&format!("{}: cannot replace it with", target.display())), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a temporary was left");
+        let missing = dir.path().join("no/such/dir/metrics.jsonl");
+        let e = format!("{:#}", write_atomic(&missing, b"x").unwrap_err());
+        assert!(e.starts_with(&format!("{}: cannot create temporary file", missing.display())), "{e}");
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The `gpu-cnn` command-line tool.
 
+#[macro_use]
 mod cli;
 
 use clap::Parser;
 use std::process::ExitCode;
+
+use cli::output::{StdoutError, CLOSED_STDOUT_EXIT};
 
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
@@ -17,7 +20,14 @@ fn main() -> ExitCode {
     match cli::run(args, started) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if let Some(code) = e.downcast_ref::<cli::Exit>() {
+                // Already reported (an interrupted `train`).
+                return ExitCode::from(code.0);
+            }
+            if e.chain().any(|c| c.downcast_ref::<StdoutError>().is_some_and(StdoutError::closed)) {
+                return ExitCode::from(CLOSED_STDOUT_EXIT);
+            }
+            errln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

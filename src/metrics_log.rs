@@ -2,7 +2,10 @@
 //! that `gpu-cnn train` appends, one JSON object a line, written by `MetricsWriter`
 //! and read back by `MetricsLog` (the field names live in this file alone):
 //! - a training point: `step`, `epoch`, `loss`, `accuracy`, `samples_per_s`, `lr`;
-//! - a test point: `step`, `epoch`, `test_loss`, `test_accuracy`.
+//! - a test point: `step`, `epoch`, `test_loss`, `test_accuracy`;
+//!
+//! and each `run`, the run's identity (`checkpoint::Stamp`): a resumed run keeps the
+//! lines of its own run up to its checkpoint's step and no others (`kept_on_resume`).
 //!
 //! A bad line never stops the reader: a run that is still writing, or was killed,
 //! leaves a truncated last line, and one damaged line should not hide the rest of a
@@ -13,23 +16,23 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Appends records to a run's metrics.jsonl as training goes.
+/// Writes a run's metrics.jsonl as training goes. Nothing reaches the file before the
+/// run's first checkpoint (`commit`), so a run killed before it leaves the previous
+/// run's metrics as they were, beside that run's checkpoint. The first `commit`
+/// replaces the file atomically with the lines a resumed run kept and those since;
+/// after it, each line is appended whole as it comes (a `tail -f` sees it).
 pub struct MetricsWriter {
     path: PathBuf,
-    file: std::fs::File,
+    run: String,
+    /// Lines not in the file yet: everything, until the first `commit`.
+    pending: Vec<u8>,
+    file: Option<std::fs::File>,
 }
 
 impl MetricsWriter {
-    /// Open `path`: appended to when a run resumes, started afresh otherwise.
-    pub fn open(path: &Path, append: bool) -> Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(append)
-            .write(true)
-            .truncate(!append)
-            .open(path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(MetricsWriter { path: path.to_path_buf(), file })
+    /// The log of run `run` at `path`, starting with `kept` (from `kept_on_resume`, or "").
+    pub fn start(path: &Path, run: &str, kept: String) -> Self {
+        MetricsWriter { path: path.to_path_buf(), run: run.to_string(), pending: kept.into_bytes(), file: None }
     }
 
     /// A training point, with the rate and learning rate it was measured at.
@@ -45,9 +48,65 @@ impl MetricsWriter {
         self.line(record.to_json())
     }
 
-    fn line(&mut self, value: Value) -> Result<()> {
-        writeln!(self.file, "{value}").with_context(|| format!("cannot write {}", self.path.display()))
+    /// Called once a checkpoint is saved: the file then holds every line so far, and
+    /// (synced) keeps them through a power cut as the checkpoint does.
+    pub fn commit(&mut self) -> Result<()> {
+        let p = self.path.display();
+        match &mut self.file {
+            Some(f) => f.sync_data().with_context(|| format!("{p}: cannot sync")),
+            None => {
+                crate::checkpoint::write_atomic(&self.path, &self.pending)?;
+                let f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&self.path)
+                    .with_context(|| format!("{p}: cannot open for appending"))?;
+                (self.file, self.pending) = (Some(f), Vec::new());
+                Ok(())
+            }
+        }
     }
+
+    fn line(&mut self, mut value: Value) -> Result<()> {
+        value["run"] = self.run.clone().into();
+        // One write a line: a kill then leaves whole lines, or a cut last one the reader skips.
+        let line = format!("{value}\n");
+        match &mut self.file {
+            Some(f) => f.write_all(line.as_bytes()).with_context(|| format!("{}: cannot write", self.path.display())),
+            None => {
+                self.pending.extend(line.as_bytes());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The lines of a metrics file that a run resuming from a checkpoint of run `run` at
+/// `step` keeps, verbatim: its own records up to `step` (with `run` None, a checkpoint
+/// from before runs were recorded, or a line without one: by step alone). Lines after
+/// the step were logged past the checkpoint and will be logged again; lines of another
+/// run, or not records at all, do not belong. Returns the kept text and how many
+/// non-blank lines were dropped.
+pub fn kept_on_resume(text: &str, run: Option<&str>, step: u64) -> (String, usize) {
+    let (mut kept, mut dropped) = (String::new(), 0);
+    for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
+        let keep = match parse_line(line) {
+            Ok((record, line_run)) => {
+                let ours = match (run, line_run.as_deref()) {
+                    (Some(run), Some(line_run)) => run == line_run,
+                    _ => true,
+                };
+                ours && record.step() <= step
+            }
+            Err(_) => false,
+        };
+        if keep {
+            kept.push_str(line);
+            kept.push('\n');
+        } else {
+            dropped += 1;
+        }
+    }
+    (kept, dropped)
 }
 
 /// One line of metrics.jsonl.
@@ -60,6 +119,12 @@ pub enum Record {
 }
 
 impl Record {
+    pub fn step(&self) -> u64 {
+        match *self {
+            Record::Train { step, .. } | Record::Test { step, .. } => step,
+        }
+    }
+
     fn to_json(self) -> Value {
         match self {
             Record::Train { step, epoch, loss, accuracy } => {
@@ -100,7 +165,7 @@ impl MetricsLog {
                 continue;
             }
             match parse_line(line) {
-                Ok(r) => log.records.push(r),
+                Ok((r, _)) => log.records.push(r),
                 Err(e) if i == unfinished => {
                     log.warnings.push(format!("{name}:{}: truncated last line ({e}); skipped", i + 1))
                 }
@@ -138,7 +203,8 @@ fn latest_per_step(mut points: Vec<Point>) -> Vec<Point> {
     out
 }
 
-fn parse_line(line: &str) -> std::result::Result<Record, String> {
+/// A record and the run that wrote it, if the line says.
+fn parse_line(line: &str) -> std::result::Result<(Record, Option<String>), String> {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"))?;
     let obj = v.as_object().ok_or("not a JSON object")?;
     let uint = |k: &str| obj.get(k).and_then(Value::as_u64).ok_or_else(|| format!("no whole number '{k}'"));
@@ -147,13 +213,14 @@ fn parse_line(line: &str) -> std::result::Result<Record, String> {
         None => Err(format!("no '{k}'")),
     };
     let (step, epoch) = (uint("step")?, uint("epoch")?);
-    if obj.contains_key("test_loss") {
-        Ok(Record::Test { step, epoch, loss: num("test_loss")?, accuracy: num("test_accuracy")? })
+    let record = if obj.contains_key("test_loss") {
+        Record::Test { step, epoch, loss: num("test_loss")?, accuracy: num("test_accuracy")? }
     } else if obj.contains_key("loss") {
-        Ok(Record::Train { step, epoch, loss: num("loss")?, accuracy: num("accuracy")? })
+        Record::Train { step, epoch, loss: num("loss")?, accuracy: num("accuracy")? }
     } else {
-        Err("neither a training point ('loss') nor a test point ('test_loss')".into())
-    }
+        return Err("neither a training point ('loss') nor a test point ('test_loss')".into());
+    };
+    Ok((record, obj.get("run").and_then(Value::as_str).map(String::from)))
 }
 
 #[cfg(test)]
@@ -172,8 +239,15 @@ mod tests {
             Record::Train { step: 50, epoch: 1, loss: 0.25, accuracy: 0.875 },
             Record::Test { step: 938, epoch: 1, loss: 0.0625, accuracy: 0.98 },
         );
-        let mut w = MetricsWriter::open(&path, false).unwrap();
+        std::fs::write(&path, "the previous run's lines\n").unwrap();
+        let mut w = MetricsWriter::start(&path, "r1", String::new());
         w.train_point(train, 390.5, 1e-3).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "the previous run's lines\n",
+            "written before a checkpoint"
+        );
+        w.commit().unwrap();
         w.test_point(test).unwrap();
         let log = MetricsLog::read(&path).unwrap();
         assert!(log.warnings.is_empty(), "{:?}", log.warnings);
@@ -181,6 +255,44 @@ mod tests {
         let first: Value =
             serde_json::from_str(std::fs::read_to_string(&path).unwrap().lines().next().unwrap()).unwrap();
         assert_eq!((first["samples_per_s"].as_f64(), first["lr"].as_f64()), (Some(390.5), Some(1e-3)));
+        assert_eq!(first["run"], "r1");
+    }
+
+    /// A full disk (Linux's /dev/full answers every write with ENOSPC) after the first
+    /// commit, when lines are appended as they come: the error names metrics.jsonl.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_names_the_metrics_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let mut w = MetricsWriter::start(&path, "r1", String::new());
+        w.commit().unwrap();
+        w.file = Some(std::fs::OpenOptions::new().append(true).open("/dev/full").unwrap());
+        let e = w.train_point(Record::Train { step: 1, epoch: 1, loss: 1.0, accuracy: 0.5 }, 1.0, 1e-3).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains(&format!("{}: cannot write", path.display())) && e.contains("No space left"), "{e}");
+    }
+
+    #[test]
+    fn a_resumed_run_keeps_its_own_lines_up_to_its_checkpoint() {
+        let line =
+            |run: &str, step: u64| format!(r#"{{"step":{step},"epoch":1,"loss":2.0,"accuracy":0.5,"run":"{run}"}}"#);
+        let text =
+            [line("a", 2), line("a", 4), line("b", 3), TEST4.to_string(), line("a", 6), "{\"step\": 8, \"ep".into()]
+                .join("\n");
+        let (kept, dropped) = kept_on_resume(&text, Some("a"), 4);
+        // Run a's lines to step 4, and the one without a run (written before runs were recorded).
+        assert_eq!(kept, format!("{}\n{}\n{TEST4}\n", line("a", 2), line("a", 4)));
+        assert_eq!(dropped, 3, "b's line, a's step 6 and the cut last line");
+        let (kept, _) = kept_on_resume(&text, None, 3);
+        assert_eq!(kept, format!("{}\n{}\n", line("a", 2), line("b", 3)), "by step alone");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let mut w = MetricsWriter::start(&path, "a", kept_on_resume(&text, Some("a"), 4).0);
+        w.train_point(Record::Train { step: 6, epoch: 1, loss: 1.0, accuracy: 0.75 }, 1.0, 1e-3).unwrap();
+        w.commit().unwrap();
+        let steps: Vec<u64> = MetricsLog::read(&path).unwrap().records.iter().map(Record::step).collect();
+        assert_eq!(steps, [2, 4, 4, 6]);
     }
 
     #[test]

@@ -103,6 +103,58 @@ fn a_schedule_and_weight_decay_are_applied_logged_and_kept_for_resume() {
     c.args(["train", "--steps", "2", "--backend", backend(), "--schedule", "cosine", "--warmup", "2", "--out"])
         .arg(tmp.path().join("short"));
     fails_with(&mut c, &["--schedule/--warmup", "a warmup of 2 steps leaves nothing of a 2-step run"]);
+
+    // Whole epochs of a small split: StepLR halving every 2 steps, and each epoch's
+    // line timed from the process start (time to accuracy, evaluation included).
+    let data = tmp.path().join("small");
+    let train_split = gpu_cnn::data::Dataset::load(&gpu_cnn::data::bundled_mnist_dir(), gpu_cnn::data::Split::Train)
+        .unwrap()
+        .take(48);
+    common::write_split(&data, "train", 28, 28, &train_split.images, &train_split.labels);
+    small_test_set(&data, 20);
+    let mut c = bin();
+    c.args(["train", "--epochs", "2", "--batch-size", "16", "--log-every", "1", "--backend", backend()])
+        .args(["--schedule", "step:2:0.5", "--lr", "0.004", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(tmp.path().join("epochs"));
+    let out = stdout_of(&mut c);
+    let epochs: Vec<&str> = out.lines().filter(|l| l.starts_with("epoch ") && l.contains("test accuracy")).collect();
+    assert_eq!(epochs.len(), 2, "{out}");
+    assert!(epochs.iter().all(|l| l.ends_with(" s since start)")), "{out}");
+    let metrics = std::fs::read_to_string(tmp.path().join("epochs").join("metrics.jsonl")).unwrap();
+    let rates: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().get("lr")?.as_f64())
+        .collect();
+    let want = [0.004, 0.004, 0.002, 0.002, 0.001, 0.001].map(|r: f64| r as f32 as f64);
+    assert_eq!(rates, want, "{metrics}");
+}
+
+/// Without a GPU, `auto` lands on a software driver; `train` says so on its first line,
+/// and on GL names the package of the faster Vulkan one. Asked for by name, no note.
+#[test]
+fn a_software_adapter_is_named_on_the_first_line() {
+    if !common::in_ci() {
+        eprintln!("SKIPPED: which adapter `auto` finds is only known on the CI machine (lavapipe and llvmpipe)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let first_line = |backend: &str, hide_vulkan: bool| {
+        let mut c = bin();
+        c.args(["train", "--steps", "1", "--batch-size", "8", "--backend", backend, "--out"]).arg(tmp.path());
+        if hide_vulkan {
+            // As on a machine without Vulkan: wgpu then falls back to GL by itself.
+            c.env("VK_ICD_FILENAMES", tmp.path().join("no-such-icd.json"));
+        }
+        stdout_of(&mut c).lines().next().unwrap().to_string()
+    };
+    let lavapipe = first_line("auto", false);
+    assert!(lavapipe.starts_with("note: no GPU found") && lavapipe.contains("lavapipe"), "{lavapipe}");
+    let gl = first_line("auto", true);
+    assert!(gl.contains("software OpenGL") && gl.contains("7x slower") && gl.contains("mesa-vulkan-drivers"), "{gl}");
+    let asked = first_line("vulkan", false);
+    assert!(asked.starts_with("training "), "{asked}");
 }
 
 #[test]

@@ -6,44 +6,13 @@ use std::path::Path;
 
 use gpu_cnn::plot;
 
-/// What a finished command left: exit code, stdout, stderr.
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 fn gpu_cnn(args: &[&str], paths: &[&Path]) -> Outcome {
-    let mut c = common::bin();
-    c.args(args).args(paths);
-    let out = c.output().unwrap();
-    let o = Outcome {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    };
-    assert!(!o.stderr.contains("panicked"), "panicked:\n{}", o.stderr);
-    o
-}
-
-impl Outcome {
-    fn ok(self) -> Self {
-        assert_eq!(self.code, Some(0), "failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
-        self
-    }
-
-    /// A clean failure (exit 1, not a panic's 101) whose message holds every needle.
-    fn fails_with(self, needles: &[&str]) {
-        assert_eq!(self.code, Some(1), "expected a clean failure\nstderr:\n{}", self.stderr);
-        for n in needles {
-            assert!(self.stderr.contains(n), "stderr lacks '{n}':\n{}", self.stderr);
-        }
-    }
+    common::outcome(common::bin().args(args).args(paths))
 }
 
 mod common;
 
-use common::{small_test_set, train};
+use common::{small_test_set, train, Outcome};
 
 /// A run directory holding only this metrics.jsonl text.
 fn fake_run(dir: &Path, metrics: &str) {

@@ -66,6 +66,10 @@ fn conv_shapes() -> Vec<ConvDims> {
         ConvDims { n: 2, c: 4, h: 11, w: 10, oc: 7, k: 2, stride: 3, pad: 0 },
         // batch 1, 1x1 kernel
         ConvDims { n: 1, c: 17, h: 3, w: 3, oc: 3, k: 1, stride: 1, pad: 0 },
+        // wide, with grids large enough for the tiled engine's wide tile on any device:
+        // forward (40 channels of 16x48x48 pixels) and backward to the input (the same)
+        ConvDims { n: 16, c: 3, h: 48, w: 48, oc: 40, k: 3, stride: 1, pad: 1 },
+        ConvDims { n: 16, c: 40, h: 48, w: 48, oc: 6, k: 3, stride: 1, pad: 1 },
     ]
 }
 
@@ -87,6 +91,13 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
     let scratch = g.storage("scratch", k.scratch_len(d) as u64 * 4);
     let bgrads = g.storage("grads", params.len() as u64 * 4);
     let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];
+    // The tiled engine's tile configurations, each where it is meant to run.
+    if set.label.contains("/tiled") {
+        let wide = |p: &str| ds.iter().any(|dsp| dsp.name.starts_with(&format!("conv2d_tiled.{p}@64x128")));
+        let big = |pixels: usize, channels: usize| pixels >= 256 * 128 && channels > 32;
+        assert_eq!(wide("forward"), big(d.n * d.oh() * d.ow(), d.oc), "{}: forward tile", at(""));
+        assert_eq!(wide("backward_input"), big(d.n * d.h * d.w, d.c), "{}: input tile", at(""));
+    }
     ds.extend(k.backward_weight_bias(
         d,
         offs,

@@ -611,9 +611,11 @@ fn the_run_endpoint_follows_a_growing_metrics_file() {
     let v = get(&a, server.addr, "/api/run").json();
     assert_eq!(v["exists"], Value::Bool(false), "{v}");
     std::fs::create_dir(&run).unwrap();
-    let mut w = gpu_cnn::metrics_log::MetricsWriter::open(&run.join("metrics.jsonl"), false).unwrap();
+    let mut w = gpu_cnn::metrics_log::MetricsWriter::start(&run.join("metrics.jsonl"), "serve-test", String::new());
     use gpu_cnn::metrics_log::Record;
     w.train_point(Record::Train { step: 50, epoch: 1, loss: 0.5, accuracy: 0.75 }, 390.0, 1e-3).unwrap();
+    // As train does at its first checkpoint: the file appears, and grows line by line after.
+    w.commit().unwrap();
     let v = get(&a, server.addr, "/api/run").json();
     assert_eq!(v["train"], serde_json::json!([[50, 0.5, 0.75]]), "{v}");
     w.train_point(Record::Train { step: 100, epoch: 1, loss: 0.25, accuracy: 0.875 }, 390.0, 1e-3).unwrap();

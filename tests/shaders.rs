@@ -171,10 +171,15 @@ fn tile_sizes_agree_between_rust_and_wgsl() {
     assert_eq!(u32_const("relu.wgsl", "FLAT_WORKGROUP_SIZE") as u64, FLAT_WORKGROUP_SIZE);
 
     let tiled = GemmEngine::Tiled.spec();
-    let [t] = tiled.tiles else { panic!("one tiled configuration expected") };
     let file = tiled.conv_module;
-    assert_eq!(u32_const(file, "BM") as u64, t.pixels, "{file}: BM is the pixel side");
-    assert_eq!(u32_const(file, "BN") as u64, t.channels, "{file}: BN is the channel side");
+    assert!(tiled.tiles.len() >= 2, "a narrow and a wide tile");
+    for t in tiled.tiles {
+        assert_eq!(override_value(t.constants, "BM") as u64, t.pixels, "{file}: BM is the pixel side");
+        assert_eq!(override_value(t.constants, "BN") as u64, t.channels, "{file}: BN is the channel side");
+        // Each thread owns an 8x4 block and loads one fixed tile row (conv2d_tiled.wgsl).
+        let threads = (t.channels / 4) * (t.pixels / 8);
+        assert!(threads <= 256 && threads % t.pixels == 0 && threads % t.channels == 0, "{file}: {t:?}");
+    }
     assert_eq!(u32_const(file, "BK") as u64, tiled.reduction_step, "{file}: BK");
     let s = tiled.sgemm_module;
     assert_eq!(

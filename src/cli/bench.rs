@@ -128,28 +128,34 @@ pub fn run(a: Args, gemm: Gemm, started: Instant) -> Result<()> {
             "op_timing": timing,
             "ops": ops.iter().map(|o| json!({"op": o.name, "layer": o.layer, "workgroups": o.workgroups, "ms": o.seconds * 1e3, "flops": o.flops, "bytes": o.bytes, "gflops": o.gflops(), "gbytes_per_s": o.gbytes_per_s(), "share": o.seconds / step_ops, "of_sgemm": of_sgemm(o)})).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&j)?);
+        outln!("{}", serde_json::to_string_pretty(&j)?)?;
         return Ok(());
     }
-    println!("backend            {}", exec.describe());
-    println!("first step         {first_step:.2} s from process start to the end of the first training step");
-    println!(
+    outln!("backend            {}", exec.describe())?;
+    outln!("first step         {first_step:.2} s from process start to the end of the first training step")?;
+    outln!(
         "training           {train_rate:.1} samples/s at batch {b} ({train_gflops:.2} GFLOP/s, {:.1} ms/step)",
         step_s * 1e3
-    );
+    )?;
     for (n, s, r) in &inference {
-        println!("inference          {r:.1} images/s at batch {n} ({:.2} ms/batch)", s * 1e3);
+        outln!("inference          {r:.1} images/s at batch {n} ({:.2} ms/batch)", s * 1e3)?;
     }
     if let Some(s) = sgemm {
         let engine = gpu.as_ref().map_or("", |g| g.kernels.engine.name());
-        println!("reference matmul   {s:.2} GFLOP/s (plain 512x512x512 SGEMM, {engine} engine)");
+        outln!("reference matmul   {s:.2} GFLOP/s (plain 512x512x512 SGEMM, {engine} engine)")?;
     }
     if !ops.is_empty() {
-        println!("\nper-op profile of one training step at batch {profiled} ({timing}):");
-        println!(
+        outln!("\nper-op profile of one training step at batch {profiled} ({timing}):")?;
+        outln!(
             "{:<8} {:<24} {:>12} {:>9} {:>16} {:>9} {:>7}",
-            "layer", "op", "workgroups", "ms", "rate", "of sgemm", "share"
-        );
+            "layer",
+            "op",
+            "workgroups",
+            "ms",
+            "rate",
+            "of sgemm",
+            "share"
+        )?;
         for o in &ops {
             let wg = format!("{}x{}x{}", o.workgroups[0], o.workgroups[1], o.workgroups[2]);
             let rate = if o.flops > 0 {
@@ -160,15 +166,15 @@ pub fn run(a: Args, gemm: Gemm, started: Instant) -> Result<()> {
                 "-".into()
             };
             let of = of_sgemm(o).map(|f| format!("{:.0}%", 100.0 * f)).unwrap_or_else(|| "-".into());
-            println!(
+            outln!(
                 "{:<8} {:<24} {wg:>12} {:>9.3} {rate:>16} {of:>9} {:>6.1}%",
                 o.layer,
                 o.name,
                 o.seconds * 1e3,
                 100.0 * o.seconds / step_ops
-            );
+            )?;
         }
-        println!("{:<8} {:<24} {:>12} {:>9.3}", "", "sum", "", step_ops * 1e3);
+        outln!("{:<8} {:<24} {:>12} {:>9.3}", "", "sum", "", step_ops * 1e3)?;
     }
     Ok(())
 }

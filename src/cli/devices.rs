@@ -15,24 +15,24 @@ pub fn run(gemm: Gemm) -> Result<()> {
     for (i, a) in found.iter().enumerate() {
         let info = a.get_info();
         let l = a.limits();
-        println!("[{i}] {} ({:?}, {:?})", info.name, info.backend, info.device_type);
-        println!("    driver: {} {}", info.driver, info.driver_info);
-        println!(
+        outln!("[{i}] {} ({:?}, {:?})", info.name, info.backend, info.device_type)?;
+        outln!("    driver: {} {}", info.driver, info.driver_info)?;
+        outln!(
             "    storage buffers/stage {}, storage binding {} MiB, buffer {} MiB, workgroup storage {} KiB",
             l.max_storage_buffers_per_shader_stage,
             l.max_storage_buffer_binding_size >> 20,
             l.max_buffer_size >> 20,
             l.max_compute_workgroup_storage_size >> 10
-        );
-        println!(
+        )?;
+        outln!(
             "    invocations/workgroup {}, workgroup size {}x{}x{}, workgroups/dimension {}",
             l.max_compute_invocations_per_workgroup,
             l.max_compute_workgroup_size_x,
             l.max_compute_workgroup_size_y,
             l.max_compute_workgroup_size_z,
             l.max_compute_workgroups_per_dimension
-        );
-        println!("    timestamp queries: {}", a.features().contains(wgpu::Features::TIMESTAMP_QUERY));
+        )?;
+        outln!("    timestamp queries: {}", a.features().contains(wgpu::Features::TIMESTAMP_QUERY))?;
         let subgroups = if a.features().contains(wgpu::Features::SUBGROUP) {
             format!("{}..{} lanes", info.subgroup_min_size, info.subgroup_max_size)
         } else {
@@ -45,7 +45,7 @@ pub fn run(gemm: Gemm) -> Result<()> {
             Ok(e) => format!("{e} (the best here)"),
             Err(e) => format!("none: {e}"),
         };
-        println!("    subgroups: {subgroups}; GEMM engines: {}; runs: {runs}", available.join(", "));
+        outln!("    subgroups: {subgroups}; GEMM engines: {}; runs: {runs}", available.join(", "))?;
     }
     Ok(())
 }

@@ -61,41 +61,42 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
             "per_class": per_class,
             "confusion": m,
         });
-        println!("{}", serde_json::to_string_pretty(&j)?);
+        outln!("{}", serde_json::to_string_pretty(&j)?)?;
     } else {
-        report(&weights, test.len(), &net.describe(), ev.accuracy, ev.loss, &m);
+        report(&weights, test.len(), &net.describe(), ev.accuracy, ev.loss, &m)?;
     }
     if let Some(p) = &a.plot {
         plot::confusion(&m, p)?;
         if !a.json {
-            println!("\nwrote {}", p.display());
+            outln!("\nwrote {}", p.display())?;
         }
     }
     Ok(())
 }
 
 /// The human-readable report.
-fn report(weights: &Path, images: usize, backend: &str, accuracy: f64, loss: f64, m: &[Vec<u64>]) {
-    println!("{} on {images} test images ({backend})", weights.display());
-    println!("accuracy {:.2}%  loss {:.4}", 100.0 * accuracy, loss);
-    println!("\nper class:");
+fn report(weights: &Path, images: usize, backend: &str, accuracy: f64, loss: f64, m: &[Vec<u64>]) -> Result<()> {
+    outln!("{} on {images} test images ({backend})", weights.display())?;
+    outln!("accuracy {:.2}%  loss {:.4}", 100.0 * accuracy, loss)?;
+    outln!("\nper class:")?;
     for (c, row) in m.iter().enumerate() {
         let n: u64 = row.iter().sum();
         if n > 0 {
-            println!("  {c}: {:6.2}% of {n}", 100.0 * row[c] as f64 / n as f64);
+            outln!("  {c}: {:6.2}% of {n}", 100.0 * row[c] as f64 / n as f64)?;
         }
     }
-    println!("\nconfusion matrix (rows: true class, columns: predicted):");
-    print!("     ");
+    outln!("\nconfusion matrix (rows: true class, columns: predicted):")?;
+    out!("     ")?;
     for c in 0..m.len() {
-        print!("{c:>6}");
+        out!("{c:>6}")?;
     }
-    println!();
+    outln!()?;
     for (t, row) in m.iter().enumerate() {
-        print!("  {t:>2} ");
+        out!("  {t:>2} ")?;
         for n in row {
-            print!("{n:>6}");
+            out!("{n:>6}")?;
         }
-        println!();
+        outln!()?;
     }
+    Ok(())
 }

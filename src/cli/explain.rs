@@ -47,7 +47,7 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     ];
     let (files, errors) = pictures::expand(&a.images);
     for e in &errors {
-        eprintln!("error: {e:#}");
+        errln!("error: {e:#}");
     }
     let total = files.len() + errors.len();
     let (mut failed, mut stems) = (errors.len(), Stems::default());
@@ -55,7 +55,7 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
         let (picture, digit) = match read(file) {
             Ok(read) => read,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                errln!("error: {e:#}");
                 failed += 1;
                 continue;
             }
@@ -84,7 +84,7 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
             wrote += &format!(" and {}", path.display());
         }
         let p = e.probs.get(e.prediction as usize).copied().unwrap_or(f32::NAN);
-        println!("{name}: {} ({:.1}%) -> {wrote}", e.prediction, 100.0 * p);
+        outln!("{name}: {} ({:.1}%) -> {wrote}", e.prediction, 100.0 * p)?;
     }
     match failed {
         0 => Ok(()),

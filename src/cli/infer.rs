@@ -3,6 +3,7 @@
 use anyhow::{anyhow, Context, Result};
 use std::path::{Path, PathBuf};
 
+use gpu_cnn::checkpoint;
 use gpu_cnn::preprocess::{self, Digit};
 
 use super::pictures::{self, Stems};
@@ -31,7 +32,7 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     let (candidates, errors) = pictures::expand(&a.images);
     let mut failed = errors.len();
     for e in &errors {
-        eprintln!("error: {e:#}");
+        errln!("error: {e:#}");
     }
     let mut files = Vec::with_capacity(candidates.len());
     let mut digits: Vec<Digit> = Vec::with_capacity(candidates.len());
@@ -42,7 +43,7 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
                 digits.push(d);
             }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                errln!("error: {e:#}");
                 failed += 1;
             }
         }
@@ -56,7 +57,7 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
         let mut stems = Stems::default();
         for (f, d) in files.iter().zip(&digits) {
             let stem = stems.unique(f);
-            preprocess::save_png(d, &dir.join(format!("{stem}.28x28.png")))?;
+            save_preprocessed(d, &dir.join(format!("{stem}.28x28.png")))?;
         }
     }
     let (_, ck) = a.model.load_for_pictures()?;
@@ -67,12 +68,23 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     for (f, row) in files.iter().zip(probs.chunks(classes)) {
         let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
         ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
-        report(f, &ranked[..3.min(classes)], a.json);
+        report(f, &ranked[..3.min(classes)], a.json)?;
     }
     if failed > 0 {
         return Err(all_failed());
     }
     Ok(())
+}
+
+/// What the network saw, as an 8-bit grayscale PNG encoded in memory and written
+/// atomically. Not `preprocess::save_png`: image's `save` drops the error of its last
+/// flush, so a full disk left a 0-byte picture and exit 0.
+fn save_preprocessed(digit: &Digit, path: &Path) -> Result<()> {
+    let img =
+        image::GrayImage::from_fn(28, 28, |x, y| image::Luma([(digit[(y * 28 + x) as usize] * 255.0).round() as u8]));
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png).with_context(|| format!("{}: cannot encode", path.display()))?;
+    checkpoint::write_atomic(path, png.get_ref())
 }
 
 /// A file name for JSON: `file` is always a string (lossy where the name is not
@@ -96,16 +108,17 @@ fn file_json(f: &Path) -> serde_json::Map<String, serde_json::Value> {
     m
 }
 
-fn report(f: &Path, top: &[(usize, f32)], json: bool) {
+fn report(f: &Path, top: &[(usize, f32)], json: bool) -> Result<()> {
     if json {
         let top3: Vec<serde_json::Value> =
             top.iter().map(|&(d, p)| serde_json::json!({"digit": d, "probability": p})).collect();
         let mut row = file_json(f);
         row.insert("digit".into(), top[0].0.into());
         row.insert("top3".into(), top3.into());
-        println!("{}", serde_json::Value::Object(row));
+        outln!("{}", serde_json::Value::Object(row))?;
     } else {
         let rest: Vec<String> = top.iter().map(|&(d, p)| format!("{d} {:.1}%", 100.0 * p)).collect();
-        println!("{}: {}  ({})", f.display(), top[0].0, rest.join(", "));
+        outln!("{}: {}  ({})", f.display(), top[0].0, rest.join(", "))?;
     }
+    Ok(())
 }

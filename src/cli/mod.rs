@@ -1,6 +1,8 @@
 //! Argument parsing and what the subcommands share: choosing a backend, the
 //! model, the dataset and the default weights.
 
+#[macro_use]
+pub mod output;
 mod bench;
 mod devices;
 mod eval;
@@ -72,6 +74,18 @@ enum Command {
     Serve(serve::Args),
 }
 
+/// An error whose message has already been printed: `main` exits with this code.
+#[derive(Debug)]
+pub struct Exit(pub u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
 pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     if let Ok(v) = std::env::var("GPU_CNN_CONV") {
         bail!("GPU_CNN_CONV={v}: the variable is now GPU_CNN_GEMM (or the --gemm option), with the same values");
@@ -79,7 +93,7 @@ pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     let gemm = cli.gemm;
     match cli.command {
         Command::Bench(a) => bench::run(a, gemm, started),
-        Command::Train(a) => train::run(a, gemm),
+        Command::Train(a) => train::run(a, gemm, started),
         Command::Infer(a) => infer::run(a, gemm),
         Command::Explain(a) => explain::run(a, gemm),
         Command::Eval(a) => eval::run(a, gemm),
@@ -114,7 +128,9 @@ impl Backend {
     }
 }
 
-/// A training executor on `backend` for batches up to `max_batch`.
+/// A training executor on `backend` for batches up to `max_batch`. When `auto`
+/// found only a software driver, it says so first (a newcomer without a GPU should
+/// know why training is slow, and what makes it faster).
 pub fn trainer(
     backend: Backend,
     gemm: Gemm,
@@ -125,7 +141,15 @@ pub fn trainer(
 ) -> Result<Box<dyn Trainer>> {
     Ok(match backend.gpu_choice() {
         None => Box::new(CpuTrainer::new(model, opt, params.to_vec())?),
-        Some(choice) => Box::new(GpuTrainer::new(Arc::new(Gpu::new(choice, gemm)?), model, opt, params, max_batch)?),
+        Some(choice) => {
+            let gpu = Arc::new(Gpu::new(choice, gemm)?);
+            if backend == Backend::Auto {
+                if let Some(note) = gpu.software_note() {
+                    outln!("{note}")?;
+                }
+            }
+            Box::new(GpuTrainer::new(gpu, model, opt, params, max_batch)?)
+        }
     })
 }
 

@@ -48,7 +48,7 @@ fn run_arch(dir: &Path) -> Option<String> {
         match spec {
             Ok(Some(spec)) => return Some(spec),
             Ok(None) => {}
-            Err(e) => eprintln!("warning: {}: {e}; the run is named by its directory only", path.display()),
+            Err(e) => errln!("warning: {}: {e}; the run is named by its directory only", path.display()),
         }
     }
     None
@@ -63,7 +63,7 @@ struct Summary {
     best_test: Option<f64>,
 }
 
-fn print_table(rows: &[Summary]) {
+fn print_table(rows: &[Summary]) -> Result<()> {
     let dash = || "-".to_string();
     let cells: Vec<[String; 5]> = rows
         .iter()
@@ -87,8 +87,9 @@ fn print_table(rows: &[Summary]) {
             // Names left-aligned, figures right-aligned.
             .map(|(i, c)| if i < 2 { format!("{c:<w$}", w = widths[i]) } else { format!("{c:>w$}", w = widths[i]) })
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end())?;
     }
+    Ok(())
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -107,11 +108,11 @@ pub fn run(a: Args) -> Result<()> {
         }
         let log = MetricsLog::read(&metrics)?;
         for w in &log.warnings {
-            eprintln!("warning: {w}");
+            errln!("warning: {w}");
         }
         let (train, test) = log.curves();
         if train.is_empty() && test.is_empty() {
-            eprintln!("warning: {}: no metrics in it yet; the run is left out", metrics.display());
+            errln!("warning: {}: no metrics in it yet; the run is left out", metrics.display());
             continue;
         }
         let name = run_name(dir);
@@ -134,8 +135,8 @@ pub fn run(a: Args) -> Result<()> {
         let files: Vec<String> = a.runs.iter().map(|d| d.join("metrics.jsonl").display().to_string()).collect();
         bail!("nothing to draw: no metrics in {}", files.join(", "));
     }
-    print_table(&rows);
+    print_table(&rows)?;
     plot::comparison(&runs, &a.out)?;
-    println!("wrote {}", a.out.display());
+    outln!("wrote {}", a.out.display())?;
     Ok(())
 }

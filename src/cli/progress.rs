@@ -1,20 +1,24 @@
 //! `gpu-cnn train`'s progress display: a bar with loss, running accuracy,
-//! samples/s and ETA on a terminal, plain lines when stdout is not one.
+//! samples/s and ETA on a terminal, plain lines when stdout is not one. After a line
+//! fails to print (a closed pipe), it prints nothing more: `train` is stopping.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 
 use gpu_cnn::executor::Stats;
 
+use super::output::StdoutError;
+
 pub struct Progress {
     fancy: bool,
+    quiet: bool,
     epochs: usize,
     bar: ProgressBar,
 }
 
 impl Progress {
     pub fn new(epochs: usize) -> Self {
-        Progress { fancy: std::io::stdout().is_terminal(), epochs, bar: ProgressBar::hidden() }
+        Progress { fancy: std::io::stdout().is_terminal(), quiet: false, epochs, bar: ProgressBar::hidden() }
     }
 
     pub fn epoch_start(&mut self, epoch: usize, batches: usize, first: usize) {
@@ -34,13 +38,24 @@ impl Progress {
     }
 
     /// A log point: on the bar, or as a line `epoch E step S (B/N) loss … acc …% … samples/s`.
-    pub fn logged(&mut self, epoch: usize, batch_in_epoch: usize, batches: usize, global: u64, s: &Stats, rate: f64) {
+    pub fn logged(
+        &mut self,
+        epoch: usize,
+        batch_in_epoch: usize,
+        batches: usize,
+        global: u64,
+        s: &Stats,
+        rate: f64,
+    ) -> Result<(), StdoutError> {
         let msg = format!("loss {:.4} acc {:.2}% {:.0} samples/s", s.mean_loss(), 100.0 * s.accuracy(), rate);
         if self.fancy {
             self.bar.set_message(msg);
-        } else {
-            println!("epoch {} step {global} ({}/{batches}) {msg}", epoch + 1, batch_in_epoch + 1);
+        } else if !self.quiet {
+            let line = outln!("epoch {} step {global} ({}/{batches}) {msg}", epoch + 1, batch_in_epoch + 1);
+            self.quiet = line.is_err();
+            line?;
         }
+        Ok(())
     }
 
     /// Clear the bar (an epoch ended or the run stopped).

@@ -53,15 +53,15 @@ pub fn run(a: Args, gemm: Gemm) -> Result<()> {
     )?;
     info["backend"] = batcher.describe.clone().into();
     info["weights"] = weights.display().to_string().into();
-    println!("serving {} on {}", weights.display(), batcher.describe);
+    outln!("serving {} on {}", weights.display(), batcher.describe)?;
     if !addr.ip().is_loopback() {
-        println!("warning: {addr} is reachable from other machines; anyone who can reach it can use the server");
+        outln!("warning: {addr} is reachable from other machines; anyone who can reach it can use the server")?;
     }
-    println!("listening on http://{addr}/  (Ctrl-C stops it)");
+    outln!("listening on http://{addr}/  (Ctrl-C stops it)")?;
     let mut config = Config::new(ck.model, info);
     config.run_dir = a.run;
     serve::run(listener, batcher, config, serve::stop_signal())?;
-    println!("stopped");
+    outln!("stopped")?;
     Ok(())
 }
 

@@ -13,7 +13,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let model = super::model_from(a.arch.as_deref())?;
-    print!("{}", table(&model));
+    out!("{}", table(&model))?;
     Ok(())
 }
 

@@ -1,22 +1,30 @@
-//! `gpu-cnn train`: the training loop (`train::run`) with a progress display,
-//! `metrics.jsonl`, a test evaluation and atomic checkpoints after each epoch,
-//! exact resume, and a clear message when the loss diverges.
+//! `gpu-cnn train`: the training loop (`train::run_with`) with a progress display,
+//! `metrics.jsonl`, a test evaluation and atomic checkpoints after each epoch and every
+//! `--checkpoint-every`, exact resume, and a clear message when the loss diverges.
+//!
+//! Losing no work: the output directory is locked for the whole run; the first SIGINT,
+//! SIGTERM or SIGHUP, a closed standard output or a failed metrics write stops the run
+//! after the step in flight, saves it and prints how to resume; a second signal ends the
+//! process at once. What a crash can still lose is in docs/robustness.md.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
-use std::path::PathBuf;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use gpu_cnn::checkpoint::{self, Position};
+use gpu_cnn::checkpoint::{self, Checkpoint, MidwayHook, Position, Stamp};
 use gpu_cnn::data::{Dataset, Split};
 use gpu_cnn::executor::Optimizer;
-use gpu_cnn::metrics_log::{MetricsWriter, Record};
+use gpu_cnn::metrics_log::{kept_on_resume, MetricsLog, MetricsWriter, Record};
 use gpu_cnn::plot;
 use gpu_cnn::schedule::Schedule;
-use gpu_cnn::train::checkpoints::Checkpoints;
-use gpu_cnn::train::{self, evaluate, start_position, Diverged, Event, RunLength};
+use gpu_cnn::train::checkpoints::{has_run_files, Checkpoints, RunLock};
+use gpu_cnn::train::{self, evaluate, start_position, Cadence, Control, Diverged, Event, RunLength};
 
+use super::output::{StdoutError, CLOSED_STDOUT_EXIT};
 use super::progress::Progress;
-use super::{Backend, Gemm};
+use super::{Backend, Exit, Gemm};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerKind {
@@ -24,24 +32,36 @@ pub enum OptimizerKind {
     Sgd,
 }
 
+const DEFAULT_EPOCHS: usize = 1;
+const DEFAULT_BATCH: usize = 64;
+const DEFAULT_LR: f32 = 1e-3;
+const DEFAULT_MOMENTUM: f32 = 0.9;
+const DEFAULT_LOG_EVERY: u64 = 50;
+const DEFAULT_CHECKPOINT_EVERY: Cadence = Cadence::Every(Duration::from_secs(300));
+
+// The settings a checkpoint fixes (--arch, --optimizer, --lr, --momentum, --batch-size,
+// --no-shuffle, --seed) have no clap default, so that a flag the user gave can be told
+// from one they did not: --resume refuses one that differs from the checkpoint.
 #[derive(clap::Args)]
 pub struct Args {
     /// Total epochs (a resumed run continues up to this many)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = DEFAULT_EPOCHS)]
     epochs: usize,
     /// Stop after this many training steps in total (counting a resumed run's)
     #[arg(long)]
     steps: Option<u64>,
-    #[arg(long, default_value_t = 64, value_parser = gpu_cnn::data::parse_batch_size)]
-    batch_size: usize,
-    /// Learning rate
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f32,
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
-    optimizer: OptimizerKind,
-    /// SGD momentum
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f32,
+    /// Pictures per step [default: 64; with --resume, the checkpoint's]
+    #[arg(long, value_parser = gpu_cnn::data::parse_batch_size)]
+    batch_size: Option<usize>,
+    /// Learning rate [default: 0.001; with --resume, the checkpoint's]
+    #[arg(long)]
+    lr: Option<f32>,
+    /// [default: adam; with --resume, the checkpoint's]
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerKind>,
+    /// SGD momentum [default: 0.9; with --resume, the checkpoint's]
+    #[arg(long)]
+    momentum: Option<f32>,
     /// Weight decay: L2 added to the gradient for SGD, decoupled (AdamW) for Adam
     #[arg(long, default_value_t = 0.0, conflicts_with = "resume")]
     weight_decay: f32,
@@ -52,9 +72,9 @@ pub struct Args {
     /// Steps of linear learning-rate warmup before the schedule
     #[arg(long, default_value_t = 0, conflicts_with = "resume")]
     warmup: u64,
-    /// Seed of the initial weights and of the shuffles
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Seed of the initial weights and of the shuffles [default: 0; not with --resume]
+    #[arg(long)]
+    seed: Option<u64>,
     /// Keep the dataset order instead of shuffling every epoch
     #[arg(long)]
     no_shuffle: bool,
@@ -63,7 +83,7 @@ pub struct Args {
     /// A directory with the four MNIST-format IDX files (e.g. Fashion-MNIST); the bundled MNIST by default
     #[arg(long)]
     data: Option<PathBuf>,
-    /// A model other than the tutorial CNN (see the README)
+    /// A model other than the tutorial CNN (see the README); with --resume or --init, the file's
     #[arg(long)]
     arch: Option<String>,
     /// Start from this checkpoint's weights (fresh optimizer, step 0)
@@ -76,142 +96,511 @@ pub struct Args {
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
     /// Read loss and accuracy back from the GPU every this many steps
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = DEFAULT_LOG_EVERY, value_parser = clap::value_parser!(u64).range(1..))]
     log_every: u64,
+    /// Also save a checkpoint between epoch ends this often: steps (500) or a duration
+    /// (90s, 5m, 2h); a kill -9 loses at most this much work
+    #[arg(long, default_value_t = DEFAULT_CHECKPOINT_EVERY)]
+    checkpoint_every: Cadence,
 }
 
-pub fn run(a: Args, gemm: Gemm) -> Result<()> {
-    let requested = match a.optimizer {
-        OptimizerKind::Adam => Optimizer::adam(a.lr),
-        OptimizerKind::Sgd => Optimizer::sgd(a.lr, a.momentum),
+/// Why a run stopped before its end.
+enum Stop {
+    Signal(i32),
+    StdoutClosed,
+    Failed(anyhow::Error),
+}
+
+impl Stop {
+    fn from_error(e: anyhow::Error) -> Stop {
+        match e.downcast_ref::<StdoutError>() {
+            Some(s) if s.closed() => Stop::StdoutClosed,
+            _ => Stop::Failed(e),
+        }
+    }
+
+    fn exit_code(&self) -> u8 {
+        match self {
+            Stop::Signal(s) => 128 + *s as u8,
+            Stop::StdoutClosed => CLOSED_STDOUT_EXIT,
+            Stop::Failed(_) => 1,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Stop::Signal(s) => format!("interrupted by {}", signals::name(*s)),
+            Stop::StdoutClosed => "standard output was closed".into(),
+            Stop::Failed(e) => format!("error: {e:#}"),
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP while training: the first is only noted (`caught`), and
+/// the loop stops after the step in flight; a second one of any of them ends the
+/// process at once, as if none were caught (an atomic write then leaves the previous
+/// files and a temporary that the next run removes). A signal the parent set to be
+/// ignored stays ignored: `nohup gpu-cnn train &` must go on when the terminal closes.
+#[cfg(unix)]
+mod signals {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use signal_hook::flag;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    static CAUGHT: AtomicUsize = AtomicUsize::new(0);
+
+    pub fn catch() -> std::io::Result<()> {
+        let ignored = ignored();
+        for sig in [SIGINT, SIGTERM, SIGHUP].into_iter().filter(|s| !ignored.contains(s)) {
+            // Registered first, so it sees ARMED as the signal before this one left it.
+            flag::register_conditional_default(sig, &ARMED)?;
+            flag::register_usize(sig, &CAUGHT, sig as usize)?;
+            flag::register(sig, &ARMED)?;
+        }
+        Ok(())
+    }
+
+    /// The signals this process ignores, from Linux's /proc/self/status (`SigIgn`, a hex
+    /// mask with bit n-1 for signal n): std has no safe way to ask, and a handler
+    /// installed over SIG_IGN would undo nohup. Elsewhere: none.
+    fn ignored() -> Vec<i32> {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let mask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .unwrap_or(0);
+        (1..=64).filter(|s| mask >> (s - 1) & 1 == 1).collect()
+    }
+
+    pub fn caught() -> Option<i32> {
+        match CAUGHT.load(Ordering::SeqCst) {
+            0 => None,
+            s => Some(s as i32),
+        }
+    }
+
+    pub fn name(sig: i32) -> &'static str {
+        match sig {
+            SIGINT => "SIGINT",
+            SIGTERM => "SIGTERM",
+            SIGHUP => "SIGHUP",
+            _ => "a signal",
+        }
+    }
+}
+
+/// Elsewhere the default actions stay: a signal ends the run at once, and the last
+/// checkpoint (`--checkpoint-every`) is what is left.
+#[cfg(not(unix))]
+mod signals {
+    pub fn catch() -> std::io::Result<()> {
+        Ok(())
+    }
+    pub fn caught() -> Option<i32> {
+        None
+    }
+    pub fn name(_: i32) -> &'static str {
+        "a signal"
+    }
+}
+
+/// Test-only (`tests/crash.rs`): `GPU_CNN_TEST_PAUSE_WRITE=FILE:N[:SECONDS]` pauses the
+/// Nth write of the file named FILE (e.g. `checkpoint.safetensors:2`) halfway through
+/// its temporary, for SECONDS (default 600), after saying so on stderr, so a test can
+/// kill the process inside the write.
+fn pause_hook() -> Option<MidwayHook> {
+    let spec = std::env::var("GPU_CNN_TEST_PAUSE_WRITE").ok()?;
+    let mut parts = spec.split(':');
+    let file = parts.next()?.to_string();
+    let nth: u32 = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+    let seconds: u64 = parts.next().and_then(|n| n.parse().ok()).unwrap_or(600);
+    let seen = std::sync::atomic::AtomicU32::new(0);
+    Some(Box::new(move |tmp: &Path| {
+        let name = tmp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let ours = name.starts_with(&format!(".{file}.tmp-"));
+        if ours && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == nth {
+            errln!("test hook: pausing halfway through {} for {seconds} s", tmp.display());
+            std::thread::sleep(Duration::from_secs(seconds));
+        }
+    }))
+}
+
+/// `word` as a POSIX shell reads it back.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The command that continues this run from `checkpoint`: the same program, output,
+/// length, data, device and cadence; the checkpoint holds the rest.
+fn resume_command(a: &Args, gemm: Gemm, checkpoint: &Path) -> String {
+    let program = std::env::args_os().next().map_or("gpu-cnn".into(), |p| p.to_string_lossy().into_owned());
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let mut words = vec![program, "train".into(), "--resume".into(), path(checkpoint), "--out".into(), path(&a.out)];
+    let mut flag = |name: &str, value: String| words.extend([name.to_string(), value]);
+    if a.epochs != DEFAULT_EPOCHS {
+        flag("--epochs", a.epochs.to_string());
+    }
+    if let Some(s) = a.steps {
+        flag("--steps", s.to_string());
+    }
+    if let Some(d) = &a.data {
+        flag("--data", path(d));
+    }
+    if a.backend != Backend::Auto {
+        let name = a.backend.to_possible_value().map_or(String::new(), |v| v.get_name().to_string());
+        flag("--backend", name);
+    }
+    if a.log_every != DEFAULT_LOG_EVERY {
+        flag("--log-every", a.log_every.to_string());
+    }
+    if a.checkpoint_every != DEFAULT_CHECKPOINT_EVERY {
+        flag("--checkpoint-every", a.checkpoint_every.to_string());
+    }
+    if let Some(g) = gemm {
+        flag("--gemm", g.name().to_string());
+    }
+    words.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// The optimizer the flags ask for a run that starts (fresh or from --init).
+fn requested_optimizer(a: &Args) -> Result<Optimizer> {
+    let lr = a.lr.unwrap_or(DEFAULT_LR);
+    let opt = match a.optimizer.unwrap_or(OptimizerKind::Adam) {
+        OptimizerKind::Adam => {
+            if let Some(m) = a.momentum {
+                bail!("--momentum {m}: Adam has no momentum; give --optimizer sgd, or leave --momentum out");
+            }
+            Optimizer::adam(lr)
+        }
+        OptimizerKind::Sgd => Optimizer::sgd(lr, a.momentum.unwrap_or(DEFAULT_MOMENTUM)),
     }
     .with_weight_decay(a.weight_decay);
-    checkpoint::check_optimizer(&requested).context("--lr/--momentum/--weight-decay")?;
+    checkpoint::check_optimizer(&opt).context("--lr/--momentum/--weight-decay")?;
+    Ok(opt)
+}
+
+/// The flags that --resume would silently drop: each one given must be the checkpoint's.
+fn check_resume_flags(a: &Args, path: &Path, c: &Checkpoint, opt: &Optimizer, pos: &Position) -> Result<()> {
+    let mut differ = Vec::new();
+    if let Some(spec) = &a.arch {
+        let asked = super::model_from(Some(spec))?;
+        if asked != c.model {
+            differ.push(format!("--arch '{spec}' (it holds '{}')", gpu_cnn::arch::spec_of(&c.model)));
+        }
+    }
+    let (kind, momentum) = match *opt {
+        Optimizer::Adam { .. } => (OptimizerKind::Adam, None),
+        Optimizer::Sgd { momentum, .. } => (OptimizerKind::Sgd, Some(momentum)),
+    };
+    if let Some(k) = a.optimizer.filter(|k| *k != kind) {
+        differ.push(format!("--optimizer {k:?} (it holds {kind:?})").to_lowercase());
+    }
+    if let Some(lr) = a.lr.filter(|lr| *lr != opt.lr()) {
+        differ.push(format!("--lr {lr} (it holds {})", opt.lr()));
+    }
+    match (a.momentum, momentum) {
+        (Some(m), Some(held)) if m != held => differ.push(format!("--momentum {m} (it holds {held})")),
+        (Some(m), None) => differ.push(format!("--momentum {m} (it holds Adam, which has none)")),
+        _ => {}
+    }
+    if let Some(b) = a.batch_size.filter(|b| *b != pos.batch_size) {
+        differ.push(format!("--batch-size {b} (it holds {})", pos.batch_size));
+    }
+    if a.no_shuffle && pos.shuffle {
+        differ.push("--no-shuffle (it shuffles)".into());
+    }
+    if let Some(s) = a.seed {
+        differ.push(format!("--seed {s} (it holds its shuffle position; a seed only starts a run)"));
+    }
+    if !differ.is_empty() {
+        bail!(
+            "{}: --resume continues the run as saved, but {} {} from it; leave {} out, or start \
+             from its weights with --init (a fresh optimizer, at step 0) to change {}",
+            path.display(),
+            differ.join(", "),
+            if differ.len() == 1 { "differs" } else { "differ" },
+            if differ.len() == 1 { "it" } else { "them" },
+            if differ.len() == 1 { "it" } else { "them" }
+        );
+    }
+    Ok(())
+}
+
+/// What a run has saved: the pair in its directory, and its metrics, committed with each save.
+struct Saved {
+    checkpoints: Checkpoints,
+    metrics: MetricsWriter,
+    /// The step the pair holds, once `any`; the run's first step before.
+    step: u64,
+    any: bool,
+}
+
+impl Saved {
+    fn save(&mut self, trainer: &mut dyn gpu_cnn::executor::Trainer, p: Position) -> Result<()> {
+        self.checkpoints.save(trainer, p)?;
+        (self.step, self.any) = (p.global_step, true);
+        self.metrics.commit()
+    }
+}
+
+/// `started` is the process start: each epoch's line says how long after it the
+/// test evaluation finished (the time-to-accuracy figure, evaluation included).
+pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
+    // Bad --lr/--momentum/--weight-decay before any work.
+    let requested = if a.resume.is_none() { Some(requested_optimizer(&a)?) } else { None };
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create output directory {}", a.out.display()))?;
-    let probe = a.out.join(".write-test");
-    std::fs::write(&probe, b"").with_context(|| format!("output directory {} is not writable", a.out.display()))?;
-    std::fs::remove_file(&probe).ok();
+    let lock = RunLock::acquire(&a.out)?;
+    let removed = lock.remove_stale_temporaries()?;
+    if !removed.is_empty() {
+        let names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+        errln!("note: removed what a killed run left half-written: {}", names.join(", "));
+    }
 
     let dir = super::data_dir(a.data.clone());
     let train = Dataset::load(&dir, Split::Train)?;
     let test = Dataset::load(&dir, Split::Test)?;
 
-    // Model, weights, optimizer and position: fresh, from --init, or from --resume.
+    // Model, weights, optimizer, position and run: fresh, from --init, or from --resume.
     let default_model = super::model_from(a.arch.as_deref())?;
-    let (model, params, opt, opt_state, pos) = if let Some(path) = &a.resume {
+    let (model, params, opt, opt_state, pos, stamp) = if let (Some(path), None) = (&a.resume, requested) {
         let c = checkpoint::load(path, &default_model)?;
-        let (opt, state) = c.optimizer.ok_or_else(|| {
+        let (opt, state) = c.optimizer.clone().ok_or_else(|| {
             anyhow!("{}: has no optimizer state to resume from (use --init to start from its weights)", path.display())
         })?;
         let pos = c.position.ok_or_else(|| anyhow!("{}: has no training position to resume from", path.display()))?;
-        (c.model, c.params, opt, Some(state), pos)
+        check_resume_flags(&a, path, &c, &opt, &pos)?;
+        (c.model, c.params, opt, Some(state), pos, c.stamp)
     } else {
         let (model, params) = match &a.init {
             Some(path) => {
                 let c = checkpoint::load(path, &default_model)?;
+                if a.arch.is_some() && c.model != default_model {
+                    bail!(
+                        "{}: holds the model '{}', not --arch's; leave --arch out (the file says its model)",
+                        path.display(),
+                        gpu_cnn::arch::spec_of(&c.model)
+                    );
+                }
                 (c.model, c.params)
             }
-            None => (default_model.clone(), default_model.init_params(a.seed)),
+            None => (default_model.clone(), default_model.init_params(a.seed.unwrap_or(0))),
         };
-        let epoch_steps = train.len().div_ceil(a.batch_size) as u64;
+        let (batch, seed) = (a.batch_size.unwrap_or(DEFAULT_BATCH), a.seed.unwrap_or(0));
+        let opt = requested.unwrap_or(Optimizer::adam(DEFAULT_LR));
+        let epoch_steps = train.len().div_ceil(batch) as u64;
         let total = a.steps.unwrap_or(u64::MAX).min(epoch_steps.saturating_mul(a.epochs as u64));
         let schedule = Schedule::from_spec(&a.schedule, a.warmup, total, epoch_steps).context("--schedule/--warmup")?;
-        (model, params, requested, None, Position { schedule, ..start_position(a.seed, a.batch_size, !a.no_shuffle) })
+        (model, params, opt, None, Position { schedule, ..start_position(seed, batch, !a.no_shuffle) }, None)
     };
     // Both splits, before any work: a bad test split would otherwise fail after an epoch.
     train.check_against(&model)?;
     test.check_against(&model)?;
+    let out = &a.out;
+    if pos.epoch >= a.epochs || a.steps.is_some_and(|s| pos.global_step >= s) {
+        // A run that trains nothing leaves whatever the directory holds as it was.
+        let limit = match a.steps {
+            Some(s) if pos.global_step >= s => format!("--steps {s}"),
+            _ => format!("--epochs {}", a.epochs),
+        };
+        let left = if has_run_files(out) { "left as it was" } else { "nothing written" };
+        let at = format!("step {} (epoch {})", pos.global_step, pos.epoch);
+        outln!("nothing to train: the run is at {at}, already at {limit}; {}: {left}", out.display())?;
+        return Ok(());
+    }
     let batch = pos.batch_size;
     let mut trainer = super::trainer(a.backend, gemm, model.clone(), opt, &params, batch)?;
     if let Some(state) = &opt_state {
         trainer.set_optimizer_state(state)?;
     }
-    let out = &a.out;
-    let checkpoints = Checkpoints::new(out, &model, opt);
+    let run_id = stamp.as_ref().map_or_else(Stamp::new_run, |s| s.run.clone());
+    let checkpoints = Checkpoints::new(out, &model, opt, &run_id);
+    if let Some(hook) = pause_hook() {
+        checkpoint::set_midway_hook(hook);
+    }
     let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = MetricsWriter::open(&metrics_path, a.resume.is_some())?;
+    // A resumed run's metrics go on from its own, cut back to its checkpoint's step.
+    let kept = match &a.resume {
+        Some(path) => {
+            let from =
+                path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("metrics.jsonl");
+            match std::fs::read(&from) {
+                Ok(bytes) => {
+                    let step = pos.global_step;
+                    let (kept, dropped) =
+                        kept_on_resume(&String::from_utf8_lossy(&bytes), stamp.as_ref().map(|s| s.run.as_str()), step);
+                    if dropped > 0 {
+                        errln!("note: {}: {dropped} lines logged after the checkpoint's step {step}, or not by its run, are left out", from.display());
+                    }
+                    kept
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(e).with_context(|| format!("{}: cannot read", from.display())),
+            }
+        }
+        None => String::new(),
+    };
+    let metrics = MetricsWriter::start(&metrics_path, &run_id, kept);
     let schedule = match pos.schedule.is_constant() {
         true => String::new(),
         false => format!(", schedule {}", pos.schedule.to_metadata()),
     };
-    println!(
-        "training {} parameters on {} ({} train / {} test images, batch {batch}, {:?}{schedule}) -> {}",
+    outln!(
+        "training {} parameters on {} ({} train / {} test images, batch {batch}, {:?}{schedule}) -> {} (checkpoint every {})",
         model.num_params,
         trainer.describe(),
         train.len(),
         test.len(),
         opt,
-        out.display()
-    );
+        out.display(),
+        a.checkpoint_every
+    )?;
 
-    let mut history: Vec<(u64, f64, f64)> = Vec::new(); // (step, train loss, train accuracy)
-    let mut test_history: Vec<(u64, f64, f64)> = Vec::new();
+    let stop: RefCell<Option<Stop>> = RefCell::new(None);
+    let fail = |e: anyhow::Error| {
+        stop.borrow_mut().get_or_insert_with(|| Stop::from_error(e));
+    };
+    let stopping = || {
+        if let Some(s) = signals::caught() {
+            stop.borrow_mut().get_or_insert(Stop::Signal(s));
+        }
+        stop.borrow().is_some()
+    };
+    let mut saved = Saved { checkpoints, metrics, step: pos.global_step, any: false };
     let mut progress = Progress::new(a.epochs);
     let length = RunLength { epochs: a.epochs, max_steps: a.steps, log_every: a.log_every };
-    let result = train::run(trainer.as_mut(), &train, pos, length, |trainer, event| {
+    let control = Control { stop: &stopping, checkpoint_every: Some(a.checkpoint_every) };
+    signals::catch().context("cannot catch SIGINT/SIGTERM/SIGHUP")?;
+    let result = train::run_with(trainer.as_mut(), &train, pos, length, control, |trainer, event| {
         match event {
             Event::EpochStart { epoch, batches, first } => progress.epoch_start(epoch, batches, first),
             Event::Step { .. } => progress.step(),
             Event::Logged { epoch, batch_in_epoch, batches, global, stats, samples_per_s, lr } => {
-                history.push((global, stats.mean_loss(), stats.accuracy()));
-                progress.logged(epoch, batch_in_epoch, batches, global, &stats, samples_per_s);
+                if let Err(e) = progress.logged(epoch, batch_in_epoch, batches, global, &stats, samples_per_s) {
+                    fail(e.into());
+                }
                 let (loss, accuracy, epoch) = (stats.mean_loss(), stats.accuracy(), epoch as u64 + 1);
-                metrics.train_point(Record::Train { step: global, epoch, loss, accuracy }, samples_per_s, lr as f64)?;
+                let record = Record::Train { step: global, epoch, loss, accuracy };
+                if let Err(e) = saved.metrics.train_point(record, samples_per_s, lr as f64) {
+                    fail(e);
+                }
             }
+            Event::Checkpoint(p) => saved.save(trainer, p)?,
             Event::Stopped(p) => {
                 progress.finish();
-                checkpoints.save(trainer, p)?;
+                // Not when nothing was trained since the last save (or at all).
+                if p.global_step != saved.step {
+                    saved.save(trainer, p)?;
+                }
             }
             Event::EpochEnd(p) => {
                 progress.finish();
                 let ev = evaluate(trainer.inference(), &test, batch)?;
-                test_history.push((p.global_step, ev.loss, ev.accuracy));
-                println!(
-                    "epoch {}/{}: step {}, test loss {:.4}, test accuracy {:.2}%",
+                let line = outln!(
+                    "epoch {}/{}: step {}, test loss {:.4}, test accuracy {:.2}% ({:.1} s since start)",
                     p.epoch,
                     a.epochs,
                     p.global_step,
                     ev.loss,
-                    100.0 * ev.accuracy
+                    100.0 * ev.accuracy,
+                    started.elapsed().as_secs_f64()
                 );
+                if let Err(e) = line {
+                    fail(e.into());
+                }
                 let (step, epoch) = (p.global_step, p.epoch as u64);
-                metrics.test_point(Record::Test { step, epoch, loss: ev.loss, accuracy: ev.accuracy })?;
-                checkpoints.save(trainer, p)?;
+                let record = Record::Test { step, epoch, loss: ev.loss, accuracy: ev.accuracy };
+                if let Err(e) = saved.metrics.test_point(record) {
+                    fail(e);
+                }
+                saved.save(trainer, p)?;
             }
         }
         Ok(())
     });
+    let stop = stop.into_inner();
+    let (ckpt, weights) = (&saved.checkpoints.checkpoint, &saved.checkpoints.weights);
     let end = match result {
         Err(e) => {
             progress.abandon();
-            return Err(match e.downcast_ref::<Diverged>() {
-                Some(d) => anyhow!(
-                    "{d}; try a lower --lr (e.g. {:e}). {}",
-                    opt.lr() / 10.0,
-                    if checkpoints.checkpoint.exists() {
-                        format!("The last good checkpoint is kept: {}", checkpoints.checkpoint.display())
-                    } else {
-                        "No checkpoint was written.".to_string()
-                    }
-                ),
-                None => e,
-            });
+            // What is left to resume from: this run's last save, or where it started.
+            let last = match (saved.any, &a.resume) {
+                (true, _) => Some((ckpt.as_path(), saved.step)),
+                (false, Some(r)) => Some((r.as_path(), pos.global_step)),
+                (false, None) => None,
+            };
+            let kept = match last {
+                Some((path, step)) => format!("The last good checkpoint is kept: {} (step {step}).", path.display()),
+                None if ckpt.exists() => {
+                    format!("This run saved no checkpoint; {} is an earlier run's, left as it was.", ckpt.display())
+                }
+                None => "No checkpoint was written.".to_string(),
+            };
+            if let Some(d) = e.downcast_ref::<Diverged>() {
+                let lower = opt.lr() / 10.0;
+                let hint = match (&a.resume, last) {
+                    // --lr would be refused with --resume: its weights can start a new run.
+                    (Some(_), Some((path, _))) => format!(
+                        "the learning rate {} is the checkpoint's; to go on with a lower one, start from its weights: {} train --init {} --lr {lower:e} --out NEW_DIR",
+                        opt.lr(),
+                        shell_word(&std::env::args().next().unwrap_or_else(|| "gpu-cnn".into())),
+                        shell_word(&path.to_string_lossy())
+                    ),
+                    _ => format!("try a lower --lr (e.g. {lower:e})"),
+                };
+                bail!("{d}; {hint}. {kept}");
+            }
+            if let Some(s) = stop {
+                errln!("{}", s.describe());
+            }
+            match last {
+                Some((path, _)) => bail!("{e:#}. {kept} Resume with: {}", resume_command(&a, gemm, path)),
+                None => bail!("{e:#}. {kept}"),
+            }
         }
         Ok(end) => end,
     };
-    if !checkpoints.checkpoint.exists() {
-        // Nothing to do (already at --steps/--epochs): still leave the weights.
-        checkpoints.save(trainer.as_mut(), end)?;
+    if let Some(s) = &stop {
+        if !saved.any {
+            errln!("{} before the first step: nothing written", s.describe());
+            return Err(Exit(s.exit_code()).into());
+        }
     }
     let plot_path = out.join("curves.png");
-    plot::training_curves(&history, &test_history, &plot_path)?;
-    println!(
+    let drawn = draw_curves(&metrics_path, &plot_path);
+    if let Some(s) = stop {
+        errln!("{}: stopped after step {} and saved {}", s.describe(), end.global_step, ckpt.display());
+        errln!("resume with: {}", resume_command(&a, gemm, ckpt));
+        if let Err(e) = drawn {
+            errln!("error: {e:#}");
+        }
+        return Err(Exit(s.exit_code()).into());
+    }
+    drawn?;
+    outln!(
         "step {}: wrote {}, {}, {} and {}",
         end.global_step,
-        checkpoints.checkpoint.display(),
-        checkpoints.weights.display(),
+        ckpt.display(),
+        weights.display(),
         metrics_path.display(),
         plot_path.display()
-    );
+    )?;
     Ok(())
+}
+
+/// curves.png from the whole of metrics.jsonl, so a resumed run's picture shows the run
+/// from its first step.
+fn draw_curves(metrics: &Path, picture: &Path) -> Result<()> {
+    let log = MetricsLog::read(metrics)?;
+    for w in &log.warnings {
+        errln!("warning: {w}");
+    }
+    let (train, test) = log.curves();
+    plot::training_curves(&train, &test, picture)
 }

@@ -163,6 +163,31 @@ impl Gpu {
         self.device.features().contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
+    /// A first-contact note when this device is a software driver on the CPU: what
+    /// runs, how fast to expect it, and where GL runs, the package that gives the
+    /// faster Vulkan one (measured on 2 cores: lavapipe ~390 samples/s, GL/llvmpipe
+    /// ~53, see docs/performance.md). None on a GPU.
+    pub fn software_note(&self) -> Option<String> {
+        if self.info.device_type != wgpu::DeviceType::Cpu {
+            return None;
+        }
+        Some(match self.info.backend {
+            wgpu::Backend::Gl => format!(
+                "note: no GPU and no Vulkan driver found, so this runs on {}, Mesa's software OpenGL on the CPU, \
+                 about 7x slower than Mesa's software Vulkan (lavapipe): install it for the faster one \
+                 (Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1)",
+                self.info.name
+            ),
+            wgpu::Backend::Vulkan => "note: no GPU found, so this runs on Mesa's software Vulkan (lavapipe) on the \
+                 CPU: expect about 400 samples/s on 2 cores, where a GPU trains 50-200x faster"
+                .to_string(),
+            backend => format!(
+                "note: no GPU found, so this runs on {} ({backend:?}), a software driver on the CPU",
+                self.info.name
+            ),
+        })
+    }
+
     /// e.g. `Vulkan: llvmpipe (LLVM 15.0.6, 256 bits), subgroup GEMM engine`.
     pub fn describe(&self) -> String {
         format!("{:?}: {}, {} GEMM engine", self.info.backend, self.info.name, self.kernels.engine)

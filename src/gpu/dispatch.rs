@@ -87,6 +87,14 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
+    /// Named `…+relu` when it also runs a ReLU (forward) or a ReLU's backward pass.
+    pub fn fusing_relu(mut self, relu: bool) -> Self {
+        if relu {
+            self.name += "+relu";
+        }
+        self
+    }
+
     pub fn with_flops(mut self, flops: u64) -> Self {
         self.flops = flops;
         self

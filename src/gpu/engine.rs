@@ -40,8 +40,11 @@ pub struct EngineSpec {
     /// Device features the engine needs.
     pub features: wgpu::Features,
     /// Tile configurations, narrowest first: a GEMM takes the first that covers
-    /// its channels, else the widest.
+    /// its channels, else the widest (see `GemmEngine::tile_for`).
     pub tiles: &'static [TileConfig],
+    /// Whether a forward or input-gradient GEMM whose grid would be too small for the
+    /// device with its tile steps down to a narrower one (`tile_for`).
+    pub narrower_for_small_grids: bool,
     /// A boolean override that compiles the input gradient for stride 1 alone, where
     /// the engine has one: each tile configuration then has a second such pipeline.
     pub unit_stride_override: Option<&'static str>,
@@ -61,6 +64,12 @@ pub struct EngineSpec {
 /// Workgroups a weight-gradient GEMM aims for on a GPU, which wants many.
 pub const GPU_SPLIT_TARGET: u64 = 1024;
 
+/// Workgroups a forward or input-gradient GEMM keeps before a wide tile is worth it:
+/// about two per compute unit of a large GPU (an H200 has 132), and on a CPU driver
+/// enough for every core thread of a workstation.
+const GPU_MIN_GROUPS: u64 = 256;
+const CPU_MIN_GROUPS: u64 = 64;
+
 /// The subgroup size the subgroup engine is written for (`LANES` in subgroup_tile.wgsl).
 pub const SUBGROUP_LANES: u32 = 8;
 
@@ -69,8 +78,13 @@ const TILED: EngineSpec = EngineSpec {
     conv_module: "conv2d_tiled.wgsl",
     sgemm_module: "sgemm_tiled.wgsl",
     features: wgpu::Features::empty(),
-    // BN x BM of conv2d_tiled.wgsl
-    tiles: &[TileConfig { channels: 32, pixels: 64, constants: &[] }],
+    // BN x BM of conv2d_tiled.wgsl: 64 threads, and 256 for wide products, where each
+    // loaded value feeds twice the FMAs.
+    tiles: &[
+        TileConfig { channels: 32, pixels: 64, constants: &[("BN", 32.0), ("BM", 64.0)] },
+        TileConfig { channels: 64, pixels: 128, constants: &[("BN", 64.0), ("BM", 128.0)] },
+    ],
+    narrower_for_small_grids: true,
     unit_stride_override: None,
     reduction_step: 16,
     sgemm_tile: [64, 64, 16],
@@ -90,6 +104,8 @@ const SUBGROUP: EngineSpec = EngineSpec {
         TileConfig { channels: 16, pixels: 64, constants: &[("ROW_GROUPS", 2.0)] },
         TileConfig { channels: 32, pixels: 64, constants: &[("ROW_GROUPS", 4.0)] },
     ],
+    // One subgroup a workgroup: its tiles are small already.
+    narrower_for_small_grids: false,
     unit_stride_override: Some("UNIT_STRIDE"),
     reduction_step: 4,
     sgemm_tile: [32, 64, 4],
@@ -165,14 +181,30 @@ impl GemmEngine {
         }
     }
 
-    /// The tile configuration for a product with `channels` on its short side.
-    pub fn tile_for(self, channels: u64) -> (usize, &'static TileConfig) {
-        let tiles = self.spec().tiles;
-        tiles
-            .iter()
-            .enumerate()
-            .find(|(_, t)| t.channels >= channels)
-            .unwrap_or((tiles.len() - 1, &tiles[tiles.len() - 1]))
+    /// The tile configuration for a product of `pixels` by `channels` (its long and
+    /// short sides): the narrowest tile that covers the channels, else the widest;
+    /// where the engine allows, a narrower one while the chosen tile's grid would
+    /// have fewer than `min_groups` workgroups (a grid too small to fill the device).
+    /// `min_groups` 0 keeps the choice by channels alone (a weight-gradient GEMM,
+    /// whose grid its reduction splits fill).
+    pub fn tile_for(self, pixels: u64, channels: u64, min_groups: u64) -> (usize, &'static TileConfig) {
+        let spec = self.spec();
+        let tiles = spec.tiles;
+        let mut i = tiles.iter().position(|t| t.channels >= channels).unwrap_or(tiles.len() - 1);
+        let groups = |t: &TileConfig| pixels.div_ceil(t.pixels) * channels.div_ceil(t.channels);
+        while spec.narrower_for_small_grids && i > 0 && groups(&tiles[i]) < min_groups {
+            i -= 1;
+        }
+        (i, &tiles[i])
+    }
+
+    /// Workgroups a forward or input-gradient GEMM needs before it takes a wide tile
+    /// (a GPU wants a few per compute unit; a CPU driver runs one per core thread).
+    pub fn min_groups(self, device_type: wgpu::DeviceType) -> u64 {
+        match device_type {
+            wgpu::DeviceType::Cpu => CPU_MIN_GROUPS,
+            _ => GPU_MIN_GROUPS,
+        }
     }
 
     /// Workgroups a weight-gradient GEMM aims for on an adapter of `device_type`.
@@ -199,11 +231,23 @@ mod tests {
         for e in GemmEngine::ALL {
             assert_eq!(GemmEngine::parse(e.name()).unwrap(), e);
             let widest = e.spec().tiles.last().unwrap();
-            assert_eq!(e.tile_for(1_000_000).1, widest, "{e}: wide products take the widest tile");
+            assert_eq!(e.tile_for(1_000_000, 1_000_000, 0).1, widest, "{e}: wide products take the widest tile");
             assert!(e.spec().tiles.windows(2).all(|w| w[0].channels < w[1].channels), "{e}: narrowest first");
         }
         assert!(GemmEngine::parse("auto").is_err());
-        assert_eq!(GemmEngine::Subgroup.tile_for(16).0, 0);
-        assert_eq!(GemmEngine::Subgroup.tile_for(17).0, 1);
+        assert_eq!(GemmEngine::Subgroup.tile_for(1 << 20, 16, 0).0, 0);
+        assert_eq!(GemmEngine::Subgroup.tile_for(1 << 20, 17, 0).0, 1);
+        assert_eq!(GemmEngine::Subgroup.tile_for(64, 32, 256).0, 1, "the subgroup engine keeps its tile");
+    }
+
+    #[test]
+    fn the_tiled_engine_takes_its_wide_tile_only_for_wide_products_on_large_grids() {
+        let t = GemmEngine::Tiled;
+        // The tutorial model's conv3 (64 channels of 7x7) at batch 64 and 1024.
+        assert_eq!(t.tile_for(64 * 49, 64, 256).1.channels, 32, "25 wide tiles cannot fill a GPU");
+        assert_eq!(t.tile_for(1024 * 49, 64, 256).1.channels, 64, "392 wide tiles can");
+        assert_eq!(t.tile_for(1024 * 196, 32, 256).1.channels, 32, "32 channels fit the narrow tile");
+        assert_eq!(t.tile_for(801, 64, 0).1.channels, 64, "weight gradients: by channels alone");
+        assert_eq!(t.tile_for(10, 1000, 1 << 30).0, 0, "the narrowest is the floor");
     }
 }

@@ -1,13 +1,14 @@
 //! The training loop shared by `gpu-cnn train` and the tests: epoch ordering,
 //! batching, resumable positions, reading loss and accuracy back every few
-//! steps, and stopping when they stop being finite. What to do with each event
+//! steps, stopping when they stop being finite, stopping cleanly at a step boundary
+//! when asked (a signal) and offering checkpoints between epoch ends. What to do with each event
 //! (a progress bar, `metrics.jsonl`, checkpoints) is the caller's: `gpu-cnn
 //! train` uses `checkpoints` beside this file and `metrics_log::MetricsWriter`.
 
 pub mod checkpoints;
 
-use anyhow::Result;
-use std::time::Instant;
+use anyhow::{bail, Result};
+use std::time::{Duration, Instant};
 
 use crate::checkpoint::Position;
 use crate::data::Dataset;
@@ -75,10 +76,74 @@ pub enum Event {
         samples_per_s: f64,
         lr: f32,
     },
-    /// The step limit stopped the run inside an epoch; it resumes from here.
+    /// The step limit or `Control::stop` stopped the run; it resumes from here. A stop
+    /// asked for after an epoch's last step comes before its `EpochEnd`: the position
+    /// is then that epoch's end (`batch_in_epoch` = its batches), and resuming from it
+    /// begins with the `EpochEnd`.
     Stopped(Position),
     /// An epoch ended; the next one starts from here.
     EpochEnd(Position),
+    /// `Control::checkpoint_every` has passed since the run's start, the last epoch end or
+    /// the last `Checkpoint`: the run resumes exactly from here. Its step was also `Logged`
+    /// (so a diverged loss is seen before the weights are offered). Not sent when an
+    /// `EpochEnd` or `Stopped` follows at the same step.
+    Checkpoint(Position),
+}
+
+/// How often a run offers a `Checkpoint` between epoch ends: every so many steps, or
+/// once so much wall time has passed since the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cadence {
+    Steps(u64),
+    Every(Duration),
+}
+
+impl std::str::FromStr for Cadence {
+    type Err = String;
+
+    /// A number of steps (`500`) or a duration, a whole number with a unit
+    /// (`90s`, `5m`, `2h`), more than zero.
+    fn from_str(s: &str) -> std::result::Result<Cadence, String> {
+        let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+        let n: u64 =
+            digits.parse().map_err(|_| format!("{s:?} is not a number of steps or a duration like 90s, 5m or 2h"))?;
+        if n == 0 {
+            return Err("must be more than zero".into());
+        }
+        let seconds = |per: u64| n.checked_mul(per).map(Duration::from_secs).ok_or("is too long".to_string());
+        Ok(match unit {
+            "" => Cadence::Steps(n),
+            "s" => Cadence::Every(seconds(1)?),
+            "m" => Cadence::Every(seconds(60)?),
+            "h" => Cadence::Every(seconds(3600)?),
+            _ => {
+                return Err(format!("unknown unit {unit:?}: give steps (500) or a duration in s, m or h (90s, 5m, 2h)"))
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for Cadence {
+    /// As `from_str` reads it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Cadence::Steps(n) => write!(f, "{n}"),
+            Cadence::Every(d) => match d.as_secs() {
+                s if s % 3600 == 0 => write!(f, "{}h", s / 3600),
+                s if s % 60 == 0 => write!(f, "{}m", s / 60),
+                s => write!(f, "{s}s"),
+            },
+        }
+    }
+}
+
+/// What a caller asks of a run beyond its length (`run` asks nothing of this).
+pub struct Control<'a> {
+    /// Asked after every step and before every epoch: true stops the run there with
+    /// `Stopped` (after logging the step), so the step in flight is never lost.
+    pub stop: &'a dyn Fn() -> bool,
+    /// Offer a `Checkpoint` this often; None: only epoch ends and stops.
+    pub checkpoint_every: Option<Cadence>,
 }
 
 /// The error a run stops with when its loss stops being finite.
@@ -111,8 +176,21 @@ pub fn run(
     length: RunLength,
     on: impl FnMut(&mut dyn Trainer, Event) -> Result<()>,
 ) -> Result<Position> {
+    run_with(trainer, data, pos, length, Control { stop: &|| false, checkpoint_every: None }, on)
+}
+
+/// `run`, stopped early by `control.stop` and offering checkpoints every
+/// `control.checkpoint_every`.
+pub fn run_with(
+    trainer: &mut dyn Trainer,
+    data: &Dataset,
+    pos: Position,
+    length: RunLength,
+    control: Control,
+    on: impl FnMut(&mut dyn Trainer, Event) -> Result<()>,
+) -> Result<Position> {
     let base = trainer.optimizer();
-    let result = run_from(trainer, data, pos, length, base, on);
+    let result = run_from(trainer, data, pos, length, base, control, on);
     let restored = trainer.set_optimizer(base);
     let end = result?;
     restored.map(|_| end)
@@ -124,8 +202,12 @@ fn run_from(
     pos: Position,
     length: RunLength,
     base: crate::executor::Optimizer,
+    control: Control,
     mut on: impl FnMut(&mut dyn Trainer, Event) -> Result<()>,
 ) -> Result<Position> {
+    if pos.batch_size == 0 {
+        bail!("a batch size of 0 takes no step");
+    }
     let mut rng = Rng::from_state(pos.epoch_rng);
     let (mut epoch, mut skip, mut global) = (pos.epoch, pos.batch_in_epoch, pos.global_step);
     let at = |epoch, batch_in_epoch, global_step, epoch_rng| Position {
@@ -137,11 +219,23 @@ fn run_from(
     };
     let reached = |g: u64| length.max_steps.is_some_and(|s| g >= s);
     let log_every = length.log_every.max(1);
+    // The last point the caller saved at (the start counts): a step and when.
+    let mut saved = (global, Instant::now());
+    let due = |saved: (u64, Instant), global: u64| match control.checkpoint_every {
+        None => false,
+        Some(Cadence::Steps(n)) => global - saved.0 >= n,
+        Some(Cadence::Every(d)) => saved.1.elapsed() >= d,
+    };
     // Samples and time since the last log point, restarted at each epoch so the
     // caller's evaluation between epochs is not counted.
     let (mut since, mut samples): (Instant, usize);
     while epoch < length.epochs && !reached(global) {
         let epoch_rng = rng.state();
+        if (control.stop)() {
+            let p = at(epoch, skip, global, epoch_rng);
+            on(trainer, Event::Stopped(p))?;
+            return Ok(p);
+        }
         let order = epoch_order(data.len(), &mut rng, pos.shuffle);
         let batches: Vec<&[usize]> = order.chunks(pos.batch_size).collect();
         let n = batches.len();
@@ -159,7 +253,11 @@ fn run_from(
             trainer.train_batch(data, idx)?;
             (global, samples) = (global + 1, samples + idx.len());
             on(trainer, Event::Step { epoch, batch_in_epoch: bi, batches: n, global })?;
-            if global % log_every == 0 || bi + 1 == n || reached(global) {
+            let last = bi + 1 == n;
+            // Asked once, so the log point and the stop agree.
+            let stopping = (control.stop)();
+            let checkpoint = !last && !stopping && !reached(global) && due(saved, global);
+            if global % log_every == 0 || last || reached(global) || stopping || checkpoint {
                 let stats = trainer.take_stats()?;
                 if !stats.mean_loss().is_finite() {
                     return Err(Diverged { step: global, loss: stats.mean_loss() }.into());
@@ -170,10 +268,20 @@ fn run_from(
                 let logged = Event::Logged { epoch, batch_in_epoch: bi, batches: n, global, stats, samples_per_s, lr };
                 on(trainer, logged)?;
             }
+            if stopping {
+                let p = at(epoch, bi + 1, global, epoch_rng);
+                on(trainer, Event::Stopped(p))?;
+                return Ok(p);
+            }
+            if checkpoint {
+                on(trainer, Event::Checkpoint(at(epoch, bi + 1, global, epoch_rng)))?;
+                saved = (global, Instant::now());
+            }
         }
         skip = 0;
         epoch += 1;
         on(trainer, Event::EpochEnd(at(epoch, 0, global, rng.state())))?;
+        saved = (global, Instant::now());
     }
     Ok(at(epoch, skip, global, rng.state()))
 }
@@ -200,4 +308,142 @@ pub fn evaluate(net: &mut dyn Inference, data: &Dataset, batch: usize) -> Result
     }
     let n = data.len().max(1) as f64;
     Ok(Evaluation { loss: loss / n, accuracy: correct as f64 / n, predictions })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::CpuTrainer;
+    use crate::data::{bundled_mnist_dir, Split};
+    use crate::executor::Optimizer;
+    use std::cell::Cell;
+
+    #[test]
+    fn cadences_read_as_steps_or_durations() {
+        for (s, want) in [
+            ("500", Cadence::Steps(500)),
+            ("90s", Cadence::Every(Duration::from_secs(90))),
+            ("5m", Cadence::Every(Duration::from_secs(300))),
+            ("2h", Cadence::Every(Duration::from_secs(7200))),
+        ] {
+            let c: Cadence = s.parse().unwrap();
+            assert_eq!(c, want, "{s}");
+            assert_eq!(c.to_string(), s, "written back as read");
+        }
+        for (s, want) in [
+            ("0", "more than zero"),
+            ("0m", "more than zero"),
+            ("5x", "unknown unit \"x\""),
+            ("m", "is not a number of steps or a duration"),
+            ("", "is not a number"),
+            ("-5", "is not a number"),
+            ("99999999999999999999h", "is not a number"),
+            ("9999999999999999999h", "is too long"),
+        ] {
+            let e = s.parse::<Cadence>().unwrap_err();
+            assert!(e.contains(want), "{s}: {e}");
+        }
+    }
+
+    /// 40 MNIST pictures (5 batches of 8 an epoch) and a tiny model on the CPU.
+    fn setup() -> (Dataset, Box<dyn Fn() -> CpuTrainer>) {
+        let data = Dataset::load(&bundled_mnist_dir(), Split::Train).unwrap().take(40);
+        let make = || {
+            let model = crate::arch::parse("c2k3 relu pool2 flat fc10", crate::model::Shape::image(1, 28, 28)).unwrap();
+            let params = model.init_params(0);
+            CpuTrainer::new(model, Optimizer::adam(1e-2), params).unwrap()
+        };
+        (data, Box::new(make))
+    }
+
+    fn length(max_steps: u64) -> RunLength {
+        RunLength { epochs: 10, max_steps: Some(max_steps), log_every: 100 }
+    }
+
+    /// The events of a run, by name and step.
+    fn events(
+        trainer: &mut CpuTrainer,
+        data: &Dataset,
+        pos: Position,
+        steps: u64,
+        control: Control,
+    ) -> (Vec<String>, Position) {
+        let mut seen = Vec::new();
+        let end = run_with(trainer, data, pos, length(steps), control, |_, e| {
+            seen.push(match e {
+                Event::Logged { global, .. } => format!("log {global}"),
+                Event::Checkpoint(p) => format!("checkpoint {}", p.global_step),
+                Event::EpochEnd(p) => format!("end {}", p.global_step),
+                Event::Stopped(p) => format!("stop {}", p.global_step),
+                Event::EpochStart { .. } | Event::Step { .. } => return Ok(()),
+            });
+            Ok(())
+        })
+        .unwrap();
+        (seen, end)
+    }
+
+    #[test]
+    fn checkpoints_come_at_the_cadence_logged_and_never_beside_an_epoch_end() {
+        let (data, make) = setup();
+        let control = Control { stop: &|| false, checkpoint_every: Some(Cadence::Steps(3)) };
+        let (seen, _) = events(&mut make(), &data, start_position(0, 8, true), 12, control);
+        let want = [
+            "log 3",
+            "checkpoint 3",
+            "log 5",
+            "end 5", // not at step 6: the epoch end saved at 5
+            "log 8",
+            "checkpoint 8",
+            "log 10",
+            "end 10",
+            "log 12",
+            "stop 12",
+        ];
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn a_stop_comes_after_the_step_in_flight_and_resumes_exactly() {
+        let (data, make) = setup();
+        let start = start_position(0, 8, true);
+        let (_, whole) = events(&mut make(), &data, start, 9, Control { stop: &|| false, checkpoint_every: None });
+        let mut uninterrupted = make();
+        run(&mut uninterrupted, &data, start, length(9), |_, _| Ok(())).unwrap();
+
+        // The stop is asked before the epoch, then after each step: true on the 5th
+        // asking (during step 4) stops after step 4, its loss logged.
+        let asked = Cell::new(0);
+        let stop = || {
+            asked.set(asked.get() + 1);
+            asked.get() >= 5
+        };
+        let mut first = make();
+        let (seen, at) = events(&mut first, &data, start, 9, Control { stop: &stop, checkpoint_every: None });
+        assert_eq!(seen, ["log 4", "stop 4"]);
+        assert_eq!((at.epoch, at.batch_in_epoch, at.global_step), (0, 4, 4));
+        let mut second = make();
+        second.set_params(&first.params().unwrap()).unwrap();
+        second.set_optimizer_state(&first.optimizer_state().unwrap()).unwrap();
+        let (_, end) = events(&mut second, &data, at, 9, Control { stop: &|| false, checkpoint_every: None });
+        assert_eq!(end, whole);
+        assert_eq!(second.params().unwrap(), uninterrupted.params().unwrap(), "stopped and resumed differs");
+
+        // Asked during an epoch's last step: the stop comes before its end, which the
+        // resumed run then begins with.
+        let asked = Cell::new(0);
+        let stop = || {
+            asked.set(asked.get() + 1);
+            asked.get() >= 6
+        };
+        let (seen, at) = events(&mut make(), &data, start, 9, Control { stop: &stop, checkpoint_every: None });
+        assert_eq!(seen, ["log 5", "stop 5"]);
+        assert_eq!((at.epoch, at.batch_in_epoch), (0, 5));
+        let (seen, _) = events(&mut make(), &data, at, 7, Control { stop: &|| false, checkpoint_every: None });
+        assert_eq!(seen, ["end 5", "log 7", "stop 7"]);
+
+        // Asked before the first step: nothing trained.
+        let (seen, at) = events(&mut make(), &data, start, 9, Control { stop: &|| true, checkpoint_every: None });
+        assert_eq!((seen, at), (vec!["stop 0".to_string()], start));
+    }
 }

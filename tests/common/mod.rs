@@ -195,25 +195,57 @@ pub fn backend() -> &'static str {
     }
 }
 
-/// Runs `c`, which must succeed; returns its stdout.
-pub fn stdout_of(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "command failed\nstdout:\n{so}\nstderr:\n{se}");
-    so.to_string()
+/// What a finished command left: its exit code, stdout and stderr.
+pub struct Outcome {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
-/// Runs `c`, which must exit with `code` (1 for a refused input, 2 for a refused
-/// argument) and no panic, its stderr containing every one of `needles`. Returns stderr.
-pub fn exits_with(c: &mut Command, code: i32, needles: &[&str]) -> String {
+/// Runs `c`, which must not panic, whatever its exit.
+pub fn outcome(c: &mut Command) -> Outcome {
     let out = c.output().unwrap();
-    let se = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(code), "expected exit {code}, got {:?}\nstderr:\n{se}", out.status);
-    assert!(!se.contains("panicked"), "panicked:\n{se}");
-    for n in needles {
-        assert!(se.contains(n), "stderr lacks '{n}':\n{se}");
+    let o = Outcome {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    };
+    assert!(!o.stderr.contains("panicked"), "panicked:\n{}", o.stderr);
+    o
+}
+
+impl Outcome {
+    /// The command succeeded.
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, Some(0), "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
     }
-    se
+
+    /// It exited with `code` (1 for a refused input, 2 for a refused argument), its
+    /// stderr containing every one of `needles`.
+    pub fn exits_with(self, code: i32, needles: &[&str]) -> Self {
+        assert_eq!(self.code, Some(code), "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        for n in needles {
+            assert!(self.stderr.contains(n), "stderr lacks '{n}':\n{}", self.stderr);
+        }
+        self
+    }
+
+    /// A clean failure (exit 1, not a panic's 101) naming every one of `needles`.
+    pub fn fails_with(self, needles: &[&str]) -> Self {
+        self.exits_with(1, needles)
+    }
+}
+
+/// Runs `c`, which must succeed; returns its stdout.
+pub fn stdout_of(c: &mut Command) -> String {
+    outcome(c).ok().stdout
+}
+
+/// Runs `c`, which must exit with `code` and no panic, its stderr containing every
+/// one of `needles`. Returns stderr.
+pub fn exits_with(c: &mut Command, code: i32, needles: &[&str]) -> String {
+    outcome(c).exits_with(code, needles).stderr
 }
 
 /// Runs `c`, which must fail cleanly (exit 1, not a panic's 101) naming every one of `needles`.
@@ -227,4 +259,117 @@ pub fn train(out: &Path, steps: u64, extra: &[&str]) -> String {
     c.args(["train", "--steps", &steps.to_string(), "--batch-size", "8", "--log-every", "2", "--backend", backend()]);
     c.arg("--out").arg(out).args(extra);
     stdout_of(&mut c)
+}
+
+/// The `gpu-cnn` binary as a std Command, for runs a test signals or kills mid-way.
+pub fn bin_std() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-cnn"));
+    c.env("NODEVICE_SELECT", "1");
+    c
+}
+
+/// A model small enough that the CPU reference trains a step of 8 in about a millisecond.
+pub const TINY: &str = "c4k3 relu pool2 flat fc10";
+
+/// A `gpu-cnn` process running in the background, its output read line by line as it comes.
+pub struct Running {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line so far, stdout and stderr interleaved as they arrived.
+    pub seen: Vec<String>,
+}
+
+impl Running {
+    /// Start `c` with both outputs piped.
+    pub fn start(mut c: std::process::Command) -> Running {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+        for stream in [out, err] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream).lines().map_while(|l| l.ok()) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Running { child, lines, seen: Vec::new() }
+    }
+
+    /// Wait (at most 5 minutes) for a line containing `needle`; panics if the process
+    /// ends first. Returns the line.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no line with '{needle}' ({e}); output:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Send signal `name` (`INT`, `TERM`, `HUP`, `KILL`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} {} failed", self.child.id());
+    }
+
+    /// Wait (at most 5 minutes) for the process to end; its status and all its output.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                self.child.kill().ok();
+                panic!("still running after 5 minutes; output:\n{}", self.seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The readers end with the pipes.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
+            self.seen.push(line);
+        }
+        (status, self.seen.join("\n"))
+    }
+}
+
+/// `gpu-cnn train` on the CPU reference with the tiny model, batches of 8, logging
+/// every step, into `out`.
+pub fn tiny_train(out: &Path, extra: &[&str]) -> std::process::Command {
+    let mut c = bin_std();
+    c.args(["train", "--arch", TINY, "--backend", "cpu", "--batch-size", "8", "--log-every", "1", "--out"])
+        .arg(out)
+        .args(extra);
+    c
+}
+
+/// The steps of a run's metrics.jsonl training points, in file order; panics on a line
+/// that is not a record (a truncated last line included).
+pub fn metric_steps(dir: &Path) -> Vec<u64> {
+    let log = gpu_cnn::metrics_log::MetricsLog::read(&dir.join("metrics.jsonl")).unwrap();
+    assert!(log.warnings.is_empty(), "{:?}", log.warnings);
+    log.records
+        .iter()
+        .filter_map(|r| match r {
+            gpu_cnn::metrics_log::Record::Train { step, .. } => Some(*step),
+            _ => None,
+        })
+        .collect()
 }

@@ -70,6 +70,8 @@ pub struct ConvKernels {
     gemms: Vec<Gemms>,
     reduce_weight_bias: Entry,
     split_target: u64,
+    /// Workgroups a forward or input-gradient grid keeps before it takes a wide tile.
+    min_groups: u64,
 }
 
 impl ConvKernels {
@@ -79,22 +81,30 @@ impl ConvKernels {
         // Whether an engine's product reads `gate` depends on how its epilogues are
         // shared; one layout for all three keeps their bindings alike.
         let layout = storage_layout(&launcher.device, spec.conv_module, 1..=4, &[3]);
-        let entry = |name: &str, constants: &[(&str, f64)]| {
-            launcher.entry_in_layout(&module, spec.conv_module, name, constants, Some(&layout))
-        };
         let gemms = spec
             .tiles
             .iter()
-            .map(|t| Gemms {
-                forward: entry("forward", t.constants),
-                backward_input: entry("backward_input", t.constants),
-                backward_input_unit_stride: spec.unit_stride_override.map(|name| {
-                    let constants: Vec<(&str, f64)> = t.constants.iter().copied().chain([(name, 1.0)]).collect();
-                    let mut e = entry("backward_input", &constants);
-                    e.name += "@stride1";
+            .map(|t| {
+                // Profiles and test failures say which tile ran, where there is a choice.
+                let tile = match spec.tiles.len() {
+                    1 => String::new(),
+                    _ => format!("@{}x{}", t.channels, t.pixels),
+                };
+                let entry = |name: &str, constants: &[(&str, f64)], variant: &str| {
+                    let mut e = launcher.entry_in_layout(&module, spec.conv_module, name, constants, Some(&layout));
+                    e.name += &tile;
+                    e.name += variant;
                     e
-                }),
-                backward_weight_bias: entry("backward_weight_bias", t.constants),
+                };
+                Gemms {
+                    forward: entry("forward", t.constants, ""),
+                    backward_input: entry("backward_input", t.constants, ""),
+                    backward_input_unit_stride: spec.unit_stride_override.map(|name| {
+                        let constants: Vec<(&str, f64)> = t.constants.iter().copied().chain([(name, 1.0)]).collect();
+                        entry("backward_input", &constants, "@stride1")
+                    }),
+                    backward_weight_bias: entry("backward_weight_bias", t.constants, ""),
+                }
             })
             .collect();
         ConvKernels {
@@ -108,6 +118,7 @@ impl ConvKernels {
                 spec.tiles[0].constants,
             ),
             split_target: engine.split_target(device_type),
+            min_groups: engine.min_groups(device_type),
         }
     }
 
@@ -120,7 +131,11 @@ impl ConvKernels {
             // the taps, then the bias as one more (see conv2d_common.wgsl)
             Product::BackwardWeightBias => (d.c * d.k * d.k + 1, d.oc),
         };
-        let (i, tile) = self.engine.tile_for(channels as u64);
+        let min_groups = match p {
+            Product::BackwardWeightBias => 0,
+            Product::Forward | Product::BackwardInput => self.min_groups,
+        };
+        let (i, tile) = self.engine.tile_for(pixels as u64, channels as u64, min_groups);
         let g = &self.gemms[i];
         let entry = match p {
             Product::Forward => &g.forward,
@@ -166,11 +181,7 @@ impl ConvKernels {
         let (entry, folded, z) = self.layout(Product::Forward, d);
         let groups = self.launcher.grid.folded(folded, z);
         let bindings = [(1, x), (2, params), (3, y), (4, x)];
-        let mut dsp = self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops());
-        if relu {
-            dsp.name += "+relu";
-        }
-        dsp
+        self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops()).fusing_relu(relu)
     }
 
     /// dx (N,C,H,W) from dy (N,OC,OH,OW) and W at `at.weight` in `params`; with
@@ -189,11 +200,7 @@ impl ConvKernels {
         let groups = self.launcher.grid.folded(folded, z);
         let u = ConvUniform { relu: relu_input.is_some() as u32, ..ConvUniform::new(d, at) };
         let bindings = [(1, dy), (2, params), (3, dx), (4, relu_input.unwrap_or(&self.launcher.unused))];
-        let mut dsp = self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops());
-        if relu_input.is_some() {
-            dsp.name += "+relu";
-        }
-        dsp
+        self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops()).fusing_relu(relu_input.is_some())
     }
 
     /// dW and db into `to.grads` at `at`: a split-reduction GEMM into `to.scratch`

@@ -117,11 +117,10 @@ impl LinearKernels {
         let u = LinearUniform { relu: relu_input.is_some() as u32, ..LinearUniform::new(d, at) };
         let x = relu_input.unwrap_or(&self.launcher.unused);
         let bindings = [(4, dy), (2, params), (5, dx), (1, x)];
-        let mut dsp = self.launcher.dispatch(&self.backward_input, &u, &bindings, groups).with_flops(d.flops());
-        if relu_input.is_some() {
-            dsp.name += "+relu";
-        }
-        dsp
+        self.launcher
+            .dispatch(&self.backward_input, &u, &bindings, groups)
+            .with_flops(d.flops())
+            .fusing_relu(relu_input.is_some())
     }
 
     /// dW (OUT,IN) and db (OUT) into `to.grads` at `at`; `to.scratch` holds

@@ -81,11 +81,9 @@ impl PoolKernels {
         let u = PoolUniform { relu: relu_input.is_some() as u32, ..PoolUniform::new(d) };
         let gated = relu_input.map_or(0, |_| 4 * d.input_len());
         let entry = if d.k == d.stride { &self.backward_tiling } else { &self.backward };
-        let mut dsp =
-            self.launcher.dispatch(entry, &u, &bindings, groups).moving(4 * d.input_len() + 8 * d.output_len() + gated);
-        if relu_input.is_some() {
-            dsp.name += "+relu";
-        }
-        dsp
+        self.launcher
+            .dispatch(entry, &u, &bindings, groups)
+            .moving(4 * d.input_len() + 8 * d.output_len() + gated)
+            .fusing_relu(relu_input.is_some())
     }
 }
