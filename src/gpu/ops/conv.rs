@@ -4,6 +4,8 @@
 //! CPU twin: `cpu::ops::conv2d_forward` / `conv2d_backward`. Test: tests/gpu_ops.rs `conv2d`.
 
 use crate::dims::ConvDims;
+use std::sync::{Arc, OnceLock};
+
 use crate::gpu::dispatch::{storage_layout, u32_of, uniform, Dispatch, Entry, Launcher};
 use crate::gpu::engine::GemmEngine;
 use crate::gpu::ops::WeightGrads;
@@ -42,14 +44,14 @@ impl ConvUniform {
     }
 }
 
-/// The three products of one tile configuration.
-#[derive(Debug, Clone)]
-struct Gemms {
-    forward: Entry,
-    backward_input: Entry,
-    /// backward_input compiled for stride 1, where the engine has such a variant.
-    backward_input_unit_stride: Option<Entry>,
-    backward_weight_bias: Entry,
+/// The pipelines of one tile configuration: the three products, and backward_input
+/// compiled for stride 1 where the engine has such a variant.
+#[derive(Clone, Copy)]
+enum Variant {
+    Forward,
+    BackwardInput,
+    BackwardInputUnitStride,
+    BackwardWeightBias,
 }
 
 /// The longest reduction one weight-gradient workgroup runs (see `splits`).
@@ -66,8 +68,14 @@ enum Product {
 pub struct ConvKernels {
     launcher: Launcher,
     engine: GemmEngine,
-    /// One set per tile configuration of the engine.
-    gemms: Vec<Gemms>,
+    module: wgpu::ShaderModule,
+    /// Whether an engine's product reads `gate` depends on how its epilogues are
+    /// shared; one layout for all three keeps their bindings alike.
+    layout: wgpu::PipelineLayout,
+    /// Per tile configuration, each `Variant`'s pipeline, compiled on first use and
+    /// shared by every clone: a model needs a few of them (inference only the
+    /// forward ones), and on llvmpipe each costs about a quarter of a second.
+    gemms: Arc<Vec<[OnceLock<Entry>; 4]>>,
     reduce_weight_bias: Entry,
     split_target: u64,
     /// Workgroups a forward or input-gradient grid keeps before it takes a wide tile.
@@ -78,48 +86,46 @@ impl ConvKernels {
     pub fn new(launcher: &Launcher, engine: GemmEngine, device_type: wgpu::DeviceType) -> Self {
         let spec = engine.spec();
         let module = super::module(launcher, spec.conv_module);
-        // Whether an engine's product reads `gate` depends on how its epilogues are
-        // shared; one layout for all three keeps their bindings alike.
         let layout = storage_layout(&launcher.device, spec.conv_module, 1..=4, &[3]);
-        let gemms = spec
-            .tiles
-            .iter()
-            .map(|t| {
-                // Profiles and test failures say which tile ran, where there is a choice.
-                let tile = match spec.tiles.len() {
-                    1 => String::new(),
-                    _ => format!("@{}x{}", t.channels, t.pixels),
-                };
-                let entry = |name: &str, constants: &[(&str, f64)], variant: &str| {
-                    let mut e = launcher.entry_in_layout(&module, spec.conv_module, name, constants, Some(&layout));
-                    e.name += &tile;
-                    e.name += variant;
-                    e
-                };
-                Gemms {
-                    forward: entry("forward", t.constants, ""),
-                    backward_input: entry("backward_input", t.constants, ""),
-                    backward_input_unit_stride: spec.unit_stride_override.map(|name| {
-                        let constants: Vec<(&str, f64)> = t.constants.iter().copied().chain([(name, 1.0)]).collect();
-                        entry("backward_input", &constants, "@stride1")
-                    }),
-                    backward_weight_bias: entry("backward_weight_bias", t.constants, ""),
-                }
-            })
-            .collect();
+        let gemms = spec.tiles.iter().map(|_| Default::default()).collect();
+        let reduce_weight_bias =
+            launcher.entry(&module, spec.conv_module, "reduce_weight_bias", spec.tiles[0].constants);
         ConvKernels {
             launcher: launcher.clone(),
             engine,
-            gemms,
-            reduce_weight_bias: launcher.entry(
-                &module,
-                spec.conv_module,
-                "reduce_weight_bias",
-                spec.tiles[0].constants,
-            ),
+            module,
+            layout,
+            gemms: Arc::new(gemms),
+            reduce_weight_bias,
             split_target: engine.split_target(device_type),
             min_groups: engine.min_groups(device_type),
         }
+    }
+
+    /// Tile configuration `tile`'s pipeline of `variant`, compiled on first use.
+    fn entry(&self, tile: usize, variant: Variant) -> &Entry {
+        self.gemms[tile][variant as usize].get_or_init(|| {
+            let spec = self.engine.spec();
+            let t = &spec.tiles[tile];
+            let mut constants = t.constants.to_vec();
+            let (name, suffix) = match variant {
+                Variant::Forward => ("forward", ""),
+                Variant::BackwardInput => ("backward_input", ""),
+                Variant::BackwardInputUnitStride => {
+                    constants.extend(spec.unit_stride_override.map(|name| (name, 1.0)));
+                    ("backward_input", "@stride1")
+                }
+                Variant::BackwardWeightBias => ("backward_weight_bias", ""),
+            };
+            let l = &self.launcher;
+            let mut e = l.entry_in_layout(&self.module, spec.conv_module, name, &constants, Some(&self.layout));
+            // Profiles and test failures say which tile ran, where there is a choice.
+            if spec.tiles.len() > 1 {
+                e.name += &format!("@{}x{}", t.channels, t.pixels);
+            }
+            e.name += suffix;
+            e
+        })
     }
 
     /// The entry point and grid of one product: the pixel (or tap) side folded
@@ -136,15 +142,16 @@ impl ConvKernels {
             Product::Forward | Product::BackwardInput => self.min_groups,
         };
         let (i, tile) = self.engine.tile_for(pixels as u64, channels as u64, min_groups);
-        let g = &self.gemms[i];
-        let entry = match p {
-            Product::Forward => &g.forward,
-            Product::BackwardInput if d.stride == 1 => {
-                g.backward_input_unit_stride.as_ref().unwrap_or(&g.backward_input)
-            }
-            Product::BackwardInput => &g.backward_input,
-            Product::BackwardWeightBias => &g.backward_weight_bias,
-        };
+        let unit_stride = self.engine.spec().unit_stride_override.is_some() && d.stride == 1;
+        let entry = self.entry(
+            i,
+            match p {
+                Product::Forward => Variant::Forward,
+                Product::BackwardInput if unit_stride => Variant::BackwardInputUnitStride,
+                Product::BackwardInput => Variant::BackwardInput,
+                Product::BackwardWeightBias => Variant::BackwardWeightBias,
+            },
+        );
         (entry, (pixels as u64).div_ceil(tile.pixels), (channels as u64).div_ceil(tile.channels))
     }
 
