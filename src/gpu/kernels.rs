@@ -1,4 +1,5 @@
-//! Every op family's pipelines for one device and one GEMM engine, compiled once.
+//! Every op family's pipelines for one device and one GEMM engine, each compiled once
+//! (the convolutions' when a dispatch first needs them).
 
 use crate::gpu::dispatch::{Grid, Launcher};
 use crate::gpu::engine::GemmEngine;
