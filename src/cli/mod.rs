@@ -12,6 +12,7 @@ mod pictures;
 mod plot;
 mod progress;
 mod serve;
+mod signals;
 mod summary;
 mod train;
 
