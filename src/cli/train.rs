@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gpu_cnn::checkpoint::{self, Checkpoint, MidwayHook, Position, Stamp};
+use gpu_cnn::checkpoint::{self, MidwayHook, Position, Stamp};
 use gpu_cnn::data::{Dataset, Split};
 use gpu_cnn::executor::Optimizer;
 use gpu_cnn::metrics_log::{kept_on_resume, MetricsLog, MetricsWriter, Record};
@@ -22,10 +22,13 @@ use gpu_cnn::schedule::Schedule;
 use gpu_cnn::train::checkpoints::{has_run_files, Checkpoints, RunLock};
 use gpu_cnn::train::{self, evaluate, start_position, Cadence, Control, Diverged, Event, RunLength};
 
+mod resume;
+
 use super::output::{StdoutError, CLOSED_STDOUT_EXIT};
 use super::progress::Progress;
 use super::signals;
 use super::{Backend, Exit, Gemm};
+use resume::{check_resume_flags, resume_command, shell_word};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerKind {
@@ -158,48 +161,6 @@ fn pause_hook() -> Option<MidwayHook> {
     }))
 }
 
-/// `word` as a POSIX shell reads it back.
-fn shell_word(word: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c);
-    if !word.is_empty() && word.chars().all(plain) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
-/// The command that continues this run from `checkpoint`: the same program, output,
-/// length, data, device and cadence; the checkpoint holds the rest.
-fn resume_command(a: &Args, gemm: Gemm, checkpoint: &Path) -> String {
-    let program = std::env::args_os().next().map_or("gpu-cnn".into(), |p| p.to_string_lossy().into_owned());
-    let path = |p: &Path| p.to_string_lossy().into_owned();
-    let mut words = vec![program, "train".into(), "--resume".into(), path(checkpoint), "--out".into(), path(&a.out)];
-    let mut flag = |name: &str, value: String| words.extend([name.to_string(), value]);
-    if a.epochs != DEFAULT_EPOCHS {
-        flag("--epochs", a.epochs.to_string());
-    }
-    if let Some(s) = a.steps {
-        flag("--steps", s.to_string());
-    }
-    if let Some(d) = &a.data {
-        flag("--data", path(d));
-    }
-    if a.backend != Backend::Auto {
-        let name = a.backend.to_possible_value().map_or(String::new(), |v| v.get_name().to_string());
-        flag("--backend", name);
-    }
-    if a.log_every != DEFAULT_LOG_EVERY {
-        flag("--log-every", a.log_every.to_string());
-    }
-    if a.checkpoint_every != DEFAULT_CHECKPOINT_EVERY {
-        flag("--checkpoint-every", a.checkpoint_every.to_string());
-    }
-    if let Some(g) = gemm {
-        flag("--gemm", g.name().to_string());
-    }
-    words.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
-}
-
 /// The optimizer the flags ask for a run that starts (fresh or from --init).
 fn requested_optimizer(a: &Args) -> Result<Optimizer> {
     let lr = a.lr.unwrap_or(DEFAULT_LR);
@@ -215,53 +176,6 @@ fn requested_optimizer(a: &Args) -> Result<Optimizer> {
     .with_weight_decay(a.weight_decay);
     checkpoint::check_optimizer(&opt).context("--lr/--momentum/--weight-decay")?;
     Ok(opt)
-}
-
-/// The flags that --resume would silently drop: each one given must be the checkpoint's.
-fn check_resume_flags(a: &Args, path: &Path, c: &Checkpoint, opt: &Optimizer, pos: &Position) -> Result<()> {
-    let mut differ = Vec::new();
-    if let Some(spec) = &a.arch {
-        let asked = super::model_from(Some(spec))?;
-        if asked != c.model {
-            differ.push(format!("--arch '{spec}' (it holds '{}')", gpu_cnn::arch::spec_of(&c.model)));
-        }
-    }
-    let (kind, momentum) = match *opt {
-        Optimizer::Adam { .. } => (OptimizerKind::Adam, None),
-        Optimizer::Sgd { momentum, .. } => (OptimizerKind::Sgd, Some(momentum)),
-    };
-    if let Some(k) = a.optimizer.filter(|k| *k != kind) {
-        differ.push(format!("--optimizer {k:?} (it holds {kind:?})").to_lowercase());
-    }
-    if let Some(lr) = a.lr.filter(|lr| *lr != opt.lr()) {
-        differ.push(format!("--lr {lr} (it holds {})", opt.lr()));
-    }
-    match (a.momentum, momentum) {
-        (Some(m), Some(held)) if m != held => differ.push(format!("--momentum {m} (it holds {held})")),
-        (Some(m), None) => differ.push(format!("--momentum {m} (it holds Adam, which has none)")),
-        _ => {}
-    }
-    if let Some(b) = a.batch_size.filter(|b| *b != pos.batch_size) {
-        differ.push(format!("--batch-size {b} (it holds {})", pos.batch_size));
-    }
-    if a.no_shuffle && pos.shuffle {
-        differ.push("--no-shuffle (it shuffles)".into());
-    }
-    if let Some(s) = a.seed {
-        differ.push(format!("--seed {s} (it holds its shuffle position; a seed only starts a run)"));
-    }
-    if !differ.is_empty() {
-        bail!(
-            "{}: --resume continues the run as saved, but {} {} from it; leave {} out, or start \
-             from its weights with --init (a fresh optimizer, at step 0) to change {}",
-            path.display(),
-            differ.join(", "),
-            if differ.len() == 1 { "differs" } else { "differ" },
-            if differ.len() == 1 { "it" } else { "them" },
-            if differ.len() == 1 { "it" } else { "them" }
-        );
-    }
-    Ok(())
 }
 
 /// What a run has saved: the pair in its directory, and its metrics, committed with each save.
