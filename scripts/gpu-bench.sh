@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Benchmarks gpu-cnn on a fresh Linux machine with a GPU: builds a release, lists the
 # adapters, runs `gpu-cnn bench --json` at batch 64 and 1024, one timed training epoch,
-# and the time-to-99% recipe for five seeds, and prints the figures. Needs a Rust toolchain and the GPU's Vulkan (or GL) driver. Writes
-# bench.json and the epoch's run into a temporary directory it prints, never into
-# the repository.
-# Usage: scripts/gpu-bench.sh [backend]   (default: vulkan)
+# and the time-to-99% recipe for five seeds, and prints the figures; where the adapter
+# has tensor cores (`devices` says `--precision mixed: yes`), the same bench in mixed
+# precision and two mixed-precision epochs. Needs the GPU's Vulkan (or GL) driver, and
+# a Rust toolchain unless GPU_CNN_BIN names a binary built elsewhere (a machine that
+# cannot reach crates.io). Writes bench.json and the runs into a temporary directory
+# it prints, never into the repository.
+# Usage: [GPU_CNN_BIN=path/to/gpu-cnn] scripts/gpu-bench.sh [backend]   (default: vulkan)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend="${1:-vulkan}"
 export NODEVICE_SELECT=1
-cargo build --release --locked 2>&1 | tail -n 1
-bin=target/release/gpu-cnn
+bin="${GPU_CNN_BIN:-}"
+if [ -z "$bin" ]; then
+    cargo build --release --locked 2>&1 | tail -n 1
+    bin=target/release/gpu-cnn
+fi
 out=$(mktemp -d)
 echo "== results in $out"
-$bin devices
+$bin devices | tee "$out/devices.txt"
 echo "== gpu-cnn bench --backend $backend --json"
 $bin bench --backend "$backend" --steps 50 --json | tee "$out/bench.json"
 echo "== gpu-cnn bench --backend $backend --batch-size 1024 --json"
@@ -28,3 +34,14 @@ for seed in 0 1 2 3 4; do
     $bin train --epochs 1 --schedule onecycle --lr 4e-3 --batch-size 64 --seed "$seed" \
         --backend "$backend" --log-every 1000 --out "$out/to99-$seed" | grep '^epoch 1/1'
 done
+if grep -q -- "--precision mixed: yes" "$out/devices.txt"; then
+    for batch in 1024 4096; do
+        echo "== gpu-cnn bench --backend $backend --precision mixed --batch-size $batch --json"
+        $bin bench --backend "$backend" --precision mixed --steps 50 --batch-size "$batch" --infer-batches 1 --json |
+            tee "$out/bench-mixed-$batch.json"
+    done
+    echo "== two mixed-precision epochs (train --epochs 2 --precision mixed)"
+    $bin train --epochs 2 --precision mixed --backend "$backend" --log-every 1000 --out "$out/mixed" | grep '^epoch'
+else
+    echo "== no tensor cores that wgpu reaches here: mixed precision not run"
+fi

@@ -195,10 +195,15 @@ fn devices_lists_the_adapters_and_the_engine_each_runs() {
     if common::in_ci() {
         // lavapipe's 8-lane subgroups get the subgroup engine; GL has none.
         assert!(
-            so.contains("subgroups: 8..8 lanes; GEMM engines: tiled, subgroup; runs: subgroup (the best here)"),
+            so.contains(
+                "subgroups: 8..8 lanes; GEMM engines: tiled, subgroup, coop-emulated; runs: subgroup (the best here)"
+            ),
             "{so}"
         );
         assert!(so.contains("subgroups: none; GEMM engines: tiled; runs: tiled (the best here)"), "{so}");
+        // Neither software driver has tensor cores; lavapipe has f16 shaders, llvmpipe's GL none.
+        assert!(so.contains("f16 shaders: true; cooperative matrices: none; --precision mixed: no"), "{so}");
+        assert!(so.contains("f16 shaders: false; cooperative matrices: none; --precision mixed: no"), "{so}");
         // The engine asked for is the one shown, or why an adapter cannot run it.
         let asked = stdout_of(bin().args(["devices", "--gemm", "subgroup"]));
         assert!(asked.contains("runs: subgroup (asked for)"), "{asked}");
@@ -220,7 +225,7 @@ fn both_gemm_engines_read_the_pictures_alike_and_a_bad_choice_is_named() {
     let digits = |out: &str| out.lines().map(|l| l.split(": ").nth(1).unwrap()[..1].to_string()).collect::<Vec<_>>();
     assert_eq!(digits(&auto), digits(&tiled), "{auto}\n{tiled}");
     assert_eq!(digits(&auto).len(), 10, "{auto}");
-    exits_with(&mut infer("fastest", backend()), 2, &["fastest", "expected tiled or subgroup"]);
+    exits_with(&mut infer("fastest", backend()), 2, &["fastest", "expected tiled, subgroup, coop or coop-emulated"]);
     // GL has no subgroups, so it cannot run the subgroup engine; the variable says the same.
     fails_with(&mut infer("subgroup", "gl"), &["subgroup GEMM engine needs subgroups", "Gl"]);
     let mut c = bin();
@@ -230,6 +235,35 @@ fn both_gemm_engines_read_the_pictures_alike_and_a_bad_choice_is_named() {
     let mut c = bin();
     c.env("GPU_CNN_CONV", "tiled").args(["infer", "tests/images"]);
     fails_with(&mut c, &["GPU_CNN_CONV=tiled", "GPU_CNN_GEMM"]);
+}
+
+#[test]
+fn mixed_precision_runs_where_it_can_and_is_refused_clearly_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let mut c = bin();
+        c.args(["infer", "tests/images", "--backend", backend()]).args(extra);
+        c
+    };
+    // --precision and --gemm must agree, whichever way round they are given.
+    fails_with(&mut run(&["--gemm", "subgroup", "--precision", "mixed"]), &["--gemm subgroup computes in f32"]);
+    fails_with(&mut run(&["--gemm", "coop", "--precision", "f32"]), &["--gemm coop computes in mixed"]);
+    exits_with(&mut run(&["--precision", "half"]), 2, &["unknown precision 'half'"]);
+    if !common::in_ci() {
+        return;
+    }
+    // lavapipe has no tensor cores: mixed precision is refused, saying what would run it.
+    let mut c = bin();
+    c.args(["train", "--steps", "1", "--backend", "vulkan", "--precision", "mixed", "--out"]).arg(tmp.path());
+    fails_with(&mut c, &["tensor cores", "llvmpipe", "--precision f32", "--gemm coop-emulated"]);
+    let mut c = bin();
+    c.env("GPU_CNN_PRECISION", "mixed").args(["infer", "tests/images", "--backend", "vulkan"]);
+    fails_with(&mut c, &["tensor cores"]);
+    // Its arithmetic without tensor cores reads the shipped pictures as f32 does.
+    let digits = |out: &str| out.lines().map(|l| l.split(": ").nth(1).unwrap()[..1].to_string()).collect::<Vec<_>>();
+    let f32_out = stdout_of(&mut run(&[]));
+    let mixed_out = stdout_of(&mut run(&["--gemm", "coop-emulated"]));
+    assert_eq!(digits(&mixed_out), digits(&f32_out), "{mixed_out}\n{f32_out}");
 }
 
 #[test]

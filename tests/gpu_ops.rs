@@ -27,11 +27,11 @@ use gpu_cnn::gpu::ops::linear::LinearRoute;
 use gpu_cnn::gpu::ops::optim::{OptimBuffers, OptimUniform};
 use gpu_cnn::gpu::ops::softmax_ce::SoftmaxBuffers;
 use gpu_cnn::gpu::ops::WeightGrads;
-use gpu_cnn::gpu::{Dispatch, GemmEngine, Gpu};
+use gpu_cnn::gpu::{BackendChoice, Dispatch, GemmEngine, Gpu, Kernels};
 use gpu_cnn::model::ParamOffsets;
 use gpu_cnn::rng::Rng;
 
-use common::{assert_close, kernel_sets, to64, uniform, KernelSet};
+use common::{assert_close, assert_within, kernel_sets, to64, uniform, KernelSet};
 
 const FWD: (f64, f64) = (1e-5, 1e-4);
 const RED: (f64, f64) = (1e-4, 1e-3);
@@ -164,6 +164,120 @@ per_backend!(conv2d, |g: &Arc<Gpu>| {
     let names = ["forward", "backward_input", "weight gradient", "bias gradient", "forward+relu"];
     for (name, e) in names.iter().zip(worst) {
         report(g, &format!("conv2d {name}"), e);
+    }
+});
+
+// The mixed-precision engines (f16 operands, f32 sums) against the f64 CPU reference,
+// with the bound f16 rounding allows: WGSL lets a conversion to f16 take either
+// neighbour, so each operand is within 2^-10 of its value (2^-11 if rounded to
+// nearest), each product within 2^-9, and a sum within 2^-9 of the sum of its terms'
+// magnitudes, which the CPU reference computes with |x|, |W| and |dy|:
+// |Δ| <= 2^-9·Σ|terms| + 1e-3·|ref| + 1e-9 (the f32 summation's share as in the f32
+// tests, scaled down with the data). Gradients alternate between ±1 and ±1e-6, which
+// f16 holds only as subnormals with 4 or 5 bits: the engine's gradient scaling must
+// keep them within the bound. And the engine must not be f32
+// in disguise: somewhere its error exceeds what f32 rounding could make (2^-20 of
+// Σ|terms|).
+//
+// This machine has no tensor cores; coop-emulated (the same staging, scaling and
+// epilogues as coop, conv2d_mixed.wgsl, and the same arithmetic) runs wherever f16
+// shaders do, and CI's lavapipe must run it. `coop` itself runs where an adapter
+// reports 16x16x16 f16 -> f32 cooperative matrices, on a device of its own.
+fn mixed_engines(g: &Arc<Gpu>) -> Vec<(String, Arc<Gpu>, Kernels)> {
+    let mut sets = Vec::new();
+    if g.engines.contains(&GemmEngine::CoopEmulated) {
+        for (variant, max) in [("", g.limits.max_compute_workgroups_per_dimension), (", folded", 3)] {
+            let k = g.kernels_for(GemmEngine::CoopEmulated, max).unwrap();
+            sets.push((format!("{:?}/coop-emulated{variant}", g.info.backend), g.clone(), k));
+        }
+    }
+    let choice = match g.info.backend {
+        wgpu::Backend::Vulkan => BackendChoice::Vulkan,
+        wgpu::Backend::Metal => BackendChoice::Metal,
+        _ => return sets,
+    };
+    match Gpu::new(choice, Some(GemmEngine::Coop)) {
+        Ok(coop) => {
+            let k = coop.kernels_for(GemmEngine::Coop, g.limits.max_compute_workgroups_per_dimension).unwrap();
+            sets.push((format!("{:?}/coop on {}", coop.info.backend, coop.info.name), Arc::new(coop), k));
+        }
+        Err(e) => eprintln!("{}: no coop engine here ({e:#})", g.describe()),
+    }
+    sets
+}
+
+fn abs(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+fn mixed_bound(refs: &[f64], magnitudes: &[f64]) -> Vec<f64> {
+    refs.iter().zip(magnitudes).map(|(r, m)| m / 512.0 + 1e-3 * r.abs() + 1e-9).collect()
+}
+
+per_backend!(conv2d_mixed_precision, |g: &Arc<Gpu>| {
+    let sets = mixed_engines(g);
+    if g.info.backend == wgpu::Backend::Vulkan && g.info.name.contains("llvmpipe") {
+        assert!(!sets.is_empty(), "{}: lavapipe has f16 shaders, so coop-emulated must run", g.describe());
+    }
+    for (label, g, kernels) in &sets {
+        let k = &kernels.conv;
+        let (mut beyond_f32, mut worst) = (false, [0f64; 4]);
+        for (i, d) in conv_shapes().into_iter().enumerate() {
+            let at = |what: &str| format!("{label} conv {what} {d:?}");
+            let mut rng = Rng::new(700 + i as u64);
+            let bound = 1.0 / ((d.c * d.k * d.k) as f64).sqrt();
+            let (params, offs) = params_with_lead(&mut rng, d.weight_len(), d.oc, bound);
+            let x = uniform(&mut rng, d.input_len(), -1.0, 1.0);
+            let dy_size = if i % 2 == 0 { 1e-6 } else { 1.0 };
+            let dy = uniform(&mut rng, d.output_len(), -dy_size, dy_size);
+            let (p64, x64, dy64) = (to64(&params), to64(&x), to64(&dy));
+            let (w64, b64) = (&p64[offs.weight..offs.bias], &p64[offs.bias..]);
+
+            let bx = g.upload("x", &x);
+            let bp = g.upload("params", &params);
+            let by = g.storage("y", d.output_len() as u64 * 4);
+            let bdy = g.upload("dy", &dy);
+            let bdx = g.storage("dx", d.input_len() as u64 * 4);
+            let scratch = g.storage("scratch", k.scratch_len(d) as u64 * 4);
+            let bgrads = g.storage("grads", params.len() as u64 * 4);
+            let to = WeightGrads { scratch: &scratch, grads: &bgrads, accumulate: false };
+            let mut ds =
+                vec![k.forward(d, offs, true, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];
+            ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &to));
+            run(g, &ds);
+
+            let mut y = vec![0f64; d.output_len()];
+            ops::conv2d_forward(&mut y, &x64, w64, b64, d);
+            let mut yr = vec![0f64; y.len()];
+            ops::relu_forward(&mut yr, &y);
+            let (mut dx, mut dw, mut db) = (vec![0f64; d.input_len()], vec![0f64; d.weight_len()], vec![0f64; d.oc]);
+            ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, &dy64, &x64, w64, d);
+            // The same sums over the terms' magnitudes.
+            let mut y_mag = vec![0f64; y.len()];
+            ops::conv2d_forward(&mut y_mag, &abs(&x64), &abs(w64), &vec![0.0; d.oc], d);
+            let (mut dx_mag, mut dw_mag, mut db_mag) =
+                (vec![0f64; dx.len()], vec![0f64; dw.len()], vec![0f64; db.len()]);
+            ops::conv2d_backward(Some(&mut dx_mag), &mut dw_mag, &mut db_mag, &abs(&dy64), &abs(&x64), &abs(w64), d);
+
+            let got_y = g.read::<f32>(&by).unwrap();
+            let got_dx = g.read::<f32>(&bdx).unwrap();
+            let grads = g.read::<f32>(&bgrads).unwrap();
+            let e = [
+                assert_within(&at("forward+relu"), &got_y, &yr, &mixed_bound(&y, &y_mag)),
+                assert_within(&at("backward_input"), &got_dx, &dx, &mixed_bound(&dx, &dx_mag)),
+                assert_within(&at("weight gradient"), &grads[offs.weight..offs.bias], &dw, &mixed_bound(&dw, &dw_mag)),
+                assert_within(&at("bias gradient"), &grads[offs.bias..], &db, &mixed_bound(&db, &db_mag)),
+            ];
+            for j in 0..4 {
+                worst[j] = worst[j].max(e[j]);
+            }
+            beyond_f32 |= got_dx.iter().zip(&dx).zip(&dx_mag).any(|((g, r), m)| (*g as f64 - r).abs() > m / 1048576.0);
+        }
+        assert!(beyond_f32, "{label}: never off by more than f32 rounding: are the operands f16?");
+        let names = ["forward+relu", "backward_input", "weight gradient", "bias gradient"];
+        for (name, e) in names.iter().zip(worst) {
+            report(g, &format!("conv2d {name} ({label})"), e);
+        }
     }
 });
 
@@ -466,15 +580,24 @@ per_backend!(gemm_engine_matches_the_adapter, |g: &Arc<Gpu>| {
     };
     assert_eq!(g.kernels.engine, want, "{}", g.describe());
     assert!(g.engines.contains(&GemmEngine::Tiled), "{}: the tiled engine runs everywhere", g.describe());
+    assert_eq!(g.kernels.engine.precision(), gpu_cnn::gpu::Precision::F32, "{}: f32 unless asked", g.describe());
     if llvmpipe && info.backend == wgpu::Backend::Vulkan {
         assert!(g.engines.contains(&GemmEngine::Subgroup), "{}", g.describe());
+        assert!(g.engines.contains(&GemmEngine::CoopEmulated), "{}: lavapipe has f16 shaders", g.describe());
+        // No tensor cores: mixed precision on the coop engine is refused, saying why.
+        let e = Gpu::new(BackendChoice::Vulkan, Some(GemmEngine::Coop)).err();
+        let e = format!("{:#}", e.expect("the coop engine on lavapipe must be refused"));
+        assert!(e.contains("tensor cores") && e.contains("--precision f32"), "{e}");
     }
     if info.backend == wgpu::Backend::Gl {
         assert_eq!(g.engines, [GemmEngine::Tiled], "{}", g.describe());
         // Asking for an engine the adapter cannot run is an error that says why.
-        let e = Gpu::new(gpu_cnn::gpu::BackendChoice::Gl, Some(GemmEngine::Subgroup)).err();
+        let e = Gpu::new(BackendChoice::Gl, Some(GemmEngine::Subgroup)).err();
         let e = format!("{:#}", e.expect("the subgroup engine on GL must be refused"));
         assert!(e.contains("subgroup") && e.contains("none"), "{e}");
+        let e = Gpu::new(BackendChoice::Gl, Some(GemmEngine::CoopEmulated)).err();
+        let e = format!("{:#}", e.expect("the coop-emulated engine on GL must be refused"));
+        assert!(e.contains("f16 in shaders") && e.contains("none"), "{e}");
     }
 });
 

@@ -2,13 +2,16 @@
 //! - every module, its includes composed, parses and validates with naga and
 //!   translates to the languages of the backends this machine lacks: SPIR-V
 //!   (Vulkan), MSL (Metal), HLSL (DX12) and GLSL (GL), once for each value the
-//!   host gives its override constants (taken from the engines' specs);
+//!   host gives its override constants (taken from the engines' specs); a module
+//!   that enables f16 skips GLSL and one that enables cooperative matrices runs
+//!   only where wgpu implements them (SPIR-V and MSL): the coop engine's WGSL is
+//!   checked here even though no adapter of this machine can run it;
 //! - every uniform struct a module binds has a Rust twin with the same member
 //!   names, types and offsets, and the same size;
 //! - every tile size Rust computes grids with equals the WGSL constant it mirrors.
 
 use gpu_cnn::gpu::dispatch::FLAT_WORKGROUP_SIZE;
-use gpu_cnn::gpu::engine::SUBGROUP_LANES;
+use gpu_cnn::gpu::engine::{Precision, MIXED_WORKGROUP_BYTES, SUBGROUP_LANES};
 use gpu_cnn::gpu::ops::uniform_layouts;
 use gpu_cnn::gpu::{shader, GemmEngine};
 use naga::back::{glsl, hlsl, msl, spv};
@@ -17,7 +20,11 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 fn parse(file: &str) -> (naga::Module, naga::valid::ModuleInfo, String) {
     let src = shader::compose(file).unwrap();
     let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&src)));
-    let info = Validator::new(ValidationFlags::all(), Capabilities::default() | Capabilities::SUBGROUP)
+    let caps = Capabilities::default()
+        | Capabilities::SUBGROUP
+        | Capabilities::SHADER_FLOAT16
+        | Capabilities::COOPERATIVE_MATRIX;
+    let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&src)));
     (module, info, src)
@@ -52,11 +59,19 @@ fn constant_sets(file: &str) -> Vec<Vec<(&'static str, f64)>> {
 #[test]
 fn every_module_validates_and_translates_to_all_backends() {
     let modules: Vec<&str> = shader::modules().collect();
-    for m in ["conv2d_tiled.wgsl", "conv2d_subgroup.wgsl", "linear.wgsl", "maxpool.wgsl", "relu.wgsl"] {
+    for m in [
+        "conv2d_tiled.wgsl",
+        "conv2d_subgroup.wgsl",
+        "conv2d_coop.wgsl",
+        "conv2d_coop_emulated.wgsl",
+        "linear.wgsl",
+        "maxpool.wgsl",
+        "relu.wgsl",
+    ] {
         assert!(modules.contains(&m), "{m} is not a module: {modules:?}");
     }
     for name in modules {
-        let (module, info, _) = parse(name);
+        let (module, info, src) = parse(name);
         let entries: Vec<_> = module.entry_points.iter().map(|e| e.name.clone()).collect();
         // Op families pair forward and backward; the reference SGEMMs are one matmul,
         // and the input gather has nothing to differentiate.
@@ -68,21 +83,30 @@ fn every_module_validates_and_translates_to_all_backends() {
             pc.extend(constants.iter().map(|&(k, v)| (k.to_string(), v)));
             let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &pc)
                 .unwrap_or_else(|e| panic!("{name} {constants:?}: {e}"));
-            translate(name, &module, &info);
+            translate(name, &module, &info, &src);
         }
     }
 }
 
-fn translate(name: &str, module: &naga::Module, info: &naga::valid::ModuleInfo) {
+fn translate(name: &str, module: &naga::Module, info: &naga::valid::ModuleInfo, src: &str) {
+    let coop = src.contains("enable wgpu_cooperative_matrix;");
+    let f16 = src.contains("enable f16;");
     spv::write_vec(module, info, &spv::Options::default(), None).unwrap_or_else(|e| panic!("{name} -> SPIR-V: {e}"));
+    // Metal's simdgroup matrices need MSL 2.3, which wgpu uses where the device has them.
+    let msl_options = msl::Options { lang_version: if coop { (2, 3) } else { (1, 0) }, ..Default::default() };
+    msl::write_string(module, info, &msl_options, &msl::PipelineOptions::default())
+        .unwrap_or_else(|e| panic!("{name} -> MSL: {e}"));
+    if coop {
+        return;
+    }
 
     let mut out = String::new();
     let (hlsl_options, hlsl_pipeline) = (hlsl::Options::default(), hlsl::PipelineOptions::default());
     let mut w = hlsl::Writer::new(&mut out, &hlsl_options, &hlsl_pipeline);
     w.write(module, info, None).unwrap_or_else(|e| panic!("{name} -> HLSL: {e}"));
-
-    msl::write_string(module, info, &msl::Options::default(), &msl::PipelineOptions::default())
-        .unwrap_or_else(|e| panic!("{name} -> MSL: {e}"));
+    if f16 {
+        return;
+    }
 
     for ep in &module.entry_points {
         let mut out = String::new();
@@ -198,4 +222,29 @@ fn tile_sizes_agree_between_rust_and_wgsl() {
     let s = sub.sgemm_module;
     let rows = override_value(sub.sgemm_constants, "ROW_GROUPS") * SUBGROUP_LANES;
     assert_eq!(sub.sgemm_tile, [rows, u32_const(s, "TILE_COLS"), u32_const(s, "STEPS")].map(|v| v as usize));
+
+    for e in GemmEngine::ALL.into_iter().filter(|e| e.precision() == Precision::Mixed) {
+        let spec = e.spec();
+        let file = spec.conv_module;
+        let threads = u32_const(file, "THREADS") as u64;
+        let frag = u32_const(file, "FRAG") as u64;
+        assert_eq!(u32_const(file, "BK") as u64, spec.reduction_step, "{file}: BK");
+        assert_eq!(frag, 16, "{file}: the cooperative matrices are engine::COOP_SHAPE, 16x16x16");
+        let mut widest = 0;
+        for t in spec.tiles {
+            assert_eq!(override_value(t.constants, "BM") as u64, t.pixels, "{file}: BM is the pixel side");
+            assert_eq!(override_value(t.constants, "BN") as u64, t.channels, "{file}: BN is the channel side");
+            // Each thread stages one fixed A row and B column (conv2d_mixed.wgsl), and
+            // 4 or 8 subgroups own 1, 2 or 4 fragments each (conv2d_coop.wgsl).
+            assert!(threads.is_multiple_of(t.pixels) && threads.is_multiple_of(t.channels), "{file}: {t:?}");
+            assert!(t.pixels.is_multiple_of(frag) && t.channels.is_multiple_of(frag), "{file}: {t:?}");
+            let frags = (t.pixels / frag) * (t.channels / frag);
+            assert!(frags == 8 || frags == 16, "{file}: {t:?} has {frags} fragments");
+            assert!(frags <= u32_const("conv2d_coop_emulated.wgsl", "OWNED") as u64 * threads / (frag * frag));
+            widest = widest.max(t.pixels * t.channels);
+        }
+        let bk = spec.reduction_step;
+        let bytes = widest * 4 + bk * (spec.tiles.iter().map(|t| t.pixels + t.channels).max().unwrap()) * 2;
+        assert_eq!(bytes, MIXED_WORKGROUP_BYTES as u64, "{file}: the workgroup memory the engine checks for");
+    }
 }

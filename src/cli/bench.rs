@@ -52,7 +52,7 @@ pub fn run(a: Args, gemm: Gemm, started: Instant) -> Result<()> {
     let train = Dataset::load(&bundled_mnist_dir(), Split::Train)?;
     let b = a.batch_size;
     let (gpu, mut exec): (Option<Arc<Gpu>>, Box<dyn Trainer>) = match a.backend.gpu_choice() {
-        None => (None, Box::new(CpuTrainer::new(model.clone(), opt, params.clone())?)),
+        None => (None, Box::new(CpuTrainer::new(model.clone(), opt, super::cpu_params(&params, gemm)?)?)),
         Some(choice) => {
             let gpu = Arc::new(Gpu::new(choice, gemm)?);
             (Some(gpu.clone()), Box::new(GpuTrainer::new(gpu, model.clone(), opt, &params, b)?))
@@ -118,6 +118,7 @@ pub fn run(a: Args, gemm: Gemm, started: Instant) -> Result<()> {
     if a.json {
         let j = json!({
             "backend": exec.describe(),
+            "precision": gpu.as_ref().map_or("f32", |g| g.kernels.engine.precision().name()),
             "batch_size": b,
             "profiled_batch": profiled,
             "first_step_s": first_step,
@@ -141,8 +142,8 @@ pub fn run(a: Args, gemm: Gemm, started: Instant) -> Result<()> {
         outln!("inference          {r:.1} images/s at batch {n} ({:.2} ms/batch)", s * 1e3)?;
     }
     if let Some(s) = sgemm {
-        let engine = gpu.as_ref().map_or("", |g| g.kernels.engine.name());
-        outln!("reference matmul   {s:.2} GFLOP/s (plain 512x512x512 SGEMM, {engine} engine)")?;
+        let module = gpu.as_ref().map_or("", |g| g.kernels.engine.spec().sgemm_module);
+        outln!("reference matmul   {s:.2} GFLOP/s (plain 512x512x512 SGEMM in f32, shaders/{module})")?;
     }
     if !ops.is_empty() {
         outln!("\nper-op profile of one training step at batch {profiled} ({timing}):")?;

@@ -1,4 +1,5 @@
-//! `gpu-cnn devices`: every adapter wgpu finds, and the GEMM engine each would run.
+//! `gpu-cnn devices`: every adapter wgpu finds, the GEMM engine each would run, and
+//! whether it can run mixed precision.
 
 use anyhow::{bail, Result};
 
@@ -46,6 +47,21 @@ pub fn run(gemm: Gemm) -> Result<()> {
             Err(e) => format!("none: {e}"),
         };
         outln!("    subgroups: {subgroups}; GEMM engines: {}; runs: {runs}", available.join(", "))?;
+        // What --precision mixed needs (the coop engine): tensor cores as wgpu reports them.
+        let shapes: Vec<String> = a
+            .cooperative_matrix_properties()
+            .iter()
+            .map(|p| format!("{}x{}x{} {:?}->{:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type))
+            .collect();
+        let shapes = if shapes.is_empty() { "none".to_string() } else { shapes.join(", ") };
+        let mixed = match GemmEngine::Coop.check(a) {
+            Ok(()) => "yes (coop engine)".to_string(),
+            Err(_) => "no".to_string(),
+        };
+        outln!(
+            "    f16 shaders: {}; cooperative matrices: {shapes}; --precision mixed: {mixed}",
+            a.features().contains(wgpu::Features::SHADER_F16)
+        )?;
     }
     Ok(())
 }

@@ -25,7 +25,7 @@ use gpu_cnn::arch;
 use gpu_cnn::checkpoint::{self, Checkpoint};
 use gpu_cnn::cpu::{CpuInference, CpuTrainer};
 use gpu_cnn::executor::{Explain, Inference, Optimizer, Trainer};
-use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, GpuExplainer, GpuInference, GpuTrainer};
+use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, GpuExplainer, GpuInference, GpuTrainer, Precision};
 use gpu_cnn::model::{Model, Shape};
 
 #[derive(Parser)]
@@ -38,9 +38,15 @@ pub struct Cli {
     #[command(subcommand)]
     command: Command,
     /// GEMM engine of the convolutions, Linear layers and the reference SGEMM:
-    /// auto (the best for the adapter), tiled or subgroup
+    /// auto (the best f32 engine for the adapter), tiled, subgroup, or the mixed-precision
+    /// coop (tensor cores) and coop-emulated (its arithmetic without them, for checking)
     #[arg(long, global = true, env = "GPU_CNN_GEMM", default_value = "auto", value_parser = parse_gemm)]
     gemm: Gemm,
+    /// What the convolutions compute in: f32, or mixed (f16 operands and f32 sums on
+    /// tensor cores, the coop engine). Default: f32, or mixed when --gemm names a
+    /// mixed-precision engine
+    #[arg(long, global = true, env = "GPU_CNN_PRECISION", value_parser = parse_precision)]
+    precision: Option<Precision>,
 }
 
 /// `--gemm`: None for auto.
@@ -50,6 +56,28 @@ fn parse_gemm(s: &str) -> Result<Gemm> {
     match s {
         "auto" | "" => Ok(None),
         _ => GemmEngine::parse(s).map(Some),
+    }
+}
+
+fn parse_precision(s: &str) -> Result<Precision> {
+    match s {
+        "f32" => Ok(Precision::F32),
+        "mixed" => Ok(Precision::Mixed),
+        _ => bail!("unknown precision '{s}': expected f32 or mixed"),
+    }
+}
+
+/// The engine `--gemm` and `--precision` ask for together (None: the best f32
+/// engine for the adapter), or why they contradict each other.
+pub fn engine_for(gemm: Gemm, precision: Option<Precision>) -> Result<Gemm> {
+    match (gemm, precision) {
+        (None, Some(Precision::Mixed)) => Ok(Some(GemmEngine::Coop)),
+        (Some(e), Some(p)) if e.precision() != p => bail!(
+            "--gemm {e} computes in {} precision, not {}: drop one of --gemm and --precision",
+            e.precision().name(),
+            p.name()
+        ),
+        (g, _) => Ok(g),
     }
 }
 
@@ -91,7 +119,7 @@ pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     if let Ok(v) = std::env::var("GPU_CNN_CONV") {
         bail!("GPU_CNN_CONV={v}: the variable is now GPU_CNN_GEMM (or the --gemm option), with the same values");
     }
-    let gemm = cli.gemm;
+    let gemm = engine_for(cli.gemm, cli.precision)?;
     match cli.command {
         Command::Bench(a) => bench::run(a, gemm, started),
         Command::Train(a) => train::run(a, gemm, started),
@@ -141,7 +169,7 @@ pub fn trainer(
     max_batch: usize,
 ) -> Result<Box<dyn Trainer>> {
     Ok(match backend.gpu_choice() {
-        None => Box::new(CpuTrainer::new(model, opt, params.to_vec())?),
+        None => Box::new(CpuTrainer::new(model, opt, cpu_params(params, gemm)?)?),
         Some(choice) => {
             let gpu = Arc::new(Gpu::new(choice, gemm)?);
             if backend == Backend::Auto {
@@ -156,7 +184,19 @@ pub fn trainer(
 
 /// The device of `backend`, or None for the CPU reference.
 fn device(backend: Backend, gemm: Gemm) -> Result<Option<Arc<Gpu>>> {
-    backend.gpu_choice().map(|choice| Gpu::new(choice, gemm).map(Arc::new)).transpose()
+    match backend.gpu_choice() {
+        Some(choice) => Gpu::new(choice, gemm).map(|g| Some(Arc::new(g))),
+        None => cpu_params(&[], gemm).map(|_| None),
+    }
+}
+
+/// `params` for the CPU reference, which computes in f32 alone: asking it for mixed
+/// precision is an error, not a silent f32 run.
+pub(crate) fn cpu_params(params: &[f32], gemm: Gemm) -> Result<Vec<f32>> {
+    if gemm.is_some_and(|e| e.precision() == Precision::Mixed) {
+        bail!("--backend cpu computes in f32 only; mixed precision needs a GPU with tensor cores");
+    }
+    Ok(params.to_vec())
 }
 
 fn inference_on(gpu: Option<Arc<Gpu>>, model: Model, params: &[f32], max_batch: usize) -> Result<Box<dyn Inference>> {

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use wgpu::util::DeviceExt;
 
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::engine::GemmEngine;
+use crate::gpu::engine::{GemmEngine, Precision};
 use crate::gpu::kernels::Kernels;
 
 /// Which wgpu backend to use; `Auto` prefers native APIs over GL and real GPUs over CPUs.
@@ -119,14 +119,29 @@ impl Gpu {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let engine = GemmEngine::resolve(engine, &adapter)?;
-        let engines = GemmEngine::available(&adapter);
+        // The features of every engine the adapter runs, so tests can compare them on
+        // one device; experimental ones (cooperative matrices) only when asked for.
+        let experimental = wgpu::Features::all_experimental_mask();
+        let engines: Vec<GemmEngine> = GemmEngine::available(&adapter)
+            .into_iter()
+            .filter(|e| *e == engine || !e.spec().features.intersects(experimental))
+            .collect();
         let engine_features = engines.iter().fold(wgpu::Features::empty(), |f, e| f | e.spec().features);
+        let experimental_features = if engine_features.intersects(experimental) {
+            // SAFETY: wgpu's token for its experimental features, whose implementation
+            // may still have bugs. Only the coop engine asks for one (cooperative
+            // matrices), only when chosen, and it checks its results against the CPU
+            // reference in tests/gpu_ops.rs wherever an adapter has them.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gpu-cnn"),
             // Timestamps, where the adapter has them, for `gpu-cnn bench`'s per-op profile.
             required_features: (adapter.features() & wgpu::Features::TIMESTAMP_QUERY) | engine_features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -134,20 +149,29 @@ impl Gpu {
         let max_groups = limits.max_compute_workgroups_per_dimension;
         let kernels = checked(&device, || Kernels::new(&device, info.device_type, engine, max_groups))
             .with_context(|| format!("building the compute pipelines on {} ({:?})", info.name, info.backend))?;
-        Ok(Gpu { device, queue, info, limits, engines, kernels })
+        Gpu { device, queue, info, limits, engines, kernels }.checked_if_mixed()
+    }
+
+    /// Self, once a mixed-precision engine has checked its products (`selfcheck`).
+    fn checked_if_mixed(self) -> Result<Gpu> {
+        if self.kernels.engine.precision() == Precision::Mixed {
+            super::selfcheck::check_mixed_products(&self)?;
+        }
+        Ok(self)
     }
 
     /// The same device and queue running GEMM engine `engine` instead.
     pub fn with_engine(&self, engine: GemmEngine) -> Result<Gpu> {
         let kernels = self.kernels_for(engine, self.limits.max_compute_workgroups_per_dimension)?;
-        Ok(Gpu {
+        Gpu {
             device: self.device.clone(),
             queue: self.queue.clone(),
             info: self.info.clone(),
             limits: self.limits.clone(),
             engines: self.engines.clone(),
             kernels,
-        })
+        }
+        .checked_if_mixed()
     }
 
     /// Another engine's pipelines on this device (tests compare every engine it can
@@ -190,7 +214,12 @@ impl Gpu {
 
     /// e.g. `Vulkan: llvmpipe (LLVM 15.0.6, 256 bits), subgroup GEMM engine`.
     pub fn describe(&self) -> String {
-        format!("{:?}: {}, {} GEMM engine", self.info.backend, self.info.name, self.kernels.engine)
+        let e = self.kernels.engine;
+        let precision = match e.precision() {
+            Precision::F32 => "",
+            Precision::Mixed => " (mixed precision: f16 operands, f32 sums)",
+        };
+        format!("{:?}: {}, {e} GEMM engine{precision}", self.info.backend, self.info.name)
     }
 
     pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {

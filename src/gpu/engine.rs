@@ -1,8 +1,9 @@
-//! The GEMM engines: the two ways this project computes a matrix product on a
-//! GPU, as data. An engine decides the kernels of the convolutions, of Linear
-//! layers at large batches, and of the reference SGEMM `gpu-cnn bench` compares
-//! them with. Which one runs is an explicit choice: `GemmEngine::best` for an
-//! adapter unless the caller asks for another (the CLI reads `--gemm`).
+//! The GEMM engines: the ways this project computes a matrix product on a GPU, as
+//! data. An engine decides the kernels of the convolutions, of Linear layers at
+//! large batches, and of the reference SGEMM `gpu-cnn bench` compares them with,
+//! and the precision the convolutions compute in. Which one runs is an explicit
+//! choice: `GemmEngine::best` for an adapter (always f32) unless the caller asks
+//! for another (the CLI reads `--gemm` and `--precision`).
 
 use anyhow::{bail, Result};
 
@@ -15,7 +16,53 @@ pub enum GemmEngine {
     /// instead of workgroup memory; needs subgroups of exactly 8 lanes (llvmpipe
     /// on AVX2), where it is several times faster than the tiled engine.
     Subgroup,
+    /// Mixed precision on tensor cores: the tiled engine's tiles with f16 operands
+    /// multiplied by cooperative matrices into f32 sums; needs an adapter that
+    /// reports 16x16x16 f16 -> f32 cooperative matrices.
+    Coop,
+    /// The coop engine's arithmetic without tensor cores (any adapter with f16
+    /// shaders and subgroups): for checking mixed precision, not for speed.
+    CoopEmulated,
 }
+
+/// What an engine's convolutions compute in. Everything else (Linear below the
+/// engine's batch threshold, element-wise ops, the optimizer, every tensor in
+/// memory) is f32 either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// f32 operands and sums: matches the CPU reference to f32 rounding.
+    F32,
+    /// f16 operands, f32 sums, gradients scaled by a power of two while in f16
+    /// (shaders/conv2d_mixed.wgsl).
+    Mixed,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Mixed => "mixed",
+        }
+    }
+}
+
+/// The cooperative-matrix shape the coop engine's shaders use (conv2d_coop.wgsl).
+pub const COOP_SHAPE: wgpu::CooperativeMatrixProperties = wgpu::CooperativeMatrixProperties {
+    m_size: 16,
+    n_size: 16,
+    k_size: 16,
+    ab_type: wgpu::CooperativeScalarType::F16,
+    cr_type: wgpu::CooperativeScalarType::F32,
+    saturating_accumulation: false,
+};
+
+/// Subgroup sizes the coop engine runs with: its 256-invocation workgroups must make
+/// 4 or 8 subgroups, so each owns the same number of a tile's 8 or 16 fragments.
+pub const COOP_SUBGROUP_LANES: std::ops::RangeInclusive<u32> = 32..=64;
+
+/// Workgroup memory of the mixed-precision engines' widest tile (conv2d_mixed.wgsl:
+/// f16 As and Bs of 16 reduction steps, the f32 tile Cs): 64x64.
+pub const MIXED_WORKGROUP_BYTES: u32 = 16 * 64 * 2 + 16 * 64 * 2 + 64 * 64 * 4;
 
 /// One tile configuration of an engine's convolution GEMM (one pipeline each).
 /// Both engines lay the long pixel (or kernel-tap) side of a product along the
@@ -39,6 +86,8 @@ pub struct EngineSpec {
     pub sgemm_module: &'static str,
     /// Device features the engine needs.
     pub features: wgpu::Features,
+    /// What its convolutions compute in.
+    pub precision: Precision,
     /// Tile configurations, narrowest first: a GEMM takes the first that covers
     /// its channels, else the widest (see `GemmEngine::tile_for`).
     pub tiles: &'static [TileConfig],
@@ -78,6 +127,7 @@ const TILED: EngineSpec = EngineSpec {
     conv_module: "conv2d_tiled.wgsl",
     sgemm_module: "sgemm_tiled.wgsl",
     features: wgpu::Features::empty(),
+    precision: Precision::F32,
     // BN x BM of conv2d_tiled.wgsl: 64 threads, and 256 for wide products, where each
     // loaded value feeds twice the FMAs.
     tiles: &[
@@ -99,6 +149,7 @@ const SUBGROUP: EngineSpec = EngineSpec {
     conv_module: "conv2d_subgroup.wgsl",
     sgemm_module: "sgemm_subgroup.wgsl",
     features: wgpu::Features::SUBGROUP,
+    precision: Precision::F32,
     // ROW_GROUPS row groups of LANES channels, by TILE_COLS pixels (subgroup_tile.wgsl).
     tiles: &[
         TileConfig { channels: 16, pixels: 64, constants: &[("ROW_GROUPS", 2.0)] },
@@ -116,46 +167,121 @@ const SUBGROUP: EngineSpec = EngineSpec {
     linear_on_conv_from_batch: Some(16),
 };
 
+/// BN x BM of conv2d_mixed.wgsl: 8 or 16 fragments of 16x16 over 256 invocations.
+const MIXED_TILES: &[TileConfig] = &[
+    TileConfig { channels: 32, pixels: 64, constants: &[("BN", 32.0), ("BM", 64.0)] },
+    TileConfig { channels: 64, pixels: 64, constants: &[("BN", 64.0), ("BM", 64.0)] },
+];
+
+const COOP: EngineSpec = EngineSpec {
+    name: "coop",
+    conv_module: "conv2d_coop.wgsl",
+    // The reference SGEMM stays f32 (the tiled engine's): `bench` compares the
+    // convolutions with what the same GPU does without tensor cores.
+    sgemm_module: "sgemm_tiled.wgsl",
+    features: wgpu::Features::SHADER_F16
+        .union(wgpu::Features::SUBGROUP)
+        .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
+    precision: Precision::Mixed,
+    tiles: MIXED_TILES,
+    narrower_for_small_grids: true,
+    unit_stride_override: None,
+    reduction_step: 16,
+    sgemm_tile: [64, 64, 16],
+    sgemm_constants: &[],
+    cpu_split_target: 256,
+    linear_on_conv_from_batch: None,
+};
+
+const COOP_EMULATED: EngineSpec = EngineSpec {
+    name: "coop-emulated",
+    conv_module: "conv2d_coop_emulated.wgsl",
+    features: wgpu::Features::SHADER_F16.union(wgpu::Features::SUBGROUP),
+    ..COOP
+};
+
 impl GemmEngine {
-    pub const ALL: [GemmEngine; 2] = [GemmEngine::Tiled, GemmEngine::Subgroup];
+    pub const ALL: [GemmEngine; 4] =
+        [GemmEngine::Tiled, GemmEngine::Subgroup, GemmEngine::Coop, GemmEngine::CoopEmulated];
 
     pub fn spec(self) -> &'static EngineSpec {
         match self {
             GemmEngine::Tiled => &TILED,
             GemmEngine::Subgroup => &SUBGROUP,
+            GemmEngine::Coop => &COOP,
+            GemmEngine::CoopEmulated => &COOP_EMULATED,
         }
+    }
+
+    pub fn precision(self) -> Precision {
+        self.spec().precision
     }
 
     pub fn name(self) -> &'static str {
         self.spec().name
     }
 
-    /// `tiled` or `subgroup`.
+    /// `tiled`, `subgroup`, `coop` or `coop-emulated`.
     pub fn parse(s: &str) -> Result<GemmEngine> {
         match GemmEngine::ALL.into_iter().find(|e| e.name() == s) {
             Some(e) => Ok(e),
-            None => bail!("unknown GEMM engine '{s}': expected tiled or subgroup"),
+            None => bail!("unknown GEMM engine '{s}': expected tiled, subgroup, coop or coop-emulated"),
         }
     }
 
     /// Whether `adapter` can run this engine, or why not.
     pub fn check(self, adapter: &wgpu::Adapter) -> Result<()> {
         let info = adapter.get_info();
-        if !adapter.features().contains(self.spec().features) {
-            bail!("the {} GEMM engine needs subgroups; {} ({:?}) has none", self.name(), info.name, info.backend);
-        }
-        if self == GemmEngine::Subgroup
-            && (info.subgroup_min_size != SUBGROUP_LANES || info.subgroup_max_size != SUBGROUP_LANES)
+        let here = format!("{} ({:?})", info.name, info.backend);
+        let missing = self.spec().features - adapter.features();
+        if self == GemmEngine::Coop
+            && (missing.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+                || !adapter.cooperative_matrix_properties().contains(&COOP_SHAPE))
         {
             bail!(
-                "the subgroup GEMM engine needs subgroups of exactly {SUBGROUP_LANES} lanes; {} ({:?}) has {}..{}",
-                info.name,
-                info.backend,
-                info.subgroup_min_size,
-                info.subgroup_max_size
+                "the coop GEMM engine (--precision mixed) needs tensor cores: cooperative matrices with \
+                 16x16x16 f16 inputs and f32 sums, which {here} does not report. Use --precision f32 (the \
+                 default), or --gemm coop-emulated for the same arithmetic without tensor cores (slow)"
             );
         }
-        Ok(())
+        let names = [
+            (wgpu::Features::SUBGROUP, "subgroups"),
+            (wgpu::Features::SHADER_F16, "f16 in shaders"),
+            (wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX, "cooperative matrices"),
+        ];
+        let lacks: Vec<&str> = names.iter().filter(|(f, _)| missing.contains(*f)).map(|(_, n)| *n).collect();
+        if !lacks.is_empty() {
+            bail!("the {} GEMM engine needs {}; {here} has none", self.name(), lacks.join(" and "));
+        }
+        let lanes = info.subgroup_min_size..=info.subgroup_max_size;
+        match self {
+            GemmEngine::Subgroup if lanes != (SUBGROUP_LANES..=SUBGROUP_LANES) => bail!(
+                "the subgroup GEMM engine needs subgroups of exactly {SUBGROUP_LANES} lanes; {here} has {}..{}",
+                lanes.start(),
+                lanes.end()
+            ),
+            GemmEngine::Coop
+                if !COOP_SUBGROUP_LANES.contains(lanes.start()) || !COOP_SUBGROUP_LANES.contains(lanes.end()) =>
+            {
+                bail!(
+                    "the coop GEMM engine needs subgroups of {} to {} lanes; {here} has {}..{}",
+                    COOP_SUBGROUP_LANES.start(),
+                    COOP_SUBGROUP_LANES.end(),
+                    lanes.start(),
+                    lanes.end()
+                )
+            }
+            GemmEngine::Coop | GemmEngine::CoopEmulated
+                if adapter.limits().max_compute_workgroup_storage_size < MIXED_WORKGROUP_BYTES =>
+            {
+                bail!(
+                    "the {} GEMM engine needs {MIXED_WORKGROUP_BYTES} bytes of workgroup memory; {here} has {}",
+                    self.name(),
+                    adapter.limits().max_compute_workgroup_storage_size
+                )
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Every engine `adapter` can run.
@@ -163,7 +289,7 @@ impl GemmEngine {
         GemmEngine::ALL.into_iter().filter(|e| e.check(adapter).is_ok()).collect()
     }
 
-    /// The fastest engine `adapter` can run: subgroup where its subgroups are
+    /// The fastest f32 engine `adapter` can run: subgroup where its subgroups are
     /// exactly 8 lanes (measured: lavapipe 54 -> 355 samples/s), tiled elsewhere.
     pub fn best(adapter: &wgpu::Adapter) -> GemmEngine {
         if GemmEngine::Subgroup.check(adapter).is_ok() {

@@ -2,9 +2,9 @@
 //! what it needs with a comment line `// #include "grid.wgsl"`, which
 //! [`compose`] replaces by that file's own composed text. Each file is taken
 //! once however often it is named, so a shared piece (the grid prelude, integer
-//! division) can be named by every file that uses it. A *module* is a file with
-//! entry points that no other file includes; the rest are pieces, composed only
-//! into modules.
+//! division) can be named by every file that uses it. A *module* is a file that
+//! no other file includes and whose composition has entry points; the rest are
+//! pieces, composed only into modules.
 
 use anyhow::{anyhow, bail, Result};
 
@@ -28,12 +28,14 @@ pub fn source(file: &str) -> Result<&'static str> {
         .ok_or_else(|| anyhow!("no shader file '{file}' in shaders/"))
 }
 
-/// The modules: files with entry points that no file includes; each compiles alone.
+/// The modules: files that no file includes and that have entry points, their own
+/// or their includes' (conv2d_coop.wgsl supplies functions to the entry points of
+/// conv2d_mixed.wgsl); each compiles alone.
 pub fn modules() -> impl Iterator<Item = &'static str> {
     let included: Vec<&str> = files::FILES.iter().flat_map(|(name, _)| includes(name).unwrap_or_default()).collect();
     files::FILES
         .iter()
-        .filter(move |(name, src)| src.contains("@compute") && !included.contains(name))
+        .filter(move |(name, _)| !included.contains(name) && compose(name).is_ok_and(|src| src.contains("@compute")))
         .map(|(name, _)| *name)
 }
 
@@ -56,12 +58,25 @@ pub fn includes(file: &str) -> Result<Vec<&'static str>> {
 }
 
 /// `file` with every include resolved: the included files' text first (each
-/// once, depth first, in the order named), then the file's own.
+/// once, depth first, in the order named), then the file's own. WGSL wants its
+/// `enable` directives before any declaration, so they move to the top.
 pub fn compose(file: &str) -> Result<String> {
     let file = files::FILES.iter().find(|(n, _)| *n == file).map(|(n, _)| *n);
     let file = file.ok_or_else(|| anyhow!("no shader file '{file:?}' in shaders/"))?;
+    let mut body = String::new();
+    append(file, &mut body, &mut Vec::new(), &mut Vec::new())?;
+    let (directives, rest): (Vec<&str>, Vec<&str>) = body.lines().partition(|l| l.starts_with("enable "));
     let mut out = String::new();
-    append(file, &mut out, &mut Vec::new(), &mut Vec::new())?;
+    for (i, d) in directives.iter().enumerate() {
+        if !directives[..i].contains(d) {
+            out.push_str(d);
+            out.push('\n');
+        }
+    }
+    for l in rest {
+        out.push_str(l);
+        out.push('\n');
+    }
     Ok(out)
 }
 
@@ -108,15 +123,25 @@ mod tests {
     }
 
     #[test]
+    fn enable_directives_come_first() {
+        let src = compose("conv2d_coop.wgsl").unwrap();
+        let lines: Vec<&str> = src.lines().collect();
+        assert_eq!(lines[..2], ["enable f16;", "enable wgpu_cooperative_matrix;"]);
+        assert_eq!(lines.iter().filter(|l| l.starts_with("enable ")).count(), 2);
+        assert!(compose("conv2d_tiled.wgsl").unwrap().starts_with("// ---- grid.wgsl ----"));
+    }
+
+    #[test]
     fn every_include_names_a_file_and_every_piece_is_used() {
         let mut used = Vec::new();
         for (name, _) in files() {
             used.extend(includes(name).unwrap());
         }
-        for (name, src) in files() {
+        let modules: Vec<&str> = modules().collect();
+        for (name, _) in files() {
             assert!(
-                src.contains("@compute") || used.contains(name),
-                "{name} defines no entry point and no file includes it"
+                modules.contains(name) || used.contains(name),
+                "{name} has no entry point, its own or its includes', and no file includes it"
             );
         }
         assert!(source("nope.wgsl").is_err());

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use gpu_cnn::gpu::{BackendChoice, Gpu, Kernels};
+use gpu_cnn::gpu::{BackendChoice, Gpu, Kernels, Precision};
 use gpu_cnn::rng::Rng;
 
 /// A backend's device, held by one test at a time: wgpu's GL backend panics when
@@ -100,7 +100,9 @@ pub struct KernelSet {
     pub kernels: Kernels,
 }
 
-/// Every GEMM engine the device can run, each plain and folded; built once per backend.
+/// Every f32 GEMM engine the device can run, each plain and folded; built once per
+/// backend. The mixed-precision engines have a test and a tolerance of their own
+/// (gpu_ops.rs `conv2d_mixed_precision`).
 pub fn kernel_sets(g: &Gpu) -> &'static [KernelSet] {
     static SETS: [OnceLock<Vec<KernelSet>>; 4] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
     let i = match g.info.backend {
@@ -111,7 +113,7 @@ pub fn kernel_sets(g: &Gpu) -> &'static [KernelSet] {
     };
     SETS[i].get_or_init(|| {
         let mut sets = Vec::new();
-        for &engine in &g.engines {
+        for &engine in g.engines.iter().filter(|e| e.precision() == Precision::F32) {
             for (variant, max) in [("", g.limits.max_compute_workgroups_per_dimension), (", folded", 3)] {
                 sets.push(KernelSet {
                     label: format!("{:?}/{engine}{variant}", g.info.backend),
@@ -142,6 +144,18 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
             err <= atol + rtol * w.abs(),
             "{what}: element {i}: got {g}, want {w} (|Δ| = {err:e} > {atol:e} + {rtol:e}·|want|)"
         );
+        max_err = max_err.max(err);
+    }
+    max_err
+}
+
+/// As `assert_close` with a bound of its own for each element: |got - want| <= bound[i].
+pub fn assert_within(what: &str, got: &[f32], want: &[f64], bound: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut max_err = 0f64;
+    for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
+        let err = (g as f64 - w).abs();
+        assert!(err <= b, "{what}: element {i}: got {g}, want {w} (|Δ| = {err:e} > {b:e})");
         max_err = max_err.max(err);
     }
     max_err
