@@ -23,6 +23,7 @@ use std::sync::Arc;
 use gpu_cnn::cpu::ops;
 use gpu_cnn::dims::{ConvDims, ElemDims, LinearDims, PoolDims};
 use gpu_cnn::executor::Optimizer;
+use gpu_cnn::gpu::ops::conv::DIRECT_MAX_REDUCTION;
 use gpu_cnn::gpu::ops::linear::LinearRoute;
 use gpu_cnn::gpu::ops::optim::{OptimBuffers, OptimUniform};
 use gpu_cnn::gpu::ops::softmax_ce::SoftmaxBuffers;
@@ -66,6 +67,10 @@ fn conv_shapes() -> Vec<ConvDims> {
         ConvDims { n: 2, c: 4, h: 11, w: 10, oc: 7, k: 2, stride: 3, pad: 0 },
         // batch 1, 1x1 kernel
         ConvDims { n: 1, c: 17, h: 3, w: 3, oc: 3, k: 1, stride: 1, pad: 0 },
+        // single-channel layers for the direct forward: stride 2 on odd sizes with 20
+        // channels (a group of 16 and one of 4), and a kernel as large as the image
+        ConvDims { n: 3, c: 1, h: 9, w: 7, oc: 20, k: 3, stride: 2, pad: 1 },
+        ConvDims { n: 1, c: 1, h: 5, w: 5, oc: 3, k: 5, stride: 1, pad: 2 },
         // wide, with grids large enough for the tiled engine's wide tile on any device:
         // forward (40 channels of 16x48x48 pixels) and backward to the input (the same)
         ConvDims { n: 16, c: 3, h: 48, w: 48, oc: 40, k: 3, stride: 1, pad: 1 },
@@ -91,11 +96,15 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
     let scratch = g.storage("scratch", k.scratch_len(d) as u64 * 4);
     let bgrads = g.storage("grads", params.len() as u64 * 4);
     let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];
+    // Short reductions take the direct forward where the engine wants it, the rest the GEMM.
+    let direct = d.c * d.k * d.k <= DIRECT_MAX_REDUCTION && set.kernels.engine != GemmEngine::Subgroup;
+    assert_eq!(k.direct_forward(d), direct, "{}", at(""));
+    assert_eq!(ds[0].name == "conv2d_direct.forward", direct, "{}: forward ran {}", at(""), ds[0].name);
     // The tiled engine's tile configurations, each where it is meant to run.
     if set.label.contains("/tiled") {
         let wide = |p: &str| ds.iter().any(|dsp| dsp.name.starts_with(&format!("conv2d_tiled.{p}@64x128")));
         let big = |pixels: usize, channels: usize| pixels >= 256 * 128 && channels > 32;
-        assert_eq!(wide("forward"), big(d.n * d.oh() * d.ow(), d.oc), "{}: forward tile", at(""));
+        assert_eq!(wide("forward"), !direct && big(d.n * d.oh() * d.ow(), d.oc), "{}: forward tile", at(""));
         assert_eq!(wide("backward_input"), big(d.n * d.h * d.w, d.c), "{}: input tile", at(""));
     }
     ds.extend(k.backward_weight_bias(

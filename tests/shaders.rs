@@ -12,7 +12,7 @@
 
 use gpu_cnn::gpu::dispatch::FLAT_WORKGROUP_SIZE;
 use gpu_cnn::gpu::engine::{Precision, MIXED_WORKGROUP_BYTES, SUBGROUP_LANES};
-use gpu_cnn::gpu::ops::uniform_layouts;
+use gpu_cnn::gpu::ops::{conv, uniform_layouts};
 use gpu_cnn::gpu::{shader, GemmEngine};
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
@@ -193,6 +193,8 @@ fn override_value(constants: &[(&str, f64)], name: &str) -> u32 {
 #[test]
 fn tile_sizes_agree_between_rust_and_wgsl() {
     assert_eq!(u32_const("relu.wgsl", "FLAT_WORKGROUP_SIZE") as u64, FLAT_WORKGROUP_SIZE);
+    assert_eq!(u32_const("conv2d_direct.wgsl", "WG") as u64, conv::DIRECT_PIXELS);
+    assert_eq!(u32_const("conv2d_direct.wgsl", "OCG") as u64, conv::DIRECT_CHANNELS);
 
     let tiled = GemmEngine::Tiled.spec();
     let file = tiled.conv_module;

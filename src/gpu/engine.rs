@@ -108,6 +108,10 @@ pub struct EngineSpec {
     /// The smallest batch whose Linear layers run on the convolution GEMM as a
     /// 1x1 convolution (`LinearDims::as_conv`); None: never.
     pub linear_on_conv_from_batch: Option<usize>,
+    /// Whether a forward with a short reduction (C*K*K at most
+    /// `ops::conv::DIRECT_MAX_REDUCTION`: conv1) runs conv2d_direct.wgsl instead
+    /// of the engine's GEMM.
+    pub direct_short_forwards: bool,
 }
 
 /// Workgroups a weight-gradient GEMM aims for on a GPU, which wants many.
@@ -142,6 +146,8 @@ const TILED: EngineSpec = EngineSpec {
     cpu_split_target: 256,
     // The tiled GEMM would run Linear's whole reduction in one workgroup.
     linear_on_conv_from_batch: None,
+    // conv1's forward on lavapipe: 88-105 ms as a tiled GEMM, 53-68 direct.
+    direct_short_forwards: true,
 };
 
 const SUBGROUP: EngineSpec = EngineSpec {
@@ -165,6 +171,9 @@ const SUBGROUP: EngineSpec = EngineSpec {
     // From about a quarter of a 64-column tile the register tile beats linear.wgsl's
     // one reduction per output; at batch 1 one tile would walk the whole reduction alone.
     linear_on_conv_from_batch: Some(16),
+    // conv1's forward on lavapipe: 8.5-10.2 ms on this engine, 42-45 direct (its
+    // weight loads are per lane there; this engine broadcasts them).
+    direct_short_forwards: false,
 };
 
 /// BN x BM of conv2d_mixed.wgsl: 8 or 16 fragments of 16x16 over 256 invocations.
@@ -191,6 +200,8 @@ const COOP: EngineSpec = EngineSpec {
     sgemm_constants: &[],
     cpu_split_target: 256,
     linear_on_conv_from_batch: None,
+    // conv1 in f32: 25 multiply-adds an output would pad a 16-deep fragment step.
+    direct_short_forwards: true,
 };
 
 const COOP_EMULATED: EngineSpec = EngineSpec {

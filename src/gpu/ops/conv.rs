@@ -1,6 +1,9 @@
 //! Conv2d: forward (+bias, +ReLU), backward to the input, and the weight and
-//! bias gradients, as implicit GEMMs on the engine's tiles.
-//! WGSL: shaders/conv2d_common.wgsl with conv2d_tiled.wgsl or conv2d_subgroup.wgsl.
+//! bias gradients, as implicit GEMMs on the engine's tiles; the forward of a layer
+//! with a short reduction (conv1) as a direct convolution instead.
+//! WGSL: shaders/conv2d_common.wgsl with the engine's module (conv2d_tiled.wgsl,
+//! conv2d_subgroup.wgsl, conv2d_coop.wgsl, conv2d_coop_emulated.wgsl), and
+//! conv2d_direct.wgsl.
 //! CPU twin: `cpu::ops::conv2d_forward` / `conv2d_backward`. Test: tests/gpu_ops.rs `conv2d`.
 
 use crate::dims::ConvDims;
@@ -57,6 +60,14 @@ enum Variant {
 /// The longest reduction one weight-gradient workgroup runs (see `splits`).
 const MAX_CHUNK: u64 = 8192;
 
+/// Forwards whose reduction C*K*K is at most this run conv2d_direct.wgsl on engines
+/// whose spec says so (`direct_short_forwards`): the tutorial model's conv1 (25).
+pub const DIRECT_MAX_REDUCTION: usize = 25;
+/// conv2d_direct.wgsl's workgroup: WG pixels, OCG output channels an invocation.
+pub const DIRECT_PIXELS: u64 = 64;
+pub const DIRECT_CHANNELS: u64 = 16;
+const DIRECT_MODULE: &str = "conv2d_direct.wgsl";
+
 #[derive(Clone, Copy)]
 enum Product {
     Forward,
@@ -76,6 +87,8 @@ pub struct ConvKernels {
     /// shared by every clone: a model needs a few of them (inference only the
     /// forward ones), and on llvmpipe each costs about a quarter of a second.
     gemms: Arc<Vec<[OnceLock<Entry>; 4]>>,
+    /// conv2d_direct.wgsl's forward, compiled on first use.
+    direct: Arc<OnceLock<Entry>>,
     reduce_weight_bias: Entry,
     split_target: u64,
     /// Workgroups a forward or input-gradient grid keeps before it takes a wide tile.
@@ -96,6 +109,7 @@ impl ConvKernels {
             module,
             layout,
             gemms: Arc::new(gemms),
+            direct: Default::default(),
             reduce_weight_bias,
             split_target: engine.split_target(device_type),
             min_groups: engine.min_groups(device_type),
@@ -125,6 +139,19 @@ impl ConvKernels {
             }
             e.name += suffix;
             e
+        })
+    }
+
+    /// Whether `d`'s forward runs conv2d_direct.wgsl.
+    pub fn direct_forward(&self, d: ConvDims) -> bool {
+        self.engine.spec().direct_short_forwards && d.c * d.k * d.k <= DIRECT_MAX_REDUCTION
+    }
+
+    /// The direct forward, compiled on first use; its bindings are the GEMM forward's.
+    fn direct(&self) -> &Entry {
+        self.direct.get_or_init(|| {
+            let module = super::module(&self.launcher, DIRECT_MODULE);
+            self.launcher.entry_in_layout(&module, DIRECT_MODULE, "forward", &[], Some(&self.layout))
         })
     }
 
@@ -185,7 +212,12 @@ impl ConvKernels {
         y: &wgpu::Buffer,
     ) -> Dispatch {
         let u = ConvUniform { relu: relu as u32, ..ConvUniform::new(d, at) };
-        let (entry, folded, z) = self.layout(Product::Forward, d);
+        let (entry, folded, z) = if self.direct_forward(d) {
+            let pixels = (d.n * d.oh() * d.ow()) as u64;
+            (self.direct(), pixels.div_ceil(DIRECT_PIXELS), (d.oc as u64).div_ceil(DIRECT_CHANNELS))
+        } else {
+            self.layout(Product::Forward, d)
+        };
         let groups = self.launcher.grid.folded(folded, z);
         let bindings = [(1, x), (2, params), (3, y), (4, x)];
         self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops()).fusing_relu(relu)
