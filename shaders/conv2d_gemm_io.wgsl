@@ -159,3 +159,27 @@ fn store_plane(n: u32, q: u32, col: u32, channels: u32, plane: u32, bias: bool, 
     }
     out[at] = v;
 }
+
+// Where a backward_weight_bias workgroup works, for tiles of `bm` rows (taps) by
+// `bn` columns (channels): rows C*K*K + 1 (the taps, then the bias), the tile's
+// first row and column, its split of the reduction and that split's range. `live`
+// is false for the workgroups a folded grid has past the last row tile.
+struct WeightTile {
+    rows: u32,
+    row0: u32,
+    col0: u32,
+    split: u32,
+    red_begin: u32,
+    red_end: u32,
+    live: bool,
+}
+
+fn weight_tile(wid: vec3<u32>, nwg: vec3<u32>, bm: u32, bn: u32) -> WeightTile {
+    let rows = U.c * U.k * U.k + 1u;
+    let tile = folded_group(wid, nwg);
+    let col_tiles = (U.oc + bn - 1u) / bn;
+    let split = wid.z / col_tiles;
+    let red_begin = split * U.chunk;
+    let red_end = min(red_begin + U.chunk, U.n * U.oh * U.ow);
+    return WeightTile(rows, tile * bm, (wid.z % col_tiles) * bn, split, red_begin, red_end, tile * bm < rows);
+}

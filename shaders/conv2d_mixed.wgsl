@@ -119,25 +119,18 @@ fn backward_weight_bias(@builtin(local_invocation_index) li: u32,
                         @builtin(num_subgroups) nsg: u32,
                         @builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>) {
-    let rows = U.c * U.k * U.k + 1u; // the taps, then the bias
-    let red_len = U.n * U.oh * U.ow;
-    let tile = folded_group(wid, nwg);
-    if (tile * BM >= rows) {
+    let t = weight_tile(wid, nwg, BM, BN);
+    if (!t.live) {
         return;
     }
-    let col_tiles = (U.oc + BN - 1u) / BN;
-    let split = wid.z / col_tiles;
-    let row0 = tile * BM;
-    let col0 = (wid.z % col_tiles) * BN;
-    let red_begin = split * U.chunk;
-    let red_end = min(red_begin + U.chunk, red_len);
-    mixed_tile(MODE_BACKWARD_WEIGHT_BIAS, li, sg, nsg, row0, col0, rows, U.oc, red_begin, red_end, 1.0, GRAD_SCALE);
+    mixed_tile(MODE_BACKWARD_WEIGHT_BIAS, li, sg, nsg, t.row0, t.col0, t.rows, U.oc, t.red_begin, t.red_end, 1.0,
+               GRAD_SCALE);
     // Consecutive threads store consecutive channels of a tap (the scratch is tap-major).
     for (var e = li; e < BM * BN; e += THREADS) {
-        let row = row0 + e / BN;
-        let col = col0 + e % BN;
-        if (row < rows && col < U.oc) {
-            out[(split * rows + row) * U.oc + col] = Cs[(col - col0) * BM + (row - row0)] / GRAD_SCALE;
+        let row = t.row0 + e / BN;
+        let col = t.col0 + e % BN;
+        if (row < t.rows && col < U.oc) {
+            out[(t.split * t.rows + row) * U.oc + col] = Cs[(col - t.col0) * BM + (row - t.row0)] / GRAD_SCALE;
         }
     }
 }

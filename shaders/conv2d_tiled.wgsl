@@ -126,28 +126,20 @@ fn backward_weight_bias(@builtin(local_invocation_id) lid: vec3<u32>,
                         @builtin(local_invocation_index) li: u32,
                         @builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>) {
-    let rows = U.c * U.k * U.k + 1u; // the taps, then the bias
-    let red_len = U.n * U.oh * U.ow;
-    let tile = folded_group(wid, nwg);
-    if (tile * BM >= rows) {
+    let t = weight_tile(wid, nwg, BM, BN);
+    if (!t.live) {
         return;
     }
-    let col_tiles = (U.oc + BN - 1u) / BN;
-    let split = wid.z / col_tiles;
-    let row0 = tile * BM;
-    let col0 = (wid.z % col_tiles) * BN;
-    let red_begin = split * U.chunk;
-    let red_end = min(red_begin + U.chunk, red_len);
-    let acc = gemm_tile(MODE_BACKWARD_WEIGHT_BIAS, lid, li, row0, col0, rows, U.oc, red_begin, red_end);
+    let acc = gemm_tile(MODE_BACKWARD_WEIGHT_BIAS, lid, li, t.row0, t.col0, t.rows, U.oc, t.red_begin, t.red_end);
     for (var i = 0u; i < TM; i++) {
-        let row = row0 + lid.y * TM + i;
-        if (row >= rows) {
+        let row = t.row0 + lid.y * TM + i;
+        if (row >= t.rows) {
             break;
         }
         for (var j = 0u; j < TN; j++) {
-            let col = col0 + lid.x * TN + j;
+            let col = t.col0 + lid.x * TN + j;
             if (col < U.oc) {
-                out[(split * rows + row) * U.oc + col] = acc[i][j];
+                out[(t.split * t.rows + row) * U.oc + col] = acc[i][j];
             }
         }
     }

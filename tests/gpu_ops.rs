@@ -23,7 +23,7 @@ use std::sync::Arc;
 use gpu_cnn::cpu::ops;
 use gpu_cnn::dims::{ConvDims, ElemDims, LinearDims, PoolDims};
 use gpu_cnn::executor::Optimizer;
-use gpu_cnn::gpu::ops::conv::DIRECT_MAX_REDUCTION;
+use gpu_cnn::gpu::ops::conv::{ConvKernels, DIRECT_MAX_REDUCTION};
 use gpu_cnn::gpu::ops::linear::LinearRoute;
 use gpu_cnn::gpu::ops::optim::{OptimBuffers, OptimUniform};
 use gpu_cnn::gpu::ops::softmax_ce::SoftmaxBuffers;
@@ -78,23 +78,48 @@ fn conv_shapes() -> Vec<ConvDims> {
     ]
 }
 
-fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
-    let (k, at) = (&set.kernels.conv, |what: &str| format!("{} conv {what} {d:?}", set.label));
+/// One conv layer's data, random with realistic magnitudes (inputs in [-1,1],
+/// weights within PyTorch's init bound, gradients within ±dy_size), and its buffers.
+struct ConvData {
+    params: Vec<f32>,
+    offs: ParamOffsets,
+    x: Vec<f32>,
+    dy: Vec<f32>,
+    bx: wgpu::Buffer,
+    bp: wgpu::Buffer,
+    by: wgpu::Buffer,
+    bdy: wgpu::Buffer,
+    bdx: wgpu::Buffer,
+    scratch: wgpu::Buffer,
+    bgrads: wgpu::Buffer,
+}
+
+fn conv_data(g: &Gpu, k: &ConvKernels, d: ConvDims, seed: u64, dy_size: f64) -> ConvData {
     let mut rng = Rng::new(seed);
     let bound = 1.0 / ((d.c * d.k * d.k) as f64).sqrt();
     let (params, offs) = params_with_lead(&mut rng, d.weight_len(), d.oc, bound);
     let x = uniform(&mut rng, d.input_len(), -1.0, 1.0);
-    let dy = uniform(&mut rng, d.output_len(), -1.0, 1.0);
+    let dy = uniform(&mut rng, d.output_len(), -dy_size, dy_size);
+    ConvData {
+        bx: g.upload("x", &x),
+        bp: g.upload("params", &params),
+        by: g.storage("y", d.output_len() as u64 * 4),
+        bdy: g.upload("dy", &dy),
+        bdx: g.storage("dx", d.input_len() as u64 * 4),
+        scratch: g.storage("scratch", k.scratch_len(d) as u64 * 4),
+        bgrads: g.storage("grads", params.len() as u64 * 4),
+        params,
+        offs,
+        x,
+        dy,
+    }
+}
+
+fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
+    let (k, at) = (&set.kernels.conv, |what: &str| format!("{} conv {what} {d:?}", set.label));
+    let ConvData { params, offs, x, dy, bx, bp, by, bdy, bdx, scratch, bgrads } = conv_data(g, k, d, seed, 1.0);
     let (p64, x64, dy64) = (to64(&params), to64(&x), to64(&dy));
     let (w64, b64) = (&p64[offs.weight..offs.bias], &p64[offs.bias..]);
-
-    let bx = g.upload("x", &x);
-    let bp = g.upload("params", &params);
-    let by = g.storage("y", d.output_len() as u64 * 4);
-    let bdy = g.upload("dy", &dy);
-    let bdx = g.storage("dx", d.input_len() as u64 * 4);
-    let scratch = g.storage("scratch", k.scratch_len(d) as u64 * 4);
-    let bgrads = g.storage("grads", params.len() as u64 * 4);
     let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];
     // Short reductions take the direct forward where the engine wants it, the rest the GEMM.
     let direct = d.c * d.k * d.k <= DIRECT_MAX_REDUCTION && set.kernels.engine != GemmEngine::Subgroup;
@@ -233,22 +258,11 @@ per_backend!(conv2d_mixed_precision, |g: &Arc<Gpu>| {
         let (mut beyond_f32, mut worst) = (false, [0f64; 4]);
         for (i, d) in conv_shapes().into_iter().enumerate() {
             let at = |what: &str| format!("{label} conv {what} {d:?}");
-            let mut rng = Rng::new(700 + i as u64);
-            let bound = 1.0 / ((d.c * d.k * d.k) as f64).sqrt();
-            let (params, offs) = params_with_lead(&mut rng, d.weight_len(), d.oc, bound);
-            let x = uniform(&mut rng, d.input_len(), -1.0, 1.0);
             let dy_size = if i % 2 == 0 { 1e-6 } else { 1.0 };
-            let dy = uniform(&mut rng, d.output_len(), -dy_size, dy_size);
+            let ConvData { params, offs, x, dy, bx, bp, by, bdy, bdx, scratch, bgrads } =
+                conv_data(g, k, d, 700 + i as u64, dy_size);
             let (p64, x64, dy64) = (to64(&params), to64(&x), to64(&dy));
             let (w64, b64) = (&p64[offs.weight..offs.bias], &p64[offs.bias..]);
-
-            let bx = g.upload("x", &x);
-            let bp = g.upload("params", &params);
-            let by = g.storage("y", d.output_len() as u64 * 4);
-            let bdy = g.upload("dy", &dy);
-            let bdx = g.storage("dx", d.input_len() as u64 * 4);
-            let scratch = g.storage("scratch", k.scratch_len(d) as u64 * 4);
-            let bgrads = g.storage("grads", params.len() as u64 * 4);
             let to = WeightGrads { scratch: &scratch, grads: &bgrads, accumulate: false };
             let mut ds =
                 vec![k.forward(d, offs, true, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];

@@ -11,7 +11,7 @@ use gpu_cnn::arch;
 use gpu_cnn::checkpoint;
 use gpu_cnn::cpu::{CpuInference, CpuTrainer};
 use gpu_cnn::data::{bundled_mnist_dir, Dataset, Split};
-use gpu_cnn::executor::{Explain, Inference, Optimizer, Trainer};
+use gpu_cnn::executor::{Explain, Inference, Optimizer, Stats, Trainer};
 use gpu_cnn::gpu::plan::{Gradients, MemoryPlan};
 use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, GpuExplainer, GpuInference, GpuTrainer, Precision};
 use gpu_cnn::model::{Model, Shape};
@@ -33,15 +33,33 @@ fn mnist(split: Split) -> Dataset {
 //   weight whose gradient is below the gradient tolerance (|g| < 1e-7 and the two sides
 //   disagree) has a direction f32 cannot settle: it may differ by up to 2·lr, and such
 //   weights must stay under 1% of the model or the check would be too weak.
-per_backend!(whole_training_step_matches_cpu, |g: &Arc<Gpu>| {
+/// One Adam step of the tutorial model at batch 8 on the CPU reference, from seed 42's
+/// weights and the first training images: what the whole-step tests compare with.
+struct CpuStep {
+    model: Model,
+    params: Vec<f32>,
+    opt: Optimizer,
+    images: Vec<f32>,
+    labels: Vec<u32>,
+    stats: Stats,
+    grads: Vec<f32>,
+    stepped: Vec<f32>,
+}
+
+fn cpu_step() -> CpuStep {
     let model = Model::tutorial();
     let params = model.init_params(42);
     let opt = Optimizer::adam(1e-3);
     let (images, labels) = mnist(Split::Train).first_batch(8);
     let mut cpu = CpuTrainer::new(model.clone(), opt, params.clone()).unwrap();
     cpu.train_step(&images, &labels).unwrap();
-    let cs = cpu.take_stats().unwrap();
-    let (cg, cp) = (cpu.grads().unwrap(), cpu.params().unwrap());
+    let stats = cpu.take_stats().unwrap();
+    let (grads, stepped) = (cpu.grads().unwrap(), cpu.params().unwrap());
+    CpuStep { model, params, opt, images, labels, stats, grads, stepped }
+}
+
+per_backend!(whole_training_step_matches_cpu, |g: &Arc<Gpu>| {
+    let CpuStep { model, params, opt, images, labels, stats: cs, grads: cg, stepped: cp } = cpu_step();
     for &engine in g.engines.iter().filter(|e| e.precision() == Precision::F32) {
         let gpu = Arc::new(g.with_engine(engine).unwrap());
         let who = gpu.describe();
@@ -97,14 +115,7 @@ per_backend!(whole_training_step_matches_cpu, |g: &Arc<Gpu>| {
 //   size); measured 99.87%.
 per_backend!(mixed_precision_training_step_matches_cpu, |g: &Arc<Gpu>| {
     let mixed: Vec<GemmEngine> = g.engines.iter().copied().filter(|e| e.precision() == Precision::Mixed).collect();
-    let model = Model::tutorial();
-    let params = model.init_params(42);
-    let opt = Optimizer::adam(1e-3);
-    let (images, labels) = mnist(Split::Train).first_batch(8);
-    let mut cpu = CpuTrainer::new(model.clone(), opt, params.clone()).unwrap();
-    cpu.train_step(&images, &labels).unwrap();
-    let cs = cpu.take_stats().unwrap();
-    let (cg, cp) = (cpu.grads().unwrap(), cpu.params().unwrap());
+    let CpuStep { model, params, opt, images, labels, stats: cs, grads: cg, stepped: cp } = cpu_step();
     let mut devices: Vec<Arc<Gpu>> = mixed.iter().map(|&e| Arc::new(g.with_engine(e).unwrap())).collect();
     if g.info.backend == wgpu::Backend::Vulkan {
         devices.extend(Gpu::new(BackendChoice::Vulkan, Some(GemmEngine::Coop)).ok().map(Arc::new));

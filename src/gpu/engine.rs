@@ -182,26 +182,18 @@ const MIXED_TILES: &[TileConfig] = &[
     TileConfig { channels: 64, pixels: 64, constants: &[("BN", 64.0), ("BM", 64.0)] },
 ];
 
+// The tiled engine's tiling (its split targets, Linear off the GEMM, conv1 direct)
+// with f16 fragments multiplied on tensor cores. Its reference SGEMM stays the f32
+// tiled one: `bench` compares the convolutions with what the GPU does without them.
 const COOP: EngineSpec = EngineSpec {
     name: "coop",
     conv_module: "conv2d_coop.wgsl",
-    // The reference SGEMM stays f32 (the tiled engine's): `bench` compares the
-    // convolutions with what the same GPU does without tensor cores.
-    sgemm_module: "sgemm_tiled.wgsl",
     features: wgpu::Features::SHADER_F16
         .union(wgpu::Features::SUBGROUP)
         .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
     precision: Precision::Mixed,
     tiles: MIXED_TILES,
-    narrower_for_small_grids: true,
-    unit_stride_override: None,
-    reduction_step: 16,
-    sgemm_tile: [64, 64, 16],
-    sgemm_constants: &[],
-    cpu_split_target: 256,
-    linear_on_conv_from_batch: None,
-    // conv1 in f32: 25 multiply-adds an output would pad a 16-deep fragment step.
-    direct_short_forwards: true,
+    ..TILED
 };
 
 const COOP_EMULATED: EngineSpec = EngineSpec {
