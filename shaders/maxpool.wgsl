@@ -1,8 +1,10 @@
 // MaxPool2d (no padding, floor mode), forward with argmax and backward.
 // Backward gathers rather than scatters: each input element sums the outputs
 // whose window holds it and whose argmax is it, so overlapping windows
-// (kernel > stride) need no atomics. With `relu`, backward also does the backward
-// pass of the ReLU before the pool, zeroing the gradient where x is not positive.
+// (kernel > stride) need no atomics; windows that tile the input (kernel ==
+// stride) take backward_windows, one invocation a window. With `relu`, backward
+// also does the backward pass of the ReLU before the pool, zeroing the gradient
+// where x is not positive.
 // #include "grid.wgsl"
 // #include "udiv.wgsl"
 
@@ -51,12 +53,6 @@ fn forward(@builtin(local_invocation_index) li: u32,
     argmax[i] = best;
 }
 
-// A pipeline compiled for windows that tile the input (kernel == stride, as in the
-// tutorial model): each input element then lies in at most one window, found by
-// one division instead of a loop whose bounds take four (llvmpipe runs both sides
-// of a branch, so only a compile-time constant removes the general path).
-override TILING_WINDOWS: bool = false;
-
 @compute @workgroup_size(FLAT_WORKGROUP_SIZE)
 fn backward(@builtin(local_invocation_index) li: u32,
             @builtin(workgroup_id) wid: vec3<u32>,
@@ -71,24 +67,17 @@ fn backward(@builtin(local_invocation_index) li: u32,
     let ih = udiv_small(at, U.w, 1.0 / f32(U.w));
     let iw = at - ih * U.w;
     let stride_inv = 1.0 / f32(U.stride);
+    // windows oh*stride <= ih < oh*stride + k: ceil((ih + 1 - k) / stride) <= oh <= ih / stride
+    let oh_lo = udiv_small(max(ih + 1u, U.k) - U.k + U.stride - 1u, U.stride, stride_inv);
+    let ow_lo = udiv_small(max(iw + 1u, U.k) - U.k + U.stride - 1u, U.stride, stride_inv);
+    let oh_hi = min(udiv_small(ih, U.stride, stride_inv) + 1u, U.oh);
+    let ow_hi = min(udiv_small(iw, U.stride, stride_inv) + 1u, U.ow);
     var s = 0.0;
-    if (TILING_WINDOWS) {
-        let oh = udiv_small(ih, U.stride, stride_inv);
-        let ow = udiv_small(iw, U.stride, stride_inv);
-        let o = (nc * U.oh + min(oh, U.oh - 1u)) * U.ow + min(ow, U.ow - 1u);
-        s = select(0.0, dy[o], oh < U.oh && ow < U.ow && argmax[o] == at);
-    } else {
-        // windows oh*stride <= ih < oh*stride + k: ceil((ih + 1 - k) / stride) <= oh <= ih / stride
-        let oh_lo = udiv_small(max(ih + 1u, U.k) - U.k + U.stride - 1u, U.stride, stride_inv);
-        let ow_lo = udiv_small(max(iw + 1u, U.k) - U.k + U.stride - 1u, U.stride, stride_inv);
-        let oh_hi = min(udiv_small(ih, U.stride, stride_inv) + 1u, U.oh);
-        let ow_hi = min(udiv_small(iw, U.stride, stride_inv) + 1u, U.ow);
-        for (var oh = oh_lo; oh < oh_hi; oh++) {
-            for (var ow = ow_lo; ow < ow_hi; ow++) {
-                let o = (nc * U.oh + oh) * U.ow + ow;
-                if (argmax[o] == at) {
-                    s += dy[o];
-                }
+    for (var oh = oh_lo; oh < oh_hi; oh++) {
+        for (var ow = ow_lo; ow < ow_hi; ow++) {
+            let o = (nc * U.oh + oh) * U.ow + ow;
+            if (argmax[o] == at) {
+                s += dy[o];
             }
         }
     }
@@ -96,4 +85,41 @@ fn backward(@builtin(local_invocation_index) li: u32,
         s = select(0.0, s, x[i] > 0.0);
     }
     dx[i] = s;
+}
+
+// Backward for windows that tile the input (kernel == stride, as in the tutorial
+// model), where each input element lies in at most one window: one invocation per
+// window writes all of it, its gradient at the argmax and zero elsewhere, reading
+// argmax and dy once instead of once per element. The last window of a row (and of
+// a column) also zeroes the input past the last window, which floor mode leaves out.
+@compute @workgroup_size(FLAT_WORKGROUP_SIZE)
+fn backward_windows(@builtin(local_invocation_index) li: u32,
+                    @builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = flat_thread(li, wid, nwg);
+    let ohw = U.oh * U.ow;
+    if (o >= U.n * U.c * ohw) {
+        return;
+    }
+    let nc = udiv(o, ohw, 1.0 / f32(ohw));
+    let q = o - nc * ohw;
+    let oh = udiv_small(q, U.ow, 1.0 / f32(U.ow));
+    let ow = q - oh * U.ow;
+    let plane = nc * U.h * U.w;
+    let h0 = oh * U.k;
+    let w0 = ow * U.k;
+    let h1 = select(h0 + U.k, U.h, oh + 1u == U.oh);
+    let w1 = select(w0 + U.k, U.w, ow + 1u == U.ow);
+    let best = argmax[o];
+    let g = dy[o];
+    for (var ih = h0; ih < h1; ih++) {
+        for (var iw = w0; iw < w1; iw++) {
+            let at = ih * U.w + iw;
+            var v = select(0.0, g, at == best);
+            if (U.relu != 0u) {
+                v = select(0.0, v, x[plane + at] > 0.0);
+            }
+            dx[plane + at] = v;
+        }
+    }
 }

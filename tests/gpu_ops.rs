@@ -379,15 +379,19 @@ per_backend!(maxpool, |g: &Arc<Gpu>| {
             let (bx, bdy) = (g.upload("x", &x), g.upload("dy", &dy));
             let by = g.storage("y", d.output_len() as u64 * 4);
             let bidx = g.storage("argmax", d.output_len() as u64 * 4);
-            let bdx = g.storage("dx", d.input_len() as u64 * 4);
-            run(g, &[k.forward(d, &bx, &by, &bidx), k.backward(d, &bidx, &bdy, &bdx, None)]);
+            // dx starts as garbage, as a reused buffer would: backward must write every element.
+            let bdx = g.upload("dx", &vec![7.0f32; d.input_len()]);
+            let back = k.backward(d, &bidx, &bdy, &bdx, None);
+            let windows = back.name == "maxpool.backward_windows";
+            assert_eq!(windows, d.k == d.stride, "{} maxpool {d:?}: {}", set.label, back.name);
+            run(g, &[k.forward(d, &bx, &by, &bidx), back]);
             let (mut y, mut idx, mut dx) =
                 (vec![0f64; d.output_len()], vec![0u32; d.output_len()], vec![0f64; d.input_len()]);
             ops::maxpool_forward(&mut y, &mut idx, &to64(&x), d);
             ops::maxpool_backward(&mut dx, &to64(&dy), &idx, d);
             let what = |op: &str| format!("{} maxpool {op} {d:?}", set.label);
             assert_eq!(g.read::<u32>(&bidx).unwrap(), idx, "{}", what("argmax"));
-            let (bdx2, mut gated) = (g.storage("dx, gated", d.input_len() as u64 * 4), vec![0f64; d.input_len()]);
+            let (bdx2, mut gated) = (g.upload("dx, gated", &vec![7.0f32; d.input_len()]), vec![0f64; d.input_len()]);
             run(g, &[k.backward(d, &bidx, &bdy, &bdx2, Some(&bx))]);
             ops::relu_backward(&mut gated, &dx, &to64(&x));
             assert_close(&what("backward+relu"), &g.read::<f32>(&bdx2).unwrap(), &gated, FWD.0, FWD.1);

@@ -47,10 +47,7 @@ fn constant_sets(file: &str) -> Vec<Vec<(&'static str, f64)>> {
             sets.push(spec.sgemm_constants.to_vec());
         }
     }
-    if file == "maxpool.wgsl" {
-        sets.push(vec![(gpu_cnn::gpu::ops::pool::TILING_WINDOWS, 1.0)]);
-    }
-    if sets.is_empty() || file == "maxpool.wgsl" {
+    if sets.is_empty() {
         sets.push(Vec::new());
     }
     sets

@@ -5,9 +5,6 @@
 use crate::dims::PoolDims;
 use crate::gpu::dispatch::{u32_of, uniform, Dispatch, Entry, Launcher};
 
-/// The override that compiles backward for windows that tile the input.
-pub const TILING_WINDOWS: &str = "TILING_WINDOWS";
-
 uniform! {
     /// Shapes of one pooling call (`PoolUniform` in maxpool.wgsl).
     pub struct PoolUniform in "maxpool.wgsl" {
@@ -38,21 +35,19 @@ pub struct PoolKernels {
     launcher: Launcher,
     forward: Entry,
     backward: Entry,
-    /// backward compiled for windows that tile the input (kernel == stride).
-    backward_tiling: Entry,
+    /// backward for windows that tile the input (kernel == stride): one invocation a window.
+    backward_windows: Entry,
 }
 
 impl PoolKernels {
     pub fn new(launcher: &Launcher) -> Self {
         let module = super::module(launcher, "maxpool.wgsl");
         let entry = |name: &str| launcher.entry(&module, "maxpool.wgsl", name, &[]);
-        let mut backward_tiling = launcher.entry(&module, "maxpool.wgsl", "backward", &[(TILING_WINDOWS, 1.0)]);
-        backward_tiling.name += "@tiling";
         PoolKernels {
             launcher: launcher.clone(),
             forward: entry("forward"),
             backward: entry("backward"),
-            backward_tiling,
+            backward_windows: entry("backward_windows"),
         }
     }
 
@@ -76,11 +71,13 @@ impl PoolKernels {
         dx: &wgpu::Buffer,
         relu_input: Option<&wgpu::Buffer>,
     ) -> Dispatch {
-        let groups = self.launcher.grid.flat(d.input_len());
+        let (entry, groups) = match d.k == d.stride {
+            true => (&self.backward_windows, self.launcher.grid.flat(d.output_len())),
+            false => (&self.backward, self.launcher.grid.flat(d.input_len())),
+        };
         let bindings = [(3, argmax), (4, dy), (5, dx), (1, relu_input.unwrap_or(&self.launcher.unused))];
         let u = PoolUniform { relu: relu_input.is_some() as u32, ..PoolUniform::new(d) };
         let gated = relu_input.map_or(0, |_| 4 * d.input_len());
-        let entry = if d.k == d.stride { &self.backward_tiling } else { &self.backward };
         self.launcher
             .dispatch(entry, &u, &bindings, groups)
             .moving(4 * d.input_len() + 8 * d.output_len() + gated)
