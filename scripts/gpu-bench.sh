@@ -28,7 +28,7 @@ echo "== one MNIST epoch (train --epochs 1 --backend $backend)"
 start=$(date +%s.%N)
 $bin train --epochs 1 --backend "$backend" --log-every 200 --out "$out/run" | tail -n 3
 end=$(date +%s.%N)
-echo "epoch wall time, process start to end (includes the test-set evaluation and checkpoints): $(echo "$end - $start" | bc) s"
+echo "epoch wall time, process start to end (includes the test-set evaluation and checkpoints): $(awk "BEGIN { print $end - $start }") s"
 echo "== time to 99% (docs/performance.md): one epoch of OneCycle, five seeds"
 for seed in 0 1 2 3 4; do
     $bin train --epochs 1 --schedule onecycle --lr 4e-3 --batch-size 64 --seed "$seed" \
