@@ -259,7 +259,11 @@ fn mixed_precision_runs_where_it_can_and_is_refused_clearly_elsewhere() {
     let mut c = bin();
     c.env("GPU_CNN_PRECISION", "mixed").args(["infer", "tests/images", "--backend", "vulkan"]);
     fails_with(&mut c, &["tensor cores"]);
-    // Its arithmetic without tensor cores reads the shipped pictures as f32 does.
+    // Its arithmetic without tensor cores trains (the first line says so) and reads the
+    // shipped pictures as f32 does.
+    let out = train(&tmp.path().join("mixed"), 2, &["--gemm", "coop-emulated"]);
+    assert!(out.contains("coop-emulated GEMM engine (mixed precision"), "{out}");
+    assert!(out.contains("step 2"), "{out}");
     let digits = |out: &str| out.lines().map(|l| l.split(": ").nth(1).unwrap()[..1].to_string()).collect::<Vec<_>>();
     let f32_out = stdout_of(&mut run(&[]));
     let mixed_out = stdout_of(&mut run(&["--gemm", "coop-emulated"]));
