@@ -4,8 +4,9 @@
 //! checkpoint, metrics of that run only), `--resume` must take the lock a killed
 //! process held, remove what it left half-written and continue, and the end must be
 //! the weights of a run never interrupted. Also: the first SIGINT/SIGTERM/SIGHUP stops
-//! after the step and saves, a second one ends the process at once, and a second
-//! trainer is refused while the first runs.
+//! after the step and saves, a second one ends the process at once, a SIGHUP the
+//! parent ignores (nohup) stays ignored, and a second trainer is refused while the
+//! first runs.
 //!
 //! Writes are caught in the middle with the test-only `GPU_CNN_TEST_PAUSE_WRITE` hook
 //! (`FILE:N[:SECONDS]`: pause halfway through the Nth write of FILE). Runs use the
@@ -146,12 +147,28 @@ fn sigint_stops_after_the_step_saves_and_the_printed_command_resumes_exactly() {
     assert_finished(&dir, target, "resumed after SIGINT");
 }
 
+/// `c` run through env(1) with `flag` (`--default-signal=…`, `--ignore-signal=…`): the
+/// signal dispositions it starts with, whatever this test process inherited (a runner
+/// started under nohup ignores SIGHUP, and the trainer keeps an inherited ignore).
+fn with_signals(c: std::process::Command, flag: &str) -> std::process::Command {
+    let mut w = std::process::Command::new("env");
+    w.arg(flag).arg(c.get_program()).args(c.get_args());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => w.env(k, v),
+            None => w.env_remove(k),
+        };
+    }
+    w
+}
+
 #[test]
 fn sigterm_and_sighup_stop_and_save_with_their_exit_codes() {
     let tmp = tempfile::tempdir().unwrap();
     for (signal, code) in [("TERM", 143), ("HUP", 129)] {
         let dir = tmp.path().join(signal);
-        let mut run = Running::start(tiny_train(&dir, &["--steps", "1000000"]));
+        let train = tiny_train(&dir, &["--steps", "1000000"]);
+        let mut run = Running::start(with_signals(train, "--default-signal=HUP,INT,TERM"));
         run.wait_for("step 3 ");
         run.signal(signal);
         let (status, out) = run.finish();
@@ -159,6 +176,24 @@ fn sigterm_and_sighup_stop_and_save_with_their_exit_codes() {
         let step = assert_consistent(&dir, signal).unwrap_or_else(|| panic!("SIG{signal}: no checkpoint\n{out}"));
         assert!(out.contains(&format!("interrupted by SIG{signal}: stopped after step {step}")), "{out}");
     }
+}
+
+// `nohup gpu-cnn train &`: a SIGHUP the parent ignores stays ignored, so closing the
+// terminal does not stop the run; SIGTERM still does.
+#[test]
+fn an_ignored_sighup_stays_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("nohup");
+    let train = tiny_train(&dir, &["--steps", "1000000"]);
+    let mut run = Running::start(with_signals(train, "--ignore-signal=HUP"));
+    run.wait_for("step 3 ");
+    run.signal("HUP");
+    // A caught SIGHUP would stop the run after the step in flight (about a millisecond).
+    run.wait_for("step 300 ");
+    run.signal("TERM");
+    let (status, out) = run.finish();
+    assert_eq!(status.code(), Some(143), "{}\n{out}", status_line(status));
+    assert!(out.contains("interrupted by SIGTERM") && !out.contains("SIGHUP"), "{out}");
 }
 
 #[test]
