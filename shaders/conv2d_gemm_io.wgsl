@@ -160,6 +160,23 @@ fn store_plane(n: u32, q: u32, col: u32, channels: u32, plane: u32, bias: bool, 
     out[at] = v;
 }
 
+// Where a forward or backward_input workgroup works, for tiles of `bm` rows (pixels of
+// the N output planes of `plane` pixels) by `bn` columns (channels): the rows, the
+// tile's first row and column; `live` is false for the workgroups a folded grid has
+// past the last row tile.
+struct PlaneTile {
+    rows: u32,
+    row0: u32,
+    col0: u32,
+    live: bool,
+}
+
+fn plane_tile(wid: vec3<u32>, nwg: vec3<u32>, plane: u32, bm: u32, bn: u32) -> PlaneTile {
+    let rows = U.n * plane;
+    let row0 = folded_group(wid, nwg) * bm;
+    return PlaneTile(rows, row0, wid.z * bn, row0 < rows);
+}
+
 // Where a backward_weight_bias workgroup works, for tiles of `bm` rows (taps) by
 // `bn` columns (channels): rows C*K*K + 1 (the taps, then the bias), the tile's
 // first row and column, its split of the reduction and that split's range. `live`

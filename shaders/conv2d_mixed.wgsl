@@ -76,19 +76,17 @@ fn mixed_tile(mode: u32, li: u32, sg: u32, nsg: u32, row0: u32, col0: u32, rows:
 // forward or backward_input: the tile's rows are pixels of the output planes.
 fn planes_product(mode: u32, li: u32, sg: u32, nsg: u32, wid: vec3<u32>, nwg: vec3<u32>,
                   channels: u32, plane: u32, red_len: u32, bias: bool) {
-    let rows = U.n * plane;
-    let row0 = folded_group(wid, nwg) * BM;
-    if (row0 >= rows) {
+    let t = plane_tile(wid, nwg, plane, BM, BN);
+    if (!t.live) {
         return;
     }
-    let col0 = wid.z * BN;
     let dy_scale = select(1.0, GRAD_SCALE, mode == MODE_BACKWARD_INPUT);
-    mixed_tile(mode, li, sg, nsg, row0, col0, rows, channels, 0u, red_len, dy_scale, 1.0);
+    mixed_tile(mode, li, sg, nsg, t.row0, t.col0, t.rows, channels, 0u, red_len, dy_scale, 1.0);
     // Consecutive threads store consecutive pixels of a channel plane.
     for (var e = li; e < BM * BN; e += THREADS) {
-        let row = row0 + e % BM;
-        let col = col0 + e / BM;
-        if (row < rows && col < channels) {
+        let row = t.row0 + e % BM;
+        let col = t.col0 + e / BM;
+        if (row < t.rows && col < channels) {
             let n = udiv(row, plane, 1.0 / f32(plane));
             store_plane(n, row - n * plane, col, channels, plane, bias, Cs[e] / dy_scale);
         }

@@ -82,22 +82,20 @@ fn gemm_tile(mode: u32, lid: vec3<u32>, li: u32, row0: u32, col0: u32, rows: u32
 // or backward_input: one BM x BN tile of it, through `store_plane`.
 fn planes_product(mode: u32, lid: vec3<u32>, li: u32, wid: vec3<u32>, nwg: vec3<u32>,
                   channels: u32, plane: u32, red_len: u32, bias: bool) {
-    let rows = U.n * plane;
-    let row0 = folded_group(wid, nwg) * BM;
-    if (row0 >= rows) {
+    let t = plane_tile(wid, nwg, plane, BM, BN);
+    if (!t.live) {
         return;
     }
-    let col0 = wid.z * BN;
-    let acc = gemm_tile(mode, lid, li, row0, col0, rows, channels, 0u, red_len);
+    let acc = gemm_tile(mode, lid, li, t.row0, t.col0, t.rows, channels, 0u, red_len);
     for (var i = 0u; i < TM; i++) {
-        let row = row0 + lid.y * TM + i;
-        if (row >= rows) {
+        let row = t.row0 + lid.y * TM + i;
+        if (row >= t.rows) {
             break;
         }
         let n = row / plane;
         let q = row % plane;
         for (var j = 0u; j < TN; j++) {
-            let col = col0 + lid.x * TN + j;
+            let col = t.col0 + lid.x * TN + j;
             if (col < channels) {
                 store_plane(n, q, col, channels, plane, bias, acc[i][j]);
             }

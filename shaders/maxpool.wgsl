@@ -21,21 +21,33 @@ struct PoolUniform {
 @group(0) @binding(4) var<storage, read> dy: array<f32>;            // (N,C,OH,OW)
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;      // (N,C,H,W)
 
+// Output element i = (nc, oh, ow) of the (N*C, OH, OW) output: its window's place.
+struct Window {
+    plane: u32, // nc*H*W, where its input plane starts
+    oh: u32,
+    ow: u32,
+}
+
+fn window_of(i: u32) -> Window {
+    let ohw = U.oh * U.ow;
+    let nc = udiv(i, ohw, 1.0 / f32(ohw));
+    let q = i - nc * ohw;
+    let oh = udiv_small(q, U.ow, 1.0 / f32(U.ow));
+    return Window(nc * U.h * U.w, oh, q - oh * U.ow);
+}
+
 @compute @workgroup_size(FLAT_WORKGROUP_SIZE)
 fn forward(@builtin(local_invocation_index) li: u32,
            @builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_thread(li, wid, nwg);
-    let ohw = U.oh * U.ow;
-    if (i >= U.n * U.c * ohw) {
+    if (i >= U.n * U.c * U.oh * U.ow) {
         return;
     }
-    let nc = udiv(i, ohw, 1.0 / f32(ohw));
-    let q = i - nc * ohw;
-    let oh = udiv_small(q, U.ow, 1.0 / f32(U.ow));
-    let plane = nc * U.h * U.w;
-    let h0 = oh * U.stride;
-    let w0 = (q - oh * U.ow) * U.stride;
+    let win = window_of(i);
+    let plane = win.plane;
+    let h0 = win.oh * U.stride;
+    let w0 = win.ow * U.stride;
     var best = h0 * U.w + w0;
     var best_v = x[plane + best];
     for (var kh = 0u; kh < U.k; kh++) {
@@ -97,19 +109,15 @@ fn backward_windows(@builtin(local_invocation_index) li: u32,
                     @builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(num_workgroups) nwg: vec3<u32>) {
     let o = flat_thread(li, wid, nwg);
-    let ohw = U.oh * U.ow;
-    if (o >= U.n * U.c * ohw) {
+    if (o >= U.n * U.c * U.oh * U.ow) {
         return;
     }
-    let nc = udiv(o, ohw, 1.0 / f32(ohw));
-    let q = o - nc * ohw;
-    let oh = udiv_small(q, U.ow, 1.0 / f32(U.ow));
-    let ow = q - oh * U.ow;
-    let plane = nc * U.h * U.w;
-    let h0 = oh * U.k;
-    let w0 = ow * U.k;
-    let h1 = select(h0 + U.k, U.h, oh + 1u == U.oh);
-    let w1 = select(w0 + U.k, U.w, ow + 1u == U.ow);
+    let win = window_of(o);
+    let plane = win.plane;
+    let h0 = win.oh * U.k;
+    let w0 = win.ow * U.k;
+    let h1 = select(h0 + U.k, U.h, win.oh + 1u == U.oh);
+    let w1 = select(w0 + U.k, U.w, win.ow + 1u == U.ow);
     let best = argmax[o];
     let g = dy[o];
     for (var ih = h0; ih < h1; ih++) {
