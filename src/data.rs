@@ -7,7 +7,7 @@ use flate2::read::MultiGzDecoder;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::read_file;
+use crate::files::read_file;
 use crate::model::Model;
 
 const IMAGES_MAGIC: u32 = 0x0000_0803; // u8 data, 3 dimensions

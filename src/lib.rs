@@ -19,6 +19,7 @@ pub mod cpu;
 pub mod data;
 pub mod dims;
 pub mod executor;
+pub mod files;
 pub mod gpu;
 pub mod metrics_log;
 pub mod model;

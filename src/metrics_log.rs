@@ -55,7 +55,7 @@ impl MetricsWriter {
         match &mut self.file {
             Some(f) => f.sync_data().with_context(|| format!("{p}: cannot sync")),
             None => {
-                crate::checkpoint::write_atomic(&self.path, &self.pending)?;
+                crate::files::write_atomic(&self.path, &self.pending)?;
                 let f = std::fs::OpenOptions::new()
                     .append(true)
                     .open(&self.path)

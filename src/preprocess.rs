@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use image::ImageDecoder;
 use std::path::Path;
 
-use crate::checkpoint::read_file;
+use crate::files::read_file;
 
 /// Images above this many pixels are refused before decoding (a 64-megapixel photo
 /// decodes to 256 MB of RGBA).

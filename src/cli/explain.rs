@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 use gpu_cnn::arch;
-use gpu_cnn::checkpoint::write_atomic;
 use gpu_cnn::executor::Explanation;
+use gpu_cnn::files::write_atomic;
 use gpu_cnn::model::{Model, Shape};
 use gpu_cnn::plot::{self, Filters, Sheet};
 use gpu_cnn::preprocess::{self, Digit};

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, Context, Result};
 use std::path::{Path, PathBuf};
 
-use gpu_cnn::checkpoint;
+use gpu_cnn::files;
 use gpu_cnn::preprocess::{self, Digit};
 
 use super::pictures::{self, Stems};
@@ -84,7 +84,7 @@ fn save_preprocessed(digit: &Digit, path: &Path) -> Result<()> {
         image::GrayImage::from_fn(28, 28, |x, y| image::Luma([(digit[(y * 28 + x) as usize] * 255.0).round() as u8]));
     let mut png = std::io::Cursor::new(Vec::new());
     img.write_to(&mut png, image::ImageFormat::Png).with_context(|| format!("{}: cannot encode", path.display()))?;
-    checkpoint::write_atomic(path, png.get_ref())
+    files::write_atomic(path, png.get_ref())
 }
 
 /// A file name for JSON: `file` is always a string (lossy where the name is not

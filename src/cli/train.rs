@@ -13,9 +13,10 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gpu_cnn::checkpoint::{self, MidwayHook, Position, Stamp};
+use gpu_cnn::checkpoint::{self, Position, Stamp};
 use gpu_cnn::data::{Dataset, Split};
 use gpu_cnn::executor::Optimizer;
+use gpu_cnn::files::{self, MidwayHook};
 use gpu_cnn::metrics_log::{kept_on_resume, MetricsLog, MetricsWriter, Record};
 use gpu_cnn::plot;
 use gpu_cnn::schedule::Schedule;
@@ -267,7 +268,7 @@ pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
     let run_id = stamp.as_ref().map_or_else(Stamp::new_run, |s| s.run.clone());
     let checkpoints = Checkpoints::new(out, &model, opt, &run_id);
     if let Some(hook) = pause_hook() {
-        checkpoint::set_midway_hook(hook);
+        files::set_midway_hook(hook);
     }
     let metrics_path = out.join("metrics.jsonl");
     // A resumed run's metrics go on from its own, cut back to its checkpoint's step.

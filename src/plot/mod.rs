@@ -25,7 +25,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::ops::Range;
 use std::path::Path;
 
-use crate::checkpoint::write_atomic;
+use crate::files::write_atomic;
 use canvas::Canvas;
 
 type Area<'a> = DrawingArea<Canvas<'a>, Shift>;

@@ -335,7 +335,7 @@ fn run_json(dir: &Path) -> std::result::Result<Value, ApiError> {
         v["warnings"] = json!([]);
         return Ok(v);
     }
-    let bytes = crate::checkpoint::read_file(&path, MAX_METRICS_BYTES)
+    let bytes = crate::files::read_file(&path, MAX_METRICS_BYTES)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
     let log = MetricsLog::parse(&String::from_utf8_lossy(&bytes), &path.display().to_string());
     let (train, test) = log.curves();

@@ -75,7 +75,7 @@ impl RunLock {
     /// Remove the temporaries of the run files that a killed run left (safe: this
     /// process holds the directory, so no other trainer is writing them). Returns them.
     pub fn remove_stale_temporaries(&self) -> Result<Vec<PathBuf>> {
-        checkpoint::remove_stale_temporaries(&self.dir, &RUN_FILES)
+        crate::files::remove_stale_temporaries(&self.dir, &RUN_FILES)
     }
 }
 
@@ -156,10 +156,10 @@ impl Checkpoints {
         }
         let stamp = Stamp { run: self.run.clone(), step: pos.global_step };
         let weights = checkpoint::to_bytes_stamped(&self.model, &params, None, None, Some(&stamp))?;
-        checkpoint::write_atomic(&self.weights, &weights)?;
+        crate::files::write_atomic(&self.weights, &weights)?;
         let opt = Some((&self.optimizer, &state));
         let bytes = checkpoint::to_bytes_stamped(&self.model, &params, opt, Some(&pos), Some(&stamp))?;
-        checkpoint::write_atomic(&self.checkpoint, &bytes)
+        crate::files::write_atomic(&self.checkpoint, &bytes)
     }
 }
 
