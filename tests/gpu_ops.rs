@@ -71,6 +71,8 @@ fn conv_shapes() -> Vec<ConvDims> {
         // channels (a group of 16 and one of 4), and a kernel as large as the image
         ConvDims { n: 3, c: 1, h: 9, w: 7, oc: 20, k: 3, stride: 2, pad: 1 },
         ConvDims { n: 1, c: 1, h: 5, w: 5, oc: 3, k: 5, stride: 1, pad: 2 },
+        // 5x5 with four channels a side and pad 1: rows of 13 and 11 pixels padded to 16 and 12
+        ConvDims { n: 3, c: 4, h: 10, w: 13, oc: 8, k: 5, stride: 1, pad: 1 },
         // wide, with grids large enough for the tiled engine's wide tile on any device:
         // forward (40 channels of 16x48x48 pixels) and backward to the input (the same)
         ConvDims { n: 16, c: 3, h: 48, w: 48, oc: 40, k: 3, stride: 1, pad: 1 },
@@ -756,6 +758,30 @@ per_backend!(tensors_past_2_pow_24_elements, |g: &Arc<Gpu>| {
         // 16.9M-term sums of terms up to 1e-3: the f32 bound is ~2e-7 * 1.7e4 = 3e-3 absolute.
         let grads = g.read::<f32>(&grads).unwrap();
         assert_close(&what("weight and bias gradient"), &grads, &dw, 5e-3, 1e-3);
+    }
+    drop((bx, bp, bdy, by, bdx));
+    // A 5x5 kernel with tensors past 2^24 elements: where the engine runs it kernel
+    // row by kernel row (the subgroup engine), on its padded pixel columns. Four
+    // channels a side, as those products need, so fewer images than above fit a binding.
+    let conv5 = ConvDims { n: 5400, c: 4, oc: 4, k: 5, pad: 2, ..conv };
+    assert!(conv5.input_len() > 1 << 24 && conv5.output_len() > 1 << 24);
+    if g.kernels.conv.kernel_rows(conv5) == [true, true] {
+        let params = uniform(&mut rng, conv5.weight_len() + 4, -0.3, 0.3);
+        let offs = ParamOffsets { weight: 0, bias: conv5.weight_len() };
+        let x = uniform(&mut rng, conv5.input_len(), -1.0, 1.0);
+        let dy = uniform(&mut rng, conv5.output_len(), -1.0, 1.0);
+        let (p64, wl) = (to64(&params), conv5.weight_len());
+        let (mut y, mut dx) = (vec![0f64; conv5.output_len()], vec![0f64; conv5.input_len()]);
+        let (mut dw, mut db) = (vec![0f64; wl], vec![0f64; 4]);
+        ops::conv2d_forward(&mut y, &to64(&x), &p64[..wl], &p64[wl..], conv5);
+        ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, &to64(&dy), &to64(&x), &p64[..wl], conv5);
+        let (bx, bp, bdy) = (g.upload("x", &x), g.upload("params", &params), g.upload("dy", &dy));
+        let (by, bdx) = (g.storage("y", conv5.output_len() as u64 * 4), g.storage("dx", conv5.input_len() as u64 * 4));
+        let k = &g.kernels.conv;
+        run(g, &[k.forward(conv5, offs, false, &bx, &bp, &by), k.backward_input(conv5, offs, &bdy, &bp, &bdx, None)]);
+        let what = |op: &str| format!("{:?}/{} conv 5x5 {op}, {} elements", g.info.backend, g.kernels.engine, x.len());
+        assert_close(&what("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1);
+        assert_close(&what("backward_input"), &g.read::<f32>(&bdx).unwrap(), &dx, RED.0, RED.1);
     }
     report(g, "maxpool, conv past 2^24 elements", 0.0);
 });

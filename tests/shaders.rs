@@ -192,6 +192,10 @@ fn tile_sizes_agree_between_rust_and_wgsl() {
     assert_eq!(u32_const("relu.wgsl", "FLAT_WORKGROUP_SIZE") as u64, FLAT_WORKGROUP_SIZE);
     assert_eq!(u32_const("conv2d_direct.wgsl", "WG") as u64, conv::DIRECT_PIXELS);
     assert_eq!(u32_const("conv2d_direct.wgsl", "OCG") as u64, conv::DIRECT_CHANNELS);
+    let rows = "conv2d_subgroup.wgsl"; // with conv2d_subgroup_rows.wgsl
+    assert_eq!(u32_const(rows, "ROW_K") as usize, conv::ROW_KERNEL);
+    assert_eq!(u32_const(rows, "ROW_PIXELS") as usize, conv::ROW_PIXELS);
+    assert_eq!(u32_const(rows, "KERNEL_ROWS_A_STEP") as usize, conv::KERNEL_ROWS_A_STEP);
 
     let tiled = GemmEngine::Tiled.spec();
     let file = tiled.conv_module;

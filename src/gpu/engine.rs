@@ -112,6 +112,10 @@ pub struct EngineSpec {
     /// `ops::conv::DIRECT_MAX_REDUCTION`: conv1) runs conv2d_direct.wgsl instead
     /// of the engine's GEMM.
     pub direct_short_forwards: bool,
+    /// Whether stride-1 convolutions with `ops::conv::ROW_KERNEL` taps a side run
+    /// their forward and input gradient kernel row by kernel row
+    /// (conv2d_subgroup_rows.wgsl), on pixel columns padded to whole rows of 4.
+    pub kernel_row_products: bool,
 }
 
 /// Workgroups a weight-gradient GEMM aims for on a GPU, which wants many.
@@ -148,6 +152,7 @@ const TILED: EngineSpec = EngineSpec {
     linear_on_conv_from_batch: None,
     // conv1's forward on lavapipe: 88-105 ms as a tiled GEMM, 53-68 direct.
     direct_short_forwards: true,
+    kernel_row_products: false,
 };
 
 const SUBGROUP: EngineSpec = EngineSpec {
@@ -174,6 +179,8 @@ const SUBGROUP: EngineSpec = EngineSpec {
     // conv1's forward on lavapipe: 8.5-10.2 ms on this engine, 42-45 direct (its
     // weight loads are per lane there; this engine broadcasts them).
     direct_short_forwards: false,
+    // conv2.2's forward 51 -> 39 ms on lavapipe (docs/performance.md).
+    kernel_row_products: true,
 };
 
 /// BN x BM of conv2d_mixed.wgsl: 8 or 16 fragments of 16x16 over 256 invocations.

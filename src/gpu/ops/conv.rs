@@ -2,8 +2,8 @@
 //! bias gradients, as implicit GEMMs on the engine's tiles; the forward of a layer
 //! with a short reduction (conv1) as a direct convolution instead.
 //! WGSL: shaders/conv2d_common.wgsl with the engine's module (conv2d_tiled.wgsl,
-//! conv2d_subgroup.wgsl, conv2d_coop.wgsl, conv2d_coop_emulated.wgsl), and
-//! conv2d_direct.wgsl.
+//! conv2d_subgroup.wgsl with conv2d_subgroup_rows.wgsl, conv2d_coop.wgsl,
+//! conv2d_coop_emulated.wgsl), and conv2d_direct.wgsl.
 //! CPU twin: `cpu::ops::conv2d_forward` / `conv2d_backward`. Test: tests/gpu_ops.rs `conv2d`.
 
 use crate::dims::ConvDims;
@@ -55,6 +55,8 @@ enum Variant {
     BackwardInput,
     BackwardInputUnitStride,
     BackwardWeightBias,
+    ForwardRows,
+    BackwardInputRows,
 }
 
 /// The longest reduction one weight-gradient workgroup runs (see `splits`).
@@ -67,6 +69,13 @@ pub const DIRECT_MAX_REDUCTION: usize = 25;
 pub const DIRECT_PIXELS: u64 = 64;
 pub const DIRECT_CHANNELS: u64 = 16;
 const DIRECT_MODULE: &str = "conv2d_direct.wgsl";
+
+/// The kernel size of the kernel-row products (`ROW_K` in conv2d_subgroup_rows.wgsl).
+pub const ROW_KERNEL: usize = 5;
+/// Their pixel columns: image rows padded to a multiple of this (`ROW_PIXELS`).
+pub const ROW_PIXELS: usize = 4;
+/// Kernel rows they walk per iteration.
+pub const KERNEL_ROWS_A_STEP: usize = 4;
 
 #[derive(Clone, Copy)]
 enum Product {
@@ -86,7 +95,7 @@ pub struct ConvKernels {
     /// Per tile configuration, each `Variant`'s pipeline, compiled on first use and
     /// shared by every clone: a model needs a few of them (inference only the
     /// forward ones), and on llvmpipe each costs about a quarter of a second.
-    gemms: Arc<Vec<[OnceLock<Entry>; 4]>>,
+    gemms: Arc<Vec<[OnceLock<Entry>; 6]>>,
     /// conv2d_direct.wgsl's forward, compiled on first use.
     direct: Arc<OnceLock<Entry>>,
     reduce_weight_bias: Entry,
@@ -130,6 +139,8 @@ impl ConvKernels {
                     ("backward_input", "@stride1")
                 }
                 Variant::BackwardWeightBias => ("backward_weight_bias", ""),
+                Variant::ForwardRows => ("forward_rows", ""),
+                Variant::BackwardInputRows => ("backward_input_rows", ""),
             };
             let l = &self.launcher;
             let mut e = l.entry_in_layout(&self.module, spec.conv_module, name, &constants, Some(&self.layout));
@@ -155,11 +166,23 @@ impl ConvKernels {
         })
     }
 
+    /// Whether `d`'s forward and input gradient run kernel row by kernel row: on
+    /// engines that have such products, for stride-1 5x5 kernels whose kernel rows
+    /// (channels read x 5) come in the fours they walk, i.e. C and OC multiples of 4.
+    pub fn kernel_rows(&self, d: ConvDims) -> [bool; 2] {
+        let ok = self.engine.spec().kernel_row_products && d.stride == 1 && d.k == ROW_KERNEL;
+        [d.c, d.oc].map(|planes| ok && (planes * ROW_KERNEL).is_multiple_of(KERNEL_ROWS_A_STEP))
+    }
+
     /// The entry point and grid of one product: the pixel (or tap) side folded
     /// over x and y, the channel side along z.
     fn layout(&self, p: Product, d: ConvDims) -> (&Entry, u64, u64) {
+        let [forward_rows, input_rows] = self.kernel_rows(d);
+        let padded = |width: usize| width.div_ceil(ROW_PIXELS) * ROW_PIXELS;
         let (pixels, channels) = match p {
+            Product::Forward if forward_rows => (d.n * d.oh() * padded(d.ow()), d.oc),
             Product::Forward => (d.n * d.oh() * d.ow(), d.oc),
+            Product::BackwardInput if input_rows => (d.n * d.h * padded(d.w), d.c),
             Product::BackwardInput => (d.n * d.h * d.w, d.c),
             // the taps, then the bias as one more (see conv2d_common.wgsl)
             Product::BackwardWeightBias => (d.c * d.k * d.k + 1, d.oc),
@@ -173,7 +196,9 @@ impl ConvKernels {
         let entry = self.entry(
             i,
             match p {
+                Product::Forward if forward_rows => Variant::ForwardRows,
                 Product::Forward => Variant::Forward,
+                Product::BackwardInput if input_rows => Variant::BackwardInputRows,
                 Product::BackwardInput if unit_stride => Variant::BackwardInputUnitStride,
                 Product::BackwardInput => Variant::BackwardInput,
                 Product::BackwardWeightBias => Variant::BackwardWeightBias,

@@ -1,0 +1,98 @@
+// The subgroup engine's loads and stores, shared by its general products
+// (conv2d_subgroup.wgsl) and its kernel-row products (conv2d_subgroup_rows.wgsl):
+// the gathers, the tile's place, and the epilogue that stores a lane's columns.
+// #include "conv2d_common.wgsl"
+// #include "subgroup_tile.wgsl"
+
+// Four gathered loads; a lane outside the tensor reads element 0 and gets 0.
+fn gather_a(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
+    let i = select(vec4(0u), idx, ok);
+    let v = vec4(src_a[i.x], src_a[i.y], src_a[i.z], src_a[i.w]);
+    return select(vec4(0.0), v, ok);
+}
+
+// This lane's A values for its rows l, l+8 (and l+16, l+24 with 4 row groups), from src_b.
+fn gather_rows(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
+    let i = select(vec4(0u), idx, ok);
+    var v = vec4(src_b[i.x], src_b[i.y], 0.0, 0.0);
+    if (ROW_GROUPS > 2u) {
+        v.z = src_b[i.z];
+        v.w = src_b[i.w];
+    }
+    return select(vec4(0.0), v, ok);
+}
+
+// The tile's place: `lane`, its four rows (l, l+8, l+16, l+24 from row0) and its
+// first columns (lo at col_lo + 0..3, hi at col_lo + 32 + 0..3).
+struct Tile {
+    lane: u32,
+    row0: u32,
+    rows: vec4<u32>,
+    col_lo: vec4<u32>,
+    col_hi: vec4<u32>,
+}
+
+fn tile_at(lane: u32, row_tile: u32, col_tile: u32) -> Tile {
+    let row0 = row_tile * ROW_GROUPS * 8u;
+    let c = col_tile * TILE_COLS + lane * 4u + vec4(0u, 1u, 2u, 3u);
+    return Tile(lane, row0, row0 + lane + vec4(0u, 8u, 16u, 24u), c, c + 32u);
+}
+
+// Where each of this lane's output columns goes: element `base[j] + row * row_stride`
+// of `out` for tile row `row`, if `ok[j]` and the row exists. Computed once per
+// tile, so the epilogue does no division per value.
+struct OutCols {
+    base: vec4<u32>,
+    ok: vec4<bool>,
+}
+
+var<private> out_lo: OutCols;
+var<private> out_hi: OutCols;
+var<private> out_row_stride: u32;
+var<private> out_rows: u32;
+var<private> out_bias: bool; // forward: add the bias of the row (and apply ReLU if U.relu)
+var<private> out_gate: bool; // backward_input: zero where `gate` (the input) is not positive
+
+fn emit(row: u32, half: u32, v: vec4<f32>) {
+    if (row >= out_rows) {
+        return;
+    }
+    var cols = out_lo;
+    if (half == 1u) {
+        cols = out_hi;
+    }
+    var o = v;
+    if (out_bias) {
+        o += src_b[U.b_off + row];
+        if (U.relu != 0u) {
+            o = max(o, vec4(0.0));
+        }
+    }
+    let idx = cols.base + row * out_row_stride;
+    for (var j = 0u; j < 4u; j++) {
+        if (cols.ok[j]) {
+            if (out_gate) {
+                o[j] = select(0.0, o[j], gate[idx[j]] > 0.0);
+            }
+            out[idx[j]] = o[j];
+        }
+    }
+}
+
+// Output columns of an (N, rows, plane) tensor at flat pixels p = (n, q) of a plane of `plane` pixels.
+fn plane_cols(p: vec4<u32>, rows: u32, plane: u32) -> OutCols {
+    let n = p / plane;
+    return OutCols(n * rows * plane + (p - n * plane), p < vec4(U.n * plane));
+}
+
+// Store the tile into an (N, rows, plane) tensor: y (forward, with bias) or dx
+// (backward_input, gated by the input's sign if U.relu).
+fn emit_planes(t: Tile, rows: u32, plane: u32, bias: bool) {
+    out_lo = plane_cols(t.col_lo, rows, plane);
+    out_hi = plane_cols(t.col_hi, rows, plane);
+    out_row_stride = plane;
+    out_rows = rows;
+    out_bias = bias;
+    out_gate = !bias && U.relu != 0u;
+    emit_all(t.row0);
+}
