@@ -16,9 +16,8 @@
 //
 //   forward_rows         rows = oc  cols = (n,oh,ow)  r = (c,kh,kw)   B(kw) = x[n, c, oh+kh-pad, ow+kw-pad]
 //   backward_input_rows  rows = c   cols = (n,ih,iw)  r = (oc,kh,kw)  B(kw) = dy[n, oc, ih+pad-kh, iw+pad-kw]
-// Both run 4 kernel rows (20 reduction steps) an iteration, so the host sends them
-// only convolutions whose kernel rows (C*5, or OC*5 for the input gradient) come in
-// fours: channel counts that are multiples of 4 (`ConvKernels::kernel_rows`).
+// Both run 4 kernel rows (20 reduction steps) an iteration, then the rows left
+// (C*5 or OC*5 modulo 4) one at a time; conv1's forward (C = 1) is 4 + 1.
 
 // The kernel size these products are written for (`ROW_KERNEL` on the host).
 const ROW_K: u32 = 5u;
@@ -128,6 +127,15 @@ fn rows4(w_row: vec4<u32>, w_ok: vec4<bool>, a: vec4<u32>,
                 row_step(w_row, w_ok, a.w + 3u, l3.k3, h3.k3), row_step(w_row, w_ok, a.w + 4u, l3.k4, h3.k4));
 }
 
+// One kernel row, where fewer than four are left: the register tile takes four
+// steps at a time, so three of these eight are zero.
+fn row1(w_row: vec4<u32>, w_ok: vec4<bool>, a: u32, l: Taps, h: Taps) {
+    let zero = Step(vec4(0.0), vec4(0.0), vec4(0.0));
+    accumulate4(row_step(w_row, w_ok, a, l.k0, h.k0), row_step(w_row, w_ok, a + 1u, l.k1, h.k1),
+                row_step(w_row, w_ok, a + 2u, l.k2, h.k2), row_step(w_row, w_ok, a + 3u, l.k3, h.k3));
+    accumulate4(row_step(w_row, w_ok, a + 4u, l.k4, h.k4), zero, zero, zero);
+}
+
 // (plane, kh) of kernel rows rr..rr+3, over (planes, ROW_K).
 struct KernelRows {
     plane: vec4<u32>,
@@ -162,7 +170,8 @@ fn forward_rows(@builtin(subgroup_invocation_id) lane: u32,
     let w_row = U.w_off + t.rows * ckk;
     let w_ok = t.rows < vec4(U.oc);
     let count = U.c * ROW_K;
-    for (var rr = 0u; rr < count; rr += KERNEL_ROWS_A_STEP) {
+    let fours = count / KERNEL_ROWS_A_STEP * KERNEL_ROWS_A_STEP;
+    for (var rr = 0u; rr < fours; rr += KERNEL_ROWS_A_STEP) {
         let k = kernel_rows(rr);
         let y = vec4<i32>(k.kh);
         rows4(w_row, w_ok, rr * ROW_K + vec4(0u, 5u, 10u, 15u),
@@ -174,6 +183,12 @@ fn forward_rows(@builtin(subgroup_invocation_id) lane: u32,
               taps_rising(window(hi, k.plane.z, hi.y0 + y.z)),
               taps_rising(window(lo, k.plane.w, lo.y0 + y.w)),
               taps_rising(window(hi, k.plane.w, hi.y0 + y.w)));
+    }
+    for (var rr = fours; rr < count; rr++) {
+        let k = kernel_rows(rr);
+        let y = i32(k.kh.x);
+        row1(w_row, w_ok, rr * ROW_K, taps_rising(window(lo, k.plane.x, lo.y0 + y)),
+             taps_rising(window(hi, k.plane.x, hi.y0 + y)));
     }
     out_lo = row_out(plo, U.oc, U.oh, U.ow);
     out_hi = row_out(phi, U.oc, U.oh, U.ow);
@@ -208,7 +223,8 @@ fn backward_input_rows(@builtin(subgroup_invocation_id) lane: u32,
     let w_row = U.w_off + t.rows * kk;
     let w_ok = t.rows < vec4(U.c);
     let count = U.oc * ROW_K;
-    for (var rr = 0u; rr < count; rr += KERNEL_ROWS_A_STEP) {
+    let fours = count / KERNEL_ROWS_A_STEP * KERNEL_ROWS_A_STEP;
+    for (var rr = 0u; rr < fours; rr += KERNEL_ROWS_A_STEP) {
         let k = kernel_rows(rr);
         let y = vec4<i32>(k.kh);
         rows4(w_row, w_ok, k.plane * (U.c * kk) + k.kh * ROW_K,
@@ -220,6 +236,12 @@ fn backward_input_rows(@builtin(subgroup_invocation_id) lane: u32,
               taps_falling(window(hi, k.plane.z, hi.y0 - y.z)),
               taps_falling(window(lo, k.plane.w, lo.y0 - y.w)),
               taps_falling(window(hi, k.plane.w, hi.y0 - y.w)));
+    }
+    for (var rr = fours; rr < count; rr++) {
+        let k = kernel_rows(rr);
+        let y = i32(k.kh.x);
+        row1(w_row, w_ok, k.plane.x * (U.c * kk) + k.kh.x * ROW_K, taps_falling(window(lo, k.plane.x, lo.y0 - y)),
+             taps_falling(window(hi, k.plane.x, hi.y0 - y)));
     }
     out_lo = row_out(plo, U.c, U.h, U.w);
     out_hi = row_out(phi, U.c, U.h, U.w);

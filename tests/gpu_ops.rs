@@ -71,7 +71,8 @@ fn conv_shapes() -> Vec<ConvDims> {
         // channels (a group of 16 and one of 4), and a kernel as large as the image
         ConvDims { n: 3, c: 1, h: 9, w: 7, oc: 20, k: 3, stride: 2, pad: 1 },
         ConvDims { n: 1, c: 1, h: 5, w: 5, oc: 3, k: 5, stride: 1, pad: 2 },
-        // 5x5 with four channels a side and pad 1: rows of 13 and 11 pixels padded to 16 and 12
+        // 5x5 with four channels a side (kernel rows in fours) and pad 1: rows of 13
+        // and 11 pixels padded to 16 and 12
         ConvDims { n: 3, c: 4, h: 10, w: 13, oc: 8, k: 5, stride: 1, pad: 1 },
         // wide, with grids large enough for the tiled engine's wide tile on any device:
         // forward (40 channels of 16x48x48 pixels) and backward to the input (the same)
@@ -762,10 +763,10 @@ per_backend!(tensors_past_2_pow_24_elements, |g: &Arc<Gpu>| {
     drop((bx, bp, bdy, by, bdx));
     // A 5x5 kernel with tensors past 2^24 elements: where the engine runs it kernel
     // row by kernel row (the subgroup engine), on its padded pixel columns. Four
-    // channels a side, as those products need, so fewer images than above fit a binding.
+    // channels a side (20 kernel rows, no single rows), so fewer images fit a binding.
     let conv5 = ConvDims { n: 5400, c: 4, oc: 4, k: 5, pad: 2, ..conv };
     assert!(conv5.input_len() > 1 << 24 && conv5.output_len() > 1 << 24);
-    if g.kernels.conv.kernel_rows(conv5) == [true, true] {
+    if g.kernels.conv.kernel_rows(conv5) {
         let params = uniform(&mut rng, conv5.weight_len() + 4, -0.3, 0.3);
         let offs = ParamOffsets { weight: 0, bias: conv5.weight_len() };
         let x = uniform(&mut rng, conv5.input_len(), -1.0, 1.0);

@@ -74,8 +74,6 @@ const DIRECT_MODULE: &str = "conv2d_direct.wgsl";
 pub const ROW_KERNEL: usize = 5;
 /// Their pixel columns: image rows padded to a multiple of this (`ROW_PIXELS`).
 pub const ROW_PIXELS: usize = 4;
-/// Kernel rows they walk per iteration.
-pub const KERNEL_ROWS_A_STEP: usize = 4;
 
 #[derive(Clone, Copy)]
 enum Product {
@@ -167,22 +165,20 @@ impl ConvKernels {
     }
 
     /// Whether `d`'s forward and input gradient run kernel row by kernel row: on
-    /// engines that have such products, for stride-1 5x5 kernels whose kernel rows
-    /// (channels read x 5) come in the fours they walk, i.e. C and OC multiples of 4.
-    pub fn kernel_rows(&self, d: ConvDims) -> [bool; 2] {
-        let ok = self.engine.spec().kernel_row_products && d.stride == 1 && d.k == ROW_KERNEL;
-        [d.c, d.oc].map(|planes| ok && (planes * ROW_KERNEL).is_multiple_of(KERNEL_ROWS_A_STEP))
+    /// engines that have such products, for stride-1 5x5 kernels.
+    pub fn kernel_rows(&self, d: ConvDims) -> bool {
+        self.engine.spec().kernel_row_products && d.stride == 1 && d.k == ROW_KERNEL
     }
 
     /// The entry point and grid of one product: the pixel (or tap) side folded
     /// over x and y, the channel side along z.
     fn layout(&self, p: Product, d: ConvDims) -> (&Entry, u64, u64) {
-        let [forward_rows, input_rows] = self.kernel_rows(d);
+        let rows = self.kernel_rows(d);
         let padded = |width: usize| width.div_ceil(ROW_PIXELS) * ROW_PIXELS;
         let (pixels, channels) = match p {
-            Product::Forward if forward_rows => (d.n * d.oh() * padded(d.ow()), d.oc),
+            Product::Forward if rows => (d.n * d.oh() * padded(d.ow()), d.oc),
             Product::Forward => (d.n * d.oh() * d.ow(), d.oc),
-            Product::BackwardInput if input_rows => (d.n * d.h * padded(d.w), d.c),
+            Product::BackwardInput if rows => (d.n * d.h * padded(d.w), d.c),
             Product::BackwardInput => (d.n * d.h * d.w, d.c),
             // the taps, then the bias as one more (see conv2d_common.wgsl)
             Product::BackwardWeightBias => (d.c * d.k * d.k + 1, d.oc),
@@ -196,9 +192,9 @@ impl ConvKernels {
         let entry = self.entry(
             i,
             match p {
-                Product::Forward if forward_rows => Variant::ForwardRows,
+                Product::Forward if rows => Variant::ForwardRows,
                 Product::Forward => Variant::Forward,
-                Product::BackwardInput if input_rows => Variant::BackwardInputRows,
+                Product::BackwardInput if rows => Variant::BackwardInputRows,
                 Product::BackwardInput if unit_stride => Variant::BackwardInputUnitStride,
                 Product::BackwardInput => Variant::BackwardInput,
                 Product::BackwardWeightBias => Variant::BackwardWeightBias,
