@@ -1,7 +1,8 @@
 // Conv2d, the part both GEMM engines share: the uniform, the bindings, and the
-// split-K reduction (reduce_weight_bias). Included by conv2d_tiled.wgsl (the
-// shared-memory tiled engine, for GPUs) and conv2d_subgroup.wgsl (the
-// subgroup-broadcast engine, for 8-lane SIMD such as llvmpipe).
+// split-K reduction (reduce_weight_bias). Included by every engine's module:
+// conv2d_tiled.wgsl (the shared-memory tiled engine, for GPUs),
+// conv2d_subgroup_io.wgsl (the subgroup-broadcast engine, for 8-lane SIMD such as
+// llvmpipe) and conv2d_mixed.wgsl (f16 tiles on cooperative matrices).
 // #include "grid.wgsl"
 // #include "udiv.wgsl"
 //

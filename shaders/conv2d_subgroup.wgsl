@@ -21,9 +21,9 @@
 // or tap dimension, 8 per lane (4l..4l+3 and 32+4l..32+4l+3 of a 64-wide tile),
 // gathered from src_a. Each lane accumulates ROW_GROUPS*8 rows x 8 columns.
 //
-// Stride-1 5x5 convolutions with channels in fours (the tutorial model's) run
-// their forward and input gradient in conv2d_subgroup_rows.wgsl instead, which
-// reuses each gathered input along a kernel row.
+// Stride-1 5x5 convolutions (all of the tutorial model's) run their forward and
+// input gradient in conv2d_subgroup_rows.wgsl instead, which reuses each gathered
+// input along a kernel row.
 //
 // Dispatch: workgroup_size(8); x,y = column tile folded into two dimensions,
 // z = row tile (+ split * row tiles for backward_weight_bias).
@@ -38,6 +38,24 @@ fn tap_of(r: u32) -> vec3<u32> {
     let t = r - c * kk;
     let kh = udiv_small(t, U.k, inv_k);
     return vec3(c, kh, t - kh * U.k);
+}
+
+// Output columns of an (N, rows, plane) tensor at flat pixels p = (n, q) of a plane of `plane` pixels.
+fn plane_cols(p: vec4<u32>, rows: u32, plane: u32) -> OutCols {
+    let n = p / plane;
+    return OutCols(n * rows * plane + (p - n * plane), p < vec4(U.n * plane));
+}
+
+// Store the tile into an (N, rows, plane) tensor: y (forward, with bias) or dx
+// (backward_input, gated by the input's sign if U.relu).
+fn emit_planes(t: Tile, rows: u32, plane: u32, bias: bool) {
+    out_lo = plane_cols(t.col_lo, rows, plane);
+    out_hi = plane_cols(t.col_hi, rows, plane);
+    out_row_stride = plane;
+    out_rows = rows;
+    out_bias = bias;
+    out_gate = !bias && U.relu != 0u;
+    emit_all(t.row0);
 }
 
 // im2col columns: for output pixels p = (n,oh,ow), where each kernel tap reads x.

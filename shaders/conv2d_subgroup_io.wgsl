@@ -78,21 +78,3 @@ fn emit(row: u32, half: u32, v: vec4<f32>) {
         }
     }
 }
-
-// Output columns of an (N, rows, plane) tensor at flat pixels p = (n, q) of a plane of `plane` pixels.
-fn plane_cols(p: vec4<u32>, rows: u32, plane: u32) -> OutCols {
-    let n = p / plane;
-    return OutCols(n * rows * plane + (p - n * plane), p < vec4(U.n * plane));
-}
-
-// Store the tile into an (N, rows, plane) tensor: y (forward, with bias) or dx
-// (backward_input, gated by the input's sign if U.relu).
-fn emit_planes(t: Tile, rows: u32, plane: u32, bias: bool) {
-    out_lo = plane_cols(t.col_lo, rows, plane);
-    out_hi = plane_cols(t.col_hi, rows, plane);
-    out_row_stride = plane;
-    out_rows = rows;
-    out_bias = bias;
-    out_gate = !bias && U.relu != 0u;
-    emit_all(t.row0);
-}

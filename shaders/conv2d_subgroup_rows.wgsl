@@ -6,16 +6,18 @@
 // columns gathers its own input at every tap, 8 gathers a reduction step, and on
 // llvmpipe each gather is a loop over the 8 lanes. Here a lane's four columns are
 // four neighbouring pixels of one image row, so along one kernel row (fixed c, kh)
-// its 4 pixels x 5 taps read only 8 distinct inputs, one row of the source: two
-// vec4 gathers serve five reduction steps instead of twenty gathers.
+// its 4 pixels x 5 taps read only 8 distinct inputs, one row of the source: 8
+// gathered floats serve five reduction steps where the general products gather 20.
 //
 // The cost is the layout of the columns: (n, row, x) with each image row padded
 // to a multiple of 4 pixels, so no lane's four straddle two rows. Widths 28, 14 and
 // 7 become 28, 16 and 8 columns; the padding's FMAs are wasted (1/8 at widths 14
 // and 7). The host counts columns with the same padding (`ConvKernels::layout`).
 //
-//   forward_rows         rows = oc  cols = (n,oh,ow)  r = (c,kh,kw)   B(kw) = x[n, c, oh+kh-pad, ow+kw-pad]
-//   backward_input_rows  rows = c   cols = (n,ih,iw)  r = (oc,kh,kw)  B(kw) = dy[n, oc, ih+pad-kh, iw+pad-kw]
+//   forward_rows         rows = oc  cols = (n,oh,ow < pad4(OW))  r = (c,kh,kw)   B(kw) = x[n, c, oh+kh-pad, ow+kw-pad]
+//   backward_input_rows  rows = c   cols = (n,ih,iw < pad4(W))   r = (oc,kh,kw)  B(kw) = dy[n, oc, ih+pad-kh, iw+pad-kw]
+// (pad4: rounded up to a multiple of 4). udiv_small splits a column within an
+// image, so one image's padded plane (rows x pad4(width)) must stay under 2^24.
 // Both run 4 kernel rows (20 reduction steps) an iteration, then the rows left
 // (C*5 or OC*5 modulo 4) one at a time; conv1's forward (C = 1) is 4 + 1.
 
@@ -78,32 +80,32 @@ fn row_out(p: RowPixels, channels: u32, rows: u32, width: u32) -> OutCols {
     return OutCols(p.n * channels * rows * width + p.row * width + x, vec4(p.ok) & (x < vec4(width)));
 }
 
-// Where a lane's windows lie in an (N, planes, rows, width) source: row `y0` plus
-// (forward) or minus (input gradient) kh, columns x0..x0+7.
+// Where a lane's windows lie in an (N, planes, rows, width) source: row `row0` plus
+// (forward) or minus (input gradient) kh, columns col0..col0+7.
 struct Source {
     img: u32, // n*planes*rows*width
     rows: u32,
     width: u32,
-    y0: i32,
-    x0: i32,
-    ok_a: vec4<bool>, // columns x0..x0+3 inside the row (and the pixels exist)
-    ok_b: vec4<bool>, // columns x0+4..x0+7
+    row0: i32,
+    col0: i32,
+    ok_a: vec4<bool>, // columns col0..col0+3 inside the row (and the pixels exist)
+    ok_b: vec4<bool>, // columns col0+4..col0+7
 }
 
-fn source(p: RowPixels, planes: u32, rows: u32, width: u32, y0: i32, x0: i32) -> Source {
-    let xa = vec4(x0) + vec4(0, 1, 2, 3);
+fn source(p: RowPixels, planes: u32, rows: u32, width: u32, row0: i32, col0: i32) -> Source {
+    let xa = vec4(col0) + vec4(0, 1, 2, 3);
     let xb = xa + 4;
     let w = vec4(i32(width));
     let ok = vec4(p.ok);
-    return Source(p.n * planes * rows * width, rows, width, y0, x0, ok & (xa >= vec4(0)) & (xa < w),
+    return Source(p.n * planes * rows * width, rows, width, row0, col0, ok & (xa >= vec4(0)) & (xa < w),
                   ok & (xb >= vec4(0)) & (xb < w));
 }
 
-// Row `y` of plane `plane`, columns x0..x0+7 (zero outside the source).
+// Row `y` of plane `plane`, columns col0..col0+7 (zero outside the source).
 fn window(s: Source, plane: u32, y: i32) -> Win {
     let ok = vec4(y >= 0 && y < i32(s.rows));
-    // u32(x0) wraps for a negative x0; those columns are masked.
-    let i = s.img + (plane * s.rows + u32(y)) * s.width + u32(s.x0) + vec4(0u, 1u, 2u, 3u);
+    // u32(col0) wraps for a negative col0; those columns are masked.
+    let i = s.img + (plane * s.rows + u32(y)) * s.width + u32(s.col0) + vec4(0u, 1u, 2u, 3u);
     return Win(gather_a(i, s.ok_a & ok), gather_a(i + 4u, s.ok_b & ok));
 }
 
@@ -142,7 +144,7 @@ struct KernelRows {
     kh: vec4<u32>,
 }
 
-fn kernel_rows(rr: u32) -> KernelRows {
+fn kernel_rows_from(rr: u32) -> KernelRows {
     let r = rr + vec4(0u, 1u, 2u, 3u);
     let plane = vec4(udiv_small(r.x, ROW_K, INV_ROW_K), udiv_small(r.y, ROW_K, INV_ROW_K),
                      udiv_small(r.z, ROW_K, INV_ROW_K), udiv_small(r.w, ROW_K, INV_ROW_K));
@@ -172,23 +174,23 @@ fn forward_rows(@builtin(subgroup_invocation_id) lane: u32,
     let count = U.c * ROW_K;
     let fours = count / KERNEL_ROWS_A_STEP * KERNEL_ROWS_A_STEP;
     for (var rr = 0u; rr < fours; rr += KERNEL_ROWS_A_STEP) {
-        let k = kernel_rows(rr);
+        let k = kernel_rows_from(rr);
         let y = vec4<i32>(k.kh);
         rows4(w_row, w_ok, rr * ROW_K + vec4(0u, 5u, 10u, 15u),
-              taps_rising(window(lo, k.plane.x, lo.y0 + y.x)),
-              taps_rising(window(hi, k.plane.x, hi.y0 + y.x)),
-              taps_rising(window(lo, k.plane.y, lo.y0 + y.y)),
-              taps_rising(window(hi, k.plane.y, hi.y0 + y.y)),
-              taps_rising(window(lo, k.plane.z, lo.y0 + y.z)),
-              taps_rising(window(hi, k.plane.z, hi.y0 + y.z)),
-              taps_rising(window(lo, k.plane.w, lo.y0 + y.w)),
-              taps_rising(window(hi, k.plane.w, hi.y0 + y.w)));
+              taps_rising(window(lo, k.plane.x, lo.row0 + y.x)),
+              taps_rising(window(hi, k.plane.x, hi.row0 + y.x)),
+              taps_rising(window(lo, k.plane.y, lo.row0 + y.y)),
+              taps_rising(window(hi, k.plane.y, hi.row0 + y.y)),
+              taps_rising(window(lo, k.plane.z, lo.row0 + y.z)),
+              taps_rising(window(hi, k.plane.z, hi.row0 + y.z)),
+              taps_rising(window(lo, k.plane.w, lo.row0 + y.w)),
+              taps_rising(window(hi, k.plane.w, hi.row0 + y.w)));
     }
     for (var rr = fours; rr < count; rr++) {
-        let k = kernel_rows(rr);
+        let k = kernel_rows_from(rr);
         let y = i32(k.kh.x);
-        row1(w_row, w_ok, rr * ROW_K, taps_rising(window(lo, k.plane.x, lo.y0 + y)),
-             taps_rising(window(hi, k.plane.x, hi.y0 + y)));
+        row1(w_row, w_ok, rr * ROW_K, taps_rising(window(lo, k.plane.x, lo.row0 + y)),
+             taps_rising(window(hi, k.plane.x, hi.row0 + y)));
     }
     out_lo = row_out(plo, U.oc, U.oh, U.ow);
     out_hi = row_out(phi, U.oc, U.oh, U.ow);
@@ -213,7 +215,7 @@ fn backward_input_rows(@builtin(subgroup_invocation_id) lane: u32,
     inv_xp = 1.0 / f32(xp);
     let plo = row_pixels(t.col_lo.x, U.h, xp);
     let phi = row_pixels(t.col_hi.x, U.h, xp);
-    // Pixel x0 + i at tap kw reads dy column x0 + i + pad - kw: window x0 + pad - 4 + 0..7.
+    // Pixel x0 + i at tap kw reads dy column x0 + i + pad - kw: the window starts at x0 + pad - 4.
     let pad = i32(U.pad);
     let back = i32(ROW_K) - 1;
     let lo = source(plo, U.oc, U.oh, U.ow, i32(plo.row) + pad, i32(plo.x0) + pad - back);
@@ -225,23 +227,23 @@ fn backward_input_rows(@builtin(subgroup_invocation_id) lane: u32,
     let count = U.oc * ROW_K;
     let fours = count / KERNEL_ROWS_A_STEP * KERNEL_ROWS_A_STEP;
     for (var rr = 0u; rr < fours; rr += KERNEL_ROWS_A_STEP) {
-        let k = kernel_rows(rr);
+        let k = kernel_rows_from(rr);
         let y = vec4<i32>(k.kh);
         rows4(w_row, w_ok, k.plane * (U.c * kk) + k.kh * ROW_K,
-              taps_falling(window(lo, k.plane.x, lo.y0 - y.x)),
-              taps_falling(window(hi, k.plane.x, hi.y0 - y.x)),
-              taps_falling(window(lo, k.plane.y, lo.y0 - y.y)),
-              taps_falling(window(hi, k.plane.y, hi.y0 - y.y)),
-              taps_falling(window(lo, k.plane.z, lo.y0 - y.z)),
-              taps_falling(window(hi, k.plane.z, hi.y0 - y.z)),
-              taps_falling(window(lo, k.plane.w, lo.y0 - y.w)),
-              taps_falling(window(hi, k.plane.w, hi.y0 - y.w)));
+              taps_falling(window(lo, k.plane.x, lo.row0 - y.x)),
+              taps_falling(window(hi, k.plane.x, hi.row0 - y.x)),
+              taps_falling(window(lo, k.plane.y, lo.row0 - y.y)),
+              taps_falling(window(hi, k.plane.y, hi.row0 - y.y)),
+              taps_falling(window(lo, k.plane.z, lo.row0 - y.z)),
+              taps_falling(window(hi, k.plane.z, hi.row0 - y.z)),
+              taps_falling(window(lo, k.plane.w, lo.row0 - y.w)),
+              taps_falling(window(hi, k.plane.w, hi.row0 - y.w)));
     }
     for (var rr = fours; rr < count; rr++) {
-        let k = kernel_rows(rr);
+        let k = kernel_rows_from(rr);
         let y = i32(k.kh.x);
-        row1(w_row, w_ok, k.plane.x * (U.c * kk) + k.kh.x * ROW_K, taps_falling(window(lo, k.plane.x, lo.y0 - y)),
-             taps_falling(window(hi, k.plane.x, hi.y0 - y)));
+        row1(w_row, w_ok, k.plane.x * (U.c * kk) + k.kh.x * ROW_K, taps_falling(window(lo, k.plane.x, lo.row0 - y)),
+             taps_falling(window(hi, k.plane.x, hi.row0 - y)));
     }
     out_lo = row_out(plo, U.c, U.h, U.w);
     out_hi = row_out(phi, U.c, U.h, U.w);

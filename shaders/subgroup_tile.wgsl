@@ -1,9 +1,9 @@
 // The register tile of the subgroup-broadcast GEMMs, included by
-// conv2d_subgroup.wgsl and sgemm_subgroup.wgsl. A workgroup is one 8-lane
+// conv2d_subgroup_io.wgsl and sgemm_subgroup.wgsl. A workgroup is one 8-lane
 // subgroup; it owns a tile of ROW_GROUPS*8 rows by 64 columns. Lane l holds
 // columns 4l..4l+3 ("lo") and 32+4l..32+4l+3 ("hi") of every row, and supplies
 // the A values of rows l, l+8, l+16, l+24, which subgroupBroadcast hands to
-// the other lanes. The including file defines `emit(row, half, v)`, which
+// the other lanes. The including files define `emit(row, half, v)`, which
 // stores row `row` of this lane's lo (half 0) or hi (half 1) columns.
 //
 // Written out rather than looped: llvmpipe keeps any dynamically indexed local

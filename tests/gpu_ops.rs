@@ -74,6 +74,10 @@ fn conv_shapes() -> Vec<ConvDims> {
         // 5x5 with four channels a side (kernel rows in fours) and pad 1: rows of 13
         // and 11 pixels padded to 16 and 12
         ConvDims { n: 3, c: 4, h: 10, w: 13, oc: 8, k: 5, stride: 1, pad: 1 },
+        // 5x5 with pad 3 (the output larger than the input, rows of 3 and 5 padded
+        // to 4 and 8), and with no padding (outputs 2 wide)
+        ConvDims { n: 2, c: 3, h: 4, w: 3, oc: 5, k: 5, stride: 1, pad: 3 },
+        ConvDims { n: 2, c: 2, h: 9, w: 6, oc: 3, k: 5, stride: 1, pad: 0 },
         // wide, with grids large enough for the tiled engine's wide tile on any device:
         // forward (40 channels of 16x48x48 pixels) and backward to the input (the same)
         ConvDims { n: 16, c: 3, h: 48, w: 48, oc: 40, k: 3, stride: 1, pad: 1 },
@@ -128,6 +132,11 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
     let direct = d.c * d.k * d.k <= DIRECT_MAX_REDUCTION && set.kernels.engine != GemmEngine::Subgroup;
     assert_eq!(k.direct_forward(d), direct, "{}", at(""));
     assert_eq!(ds[0].name == "conv2d_direct.forward", direct, "{}: forward ran {}", at(""), ds[0].name);
+    // Stride-1 5x5 kernels run kernel row by kernel row where the engine has such products.
+    let rows = k.by_kernel_rows(d);
+    assert_eq!(rows, set.kernels.engine == GemmEngine::Subgroup && d.stride == 1 && d.k == 5, "{}", at(""));
+    assert_eq!(ds[0].name.contains(".forward_rows"), rows && !direct, "{}: forward ran {}", at(""), ds[0].name);
+    assert_eq!(ds[1].name.contains(".backward_input_rows"), rows, "{}: input gradient ran {}", at(""), ds[1].name);
     // The tiled engine's tile configurations, each where it is meant to run.
     if set.label.contains("/tiled") {
         let wide = |p: &str| ds.iter().any(|dsp| dsp.name.starts_with(&format!("conv2d_tiled.{p}@64x128")));
@@ -761,28 +770,37 @@ per_backend!(tensors_past_2_pow_24_elements, |g: &Arc<Gpu>| {
         assert_close(&what("weight and bias gradient"), &grads, &dw, 5e-3, 1e-3);
     }
     drop((bx, bp, bdy, by, bdx));
-    // A 5x5 kernel with tensors past 2^24 elements: where the engine runs it kernel
-    // row by kernel row (the subgroup engine), on its padded pixel columns. Four
-    // channels a side (20 kernel rows, no single rows), so fewer images fit a binding.
-    let conv5 = ConvDims { n: 5400, c: 4, oc: 4, k: 5, pad: 2, ..conv };
-    assert!(conv5.input_len() > 1 << 24 && conv5.output_len() > 1 << 24);
-    if g.kernels.conv.kernel_rows(conv5) {
-        let params = uniform(&mut rng, conv5.weight_len() + 4, -0.3, 0.3);
-        let offs = ParamOffsets { weight: 0, bias: conv5.weight_len() };
-        let x = uniform(&mut rng, conv5.input_len(), -1.0, 1.0);
-        let dy = uniform(&mut rng, conv5.output_len(), -1.0, 1.0);
-        let (p64, wl) = (to64(&params), conv5.weight_len());
-        let (mut y, mut dx) = (vec![0f64; conv5.output_len()], vec![0f64; conv5.input_len()]);
-        let (mut dw, mut db) = (vec![0f64; wl], vec![0f64; 4]);
-        ops::conv2d_forward(&mut y, &to64(&x), &p64[..wl], &p64[wl..], conv5);
-        ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, &to64(&dy), &to64(&x), &p64[..wl], conv5);
-        let (bx, bp, bdy) = (g.upload("x", &x), g.upload("params", &params), g.upload("dy", &dy));
-        let (by, bdx) = (g.storage("y", conv5.output_len() as u64 * 4), g.storage("dx", conv5.input_len() as u64 * 4));
-        let k = &g.kernels.conv;
-        run(g, &[k.forward(conv5, offs, false, &bx, &bp, &by), k.backward_input(conv5, offs, &bdy, &bp, &bdx, None)]);
-        let what = |op: &str| format!("{:?}/{} conv 5x5 {op}, {} elements", g.info.backend, g.kernels.engine, x.len());
-        assert_close(&what("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1);
-        assert_close(&what("backward_input"), &g.read::<f32>(&bdx).unwrap(), &dx, RED.0, RED.1);
+    // 5x5 kernels, which the subgroup engine runs kernel row by kernel row on pixel
+    // columns padded to whole rows of 4: one channel a side, so that the batch's
+    // padded columns (the index it divides) pass 2^24, and four channels a side, so
+    // that the tensors' offsets do while the four-row steps run (fewer images fit).
+    for d in [ConvDims { k: 5, pad: 2, ..conv }, ConvDims { n: 5400, c: 4, oc: 4, k: 5, pad: 2, ..conv }] {
+        assert!(d.input_len() > 1 << 24 && d.output_len() > 1 << 24);
+        if g.kernels.conv.by_kernel_rows(d) {
+            conv5x5_past_2_pow_24(g, d, &mut rng);
+        }
     }
     report(g, "maxpool, conv past 2^24 elements", 0.0);
 });
+
+fn conv5x5_past_2_pow_24(g: &Gpu, d: ConvDims, rng: &mut Rng) {
+    let wl = d.weight_len();
+    let params = uniform(rng, wl + d.oc, -0.3, 0.3);
+    let offs = ParamOffsets { weight: 0, bias: wl };
+    let x = uniform(rng, d.input_len(), -1.0, 1.0);
+    let dy = uniform(rng, d.output_len(), -1.0, 1.0);
+    let p64 = to64(&params);
+    let (mut y, mut dx) = (vec![0f64; d.output_len()], vec![0f64; d.input_len()]);
+    let (mut dw, mut db) = (vec![0f64; wl], vec![0f64; d.oc]);
+    ops::conv2d_forward(&mut y, &to64(&x), &p64[..wl], &p64[wl..], d);
+    ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, &to64(&dy), &to64(&x), &p64[..wl], d);
+    let (bx, bp, bdy) = (g.upload("x", &x), g.upload("params", &params), g.upload("dy", &dy));
+    let (by, bdx) = (g.storage("y", d.output_len() as u64 * 4), g.storage("dx", d.input_len() as u64 * 4));
+    let k = &g.kernels.conv;
+    let ds = [k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];
+    assert!(ds[0].name.contains("forward_rows") && ds[1].name.contains("backward_input_rows"), "{}", ds[0].name);
+    run(g, &ds);
+    let what = |op: &str| format!("{:?}/{} conv {op} {d:?}", g.info.backend, g.kernels.engine);
+    assert_close(&what("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1);
+    assert_close(&what("backward_input"), &g.read::<f32>(&bdx).unwrap(), &dx, RED.0, RED.1);
+}

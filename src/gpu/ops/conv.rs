@@ -47,8 +47,9 @@ impl ConvUniform {
     }
 }
 
-/// The pipelines of one tile configuration: the three products, and backward_input
-/// compiled for stride 1 where the engine has such a variant.
+/// The pipelines of one tile configuration: the three products, backward_input
+/// compiled for stride 1 where the engine has such a variant, and the kernel-row
+/// forward and input gradient where it has those (`by_kernel_rows`).
 #[derive(Clone, Copy)]
 enum Variant {
     Forward,
@@ -166,14 +167,14 @@ impl ConvKernels {
 
     /// Whether `d`'s forward and input gradient run kernel row by kernel row: on
     /// engines that have such products, for stride-1 5x5 kernels.
-    pub fn kernel_rows(&self, d: ConvDims) -> bool {
+    pub fn by_kernel_rows(&self, d: ConvDims) -> bool {
         self.engine.spec().kernel_row_products && d.stride == 1 && d.k == ROW_KERNEL
     }
 
     /// The entry point and grid of one product: the pixel (or tap) side folded
     /// over x and y, the channel side along z.
     fn layout(&self, p: Product, d: ConvDims) -> (&Entry, u64, u64) {
-        let rows = self.kernel_rows(d);
+        let rows = self.by_kernel_rows(d);
         let padded = |width: usize| width.div_ceil(ROW_PIXELS) * ROW_PIXELS;
         let (pixels, channels) = match p {
             Product::Forward if rows => (d.n * d.oh() * padded(d.ow()), d.oc),
