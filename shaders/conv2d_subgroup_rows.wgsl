@@ -35,7 +35,7 @@ struct Win {
     b: vec4<f32>,
 }
 
-// A lane's B values at the five taps kw = 0..4 of one kernel row, for its 4 pixels.
+// A lane's B values for its 4 pixels at window offsets j = 0..4: positions j..j+3.
 struct Taps {
     k0: vec4<f32>,
     k1: vec4<f32>,
@@ -44,14 +44,8 @@ struct Taps {
     k4: vec4<f32>,
 }
 
-// Forward: pixel i at tap kw reads window position i + kw.
-fn taps_rising(w: Win) -> Taps {
+fn taps(w: Win) -> Taps {
     return Taps(w.a, vec4(w.a.yzw, w.b.x), vec4(w.a.zw, w.b.xy), vec4(w.a.w, w.b.xyz), w.b);
-}
-
-// Input gradient: pixel i at tap kw reads window position i + 4 - kw.
-fn taps_falling(w: Win) -> Taps {
-    return Taps(w.b, vec4(w.a.w, w.b.xyz), vec4(w.a.zw, w.b.xy), vec4(w.a.yzw, w.b.x), w.a);
 }
 
 // A lane's four pixels (n, row, x0..x0+3) of columns laid out (n, row, x) with
@@ -113,29 +107,30 @@ fn row_step(w_row: vec4<u32>, w_ok: vec4<bool>, off: u32, lo: vec4<f32>, hi: vec
     return Step(gather_rows(w_row + off, w_ok), lo, hi);
 }
 
-// Twenty reduction steps: four kernel rows j, each of five taps, whose A values
-// sit at w_row + a[j] + kw. Written out for the register tile (subgroup_tile.wgsl).
-fn rows4(w_row: vec4<u32>, w_ok: vec4<bool>, a: vec4<u32>,
+// Twenty reduction steps: four kernel rows, each of five window offsets j, whose
+// A values sit at w_row + a[row] + d[j] (d[0] = 0). Written out for the register
+// tile (subgroup_tile.wgsl).
+fn rows4(w_row: vec4<u32>, w_ok: vec4<bool>, a: vec4<u32>, d: vec4<u32>,
          l0: Taps, h0: Taps, l1: Taps, h1: Taps, l2: Taps, h2: Taps, l3: Taps, h3: Taps) {
-    accumulate4(row_step(w_row, w_ok, a.x, l0.k0, h0.k0), row_step(w_row, w_ok, a.x + 1u, l0.k1, h0.k1),
-                row_step(w_row, w_ok, a.x + 2u, l0.k2, h0.k2), row_step(w_row, w_ok, a.x + 3u, l0.k3, h0.k3));
-    accumulate4(row_step(w_row, w_ok, a.x + 4u, l0.k4, h0.k4), row_step(w_row, w_ok, a.y, l1.k0, h1.k0),
-                row_step(w_row, w_ok, a.y + 1u, l1.k1, h1.k1), row_step(w_row, w_ok, a.y + 2u, l1.k2, h1.k2));
-    accumulate4(row_step(w_row, w_ok, a.y + 3u, l1.k3, h1.k3), row_step(w_row, w_ok, a.y + 4u, l1.k4, h1.k4),
-                row_step(w_row, w_ok, a.z, l2.k0, h2.k0), row_step(w_row, w_ok, a.z + 1u, l2.k1, h2.k1));
-    accumulate4(row_step(w_row, w_ok, a.z + 2u, l2.k2, h2.k2), row_step(w_row, w_ok, a.z + 3u, l2.k3, h2.k3),
-                row_step(w_row, w_ok, a.z + 4u, l2.k4, h2.k4), row_step(w_row, w_ok, a.w, l3.k0, h3.k0));
-    accumulate4(row_step(w_row, w_ok, a.w + 1u, l3.k1, h3.k1), row_step(w_row, w_ok, a.w + 2u, l3.k2, h3.k2),
-                row_step(w_row, w_ok, a.w + 3u, l3.k3, h3.k3), row_step(w_row, w_ok, a.w + 4u, l3.k4, h3.k4));
+    accumulate4(row_step(w_row, w_ok, a.x, l0.k0, h0.k0), row_step(w_row, w_ok, a.x + d.x, l0.k1, h0.k1),
+                row_step(w_row, w_ok, a.x + d.y, l0.k2, h0.k2), row_step(w_row, w_ok, a.x + d.z, l0.k3, h0.k3));
+    accumulate4(row_step(w_row, w_ok, a.x + d.w, l0.k4, h0.k4), row_step(w_row, w_ok, a.y, l1.k0, h1.k0),
+                row_step(w_row, w_ok, a.y + d.x, l1.k1, h1.k1), row_step(w_row, w_ok, a.y + d.y, l1.k2, h1.k2));
+    accumulate4(row_step(w_row, w_ok, a.y + d.z, l1.k3, h1.k3), row_step(w_row, w_ok, a.y + d.w, l1.k4, h1.k4),
+                row_step(w_row, w_ok, a.z, l2.k0, h2.k0), row_step(w_row, w_ok, a.z + d.x, l2.k1, h2.k1));
+    accumulate4(row_step(w_row, w_ok, a.z + d.y, l2.k2, h2.k2), row_step(w_row, w_ok, a.z + d.z, l2.k3, h2.k3),
+                row_step(w_row, w_ok, a.z + d.w, l2.k4, h2.k4), row_step(w_row, w_ok, a.w, l3.k0, h3.k0));
+    accumulate4(row_step(w_row, w_ok, a.w + d.x, l3.k1, h3.k1), row_step(w_row, w_ok, a.w + d.y, l3.k2, h3.k2),
+                row_step(w_row, w_ok, a.w + d.z, l3.k3, h3.k3), row_step(w_row, w_ok, a.w + d.w, l3.k4, h3.k4));
 }
 
 // One kernel row, where fewer than four are left: the register tile takes four
 // steps at a time, so three of these eight are zero.
-fn row1(w_row: vec4<u32>, w_ok: vec4<bool>, a: u32, l: Taps, h: Taps) {
+fn row1(w_row: vec4<u32>, w_ok: vec4<bool>, a: u32, d: vec4<u32>, l: Taps, h: Taps) {
     let zero = Step(vec4(0.0), vec4(0.0), vec4(0.0));
-    accumulate4(row_step(w_row, w_ok, a, l.k0, h.k0), row_step(w_row, w_ok, a + 1u, l.k1, h.k1),
-                row_step(w_row, w_ok, a + 2u, l.k2, h.k2), row_step(w_row, w_ok, a + 3u, l.k3, h.k3));
-    accumulate4(row_step(w_row, w_ok, a + 4u, l.k4, h.k4), zero, zero, zero);
+    accumulate4(row_step(w_row, w_ok, a, l.k0, h.k0), row_step(w_row, w_ok, a + d.x, l.k1, h.k1),
+                row_step(w_row, w_ok, a + d.y, l.k2, h.k2), row_step(w_row, w_ok, a + d.z, l.k3, h.k3));
+    accumulate4(row_step(w_row, w_ok, a + d.w, l.k4, h.k4), zero, zero, zero);
 }
 
 // (plane, kh) of kernel rows rr..rr+3, over (planes, ROW_K).
@@ -151,105 +146,98 @@ fn kernel_rows_from(rr: u32) -> KernelRows {
     return KernelRows(plane, r - plane * ROW_K);
 }
 
+// The tile's pixel columns (n, row, x < xp) for an output of `rows` x `width`
+// pixels an image, where xp is `width` padded to a multiple of ROW_PIXELS.
+struct RowTile {
+    t: Tile,
+    lo: RowPixels,
+    hi: RowPixels,
+    exists: bool, // false past the last column: the workgroup returns
+}
+
+fn row_tile(lane: u32, wid: vec3<u32>, nwg: vec3<u32>, rows: u32, width: u32) -> RowTile {
+    let xp = (width + ROW_PIXELS - 1u) / ROW_PIXELS * ROW_PIXELS;
+    let col_tile = folded_group(wid, nwg);
+    let t = tile_at(lane, wid.z, col_tile);
+    inv_row_plane = 1.0 / f32(rows * xp);
+    inv_xp = 1.0 / f32(xp);
+    return RowTile(t, row_pixels(t.col_lo.x, rows, xp), row_pixels(t.col_hi.x, rows, xp),
+                   col_tile * TILE_COLS < U.n * rows * xp);
+}
+
+// The reduction over `count` kernel rows (plane, kh) of the sources lo and hi.
+// Kernel row (plane, kh) reads source row row0 + kh, or row0 - kh if `flip` (the
+// input gradient, whose taps run backwards over the window); its weights are at
+// w_row + plane * plane_stride + kh * ROW_K + kw, where window offset j is tap
+// kw = j, or kw = 4 - j if `flip`.
+fn walk_kernel_rows(lo: Source, hi: Source, w_row: vec4<u32>, w_ok: vec4<bool>, count: u32, plane_stride: u32,
+                    flip: bool) {
+    let sign = select(1, -1, flip);
+    let d = select(vec4(1u, 2u, 3u, 4u), vec4(0u) - vec4(1u, 2u, 3u, 4u), flip);
+    let first = select(0u, ROW_K - 1u, flip);
+    let fours = count / KERNEL_ROWS_A_STEP * KERNEL_ROWS_A_STEP;
+    for (var rr = 0u; rr < fours; rr += KERNEL_ROWS_A_STEP) {
+        let k = kernel_rows_from(rr);
+        let y = vec4<i32>(k.kh) * sign;
+        rows4(w_row, w_ok, k.plane * plane_stride + k.kh * ROW_K + first, d,
+              taps(window(lo, k.plane.x, lo.row0 + y.x)), taps(window(hi, k.plane.x, hi.row0 + y.x)),
+              taps(window(lo, k.plane.y, lo.row0 + y.y)), taps(window(hi, k.plane.y, hi.row0 + y.y)),
+              taps(window(lo, k.plane.z, lo.row0 + y.z)), taps(window(hi, k.plane.z, hi.row0 + y.z)),
+              taps(window(lo, k.plane.w, lo.row0 + y.w)), taps(window(hi, k.plane.w, hi.row0 + y.w)));
+    }
+    for (var rr = fours; rr < count; rr++) {
+        let k = kernel_rows_from(rr);
+        let y = i32(k.kh.x) * sign;
+        row1(w_row, w_ok, k.plane.x * plane_stride + k.kh.x * ROW_K + first, d,
+             taps(window(lo, k.plane.x, lo.row0 + y)), taps(window(hi, k.plane.x, hi.row0 + y)));
+    }
+}
+
+// Store the tile into an (N, channels, rows, width) tensor: y (forward, with bias)
+// or dx (input gradient, gated by the input's sign if U.relu).
+fn emit_rows(rt: RowTile, channels: u32, rows: u32, width: u32, bias: bool) {
+    out_lo = row_out(rt.lo, channels, rows, width);
+    out_hi = row_out(rt.hi, channels, rows, width);
+    out_row_stride = rows * width;
+    out_rows = channels;
+    out_bias = bias;
+    out_gate = !bias && U.relu != 0u;
+    emit_all(rt.t.row0);
+}
+
 @compute @workgroup_size(8)
 fn forward_rows(@builtin(subgroup_invocation_id) lane: u32,
                 @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
-    let xp = (U.ow + ROW_PIXELS - 1u) / ROW_PIXELS * ROW_PIXELS;
-    let col_tile = folded_group(wid, nwg);
-    if (col_tile * TILE_COLS >= U.n * U.oh * xp) {
+    let rt = row_tile(lane, wid, nwg, U.oh, U.ow);
+    if (!rt.exists) {
         return;
     }
-    let t = tile_at(lane, wid.z, col_tile);
-    inv_row_plane = 1.0 / f32(U.oh * xp);
-    inv_xp = 1.0 / f32(xp);
-    let plo = row_pixels(t.col_lo.x, U.oh, xp);
-    let phi = row_pixels(t.col_hi.x, U.oh, xp);
+    // Pixel x0 + i at tap kw reads x column x0 + i + kw - pad: the window starts at x0 - pad.
     let pad = i32(U.pad);
-    let lo = source(plo, U.c, U.h, U.w, i32(plo.row) - pad, i32(plo.x0) - pad);
-    let hi = source(phi, U.c, U.h, U.w, i32(phi.row) - pad, i32(phi.x0) - pad);
-    let ckk = U.c * ROW_K * ROW_K;
-    let w_row = U.w_off + t.rows * ckk;
-    let w_ok = t.rows < vec4(U.oc);
-    let count = U.c * ROW_K;
-    let fours = count / KERNEL_ROWS_A_STEP * KERNEL_ROWS_A_STEP;
-    for (var rr = 0u; rr < fours; rr += KERNEL_ROWS_A_STEP) {
-        let k = kernel_rows_from(rr);
-        let y = vec4<i32>(k.kh);
-        rows4(w_row, w_ok, rr * ROW_K + vec4(0u, 5u, 10u, 15u),
-              taps_rising(window(lo, k.plane.x, lo.row0 + y.x)),
-              taps_rising(window(hi, k.plane.x, hi.row0 + y.x)),
-              taps_rising(window(lo, k.plane.y, lo.row0 + y.y)),
-              taps_rising(window(hi, k.plane.y, hi.row0 + y.y)),
-              taps_rising(window(lo, k.plane.z, lo.row0 + y.z)),
-              taps_rising(window(hi, k.plane.z, hi.row0 + y.z)),
-              taps_rising(window(lo, k.plane.w, lo.row0 + y.w)),
-              taps_rising(window(hi, k.plane.w, hi.row0 + y.w)));
-    }
-    for (var rr = fours; rr < count; rr++) {
-        let k = kernel_rows_from(rr);
-        let y = i32(k.kh.x);
-        row1(w_row, w_ok, rr * ROW_K, taps_rising(window(lo, k.plane.x, lo.row0 + y)),
-             taps_rising(window(hi, k.plane.x, hi.row0 + y)));
-    }
-    out_lo = row_out(plo, U.oc, U.oh, U.ow);
-    out_hi = row_out(phi, U.oc, U.oh, U.ow);
-    out_row_stride = U.oh * U.ow;
-    out_rows = U.oc;
-    out_bias = true;
-    out_gate = false;
-    emit_all(t.row0);
+    let lo = source(rt.lo, U.c, U.h, U.w, i32(rt.lo.row) - pad, i32(rt.lo.x0) - pad);
+    let hi = source(rt.hi, U.c, U.h, U.w, i32(rt.hi.row) - pad, i32(rt.hi.x0) - pad);
+    // W[oc, c, kh, kw] is at w_row + c*K*K + kh*K + kw for this lane's rows oc.
+    let kk = ROW_K * ROW_K;
+    walk_kernel_rows(lo, hi, U.w_off + rt.t.rows * (U.c * kk), rt.t.rows < vec4(U.oc), U.c * ROW_K, kk, false);
+    emit_rows(rt, U.oc, U.oh, U.ow, true);
 }
 
 @compute @workgroup_size(8)
 fn backward_input_rows(@builtin(subgroup_invocation_id) lane: u32,
                        @builtin(workgroup_id) wid: vec3<u32>,
                        @builtin(num_workgroups) nwg: vec3<u32>) {
-    let xp = (U.w + ROW_PIXELS - 1u) / ROW_PIXELS * ROW_PIXELS;
-    let col_tile = folded_group(wid, nwg);
-    if (col_tile * TILE_COLS >= U.n * U.h * xp) {
+    let rt = row_tile(lane, wid, nwg, U.h, U.w);
+    if (!rt.exists) {
         return;
     }
-    let t = tile_at(lane, wid.z, col_tile);
-    inv_row_plane = 1.0 / f32(U.h * xp);
-    inv_xp = 1.0 / f32(xp);
-    let plo = row_pixels(t.col_lo.x, U.h, xp);
-    let phi = row_pixels(t.col_hi.x, U.h, xp);
     // Pixel x0 + i at tap kw reads dy column x0 + i + pad - kw: the window starts at x0 + pad - 4.
     let pad = i32(U.pad);
     let back = i32(ROW_K) - 1;
-    let lo = source(plo, U.oc, U.oh, U.ow, i32(plo.row) + pad, i32(plo.x0) + pad - back);
-    let hi = source(phi, U.oc, U.oh, U.ow, i32(phi.row) + pad, i32(phi.x0) + pad - back);
-    let kk = ROW_K * ROW_K;
+    let lo = source(rt.lo, U.oc, U.oh, U.ow, i32(rt.lo.row) + pad, i32(rt.lo.x0) + pad - back);
+    let hi = source(rt.hi, U.oc, U.oh, U.ow, i32(rt.hi.row) + pad, i32(rt.hi.x0) + pad - back);
     // W[oc, c, kh, kw] is at w_row + oc*C*K*K + kh*K + kw for this lane's rows c.
-    let w_row = U.w_off + t.rows * kk;
-    let w_ok = t.rows < vec4(U.c);
-    let count = U.oc * ROW_K;
-    let fours = count / KERNEL_ROWS_A_STEP * KERNEL_ROWS_A_STEP;
-    for (var rr = 0u; rr < fours; rr += KERNEL_ROWS_A_STEP) {
-        let k = kernel_rows_from(rr);
-        let y = vec4<i32>(k.kh);
-        rows4(w_row, w_ok, k.plane * (U.c * kk) + k.kh * ROW_K,
-              taps_falling(window(lo, k.plane.x, lo.row0 - y.x)),
-              taps_falling(window(hi, k.plane.x, hi.row0 - y.x)),
-              taps_falling(window(lo, k.plane.y, lo.row0 - y.y)),
-              taps_falling(window(hi, k.plane.y, hi.row0 - y.y)),
-              taps_falling(window(lo, k.plane.z, lo.row0 - y.z)),
-              taps_falling(window(hi, k.plane.z, hi.row0 - y.z)),
-              taps_falling(window(lo, k.plane.w, lo.row0 - y.w)),
-              taps_falling(window(hi, k.plane.w, hi.row0 - y.w)));
-    }
-    for (var rr = fours; rr < count; rr++) {
-        let k = kernel_rows_from(rr);
-        let y = i32(k.kh.x);
-        row1(w_row, w_ok, k.plane.x * (U.c * kk) + k.kh.x * ROW_K, taps_falling(window(lo, k.plane.x, lo.row0 - y)),
-             taps_falling(window(hi, k.plane.x, hi.row0 - y)));
-    }
-    out_lo = row_out(plo, U.c, U.h, U.w);
-    out_hi = row_out(phi, U.c, U.h, U.w);
-    out_row_stride = U.h * U.w;
-    out_rows = U.c;
-    out_bias = false;
-    out_gate = U.relu != 0u;
-    emit_all(t.row0);
+    let kk = ROW_K * ROW_K;
+    walk_kernel_rows(lo, hi, U.w_off + rt.t.rows * kk, rt.t.rows < vec4(U.c), U.oc * ROW_K, U.c * kk, true);
+    emit_rows(rt, U.c, U.h, U.w, false);
 }
