@@ -196,9 +196,9 @@ fn backward_input(@builtin(subgroup_invocation_id) lane: u32,
 // im2col^T columns: for kernel taps (c,kh,kw), where each output pixel reads x;
 // column C*K*K is the bias, all ones (its product is db).
 struct TapCols {
-    base: vec4<u32>, // c*H*W
-    dy: vec4<i32>,   // kh - pad
-    dx: vec4<i32>,   // kw - pad
+    off: vec4<u32>,  // c*H*W + (kh - pad)*W + (kw - pad), wrapping: x's offset from the pixel's (oh, ow)
+    dy: vec4<u32>,   // kh - pad, wrapping
+    dx: vec4<u32>,   // kw - pad, wrapping
     ok: vec4<bool>,  // a tap
     bias: vec4<bool>,
 }
@@ -208,18 +208,21 @@ fn tap_cols(tap: vec4<u32>) -> TapCols {
     let c = tap / kk;
     let q = tap - c * kk;
     let kh = q / U.k;
-    return TapCols(c * U.h * U.w, vec4<i32>(kh) - i32(U.pad), vec4<i32>(q - kh * U.k) - i32(U.pad),
-                   tap < vec4(U.c * kk), tap == vec4(U.c * kk));
+    let dy = kh - U.pad;
+    let dx = q - kh * U.k - U.pad;
+    return TapCols(c * U.h * U.w + dy * U.w + dx, dy, dx, tap < vec4(U.c * kk), tap == vec4(U.c * kk));
 }
 
 var<private> inv_ow: f32;
 
 // x at output pixel (n,oh,ow) through each of the four taps (zero unless `live`).
+// In wrapping u32 arithmetic a row or column left of 0 becomes huge, so one
+// unsigned comparison a side bounds it, and x's index is the pixel's plus the tap's.
 fn im2col_t(cols: TapCols, n: u32, oh: u32, ow: u32, live: bool) -> vec4<f32> {
-    let ih = i32(oh * U.stride) + cols.dy;
-    let iw = i32(ow * U.stride) + cols.dx;
-    let ok = cols.ok & vec4(live) & (ih >= vec4(0)) & (iw >= vec4(0)) & (ih < vec4(i32(U.h))) & (iw < vec4(i32(U.w)));
-    let idx = n * U.c * U.h * U.w + cols.base + vec4<u32>(ih) * U.w + vec4<u32>(iw);
+    let y = oh * U.stride;
+    let x = ow * U.stride;
+    let ok = cols.ok & vec4(live) & (y + cols.dy < vec4(U.h)) & (x + cols.dx < vec4(U.w));
+    let idx = (n * U.c * U.h + y) * U.w + x + cols.off;
     return select(gather_a(idx, ok), vec4(1.0), cols.bias & vec4(live));
 }
 
