@@ -5,15 +5,15 @@
 //! atomically, so a reader never sees half a PNG.
 
 mod canvas;
+mod colors;
 mod confusion;
 mod curves;
 mod sheet;
 
+pub use colors::{activation_rgb, saliency_scale, signed_rgb, FLAT_TILE_RGB};
 pub use confusion::confusion;
 pub use curves::{comparison, training_curves, Run};
-pub use sheet::{
-    activation_rgb, explain_sheet, saliency_scale, signed_rgb, Filters, Sheet, FLAT_TILE_RGB, SHEET_WIDTH,
-};
+pub use sheet::{explain_sheet, Filters, Sheet, SHEET_WIDTH};
 
 use anyhow::{anyhow, Context, Result};
 use image::{ImageFormat, RgbImage};
