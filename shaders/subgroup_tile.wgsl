@@ -121,31 +121,46 @@ fn accumulate4(s0: Step, s1: Step, s2: Step, s3: Step) {
     }
 }
 
-fn emit_group(row: u32, a: Acc) {
-    emit(row + 0u, 0u, a.lo0);
-    emit(row + 0u, 1u, a.hi0);
-    emit(row + 1u, 0u, a.lo1);
-    emit(row + 1u, 1u, a.hi1);
-    emit(row + 2u, 0u, a.lo2);
-    emit(row + 2u, 1u, a.hi2);
-    emit(row + 3u, 0u, a.lo3);
-    emit(row + 3u, 1u, a.hi3);
-    emit(row + 4u, 0u, a.lo4);
-    emit(row + 4u, 1u, a.hi4);
-    emit(row + 5u, 0u, a.lo5);
-    emit(row + 5u, 1u, a.hi5);
-    emit(row + 6u, 0u, a.lo6);
-    emit(row + 6u, 1u, a.hi6);
-    emit(row + 7u, 0u, a.lo7);
-    emit(row + 7u, 1u, a.hi7);
+// Row group g of the tile (acc0..acc3).
+fn group(g: u32) -> Acc {
+    var a = acc0;
+    if (g == 1u) {
+        a = acc1;
+    }
+    if (ROW_GROUPS > 2u) {
+        if (g == 2u) {
+            a = acc2;
+        }
+        if (g == 3u) {
+            a = acc3;
+        }
+    }
+    return a;
 }
 
-// Store the whole tile, whose first row is `row0`.
+// Row k of a group: this lane's lo (half 0) or hi (half 1) columns.
+fn group_row(a: Acc, k: u32, half: u32) -> vec4<f32> {
+    let hi = half == 1u;
+    var v = select(a.lo0, a.hi0, hi);
+    v = select(v, select(a.lo1, a.hi1, hi), k == 1u);
+    v = select(v, select(a.lo2, a.hi2, hi), k == 2u);
+    v = select(v, select(a.lo3, a.hi3, hi), k == 3u);
+    v = select(v, select(a.lo4, a.hi4, hi), k == 4u);
+    v = select(v, select(a.lo5, a.hi5, hi), k == 5u);
+    v = select(v, select(a.lo6, a.hi6, hi), k == 6u);
+    return select(v, select(a.lo7, a.hi7, hi), k == 7u);
+}
+
+// Store the whole tile, whose first row is `row0`. Loops, not written out: the
+// store is a loop over the lanes in llvmpipe, and 64 copies of it took over ten
+// seconds of LLVM compilation on a cold start (the tile's rows run once a tile).
 fn emit_all(row0: u32) {
-    emit_group(row0, acc0);
-    emit_group(row0 + 8u, acc1);
-    if (ROW_GROUPS > 2u) {
-        emit_group(row0 + 16u, acc2);
-        emit_group(row0 + 24u, acc3);
+    for (var g = 0u; g < ROW_GROUPS; g++) {
+        let a = group(g);
+        for (var i = 0u; i < 2u * LANES; i++) {
+            let k = i / 2u;
+            let half = i % 2u;
+            emit(row0 + g * LANES + k, half, group_row(a, k, half));
+        }
     }
 }
