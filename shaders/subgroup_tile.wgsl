@@ -6,8 +6,9 @@
 // the other lanes. The including files define `emit(row, half, v)`, which
 // stores row `row` of this lane's lo (half 0) or hi (half 1) columns.
 //
-// Written out rather than looped: llvmpipe keeps any dynamically indexed local
-// array in memory, and a broadcast's lane must be a constant.
+// The rank update is written out rather than looped: llvmpipe keeps any
+// dynamically indexed local array in memory, and a broadcast's lane must be a
+// constant. The epilogue, which runs once a tile, is looped (see emit_all).
 
 // The subgroup size this tile is written for: one row group is one lane each.
 const LANES: u32 = 8u;
@@ -151,9 +152,10 @@ fn group_row(a: Acc, k: u32, half: u32) -> vec4<f32> {
     return select(v, select(a.lo7, a.hi7, hi), k == 7u);
 }
 
-// Store the whole tile, whose first row is `row0`. Loops, not written out: the
-// store is a loop over the lanes in llvmpipe, and 64 copies of it took over ten
-// seconds of LLVM compilation on a cold start (the tile's rows run once a tile).
+// Store the whole tile, whose first row is `row0`. Loops, not written out:
+// llvmpipe turns each store into a loop over the lanes and compiles every copy,
+// and written-out copies made most of a cold start's compile time
+// (docs/performance.md, "Start-up on a cold shader cache").
 fn emit_all(row0: u32) {
     for (var g = 0u; g < ROW_GROUPS; g++) {
         let a = group(g);
