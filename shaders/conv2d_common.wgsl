@@ -26,6 +26,8 @@ struct ConvUniform {
     relu: u32,    // forward: 1 = apply ReLU to the output; backward_input: 1 = the input gradient
                   // is zero where `gate` (this conv's input, a ReLU's output) is not positive
     accumulate: u32, // reduce_weight_bias: 1 = add to the gradients (micro-batches after the first)
+    flip: u32,    // the kernel-row products (rows): 1 = the input gradient, 0 = the forward
+    _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 // Every entry point reads bindings 1 and 2 and writes binding 3, whatever the

@@ -18,8 +18,13 @@
 //   backward_input_rows  rows = c   cols = (n,ih,iw < pad4(W))   r = (oc,kh,kw)  B(kw) = dy[n, oc, ih+pad-kh, iw+pad-kw]
 // (pad4: rounded up to a multiple of 4). udiv_small splits a column within an
 // image, so one image's padded plane (rows x pad4(width)) must stay under 2^24.
-// Both run 4 kernel rows (20 reduction steps) an iteration, then the rows left
-// (C*5 or OC*5 modulo 4) one at a time; conv1's forward (C = 1) is 4 + 1.
+//
+// Both products are one entry point, `rows`, which U.flip switches, and each
+// iteration takes 4 kernel rows (20 reduction steps), the last one padded with
+// rows that add zero (conv1's forward, C*5 = 5 kernel rows, runs 8). Why: llvmpipe
+// compiles each pipeline at its first dispatch, and these written-out steps are
+// most of a cold start's compile; one entry point without a tail loop compiles a
+// third as many (docs/performance.md, "Start-up on a cold shader cache").
 
 // The kernel size these products are written for (`ROW_KERNEL` on the host).
 const ROW_K: u32 = 5u;
@@ -95,9 +100,10 @@ fn source(p: RowPixels, planes: u32, rows: u32, width: u32, row0: i32, col0: i32
                   ok & (xb >= vec4(0)) & (xb < w));
 }
 
-// Row `y` of plane `plane`, columns col0..col0+7 (zero outside the source).
-fn window(s: Source, plane: u32, y: i32) -> Win {
-    let ok = vec4(y >= 0 && y < i32(s.rows));
+// Row `y` of plane `plane`, columns col0..col0+7 (zero outside the source, and
+// where the kernel row is not `live`).
+fn window(s: Source, plane: u32, y: i32, live: bool) -> Win {
+    let ok = vec4(live && y >= 0 && y < i32(s.rows));
     // u32(col0) wraps for a negative col0; those columns are masked.
     let i = s.img + (plane * s.rows + u32(y)) * s.width + u32(s.col0) + vec4(0u, 1u, 2u, 3u);
     return Win(gather_a(i, s.ok_a & ok), gather_a(i + 4u, s.ok_b & ok));
@@ -124,26 +130,21 @@ fn rows4(w_row: vec4<u32>, w_ok: vec4<bool>, a: vec4<u32>, d: vec4<u32>,
                 row_step(w_row, w_ok, a.w + d.z, l3.k3, h3.k3), row_step(w_row, w_ok, a.w + d.w, l3.k4, h3.k4));
 }
 
-// One kernel row, where fewer than four are left: the register tile takes four
-// steps at a time, so three of these eight are zero.
-fn row1(w_row: vec4<u32>, w_ok: vec4<bool>, a: u32, d: vec4<u32>, l: Taps, h: Taps) {
-    let zero = Step(vec4(0.0), vec4(0.0), vec4(0.0));
-    accumulate4(row_step(w_row, w_ok, a, l.k0, h.k0), row_step(w_row, w_ok, a + d.x, l.k1, h.k1),
-                row_step(w_row, w_ok, a + d.y, l.k2, h.k2), row_step(w_row, w_ok, a + d.z, l.k3, h.k3));
-    accumulate4(row_step(w_row, w_ok, a + d.w, l.k4, h.k4), zero, zero, zero);
-}
-
-// (plane, kh) of kernel rows rr..rr+3, over (planes, ROW_K).
+// (plane, kh) of kernel rows rr..rr+3, over (planes, ROW_K), of `count`. A row
+// past the last is not `live`: it repeats the last row's place, so every index
+// stays inside the tensors, and its window reads zero.
 struct KernelRows {
     plane: vec4<u32>,
     kh: vec4<u32>,
+    live: vec4<bool>,
 }
 
-fn kernel_rows_from(rr: u32) -> KernelRows {
-    let r = rr + vec4(0u, 1u, 2u, 3u);
+fn kernel_rows_from(rr: u32, count: u32) -> KernelRows {
+    let all = rr + vec4(0u, 1u, 2u, 3u);
+    let r = min(all, vec4(count - 1u));
     let plane = vec4(udiv_small(r.x, ROW_K, INV_ROW_K), udiv_small(r.y, ROW_K, INV_ROW_K),
                      udiv_small(r.z, ROW_K, INV_ROW_K), udiv_small(r.w, ROW_K, INV_ROW_K));
-    return KernelRows(plane, r - plane * ROW_K);
+    return KernelRows(plane, r - plane * ROW_K, all < vec4(count));
 }
 
 // The tile's pixel columns (n, row, x < xp) for an output of `rows` x `width`
@@ -175,21 +176,14 @@ fn walk_kernel_rows(lo: Source, hi: Source, w_row: vec4<u32>, w_ok: vec4<bool>, 
     let sign = select(1, -1, flip);
     let d = select(vec4(1u, 2u, 3u, 4u), vec4(0u) - vec4(1u, 2u, 3u, 4u), flip);
     let first = select(0u, ROW_K - 1u, flip);
-    let fours = count / KERNEL_ROWS_A_STEP * KERNEL_ROWS_A_STEP;
-    for (var rr = 0u; rr < fours; rr += KERNEL_ROWS_A_STEP) {
-        let k = kernel_rows_from(rr);
+    for (var rr = 0u; rr < count; rr += KERNEL_ROWS_A_STEP) {
+        let k = kernel_rows_from(rr, count);
         let y = vec4<i32>(k.kh) * sign;
         rows4(w_row, w_ok, k.plane * plane_stride + k.kh * ROW_K + first, d,
-              taps(window(lo, k.plane.x, lo.row0 + y.x)), taps(window(hi, k.plane.x, hi.row0 + y.x)),
-              taps(window(lo, k.plane.y, lo.row0 + y.y)), taps(window(hi, k.plane.y, hi.row0 + y.y)),
-              taps(window(lo, k.plane.z, lo.row0 + y.z)), taps(window(hi, k.plane.z, hi.row0 + y.z)),
-              taps(window(lo, k.plane.w, lo.row0 + y.w)), taps(window(hi, k.plane.w, hi.row0 + y.w)));
-    }
-    for (var rr = fours; rr < count; rr++) {
-        let k = kernel_rows_from(rr);
-        let y = i32(k.kh.x) * sign;
-        row1(w_row, w_ok, k.plane.x * plane_stride + k.kh.x * ROW_K + first, d,
-             taps(window(lo, k.plane.x, lo.row0 + y)), taps(window(hi, k.plane.x, hi.row0 + y)));
+              taps(window(lo, k.plane.x, lo.row0 + y.x, k.live.x)), taps(window(hi, k.plane.x, hi.row0 + y.x, k.live.x)),
+              taps(window(lo, k.plane.y, lo.row0 + y.y, k.live.y)), taps(window(hi, k.plane.y, hi.row0 + y.y, k.live.y)),
+              taps(window(lo, k.plane.z, lo.row0 + y.z, k.live.z)), taps(window(hi, k.plane.z, hi.row0 + y.z, k.live.z)),
+              taps(window(lo, k.plane.w, lo.row0 + y.w, k.live.w)), taps(window(hi, k.plane.w, hi.row0 + y.w, k.live.w)));
     }
 }
 
@@ -205,39 +199,37 @@ fn emit_rows(rt: RowTile, channels: u32, rows: u32, width: u32, bias: bool) {
     emit_all(rt.t.row0);
 }
 
+// The forward (U.flip = 0): y (N,OC,OH,OW) from x (N,C,H,W), rows oc, kernel rows
+// (c, kh); or the input gradient (U.flip = 1): dx (N,C,H,W) from dy (N,OC,OH,OW),
+// rows c, kernel rows (oc, kh).
 @compute @workgroup_size(8)
-fn forward_rows(@builtin(subgroup_invocation_id) lane: u32,
-                @builtin(workgroup_id) wid: vec3<u32>,
-                @builtin(num_workgroups) nwg: vec3<u32>) {
-    let rt = row_tile(lane, wid, nwg, U.oh, U.ow);
+fn rows(@builtin(subgroup_invocation_id) lane: u32,
+        @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let flip = U.flip != 0u;
+    let out_ch = select(U.oc, U.c, flip);
+    let out_h = select(U.oh, U.h, flip);
+    let out_w = select(U.ow, U.w, flip);
+    let src_ch = select(U.c, U.oc, flip);
+    let src_h = select(U.h, U.oh, flip);
+    let src_w = select(U.w, U.ow, flip);
+    let rt = row_tile(lane, wid, nwg, out_h, out_w);
     if (!rt.exists) {
         return;
     }
-    // Pixel x0 + i at tap kw reads x column x0 + i + kw - pad: the window starts at x0 - pad.
+    // Pixel x0 + i at tap kw reads x column x0 + i + kw - pad (the window starts at
+    // x0 - pad), or dy column x0 + i + pad - kw (it starts at x0 + pad - 4).
     let pad = i32(U.pad);
-    let lo = source(rt.lo, U.c, U.h, U.w, i32(rt.lo.row) - pad, i32(rt.lo.x0) - pad);
-    let hi = source(rt.hi, U.c, U.h, U.w, i32(rt.hi.row) - pad, i32(rt.hi.x0) - pad);
-    // W[oc, c, kh, kw] is at w_row + c*K*K + kh*K + kw for this lane's rows oc.
+    let row_shift = select(-pad, pad, flip);
+    let col_shift = select(-pad, pad - (i32(ROW_K) - 1), flip);
+    let lo = source(rt.lo, src_ch, src_h, src_w, i32(rt.lo.row) + row_shift, i32(rt.lo.x0) + col_shift);
+    let hi = source(rt.hi, src_ch, src_h, src_w, i32(rt.hi.row) + row_shift, i32(rt.hi.x0) + col_shift);
+    // W[oc, c, kh, kw] is at w_off + oc*C*K*K + c*K*K + kh*K + kw: a lane's rows are
+    // oc (forward) or c, and a kernel row's plane the other one.
     let kk = ROW_K * ROW_K;
-    walk_kernel_rows(lo, hi, U.w_off + rt.t.rows * (U.c * kk), rt.t.rows < vec4(U.oc), U.c * ROW_K, kk, false);
-    emit_rows(rt, U.oc, U.oh, U.ow, true);
-}
-
-@compute @workgroup_size(8)
-fn backward_input_rows(@builtin(subgroup_invocation_id) lane: u32,
-                       @builtin(workgroup_id) wid: vec3<u32>,
-                       @builtin(num_workgroups) nwg: vec3<u32>) {
-    let rt = row_tile(lane, wid, nwg, U.h, U.w);
-    if (!rt.exists) {
-        return;
-    }
-    // Pixel x0 + i at tap kw reads dy column x0 + i + pad - kw: the window starts at x0 + pad - 4.
-    let pad = i32(U.pad);
-    let back = i32(ROW_K) - 1;
-    let lo = source(rt.lo, U.oc, U.oh, U.ow, i32(rt.lo.row) + pad, i32(rt.lo.x0) + pad - back);
-    let hi = source(rt.hi, U.oc, U.oh, U.ow, i32(rt.hi.row) + pad, i32(rt.hi.x0) + pad - back);
-    // W[oc, c, kh, kw] is at w_row + oc*C*K*K + kh*K + kw for this lane's rows c.
-    let kk = ROW_K * ROW_K;
-    walk_kernel_rows(lo, hi, U.w_off + rt.t.rows * kk, rt.t.rows < vec4(U.c), U.oc * ROW_K, U.c * kk, true);
-    emit_rows(rt, U.c, U.h, U.w, false);
+    let row_stride = select(U.c * kk, kk, flip);
+    let plane_stride = select(kk, U.c * kk, flip);
+    walk_kernel_rows(lo, hi, U.w_off + rt.t.rows * row_stride, rt.t.rows < vec4(out_ch), src_ch * ROW_K, plane_stride,
+                     flip);
+    emit_rows(rt, out_ch, out_h, out_w, !flip);
 }

@@ -21,6 +21,7 @@ uniform! {
         oc: u32, oh: u32, ow: u32, k: u32,
         stride: u32, pad: u32, w_off: u32, b_off: u32,
         chunk: u32, splits: u32, relu: u32, accumulate: u32,
+        flip: u32, _pad0: u32, _pad1: u32, _pad2: u32,
     }
 }
 
@@ -43,6 +44,10 @@ impl ConvUniform {
             splits: 1,
             relu: 0,
             accumulate: 0,
+            flip: 0,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
         }
     }
 }
@@ -93,7 +98,7 @@ pub struct ConvKernels {
     layout: wgpu::PipelineLayout,
     /// Per tile configuration, each `Variant`'s pipeline, compiled on first use and
     /// shared by every clone: a model needs a few of them (inference only the
-    /// forward ones), and on llvmpipe each costs about a quarter of a second.
+    /// forward ones), and on llvmpipe each costs 0.25-1.3 s of compile at its first dispatch.
     gemms: Arc<Vec<[OnceLock<Entry>; 6]>>,
     /// conv2d_direct.wgsl's forward, compiled on first use.
     direct: Arc<OnceLock<Entry>>,
@@ -130,25 +135,33 @@ impl ConvKernels {
             let spec = self.engine.spec();
             let t = &spec.tiles[tile];
             let mut constants = t.constants.to_vec();
-            let (name, suffix) = match variant {
-                Variant::Forward => ("forward", ""),
-                Variant::BackwardInput => ("backward_input", ""),
+            // (WGSL entry point, the name profiles show, its suffix)
+            let (wgsl, name, suffix) = match variant {
+                Variant::Forward => ("forward", "forward", ""),
+                Variant::BackwardInput => ("backward_input", "backward_input", ""),
                 Variant::BackwardInputUnitStride => {
                     constants.extend(spec.unit_stride_override.map(|name| (name, 1.0)));
-                    ("backward_input", "@stride1")
+                    ("backward_input", "backward_input", "@stride1")
                 }
-                Variant::BackwardWeightBias => ("backward_weight_bias", ""),
-                Variant::ForwardRows => ("forward_rows", ""),
-                Variant::BackwardInputRows => ("backward_input_rows", ""),
+                Variant::BackwardWeightBias => ("backward_weight_bias", "backward_weight_bias", ""),
+                Variant::ForwardRows => ("rows", "forward_rows", ""),
+                Variant::BackwardInputRows => ("rows", "backward_input_rows", ""),
             };
-            let l = &self.launcher;
-            let mut e = l.entry_in_layout(&self.module, spec.conv_module, name, &constants, Some(&self.layout));
+            // The kernel-row products are one entry point (U.flip says which), so
+            // llvmpipe compiles it once: see conv2d_subgroup_rows.wgsl.
+            let pipeline = match variant {
+                Variant::BackwardInputRows => self.entry(tile, Variant::ForwardRows).pipeline.clone(),
+                _ => {
+                    let l = &self.launcher;
+                    l.entry_in_layout(&self.module, spec.conv_module, wgsl, &constants, Some(&self.layout)).pipeline
+                }
+            };
+            let mut name = format!("{}.{name}", spec.conv_module.trim_end_matches(".wgsl"));
             // Profiles and test failures say which tile ran, where there is a choice.
             if spec.tiles.len() > 1 {
-                e.name += &format!("@{}x{}", t.channels, t.pixels);
+                name += &format!("@{}x{}", t.channels, t.pixels);
             }
-            e.name += suffix;
-            e
+            Entry { name: name + suffix, pipeline }
         })
     }
 
@@ -259,7 +272,7 @@ impl ConvKernels {
     ) -> Dispatch {
         let (entry, folded, z) = self.layout(Product::BackwardInput, d);
         let groups = self.launcher.grid.folded(folded, z);
-        let u = ConvUniform { relu: relu_input.is_some() as u32, ..ConvUniform::new(d, at) };
+        let u = ConvUniform { relu: relu_input.is_some() as u32, flip: 1, ..ConvUniform::new(d, at) };
         let bindings = [(1, dy), (2, params), (3, dx), (4, relu_input.unwrap_or(&self.launcher.unused))];
         self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops()).fusing_relu(relu_input.is_some())
     }
