@@ -3,7 +3,9 @@
 # adapters, runs `gpu-cnn bench --json` at batch 64 and 1024, one timed training epoch,
 # and the time-to-99% recipe for five seeds, and prints the figures; where the adapter
 # has tensor cores (`devices` says `--precision mixed: yes`), the same bench in mixed
-# precision and two mixed-precision epochs. Needs the GPU's Vulkan (or GL) driver, and
+# precision and two mixed-precision epochs; where python3 has PyTorch with CUDA,
+# scripts/pytorch_reference.py on the same GPU at batch 64 and 1024, side by side.
+# Needs the GPU's Vulkan (or GL) driver, and
 # a Rust toolchain unless GPU_CNN_BIN names a binary built elsewhere (a machine that
 # cannot reach crates.io). Writes bench.json and the runs into a temporary directory
 # it prints, never into the repository.
@@ -24,6 +26,8 @@ echo "== gpu-cnn bench --backend $backend --json"
 $bin bench --backend "$backend" --steps 50 --json | tee "$out/bench.json"
 echo "== gpu-cnn bench --backend $backend --batch-size 1024 --json"
 $bin bench --backend "$backend" --steps 50 --batch-size 1024 --infer-batches 1 --json | tee "$out/bench-1024.json"
+echo "== the largest batch: gpu-cnn bench --backend $backend --batch-size 8192"
+$bin bench --backend "$backend" --steps 20 --batch-size 8192 --infer-batches 1 --json | tee "$out/bench-8192.json"
 echo "== one MNIST epoch (train --epochs 1 --backend $backend)"
 start=$(date +%s.%N)
 $bin train --epochs 1 --backend "$backend" --log-every 200 --out "$out/run" | tail -n 3
@@ -44,4 +48,12 @@ if grep -q -- "--precision mixed: yes" "$out/devices.txt"; then
     $bin train --epochs 2 --precision mixed --backend "$backend" --log-every 1000 --out "$out/mixed" | grep '^epoch'
 else
     echo "== no tensor cores that wgpu reaches here: mixed precision not run"
+fi
+if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    for batch in 64 1024; do
+        echo "== PyTorch on the same GPU: scripts/pytorch_reference.py --device cuda --batch-size $batch"
+        python3 scripts/pytorch_reference.py --device cuda --batch-size "$batch" | tee "$out/pytorch-$batch.txt"
+    done
+else
+    echo "== no PyTorch with CUDA here: the side-by-side not run"
 fi
