@@ -88,6 +88,12 @@ impl Schedule {
         Ok(())
     }
 
+    /// Whether the shape is laid over the run's `total` steps (cosine, onecycle):
+    /// past them every step would run at its final rate.
+    pub fn spans_run(&self) -> bool {
+        matches!(self.shape, Shape::Cosine | Shape::OneCycle)
+    }
+
     /// Whether every step runs at the base rate (nothing to apply per step).
     pub fn is_constant(&self) -> bool {
         self.shape == Shape::Constant && self.warmup == 0

@@ -221,7 +221,7 @@ pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
             anyhow!("{}: has no optimizer state to resume from (use --init to start from its weights)", path.display())
         })?;
         let pos = c.position.ok_or_else(|| anyhow!("{}: has no training position to resume from", path.display()))?;
-        check_resume_flags(&a, path, &c, &opt, &pos)?;
+        check_resume_flags(&a, path, &c, &opt, &pos, train.len().div_ceil(pos.batch_size) as u64)?;
         (c.model, c.params, opt, Some(state), pos, c.stamp)
     } else {
         let (model, params) = match &a.init {

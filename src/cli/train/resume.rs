@@ -54,7 +54,16 @@ pub fn resume_command(a: &Args, gemm: Gemm, checkpoint: &Path) -> String {
 }
 
 /// The flags that --resume would silently drop: each one given must be the checkpoint's.
-pub fn check_resume_flags(a: &Args, path: &Path, c: &Checkpoint, opt: &Optimizer, pos: &Position) -> Result<()> {
+/// And a schedule laid over the run that started it cannot stretch: `epoch_steps` (the
+/// checkpoint's batch over the training split) turns --epochs into the run's end.
+pub fn check_resume_flags(
+    a: &Args,
+    path: &Path,
+    c: &Checkpoint,
+    opt: &Optimizer,
+    pos: &Position,
+    epoch_steps: u64,
+) -> Result<()> {
     let mut differ = Vec::new();
     if let Some(spec) = &a.arch {
         let asked = crate::cli::model_from(Some(spec))?;
@@ -95,6 +104,23 @@ pub fn check_resume_flags(a: &Args, path: &Path, c: &Checkpoint, opt: &Optimizer
             if differ.len() == 1 { "differs" } else { "differ" },
             if differ.len() == 1 { "it" } else { "them" },
             if differ.len() == 1 { "it" } else { "them" }
+        );
+    }
+    let end = a.steps.unwrap_or(u64::MAX).min(epoch_steps.saturating_mul(a.epochs as u64));
+    let schedule = pos.schedule;
+    if schedule.spans_run() && end > schedule.total {
+        let asked = match a.steps {
+            Some(s) if s == end => format!("--steps {s}"),
+            _ => format!("--epochs {} ({end} steps)", a.epochs),
+        };
+        bail!(
+            "{}: its {} schedule spans the {} steps of the run that started it, but {asked} would run past \
+             its end, where every step gets its final rate; resume with a run of at most {} steps, or start \
+             from its weights with --init and a new --schedule",
+            path.display(),
+            schedule.name(),
+            schedule.total,
+            schedule.total
         );
     }
     Ok(())
