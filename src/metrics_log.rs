@@ -16,6 +16,9 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// A metrics.jsonl above this is not read (a million log points are about 100 MB).
+pub const MAX_BYTES: u64 = 256 << 20;
+
 /// Writes a run's metrics.jsonl as training goes. Nothing reaches the file before the
 /// run's first checkpoint (`commit`), so a run killed before it leaves the previous
 /// run's metrics as they were, beside that run's checkpoint. The first `commit`
@@ -148,9 +151,10 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Read `path`; only a file that cannot be read at all is an error.
+    /// Read `path`; only a file that cannot be read at all (missing, not a regular
+    /// file, over `MAX_BYTES`) is an error.
     pub fn read(path: &Path) -> Result<MetricsLog> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = crate::files::read_file(path, MAX_BYTES)?;
         Ok(MetricsLog::parse(&String::from_utf8_lossy(&bytes), &path.display().to_string()))
     }
 
@@ -351,8 +355,13 @@ mod tests {
     }
 
     #[test]
-    fn read_names_a_missing_file() {
+    fn read_names_a_missing_file_and_refuses_what_is_not_a_file() {
         let e = MetricsLog::read(Path::new("/nonexistent/metrics.jsonl")).unwrap_err();
         assert!(format!("{e:#}").contains("cannot read /nonexistent/metrics.jsonl"), "{e:#}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        std::fs::create_dir(&path).unwrap();
+        let e = format!("{:#}", MetricsLog::read(&path).unwrap_err());
+        assert!(e.contains("metrics.jsonl: is a directory, not a regular file"), "{e}");
     }
 }

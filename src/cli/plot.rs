@@ -40,7 +40,8 @@ fn run_arch(dir: &Path) -> Option<String> {
         if !path.is_file() {
             continue;
         }
-        let spec = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
+        let bytes = gpu_cnn::files::read_file(&path, gpu_cnn::checkpoint::MAX_FILE_BYTES);
+        let spec = bytes.map_err(|e| format!("{e:#}")).and_then(|bytes| {
             let (_, header) =
                 SafeTensors::read_metadata(&bytes).map_err(|e| format!("not a safetensors file ({e})"))?;
             Ok(header.metadata().as_ref().and_then(|m| m.get("gpu_cnn.arch").cloned()))

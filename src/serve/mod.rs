@@ -35,9 +35,6 @@ pub use batcher::{Announced, BatchConfig, Batcher, Executors, Factory, WorkerErr
 /// Bodies above this are refused: a phone photo is a few MB, a drawn canvas a few KB.
 pub const MAX_BODY_BYTES: usize = 8 << 20;
 
-/// A metrics.jsonl above this is not read (a million log points are about 100 MB).
-pub const MAX_METRICS_BYTES: u64 = 256 << 20;
-
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Largest request body, in bytes.
@@ -335,9 +332,7 @@ fn run_json(dir: &Path) -> std::result::Result<Value, ApiError> {
         v["warnings"] = json!([]);
         return Ok(v);
     }
-    let bytes = crate::files::read_file(&path, MAX_METRICS_BYTES)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
-    let log = MetricsLog::parse(&String::from_utf8_lossy(&bytes), &path.display().to_string());
+    let log = MetricsLog::read(&path).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
     let (train, test) = log.curves();
     v["exists"] = true.into();
     v["train"] = train.iter().map(|&(s, l, a)| json!([s, l, a])).collect();
