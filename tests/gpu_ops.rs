@@ -32,7 +32,7 @@ use gpu_cnn::gpu::{BackendChoice, Dispatch, GemmEngine, Gpu, Kernels};
 use gpu_cnn::model::ParamOffsets;
 use gpu_cnn::rng::Rng;
 
-use common::{assert_close, assert_within, kernel_sets, to64, uniform, KernelSet};
+use common::{assert_close, assert_within, kernel_sets, to64, uniform, KernelSet, GPU_TILES};
 
 const FWD: (f64, f64) = (1e-5, 1e-4);
 const RED: (f64, f64) = (1e-4, 1e-3);
@@ -140,7 +140,9 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
     // The tiled engine's tile configurations, each where it is meant to run.
     if set.label.contains("/tiled") {
         let wide = |p: &str| ds.iter().any(|dsp| dsp.name.starts_with(&format!("conv2d_tiled.{p}@64x128")));
-        let big = |pixels: usize, channels: usize| pixels >= 256 * 128 && channels > 32;
+        // A CPU driver keeps to the narrow tile, unless the set chooses as a GPU does.
+        let gpu_rules = g.info.device_type != wgpu::DeviceType::Cpu || set.label.contains(GPU_TILES);
+        let big = |pixels: usize, channels: usize| gpu_rules && pixels >= 256 * 128 && channels > 32;
         assert_eq!(wide("forward"), !direct && big(d.n * d.oh() * d.ow(), d.oc), "{}: forward tile", at(""));
         assert_eq!(wide("backward_input"), big(d.n * d.h * d.w, d.c), "{}: input tile", at(""));
     }
@@ -151,6 +153,12 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
         &bdy,
         &WeightGrads { scratch: &scratch, grads: &bgrads, accumulate: false },
     ));
+    if set.label.contains("/tiled") {
+        // Weight gradients choose by channels alone, where the wide tile is usable.
+        let gpu_rules = g.info.device_type != wgpu::DeviceType::Cpu || set.label.contains(GPU_TILES);
+        let wide = ds[2].name.starts_with("conv2d_tiled.backward_weight_bias@64x128");
+        assert_eq!(wide, gpu_rules && d.oc > 32, "{}: weight-gradient tile ran {}", at(""), ds[2].name);
+    }
     run(g, &ds);
 
     let mut y = vec![0f64; d.output_len()];

@@ -1,6 +1,9 @@
 //! Whole-model checks on every backend: one full training step against the CPU
-//! reference on every GEMM engine, the inference executor against the CPU, learning
-//! on real MNIST, the divergence stop, and no resource growth across steps.
+//! reference on every GEMM engine (mixed precision too), micro-batches against the
+//! whole batch, the GPU-resident dataset against host batches, the inference executor
+//! and the explainer against the CPU, a scheduled run resumed exactly, learning on
+//! real MNIST and logistic regression, the divergence stop, and no resource growth
+//! across steps.
 
 mod common;
 

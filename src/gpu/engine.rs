@@ -91,6 +91,9 @@ pub struct EngineSpec {
     /// Tile configurations, narrowest first: a GEMM takes the first that covers
     /// its channels, else the widest (see `GemmEngine::tile_for`).
     pub tiles: &'static [TileConfig],
+    /// How many of `tiles` (the narrowest) a CPU driver uses: a tile a CPU does not
+    /// run faster costs llvmpipe its compile at the first dispatch all the same.
+    pub cpu_tiles: usize,
     /// Whether a forward or input-gradient GEMM whose grid would be too small for the
     /// device with its tile steps down to a narrower one (`tile_for`).
     pub narrower_for_small_grids: bool,
@@ -142,6 +145,10 @@ const TILED: EngineSpec = EngineSpec {
         TileConfig { channels: 32, pixels: 64, constants: &[("BN", 32.0), ("BM", 64.0)] },
         TileConfig { channels: 64, pixels: 128, constants: &[("BN", 64.0), ("BM", 128.0)] },
     ],
+    // The wide tile is for GPUs: on GL/llvmpipe conv3's weight gradient, the one
+    // product that takes it at batch 64, ran no faster on it, and its compile was
+    // 6.9 of the 20 s of a cold start (docs/performance.md, "Tile configurations").
+    cpu_tiles: 1,
     narrower_for_small_grids: true,
     unit_stride_override: None,
     reduction_step: 16,
@@ -166,6 +173,7 @@ const SUBGROUP: EngineSpec = EngineSpec {
         TileConfig { channels: 16, pixels: 64, constants: &[("ROW_GROUPS", 2.0)] },
         TileConfig { channels: 32, pixels: 64, constants: &[("ROW_GROUPS", 4.0)] },
     ],
+    cpu_tiles: 2,
     // One subgroup a workgroup: its tiles are small already.
     narrower_for_small_grids: false,
     unit_stride_override: Some("UNIT_STRIDE"),
@@ -200,6 +208,8 @@ const COOP: EngineSpec = EngineSpec {
         .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
     precision: Precision::Mixed,
     tiles: MIXED_TILES,
+    // coop-emulated checks the coop engine's arithmetic on lavapipe: both its tiles.
+    cpu_tiles: MIXED_TILES.len(),
     ..TILED
 };
 
@@ -322,16 +332,25 @@ impl GemmEngine {
     /// where the engine allows, a narrower one while the chosen tile's grid would
     /// have fewer than `min_groups` workgroups (a grid too small to fill the device).
     /// `min_groups` 0 keeps the choice by channels alone (a weight-gradient GEMM,
-    /// whose grid its reduction splits fill).
-    pub fn tile_for(self, pixels: u64, channels: u64, min_groups: u64) -> (usize, &'static TileConfig) {
+    /// whose grid its reduction splits fill). Only the first `usable` tiles are
+    /// chosen (`usable_tiles`).
+    pub fn tile_for(self, pixels: u64, channels: u64, min_groups: u64, usable: usize) -> (usize, &'static TileConfig) {
         let spec = self.spec();
-        let tiles = spec.tiles;
+        let tiles = &spec.tiles[..usable.clamp(1, spec.tiles.len())];
         let mut i = tiles.iter().position(|t| t.channels >= channels).unwrap_or(tiles.len() - 1);
         let groups = |t: &TileConfig| pixels.div_ceil(t.pixels) * channels.div_ceil(t.channels);
         while spec.narrower_for_small_grids && i > 0 && groups(&tiles[i]) < min_groups {
             i -= 1;
         }
         (i, &tiles[i])
+    }
+
+    /// How many of the tiles (the narrowest) an adapter of `device_type` uses.
+    pub fn usable_tiles(self, device_type: wgpu::DeviceType) -> usize {
+        match device_type {
+            wgpu::DeviceType::Cpu => self.spec().cpu_tiles,
+            _ => self.spec().tiles.len(),
+        }
     }
 
     /// Workgroups a forward or input-gradient GEMM needs before it takes a wide tile
@@ -362,28 +381,39 @@ impl std::fmt::Display for GemmEngine {
 mod tests {
     use super::*;
 
+    const ALL_TILES: usize = usize::MAX;
+
     #[test]
     fn names_parse_back_and_tiles_cover_channels() {
         for e in GemmEngine::ALL {
             assert_eq!(GemmEngine::parse(e.name()).unwrap(), e);
             let widest = e.spec().tiles.last().unwrap();
-            assert_eq!(e.tile_for(1_000_000, 1_000_000, 0).1, widest, "{e}: wide products take the widest tile");
+            assert_eq!(
+                e.tile_for(1_000_000, 1_000_000, 0, ALL_TILES).1,
+                widest,
+                "{e}: wide products take the widest tile"
+            );
             assert!(e.spec().tiles.windows(2).all(|w| w[0].channels < w[1].channels), "{e}: narrowest first");
         }
         assert!(GemmEngine::parse("auto").is_err());
-        assert_eq!(GemmEngine::Subgroup.tile_for(1 << 20, 16, 0).0, 0);
-        assert_eq!(GemmEngine::Subgroup.tile_for(1 << 20, 17, 0).0, 1);
-        assert_eq!(GemmEngine::Subgroup.tile_for(64, 32, 256).0, 1, "the subgroup engine keeps its tile");
+        assert_eq!(GemmEngine::Subgroup.tile_for(1 << 20, 16, 0, ALL_TILES).0, 0);
+        assert_eq!(GemmEngine::Subgroup.tile_for(1 << 20, 17, 0, ALL_TILES).0, 1);
+        assert_eq!(GemmEngine::Subgroup.tile_for(64, 32, 256, ALL_TILES).0, 1, "the subgroup engine keeps its tile");
     }
 
     #[test]
     fn the_tiled_engine_takes_its_wide_tile_only_for_wide_products_on_large_grids() {
         let t = GemmEngine::Tiled;
         // The tutorial model's conv3 (64 channels of 7x7) at batch 64 and 1024.
-        assert_eq!(t.tile_for(64 * 49, 64, 256).1.channels, 32, "25 wide tiles cannot fill a GPU");
-        assert_eq!(t.tile_for(1024 * 49, 64, 256).1.channels, 64, "392 wide tiles can");
-        assert_eq!(t.tile_for(1024 * 196, 32, 256).1.channels, 32, "32 channels fit the narrow tile");
-        assert_eq!(t.tile_for(801, 64, 0).1.channels, 64, "weight gradients: by channels alone");
-        assert_eq!(t.tile_for(10, 1000, 1 << 30).0, 0, "the narrowest is the floor");
+        assert_eq!(t.tile_for(64 * 49, 64, 256, ALL_TILES).1.channels, 32, "25 wide tiles cannot fill a GPU");
+        assert_eq!(t.tile_for(1024 * 49, 64, 256, ALL_TILES).1.channels, 64, "392 wide tiles can");
+        assert_eq!(t.tile_for(1024 * 196, 32, 256, ALL_TILES).1.channels, 32, "32 channels fit the narrow tile");
+        assert_eq!(t.tile_for(801, 64, 0, ALL_TILES).1.channels, 64, "weight gradients: by channels alone");
+        assert_eq!(t.tile_for(10, 1000, 1 << 30, ALL_TILES).0, 0, "the narrowest is the floor");
+        let cpu = t.usable_tiles(wgpu::DeviceType::Cpu);
+        assert_eq!(t.tile_for(801, 64, 0, cpu).1.channels, 32, "a CPU driver keeps to the narrow tile");
+        assert_eq!(t.usable_tiles(wgpu::DeviceType::DiscreteGpu), 2);
+        assert_eq!(GemmEngine::Subgroup.usable_tiles(wgpu::DeviceType::Cpu), 2);
+        assert_eq!(GemmEngine::CoopEmulated.usable_tiles(wgpu::DeviceType::Cpu), 2);
     }
 }

@@ -100,9 +100,14 @@ pub struct KernelSet {
     pub kernels: Kernels,
 }
 
+/// The label of a set that chooses tiles as on a GPU, on a CPU driver.
+pub const GPU_TILES: &str = "a GPU's tiles";
+
 /// Every f32 GEMM engine the device can run, each plain and folded; built once per
-/// backend. The mixed-precision engines have a test and a tolerance of their own
-/// (gpu_ops.rs `conv2d_mixed_precision`).
+/// backend. On a CPU driver, an engine with tiles such a driver leaves out (the tiled
+/// engine's wide one) gets a third set with a GPU's tile rules, so that every tile
+/// runs on Vulkan and GL. The mixed-precision engines have a test and a tolerance of
+/// their own (gpu_ops.rs `conv2d_mixed_precision`).
 pub fn kernel_sets(g: &Gpu) -> &'static [KernelSet] {
     static SETS: [OnceLock<Vec<KernelSet>>; 4] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
     let i = match g.info.backend {
@@ -118,6 +123,13 @@ pub fn kernel_sets(g: &Gpu) -> &'static [KernelSet] {
                 sets.push(KernelSet {
                     label: format!("{:?}/{engine}{variant}", g.info.backend),
                     kernels: g.kernels_for(engine, max).unwrap(),
+                });
+            }
+            if engine.usable_tiles(g.info.device_type) < engine.spec().tiles.len() {
+                let (gpu, max) = (wgpu::DeviceType::DiscreteGpu, g.limits.max_compute_workgroups_per_dimension);
+                sets.push(KernelSet {
+                    label: format!("{:?}/{engine}, {GPU_TILES}", g.info.backend),
+                    kernels: Kernels::new(&g.device, gpu, engine, max),
                 });
             }
         }

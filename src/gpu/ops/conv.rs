@@ -1,10 +1,13 @@
 //! Conv2d: forward (+bias, +ReLU), backward to the input, and the weight and
 //! bias gradients, as implicit GEMMs on the engine's tiles; the forward of a layer
 //! with a short reduction (conv1) as a direct convolution instead.
-//! WGSL: shaders/conv2d_common.wgsl with the engine's module (conv2d_tiled.wgsl,
-//! conv2d_subgroup.wgsl with conv2d_subgroup_rows.wgsl, conv2d_coop.wgsl,
-//! conv2d_coop_emulated.wgsl), and conv2d_direct.wgsl.
-//! CPU twin: `cpu::ops::conv2d_forward` / `conv2d_backward`. Test: tests/gpu_ops.rs `conv2d`.
+//! WGSL: shaders/conv2d_common.wgsl with the engine's module (conv2d_tiled.wgsl and
+//! conv2d_gemm_io.wgsl; conv2d_subgroup.wgsl with conv2d_subgroup_io.wgsl and
+//! conv2d_subgroup_rows.wgsl; conv2d_coop.wgsl or conv2d_coop_emulated.wgsl with
+//! conv2d_mixed.wgsl), and conv2d_direct.wgsl.
+//! CPU twin: `cpu::ops::conv2d_forward` / `conv2d_backward`. Tests: tests/gpu_ops.rs
+//! `conv2d`, `conv2d_mixed_precision`, `conv2d_large_batch_2d_dispatch`,
+//! `tensors_past_2_pow_24_elements`.
 
 use crate::dims::ConvDims;
 use std::sync::{Arc, OnceLock};
@@ -106,6 +109,8 @@ pub struct ConvKernels {
     split_target: u64,
     /// Workgroups a forward or input-gradient grid keeps before it takes a wide tile.
     min_groups: u64,
+    /// How many of the engine's tiles this adapter uses (`GemmEngine::usable_tiles`).
+    usable_tiles: usize,
 }
 
 impl ConvKernels {
@@ -126,6 +131,7 @@ impl ConvKernels {
             reduce_weight_bias,
             split_target: engine.split_target(device_type),
             min_groups: engine.min_groups(device_type),
+            usable_tiles: engine.usable_tiles(device_type),
         }
     }
 
@@ -201,7 +207,7 @@ impl ConvKernels {
             Product::BackwardWeightBias => 0,
             Product::Forward | Product::BackwardInput => self.min_groups,
         };
-        let (i, tile) = self.engine.tile_for(pixels as u64, channels as u64, min_groups);
+        let (i, tile) = self.engine.tile_for(pixels as u64, channels as u64, min_groups, self.usable_tiles);
         let unit_stride = self.engine.spec().unit_stride_override.is_some() && d.stride == 1;
         let entry = self.entry(
             i,
