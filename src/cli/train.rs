@@ -198,6 +198,12 @@ impl Saved {
 
 /// `started` is the process start: each epoch's line says how long after it the
 /// test evaluation finished (the time-to-accuracy figure, evaluation included).
+/// The global step at which this run stops: `--steps`, or `--epochs` whole epochs of
+/// `epoch_steps`, whichever comes first.
+fn run_end(a: &Args, epoch_steps: u64) -> u64 {
+    a.steps.unwrap_or(u64::MAX).min(epoch_steps.saturating_mul(a.epochs as u64))
+}
+
 pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
     // Bad --lr/--momentum/--weight-decay before any work.
     let requested = if a.resume.is_none() { Some(requested_optimizer(&a)?) } else { None };
@@ -241,7 +247,7 @@ pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
         let (batch, seed) = (a.batch_size.unwrap_or(DEFAULT_BATCH), a.seed.unwrap_or(0));
         let opt = requested.unwrap_or(Optimizer::adam(DEFAULT_LR));
         let epoch_steps = train.len().div_ceil(batch) as u64;
-        let total = a.steps.unwrap_or(u64::MAX).min(epoch_steps.saturating_mul(a.epochs as u64));
+        let total = run_end(&a, epoch_steps);
         let schedule = Schedule::from_spec(&a.schedule, a.warmup, total, epoch_steps).context("--schedule/--warmup")?;
         (model, params, opt, None, Position { schedule, ..start_position(seed, batch, !a.no_shuffle) }, None)
     };

@@ -106,7 +106,7 @@ pub fn check_resume_flags(
             if differ.len() == 1 { "it" } else { "them" }
         );
     }
-    let end = a.steps.unwrap_or(u64::MAX).min(epoch_steps.saturating_mul(a.epochs as u64));
+    let end = super::run_end(a, epoch_steps);
     let schedule = pos.schedule;
     if schedule.spans_run() && end > schedule.total {
         let asked = match a.steps {
