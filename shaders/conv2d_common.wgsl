@@ -27,7 +27,8 @@ struct ConvUniform {
                   // is zero where `gate` (this conv's input, a ReLU's output) is not positive
     accumulate: u32, // reduce_weight_bias: 1 = add to the gradients (micro-batches after the first)
     flip: u32,    // the kernel-row products (rows): 1 = the input gradient, 0 = the forward
-    _pad0: u32, _pad1: u32, _pad2: u32,
+    pool: u32,    // the kernel-row forward: 1 = a 2x2 max-pool of stride 2 in the epilogue
+    _pad0: u32, _pad1: u32,
 }
 
 // Every entry point reads bindings 1 and 2 and writes binding 3, whatever the

@@ -53,6 +53,58 @@ var<private> out_rows: u32;
 var<private> out_bias: bool; // forward: add the bias of the row (and apply ReLU if U.relu)
 var<private> out_gate: bool; // backward_input: zero where `gate` (the input) is not positive
 
+// The kernel-row forward with U.pool (conv2d_subgroup_rows.wgsl): a lane's lo and
+// hi columns are the same four pixels of rows 2p and 2p+1, two 2x2 windows, whose
+// maxima go to `out` and their places to pool_argmax. It rides the loop above
+// (emit keeps lo until hi comes) rather than a loop of its own: llvmpipe compiles
+// every copy of a store loop (docs/performance.md, "Start-up on a cold shader cache").
+@group(0) @binding(5) var<storage, read_write> pool_argmax: array<u32>;
+
+struct PoolCols {
+    at: vec2<u32>,    // the two windows' pooled outputs in row 0 (out_row_stride a row)
+    ok: vec2<bool>,
+    first: vec2<u32>, // each window's first pixel, ih*W+iw in the unpooled plane
+    width: u32,       // W, the unpooled row
+}
+
+var<private> out_pool: bool;
+var<private> pool_cols: PoolCols;
+var<private> pool_lo: vec4<f32>;
+
+// A 2x2 window's maximum and where it is: a, b from row 2p, c, d from 2p+1, at
+// offsets 0, 1, W, W+1 from its first pixel. Strict >: ties keep the first maximum
+// in row-major order, as maxpool.wgsl and PyTorch do.
+struct Best {
+    v: f32,
+    at: u32,
+}
+
+fn best_of(a: f32, b: f32, c: f32, d: f32, width: u32) -> Best {
+    var v = a;
+    var at = 0u;
+    at = select(at, 1u, b > v);
+    v = select(v, b, b > v);
+    at = select(at, width, c > v);
+    v = select(v, c, c > v);
+    at = select(at, width + 1u, d > v);
+    return Best(select(v, d, d > v), at);
+}
+
+fn emit_pooled_row(row: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    let c = pool_cols;
+    let o = c.at + row * out_row_stride;
+    let left = best_of(lo.x, lo.y, hi.x, hi.y, c.width);
+    let right = best_of(lo.z, lo.w, hi.z, hi.w, c.width);
+    if (c.ok.x) {
+        out[o.x] = left.v;
+        pool_argmax[o.x] = c.first.x + left.at;
+    }
+    if (c.ok.y) {
+        out[o.y] = right.v;
+        pool_argmax[o.y] = c.first.y + right.at;
+    }
+}
+
 fn emit(row: u32, half: u32, v: vec4<f32>) {
     if (row >= out_rows) {
         return;
@@ -67,6 +119,14 @@ fn emit(row: u32, half: u32, v: vec4<f32>) {
         if (U.relu != 0u) {
             o = max(o, vec4(0.0));
         }
+    }
+    if (out_pool) {
+        if (half == 0u) {
+            pool_lo = o;
+        } else {
+            emit_pooled_row(row, pool_lo, o);
+        }
+        return;
     }
     let idx = cols.base + row * out_row_stride;
     for (var j = 0u; j < 4u; j++) {

@@ -19,6 +19,13 @@
 // (pad4: rounded up to a multiple of 4). udiv_small splits a column within an
 // image, so one image's padded plane (rows x pad4(width)) must stay under 2^24.
 //
+// With U.pool the forward also does the 2x2, stride-2 max-pool after it (and its
+// ReLU): a lane's lo and hi pixels are then the same four columns of two
+// neighbouring rows (2p, 2p+1) rather than of one row, so its eight values are two
+// whole windows, and it stores the pooled value and argmax of each; the unpooled
+// output is never written. The columns are (n, p, x < pad4(OW)), the last row
+// dropped when OH is odd (floor mode), as many as without the pool when OH is even.
+//
 // Both products are one entry point, `rows`, which U.flip switches, and each
 // iteration takes 4 kernel rows (20 reduction steps), the last one padded with
 // rows that add zero (conv1's forward, C*5 = 5 kernel rows, runs 8). Why: llvmpipe
@@ -160,8 +167,17 @@ fn row_tile(lane: u32, wid: vec3<u32>, nwg: vec3<u32>, rows: u32, width: u32) ->
     let xp = (width + ROW_PIXELS - 1u) / ROW_PIXELS * ROW_PIXELS;
     let col_tile = folded_group(wid, nwg);
     let t = tile_at(lane, wid.z, col_tile);
-    inv_row_plane = 1.0 / f32(rows * xp);
     inv_xp = 1.0 / f32(xp);
+    if (U.pool != 0u) {
+        // Half a tile of columns (n, p, x), each one pixel of row 2p (lo) and of 2p+1 (hi).
+        let pairs = rows / 2u;
+        let half_tile = TILE_COLS / 2u;
+        inv_row_plane = 1.0 / f32(pairs * xp);
+        let p = row_pixels(col_tile * half_tile + lane * ROW_PIXELS, pairs, xp);
+        return RowTile(t, RowPixels(p.n, 2u * p.row, p.x0, p.ok), RowPixels(p.n, 2u * p.row + 1u, p.x0, p.ok),
+                       col_tile * half_tile < U.n * pairs * xp);
+    }
+    inv_row_plane = 1.0 / f32(rows * xp);
     return RowTile(t, row_pixels(t.col_lo.x, rows, xp), row_pixels(t.col_hi.x, rows, xp),
                    col_tile * TILE_COLS < U.n * rows * xp);
 }
@@ -199,9 +215,24 @@ fn emit_rows(rt: RowTile, channels: u32, rows: u32, width: u32, bias: bool) {
     emit_all(rt.t.row0);
 }
 
+// Store the tile (with U.pool) pooled into (N, channels, rows/2, width/2), with
+// bias and ReLU (if U.relu) before the pool, and each window's argmax.
+fn emit_pooled(rt: RowTile, channels: u32, rows: u32, width: u32) {
+    let pw = width / 2u;
+    let px = rt.lo.x0 / 2u + vec2(0u, 1u);
+    out_rows = channels;
+    out_row_stride = rows / 2u * pw;
+    out_bias = true;
+    out_gate = false;
+    out_pool = true;
+    pool_cols = PoolCols(rt.lo.n * channels * out_row_stride + rt.lo.row / 2u * pw + px,
+                         vec2(rt.lo.ok) & (px < vec2(pw)), rt.lo.row * width + rt.lo.x0 + vec2(0u, 2u), width);
+    emit_all(rt.t.row0);
+}
+
 // The forward (U.flip = 0): y (N,OC,OH,OW) from x (N,C,H,W), rows oc, kernel rows
-// (c, kh); or the input gradient (U.flip = 1): dx (N,C,H,W) from dy (N,OC,OH,OW),
-// rows c, kernel rows (oc, kh).
+// (c, kh), or with U.pool y pooled (N,OC,OH/2,OW/2) and pool_argmax; or the input
+// gradient (U.flip = 1): dx (N,C,H,W) from dy (N,OC,OH,OW), rows c, kernel rows (oc, kh).
 @compute @workgroup_size(8)
 fn rows(@builtin(subgroup_invocation_id) lane: u32,
         @builtin(workgroup_id) wid: vec3<u32>,
@@ -231,5 +262,9 @@ fn rows(@builtin(subgroup_invocation_id) lane: u32,
     let plane_stride = select(kk, U.c * kk, flip);
     walk_kernel_rows(lo, hi, U.w_off + rt.t.rows * row_stride, rt.t.rows < vec4(out_ch), src_ch * ROW_K, plane_stride,
                      flip);
-    emit_rows(rt, out_ch, out_h, out_w, !flip);
+    if (U.pool != 0u) {
+        emit_pooled(rt, out_ch, out_h, out_w);
+    } else {
+        emit_rows(rt, out_ch, out_h, out_w, !flip);
+    }
 }

@@ -4,7 +4,9 @@
 // (kernel > stride) need no atomics; windows that tile the input (kernel ==
 // stride) take backward_windows, one invocation a window. With `relu`, backward
 // also does the backward pass of the ReLU before the pool, zeroing the gradient
-// where x is not positive.
+// where x is not positive; backward_windows reads that from y, which is x at the
+// argmax, the only place its gradient is not zero (so it also runs after a
+// convolution that pooled in its epilogue and never wrote x).
 // #include "grid.wgsl"
 // #include "udiv.wgsl"
 
@@ -16,7 +18,7 @@ struct PoolUniform {
 
 @group(0) @binding(0) var<uniform> U: PoolUniform;
 @group(0) @binding(1) var<storage, read> x: array<f32>;             // (N,C,H,W); backward: only with relu
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;       // (N,C,OH,OW)
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;       // (N,C,OH,OW); backward_windows: only with relu
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;  // (N,C,OH,OW): ih*W+iw in its plane
 @group(0) @binding(4) var<storage, read> dy: array<f32>;            // (N,C,OH,OW)
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;      // (N,C,H,W)
@@ -119,15 +121,14 @@ fn backward_windows(@builtin(local_invocation_index) li: u32,
     let h1 = select(h0 + U.k, U.h, win.oh + 1u == U.oh);
     let w1 = select(w0 + U.k, U.w, win.ow + 1u == U.ow);
     let best = argmax[o];
-    let g = dy[o];
+    var g = dy[o];
+    if (U.relu != 0u) {
+        g = select(0.0, g, y[o] > 0.0);
+    }
     for (var ih = h0; ih < h1; ih++) {
         for (var iw = w0; iw < w1; iw++) {
             let at = ih * U.w + iw;
-            var v = select(0.0, g, at == best);
-            if (U.relu != 0u) {
-                v = select(0.0, v, x[plane + at] > 0.0);
-            }
-            dx[plane + at] = v;
+            dx[plane + at] = select(0.0, g, at == best);
         }
     }
 }

@@ -202,6 +202,27 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
     let mut yr = vec![0f64; y.len()];
     ops::relu_forward(&mut yr, &y);
     let e_fused = assert_close(&at("forward+relu"), &g.read::<f32>(&by).unwrap(), &yr, FWD.0, FWD.1);
+
+    // A 2x2 max-pool of stride 2 in the kernel-row forward's epilogue: each pixel is
+    // the same sum as without it, so the pooled values and argmaxes must be exactly
+    // maxpool.wgsl's reference pooling of the unfused forward's output, ties included
+    // (the ReLU makes windows of zeros). The outputs start as garbage.
+    let p = PoolDims { n: d.n, c: d.oc, h: d.oh(), w: d.ow(), k: 2, stride: 2 };
+    let pools = k.pools_in_epilogue(d, p);
+    assert_eq!(pools, rows && d.oh() >= 2 && d.ow() >= 2, "{}", at("pools in the epilogue"));
+    for relu in [false, true].into_iter().filter(|_| pools) {
+        run(g, &[k.forward(d, offs, relu, &bx, &bp, &by)]);
+        let (mut want, mut want_at) = (vec![0f32; p.output_len()], vec![0u32; p.output_len()]);
+        ops::maxpool_forward(&mut want, &mut want_at, &g.read::<f32>(&by).unwrap(), p);
+        let garbage = vec![7.0f32; p.output_len()];
+        let (bpy, bat) = (g.upload("pooled y", &garbage), g.upload("argmax", &garbage));
+        let fused = k.forward_pooled(d, offs, relu, p, &bx, &bp, &bpy, &bat);
+        assert!(fused.name.ends_with("+pool"), "{}: ran {}", at("pooled forward"), fused.name);
+        run(g, &[fused]);
+        let what = at(&format!("pooled forward (relu: {relu})"));
+        assert_eq!(g.read::<f32>(&bpy).unwrap(), want, "{what}: values");
+        assert_eq!(g.read::<u32>(&bat).unwrap(), want_at, "{what}: argmax");
+    }
     [e_fwd, e_dx, e_dw, e_db, e_fused]
 }
 
@@ -401,7 +422,7 @@ per_backend!(maxpool, |g: &Arc<Gpu>| {
             let bidx = g.storage("argmax", d.output_len() as u64 * 4);
             // dx starts as garbage, as a reused buffer would: backward must write every element.
             let bdx = g.upload("dx", &vec![7.0f32; d.input_len()]);
-            let back = k.backward(d, &bidx, &bdy, &bdx, None);
+            let back = k.backward(d, &bx, &by, &bidx, &bdy, &bdx, false);
             let windows = back.name == "maxpool.backward_windows";
             assert_eq!(windows, d.k == d.stride, "{} maxpool {d:?}: {}", set.label, back.name);
             run(g, &[k.forward(d, &bx, &by, &bidx), back]);
@@ -412,7 +433,7 @@ per_backend!(maxpool, |g: &Arc<Gpu>| {
             let what = |op: &str| format!("{} maxpool {op} {d:?}", set.label);
             assert_eq!(g.read::<u32>(&bidx).unwrap(), idx, "{}", what("argmax"));
             let (bdx2, mut gated) = (g.upload("dx, gated", &vec![7.0f32; d.input_len()]), vec![0f64; d.input_len()]);
-            run(g, &[k.backward(d, &bidx, &bdy, &bdx2, Some(&bx))]);
+            run(g, &[k.backward(d, &bx, &by, &bidx, &bdy, &bdx2, true)]);
             ops::relu_backward(&mut gated, &dx, &to64(&x));
             assert_close(&what("backward+relu"), &g.read::<f32>(&bdx2).unwrap(), &gated, FWD.0, FWD.1);
             worst[0] = worst[0].max(assert_close(&what("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1));
@@ -742,7 +763,7 @@ per_backend!(tensors_past_2_pow_24_elements, |g: &Arc<Gpu>| {
     let (by, bidx) = (g.storage("y", pool.output_len() as u64 * 4), g.storage("argmax", pool.output_len() as u64 * 4));
     let bdx = g.storage("dx", pool.input_len() as u64 * 4);
     let k = &g.kernels.pool;
-    run(g, &[k.forward(pool, &bx, &by, &bidx), k.backward(pool, &bidx, &bdy, &bdx, None)]);
+    run(g, &[k.forward(pool, &bx, &by, &bidx), k.backward(pool, &bx, &by, &bidx, &bdy, &bdx, false)]);
     let who = g.describe();
     assert_eq!(g.read::<u32>(&bidx).unwrap(), idx, "{who}: maxpool argmax past 2^24 elements");
     assert_eq!(g.read::<f32>(&by).unwrap(), y, "{who}: maxpool forward past 2^24 elements");

@@ -67,6 +67,12 @@ per_backend!(whole_training_step_matches_cpu, |g: &Arc<Gpu>| {
         let gpu = Arc::new(g.with_engine(engine).unwrap());
         let who = gpu.describe();
         let mut exec = GpuTrainer::new(gpu, model.clone(), opt, &params, 8).unwrap();
+        // Both pools run in their convolution's epilogue where the engine can (the
+        // subgroup engine's kernel-row forward), so this step checks that path too.
+        let names: Vec<String> = exec.train_dispatches(8).unwrap().iter().map(|d| d.name.clone()).collect();
+        let pooled = names.iter().filter(|n| n.ends_with("+relu+pool")).count();
+        assert_eq!(pooled, if engine == GemmEngine::Subgroup { 2 } else { 0 }, "{who}: {names:?}");
+        assert_eq!(names.iter().filter(|n| *n == "maxpool.forward").count(), 2 - pooled, "{who}: {names:?}");
         exec.train_step(&images, &labels).unwrap();
         let gs = exec.take_stats().unwrap();
         assert_eq!((gs.samples, gs.correct), (cs.samples, cs.correct), "{who}");

@@ -47,7 +47,8 @@ pub(crate) fn dispatches(
             Op::Relu(d) => out.extend(dx.map(|dx| k.relu.backward(d, net.value(i + 1), dy, dx))),
             Op::MaxPool2d(d) => {
                 let argmax = net.argmax(i).expect("a pool's argmax");
-                out.extend(dx.map(|dx| k.pool.backward(d, argmax, dy, dx, gate)));
+                let relu = gate.is_some();
+                out.extend(dx.map(|dx| k.pool.backward(d, x, net.value(i + 1), argmax, dy, dx, relu)));
             }
             Op::Flatten => {}
         }

@@ -95,6 +95,11 @@ impl Dispatch {
         self
     }
 
+    pub fn fusing_pool(mut self) -> Self {
+        self.name += "+pool";
+        self
+    }
+
     pub fn with_flops(mut self, flops: u64) -> Self {
         self.flops = flops;
         self
@@ -121,6 +126,14 @@ impl Dispatch {
 pub struct Entry {
     pub name: String,
     pub pipeline: wgpu::ComputePipeline,
+}
+
+impl Entry {
+    /// The name profiles and test failures show for entry point `entry` of
+    /// `module_name`: `conv2d_tiled.forward` for conv2d_tiled.wgsl's `forward`.
+    pub fn name_of(module_name: &str, entry: &str) -> String {
+        format!("{}.{entry}", module_name.trim_end_matches(".wgsl"))
+    }
 }
 
 /// What each op family holds to build its dispatches: the device and the grid.
@@ -173,7 +186,7 @@ impl Launcher {
             compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
             cache: None,
         });
-        Entry { name: format!("{}.{entry}", module_name.trim_end_matches(".wgsl")), pipeline }
+        Entry { name: Entry::name_of(module_name, entry), pipeline }
     }
 
     /// A dispatch of `entry` over `groups` workgroups with `uniform` at binding 0

@@ -26,7 +26,8 @@ pub struct GpuExplainer {
 impl GpuExplainer {
     pub fn new(gpu: Arc<Gpu>, model: Model, params: &[f32]) -> Result<Self> {
         let memory = MemoryPlan::new(&model, Gradients::WeightsAndInput);
-        let mut net = GpuInference::with_memory(gpu.clone(), model, memory, params, 1)?;
+        // It shows every activation, so no convolution may pool in its epilogue and skip one.
+        let mut net = GpuInference::with_memory(gpu.clone(), model, memory, params, 1, false)?;
         let mut a = Allocator::new(&gpu, 1)?;
         let gradients = checked(&gpu.device, || -> Result<Vec<wgpu::Buffer>> {
             let what = |name: &str| format!("the gradient of {}", name.trim_start_matches("d "));

@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::dims::{ConvDims, PoolDims};
 use crate::executor::{batch_len, check_len, BatchEval, Inference};
 use crate::gpu::context::{checked, Gpu};
 use crate::gpu::dispatch::Dispatch;
@@ -114,6 +115,9 @@ pub struct GpuInference {
     staging: wgpu::Buffer,     // every read-back
     plans: HashMap<usize, Plan>,
     bytes: u64,
+    /// Whether a max-pool after a convolution (and its ReLU) may run in the
+    /// convolution's epilogue, leaving the unpooled activations unwritten.
+    fuse_pools: bool,
 }
 
 impl GpuInference {
@@ -121,17 +125,19 @@ impl GpuInference {
     /// adapter's binding limit says so; `max_batch()` tells), the weights uploaded.
     pub fn new(gpu: Arc<Gpu>, model: Model, params: &[f32], max_batch: usize) -> Result<Self> {
         let memory = MemoryPlan::new(&model, Gradients::None);
-        Self::with_memory(gpu, model, memory, params, max_batch)
+        Self::with_memory(gpu, model, memory, params, max_batch, true)
     }
 
     /// As `new`, for a memory plan whose value buffers are this executor's (a
-    /// trainer's plan lists gradients too, which the trainer allocates).
+    /// trainer's plan lists gradients too, which the trainer allocates). Without
+    /// `fuse_pools` every activation is written, for a caller that reads them all.
     pub(crate) fn with_memory(
         gpu: Arc<Gpu>,
         model: Model,
         memory: MemoryPlan,
         params: &[f32],
         max_batch: usize,
+        fuse_pools: bool,
     ) -> Result<Self> {
         check_len("parameters", params.len(), model.num_params)?;
         check_divisors(&model)?;
@@ -186,6 +192,7 @@ impl GpuInference {
             staging,
             plans: HashMap::new(),
             bytes,
+            fuse_pools,
         })
     }
 
@@ -233,19 +240,40 @@ impl GpuInference {
         }
     }
 
+    /// The max-pool layer after convolution `conv` (and its fused ReLU, with
+    /// `relu`) that the convolution can do in its epilogue, at batch `n`.
+    fn pool_after(&self, conv: usize, d: ConvDims, relu: bool, n: usize) -> Option<(usize, PoolDims)> {
+        let at = conv + 1 + relu as usize;
+        match self.model.layers.get(at)?.op.at_batch(n) {
+            Op::MaxPool2d(p) if self.fuse_pools && self.gpu.kernels.conv.pools_in_epilogue(d, p) => Some((at, p)),
+            _ => None,
+        }
+    }
+
     fn build_plan(&self, n: usize) -> Plan {
         let k = &self.gpu.kernels;
         let mut forward = Vec::new();
+        // A pool that its convolution's epilogue already did.
+        let mut pooled = None;
         for (i, l) in self.model.layers.iter().enumerate() {
             let first = forward.len();
             let (x, y) = (self.value(i), self.value(i + 1));
+            let argmax = |layer: usize| self.argmax(layer).expect("a pool's argmax");
             match l.op.at_batch(n) {
                 Op::Conv2d(d, at) => {
                     let relu = self.memory.fused_relu.get(i + 1).copied().unwrap_or(false);
-                    forward.push(k.conv.forward(d, at, relu, x, &self.params, y));
+                    match self.pool_after(i, d, relu, n) {
+                        Some((p_at, p)) => {
+                            let (pool_y, params) = (self.value(p_at + 1), &self.params);
+                            forward.push(k.conv.forward_pooled(d, at, relu, p, x, params, pool_y, argmax(p_at)));
+                            pooled = Some(p_at);
+                        }
+                        None => forward.push(k.conv.forward(d, at, relu, x, &self.params, y)),
+                    }
                 }
                 Op::Relu(d) if !self.memory.fused_relu[i] => forward.push(k.relu.forward(d, x, y)),
-                Op::MaxPool2d(d) => forward.push(k.pool.forward(d, x, y, self.argmax(i).expect("a pool's argmax"))),
+                Op::MaxPool2d(_) if pooled == Some(i) => {}
+                Op::MaxPool2d(d) => forward.push(k.pool.forward(d, x, y, argmax(i))),
                 Op::Linear(d, at) => forward.push(k.linear.forward(d, at, x, &self.params, y)),
                 Op::Relu(_) | Op::Flatten => {}
             }

@@ -7,6 +7,9 @@
 //! - Flatten is free: its output is its input's buffer, and so is its gradient.
 //! - A ReLU right after a convolution runs in the convolution's epilogue, so its
 //!   output is the convolution's output buffer.
+//! - A 2x2 max-pool after that may run in the epilogue too, on engines that can
+//!   (`ConvKernels::pools_in_epilogue`); the executor decides, and the unpooled
+//!   buffer is then left unwritten (its pool's backward reads the pooled output).
 //! - A ReLU's backward runs in the epilogue of the next layer's input gradient
 //!   when that layer is a convolution, a Linear (past a Flatten) or a max-pool:
 //!   it zeroes the gradient where its own input, the ReLU's output, is not

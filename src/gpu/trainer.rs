@@ -91,7 +91,7 @@ impl GpuTrainer {
         micro: usize,
     ) -> Result<Self> {
         let memory = MemoryPlan::new(&model, Gradients::Weights);
-        let net = GpuInference::with_memory(gpu.clone(), model, memory, params, micro)?;
+        let net = GpuInference::with_memory(gpu.clone(), model, memory, params, micro, true)?;
         let max_batch = net.max_batch();
         let (model, memory) = (net.model(), net.memory());
         let k = &gpu.kernels;

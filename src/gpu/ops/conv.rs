@@ -1,15 +1,17 @@
-//! Conv2d: forward (+bias, +ReLU), backward to the input, and the weight and
-//! bias gradients, as implicit GEMMs on the engine's tiles; the forward of a layer
-//! with a short reduction (conv1) as a direct convolution instead.
+//! Conv2d: forward (+bias, +ReLU, and on the subgroup engine +2x2 max-pool),
+//! backward to the input, and the weight and bias gradients, as implicit GEMMs on
+//! the engine's tiles; the forward of a layer with a short reduction (conv1) as a
+//! direct convolution instead.
 //! WGSL: shaders/conv2d_common.wgsl with the engine's module (conv2d_tiled.wgsl and
 //! conv2d_gemm_io.wgsl; conv2d_subgroup.wgsl with conv2d_subgroup_io.wgsl and
 //! conv2d_subgroup_rows.wgsl; conv2d_coop.wgsl or conv2d_coop_emulated.wgsl with
 //! conv2d_mixed.wgsl), and conv2d_direct.wgsl.
-//! CPU twin: `cpu::ops::conv2d_forward` / `conv2d_backward`. Tests: tests/gpu_ops.rs
+//! CPU twin: `cpu::ops::conv2d_forward` / `conv2d_backward` (the pooled forward:
+//! then `maxpool_forward`). Tests: tests/gpu_ops.rs
 //! `conv2d`, `conv2d_mixed_precision`, `conv2d_large_batch_2d_dispatch`,
 //! `tensors_past_2_pow_24_elements`.
 
-use crate::dims::ConvDims;
+use crate::dims::{ConvDims, PoolDims};
 use std::sync::{Arc, OnceLock};
 
 use crate::gpu::dispatch::{storage_layout, u32_of, uniform, Dispatch, Entry, Launcher};
@@ -24,7 +26,7 @@ uniform! {
         oc: u32, oh: u32, ow: u32, k: u32,
         stride: u32, pad: u32, w_off: u32, b_off: u32,
         chunk: u32, splits: u32, relu: u32, accumulate: u32,
-        flip: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+        flip: u32, pool: u32, _pad0: u32, _pad1: u32,
     }
 }
 
@@ -48,9 +50,9 @@ impl ConvUniform {
             relu: 0,
             accumulate: 0,
             flip: 0,
+            pool: 0,
             _pad0: 0,
             _pad1: 0,
-            _pad2: 0,
         }
     }
 }
@@ -87,6 +89,8 @@ pub const ROW_PIXELS: usize = 4;
 #[derive(Clone, Copy)]
 enum Product {
     Forward,
+    /// The kernel-row forward with a 2x2 max-pool in its epilogue: two rows a column.
+    ForwardPooled,
     BackwardInput,
     BackwardWeightBias,
 }
@@ -97,7 +101,9 @@ pub struct ConvKernels {
     engine: GemmEngine,
     module: wgpu::ShaderModule,
     /// Whether an engine's product reads `gate` depends on how its epilogues are
-    /// shared; one layout for all three keeps their bindings alike.
+    /// shared; one layout for all three keeps their bindings alike. Binding 5 is
+    /// the pooled forward's argmax (conv2d_subgroup_rows.wgsl); the other products
+    /// bind their output there.
     layout: wgpu::PipelineLayout,
     /// Per tile configuration, each `Variant`'s pipeline, compiled on first use and
     /// shared by every clone: a model needs a few of them (inference only the
@@ -117,7 +123,7 @@ impl ConvKernels {
     pub fn new(launcher: &Launcher, engine: GemmEngine, device_type: wgpu::DeviceType) -> Self {
         let spec = engine.spec();
         let module = super::module(launcher, spec.conv_module);
-        let layout = storage_layout(&launcher.device, spec.conv_module, 1..=4, &[3]);
+        let layout = storage_layout(&launcher.device, spec.conv_module, 1..=5, &[3, 5]);
         let gemms = spec.tiles.iter().map(|_| Default::default()).collect();
         let reduce_weight_bias =
             launcher.entry(&module, spec.conv_module, "reduce_weight_bias", spec.tiles[0].constants);
@@ -162,7 +168,7 @@ impl ConvKernels {
                     l.entry_in_layout(&self.module, spec.conv_module, wgsl, &constants, Some(&self.layout)).pipeline
                 }
             };
-            let mut name = format!("{}.{name}", spec.conv_module.trim_end_matches(".wgsl"));
+            let mut name = Entry::name_of(spec.conv_module, name);
             // Profiles and test failures say which tile ran, where there is a choice.
             if spec.tiles.len() > 1 {
                 name += &format!("@{}x{}", t.channels, t.pixels);
@@ -197,6 +203,7 @@ impl ConvKernels {
         let padded = |width: usize| width.div_ceil(ROW_PIXELS) * ROW_PIXELS;
         let (pixels, channels) = match p {
             Product::Forward if rows => (d.n * d.oh() * padded(d.ow()), d.oc),
+            Product::ForwardPooled => (d.n * (d.oh() / 2 * 2) * padded(d.ow()), d.oc),
             Product::Forward => (d.n * d.oh() * d.ow(), d.oc),
             Product::BackwardInput if rows => (d.n * d.h * padded(d.w), d.c),
             Product::BackwardInput => (d.n * d.h * d.w, d.c),
@@ -205,7 +212,7 @@ impl ConvKernels {
         };
         let min_groups = match p {
             Product::BackwardWeightBias => 0,
-            Product::Forward | Product::BackwardInput => self.min_groups,
+            Product::Forward | Product::ForwardPooled | Product::BackwardInput => self.min_groups,
         };
         let (i, tile) = self.engine.tile_for(pixels as u64, channels as u64, min_groups, self.usable_tiles);
         let unit_stride = self.engine.spec().unit_stride_override.is_some() && d.stride == 1;
@@ -213,6 +220,7 @@ impl ConvKernels {
             i,
             match p {
                 Product::Forward if rows => Variant::ForwardRows,
+                Product::ForwardPooled => Variant::ForwardRows,
                 Product::Forward => Variant::Forward,
                 Product::BackwardInput if rows => Variant::BackwardInputRows,
                 Product::BackwardInput if unit_stride => Variant::BackwardInputUnitStride,
@@ -260,8 +268,41 @@ impl ConvKernels {
             self.layout(Product::Forward, d)
         };
         let groups = self.launcher.grid.folded(folded, z);
-        let bindings = [(1, x), (2, params), (3, y), (4, x)];
+        let bindings = [(1, x), (2, params), (3, y), (4, x), (5, y)];
         self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops()).fusing_relu(relu)
+    }
+
+    /// Whether `forward_pooled` can run `d` followed by max-pool `p`: on engines
+    /// with kernel-row products, for a 2x2 pool of stride 2 over `d`'s whole output.
+    pub fn pools_in_epilogue(&self, d: ConvDims, p: PoolDims) -> bool {
+        self.by_kernel_rows(d)
+            && (p.k, p.stride) == (2, 2)
+            && (p.n, p.c, p.h, p.w) == (d.n, d.oc, d.oh(), d.ow())
+            && p.h >= 2
+            && p.w >= 2
+    }
+
+    /// `forward`, then max-pool `p` in the same kernel (where `pools_in_epilogue`):
+    /// y (N,OC,OH/2,OW/2) and argmax (N,OC,OH/2,OW/2), as `PoolKernels::forward`
+    /// writes them; the unpooled output is never stored.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_pooled(
+        &self,
+        d: ConvDims,
+        at: ParamOffsets,
+        relu: bool,
+        p: PoolDims,
+        x: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        argmax: &wgpu::Buffer,
+    ) -> Dispatch {
+        assert!(self.pools_in_epilogue(d, p), "forward_pooled: {d:?} then {p:?} cannot pool in the epilogue");
+        let u = ConvUniform { relu: relu as u32, pool: 1, ..ConvUniform::new(d, at) };
+        let (entry, folded, z) = self.layout(Product::ForwardPooled, d);
+        let groups = self.launcher.grid.folded(folded, z);
+        let bindings = [(1, x), (2, params), (3, y), (4, x), (5, argmax)];
+        self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops()).fusing_relu(relu).fusing_pool()
     }
 
     /// dx (N,C,H,W) from dy (N,OC,OH,OW) and W at `at.weight` in `params`; with
@@ -279,7 +320,7 @@ impl ConvKernels {
         let (entry, folded, z) = self.layout(Product::BackwardInput, d);
         let groups = self.launcher.grid.folded(folded, z);
         let u = ConvUniform { relu: relu_input.is_some() as u32, flip: 1, ..ConvUniform::new(d, at) };
-        let bindings = [(1, dy), (2, params), (3, dx), (4, relu_input.unwrap_or(&self.launcher.unused))];
+        let bindings = [(1, dy), (2, params), (3, dx), (4, relu_input.unwrap_or(&self.launcher.unused)), (5, dx)];
         self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops()).fusing_relu(relu_input.is_some())
     }
 
@@ -301,7 +342,9 @@ impl ConvKernels {
         let gemm = self.launcher.grid.folded(folded, z * splits);
         let reduce = self.launcher.grid.flat(d.weight_len() + d.oc);
         [
-            self.launcher.dispatch(entry, &u, &[(1, x), (2, dy), (3, scratch), (4, x)], gemm).with_flops(d.flops()),
+            self.launcher
+                .dispatch(entry, &u, &[(1, x), (2, dy), (3, scratch), (4, x), (5, scratch)], gemm)
+                .with_flops(d.flops()),
             self.launcher.dispatch(&self.reduce_weight_bias, &u, &[(1, scratch), (3, grads)], reduce),
         ]
     }

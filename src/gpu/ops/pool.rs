@@ -60,27 +60,31 @@ impl PoolKernels {
             .moving(4 * d.input_len() + 8 * d.output_len())
     }
 
-    /// dx (N,C,H,W) from dy (N,C,OH,OW) through the forward's argmax; with
-    /// `relu_input` (the pool's input x, a ReLU's output), also that ReLU's
-    /// backward: dx is zero where x is not positive.
+    /// dx (N,C,H,W) from dy (N,C,OH,OW) through the forward's argmax, from x and
+    /// y (N,C,OH,OW); with `relu` (x is a ReLU's output), also that ReLU's backward:
+    /// dx is zero where x is not positive. Windows that tile the input gate by y,
+    /// which is x at the argmax, so they work after `ConvKernels::forward_pooled`
+    /// too, which leaves x unwritten.
+    #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
         d: PoolDims,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
         argmax: &wgpu::Buffer,
         dy: &wgpu::Buffer,
         dx: &wgpu::Buffer,
-        relu_input: Option<&wgpu::Buffer>,
+        relu: bool,
     ) -> Dispatch {
-        let (entry, groups) = match d.k == d.stride {
-            true => (&self.backward_windows, self.launcher.grid.flat(d.output_len())),
-            false => (&self.backward, self.launcher.grid.flat(d.input_len())),
+        let u = PoolUniform { relu: relu as u32, ..PoolUniform::new(d) };
+        let (entry, groups, gate, gated) = match d.k == d.stride {
+            true => (&self.backward_windows, self.launcher.grid.flat(d.output_len()), (2, y), d.output_len()),
+            false => (&self.backward, self.launcher.grid.flat(d.input_len()), (1, x), d.input_len()),
         };
-        let bindings = [(3, argmax), (4, dy), (5, dx), (1, relu_input.unwrap_or(&self.launcher.unused))];
-        let u = PoolUniform { relu: relu_input.is_some() as u32, ..PoolUniform::new(d) };
-        let gated = relu_input.map_or(0, |_| 4 * d.input_len());
+        let bindings = [(3, argmax), (4, dy), (5, dx), gate];
         self.launcher
             .dispatch(entry, &u, &bindings, groups)
-            .moving(4 * d.input_len() + 8 * d.output_len() + gated)
-            .fusing_relu(relu_input.is_some())
+            .moving(4 * d.input_len() + 8 * d.output_len() + if relu { 4 * gated } else { 0 })
+            .fusing_relu(relu)
     }
 }
