@@ -44,6 +44,8 @@ struct ConvUniform {
 // The GEMM products also bind this conv's input here, which backward_input reads to do
 // the backward pass of the ReLU before the conv in its epilogue (with U.relu).
 @group(0) @binding(4) var<storage, read> gate: array<f32>;
+// Every dispatch also binds 5: the pooled kernel-row forward writes its argmax there
+// (conv2d_subgroup_io.wgsl); the others bind their output and leave it alone.
 
 // Reciprocals for udiv and udiv_small, set by the entry points that divide by these.
 var<private> inv_ohw: f32;

@@ -155,7 +155,8 @@ fn kernel_rows_from(rr: u32, count: u32) -> KernelRows {
 }
 
 // The tile's pixel columns (n, row, x < xp) for an output of `rows` x `width`
-// pixels an image, where xp is `width` padded to a multiple of ROW_PIXELS.
+// pixels an image, where xp is `width` padded to a multiple of ROW_PIXELS; with
+// U.pool, columns (n, p, x < xp) of rows/2 pairs, lo on row 2p and hi on 2p+1.
 struct RowTile {
     t: Tile,
     lo: RowPixels,

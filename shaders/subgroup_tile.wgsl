@@ -4,7 +4,8 @@
 // columns 4l..4l+3 ("lo") and 32+4l..32+4l+3 ("hi") of every row, and supplies
 // the A values of rows l, l+8, l+16, l+24, which subgroupBroadcast hands to
 // the other lanes. The including files define `emit(row, half, v)`, which
-// stores row `row` of this lane's lo (half 0) or hi (half 1) columns.
+// stores row `row` of this lane's lo (half 0) or hi (half 1) columns. emit_all
+// calls half 0 of a row just before its half 1: the pooled epilogue relies on it.
 //
 // The rank update is written out rather than looped: llvmpipe keeps any
 // dynamically indexed local array in memory, and a broadcast's lane must be a

@@ -205,7 +205,7 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
 
     // A 2x2 max-pool of stride 2 in the kernel-row forward's epilogue: each pixel is
     // the same sum as without it, so the pooled values and argmaxes must be exactly
-    // maxpool.wgsl's reference pooling of the unfused forward's output, ties included
+    // the CPU reference's pooling of the unfused forward's output, ties included
     // (the ReLU makes windows of zeros). The outputs start as garbage.
     let p = PoolDims { n: d.n, c: d.oc, h: d.oh(), w: d.ow(), k: 2, stride: 2 };
     let pools = k.pools_in_epilogue(d, p);

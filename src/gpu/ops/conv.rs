@@ -102,7 +102,7 @@ pub struct ConvKernels {
     module: wgpu::ShaderModule,
     /// Whether an engine's product reads `gate` depends on how its epilogues are
     /// shared; one layout for all three keeps their bindings alike. Binding 5 is
-    /// the pooled forward's argmax (conv2d_subgroup_rows.wgsl); the other products
+    /// the pooled forward's argmax (conv2d_subgroup_io.wgsl); the other products
     /// bind their output there.
     layout: wgpu::PipelineLayout,
     /// Per tile configuration, each `Variant`'s pipeline, compiled on first use and
