@@ -26,6 +26,7 @@ use gpu_cnn::executor::Optimizer;
 use gpu_cnn::gpu::ops::conv::{ConvKernels, DIRECT_MAX_REDUCTION};
 use gpu_cnn::gpu::ops::linear::LinearRoute;
 use gpu_cnn::gpu::ops::optim::{OptimBuffers, OptimUniform};
+use gpu_cnn::gpu::ops::pool::PoolOutput;
 use gpu_cnn::gpu::ops::softmax_ce::SoftmaxBuffers;
 use gpu_cnn::gpu::ops::WeightGrads;
 use gpu_cnn::gpu::{BackendChoice, Dispatch, GemmEngine, Gpu, Kernels};
@@ -216,7 +217,7 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
         ops::maxpool_forward(&mut want, &mut want_at, &g.read::<f32>(&by).unwrap(), p);
         let garbage = vec![7.0f32; p.output_len()];
         let (bpy, bat) = (g.upload("pooled y", &garbage), g.upload("argmax", &garbage));
-        let fused = k.forward_pooled(d, offs, relu, p, &bx, &bp, &bpy, &bat);
+        let fused = k.forward_pooled(d, offs, relu, &bx, &bp, PoolOutput { d: p, y: &bpy, argmax: &bat });
         assert!(fused.name.ends_with("+pool"), "{}: ran {}", at("pooled forward"), fused.name);
         run(g, &[fused]);
         let what = at(&format!("pooled forward (relu: {relu})"));
@@ -422,7 +423,7 @@ per_backend!(maxpool, |g: &Arc<Gpu>| {
             let bidx = g.storage("argmax", d.output_len() as u64 * 4);
             // dx starts as garbage, as a reused buffer would: backward must write every element.
             let bdx = g.upload("dx", &vec![7.0f32; d.input_len()]);
-            let back = k.backward(d, &bx, &by, &bidx, &bdy, &bdx, false);
+            let back = k.backward(PoolOutput { d, y: &by, argmax: &bidx }, &bx, &bdy, &bdx, false);
             let windows = back.name == "maxpool.backward_windows";
             assert_eq!(windows, d.k == d.stride, "{} maxpool {d:?}: {}", set.label, back.name);
             run(g, &[k.forward(d, &bx, &by, &bidx), back]);
@@ -433,7 +434,7 @@ per_backend!(maxpool, |g: &Arc<Gpu>| {
             let what = |op: &str| format!("{} maxpool {op} {d:?}", set.label);
             assert_eq!(g.read::<u32>(&bidx).unwrap(), idx, "{}", what("argmax"));
             let (bdx2, mut gated) = (g.upload("dx, gated", &vec![7.0f32; d.input_len()]), vec![0f64; d.input_len()]);
-            run(g, &[k.backward(d, &bx, &by, &bidx, &bdy, &bdx2, true)]);
+            run(g, &[k.backward(PoolOutput { d, y: &by, argmax: &bidx }, &bx, &bdy, &bdx2, true)]);
             ops::relu_backward(&mut gated, &dx, &to64(&x));
             assert_close(&what("backward+relu"), &g.read::<f32>(&bdx2).unwrap(), &gated, FWD.0, FWD.1);
             worst[0] = worst[0].max(assert_close(&what("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1));
@@ -763,7 +764,13 @@ per_backend!(tensors_past_2_pow_24_elements, |g: &Arc<Gpu>| {
     let (by, bidx) = (g.storage("y", pool.output_len() as u64 * 4), g.storage("argmax", pool.output_len() as u64 * 4));
     let bdx = g.storage("dx", pool.input_len() as u64 * 4);
     let k = &g.kernels.pool;
-    run(g, &[k.forward(pool, &bx, &by, &bidx), k.backward(pool, &bx, &by, &bidx, &bdy, &bdx, false)]);
+    run(
+        g,
+        &[
+            k.forward(pool, &bx, &by, &bidx),
+            k.backward(PoolOutput { d: pool, y: &by, argmax: &bidx }, &bx, &bdy, &bdx, false),
+        ],
+    );
     let who = g.describe();
     assert_eq!(g.read::<u32>(&bidx).unwrap(), idx, "{who}: maxpool argmax past 2^24 elements");
     assert_eq!(g.read::<f32>(&by).unwrap(), y, "{who}: maxpool forward past 2^24 elements");

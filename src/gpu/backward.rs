@@ -5,6 +5,7 @@
 use crate::executor::Inference;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::inference::GpuInference;
+use crate::gpu::ops::pool::PoolOutput;
 use crate::gpu::ops::WeightGrads;
 use crate::model::Op;
 
@@ -47,8 +48,8 @@ pub(crate) fn dispatches(
             Op::Relu(d) => out.extend(dx.map(|dx| k.relu.backward(d, net.value(i + 1), dy, dx))),
             Op::MaxPool2d(d) => {
                 let argmax = net.argmax(i).expect("a pool's argmax");
-                let relu = gate.is_some();
-                out.extend(dx.map(|dx| k.pool.backward(d, x, net.value(i + 1), argmax, dy, dx, relu)));
+                let pooled = PoolOutput { d, y: net.value(i + 1), argmax };
+                out.extend(dx.map(|dx| k.pool.backward(pooled, x, dy, dx, gate.is_some())));
             }
             Op::Flatten => {}
         }

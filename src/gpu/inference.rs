@@ -14,6 +14,7 @@ use crate::dims::{ConvDims, PoolDims};
 use crate::executor::{batch_len, check_len, BatchEval, Inference};
 use crate::gpu::context::{checked, Gpu};
 use crate::gpu::dispatch::Dispatch;
+use crate::gpu::ops::pool::PoolOutput;
 use crate::gpu::ops::softmax_ce::SoftmaxBuffers;
 use crate::gpu::plan::{Gradients, MemoryPlan};
 use crate::model::{Model, Op};
@@ -264,8 +265,8 @@ impl GpuInference {
                     let relu = self.memory.fused_relu.get(i + 1).copied().unwrap_or(false);
                     match self.pool_after(i, d, relu, n) {
                         Some((p_at, p)) => {
-                            let (pool_y, params) = (self.value(p_at + 1), &self.params);
-                            forward.push(k.conv.forward_pooled(d, at, relu, p, x, params, pool_y, argmax(p_at)));
+                            let pool = PoolOutput { d: p, y: self.value(p_at + 1), argmax: argmax(p_at) };
+                            forward.push(k.conv.forward_pooled(d, at, relu, x, &self.params, pool));
                             pooled = Some(p_at);
                         }
                         None => forward.push(k.conv.forward(d, at, relu, x, &self.params, y)),

@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::gpu::dispatch::{storage_layout, u32_of, uniform, Dispatch, Entry, Launcher};
 use crate::gpu::engine::GemmEngine;
+use crate::gpu::ops::pool::PoolOutput;
 use crate::gpu::ops::WeightGrads;
 use crate::model::ParamOffsets;
 
@@ -282,21 +283,19 @@ impl ConvKernels {
             && p.w >= 2
     }
 
-    /// `forward`, then max-pool `p` in the same kernel (where `pools_in_epilogue`):
-    /// y (N,OC,OH/2,OW/2) and argmax (N,OC,OH/2,OW/2), as `PoolKernels::forward`
+    /// `forward`, then max-pool `pool.d` in the same kernel (where
+    /// `pools_in_epilogue`) into `pool.y` and `pool.argmax`, as `PoolKernels::forward`
     /// writes them; the unpooled output is never stored.
-    #[allow(clippy::too_many_arguments)]
     pub fn forward_pooled(
         &self,
         d: ConvDims,
         at: ParamOffsets,
         relu: bool,
-        p: PoolDims,
         x: &wgpu::Buffer,
         params: &wgpu::Buffer,
-        y: &wgpu::Buffer,
-        argmax: &wgpu::Buffer,
+        pool: PoolOutput,
     ) -> Dispatch {
+        let PoolOutput { d: p, y, argmax } = pool;
         assert!(self.pools_in_epilogue(d, p), "forward_pooled: {d:?} then {p:?} cannot pool in the epilogue");
         let u = ConvUniform { relu: relu as u32, pool: 1, ..ConvUniform::new(d, at) };
         let (entry, folded, z) = self.layout(Product::ForwardPooled, d);

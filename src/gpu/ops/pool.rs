@@ -30,6 +30,14 @@ impl PoolUniform {
     }
 }
 
+/// A pooling layer's outputs: its shape, y (N,C,OH,OW) and argmax (N,C,OH,OW) u32.
+#[derive(Clone, Copy)]
+pub struct PoolOutput<'a> {
+    pub d: PoolDims,
+    pub y: &'a wgpu::Buffer,
+    pub argmax: &'a wgpu::Buffer,
+}
+
 #[derive(Debug, Clone)]
 pub struct PoolKernels {
     launcher: Launcher,
@@ -60,22 +68,20 @@ impl PoolKernels {
             .moving(4 * d.input_len() + 8 * d.output_len())
     }
 
-    /// dx (N,C,H,W) from dy (N,C,OH,OW) through the forward's argmax, from x and
-    /// y (N,C,OH,OW); with `relu` (x is a ReLU's output), also that ReLU's backward:
+    /// dx (N,C,H,W) from dy (N,C,OH,OW) through the forward's argmax in `out`, from x
+    /// and `out.y`; with `relu` (x is a ReLU's output), also that ReLU's backward:
     /// dx is zero where x is not positive. Windows that tile the input gate by y,
     /// which is x at the argmax, so they work after `ConvKernels::forward_pooled`
     /// too, which leaves x unwritten.
-    #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
-        d: PoolDims,
+        out: PoolOutput,
         x: &wgpu::Buffer,
-        y: &wgpu::Buffer,
-        argmax: &wgpu::Buffer,
         dy: &wgpu::Buffer,
         dx: &wgpu::Buffer,
         relu: bool,
     ) -> Dispatch {
+        let PoolOutput { d, y, argmax } = out;
         let u = PoolUniform { relu: relu as u32, ..PoolUniform::new(d) };
         let (entry, groups, gate, gated) = match d.k == d.stride {
             true => (&self.backward_windows, self.launcher.grid.flat(d.output_len()), (2, y), d.output_len()),
