@@ -178,12 +178,18 @@ impl Launcher {
         constants: &[(&str, f64)],
         layout: Option<&wgpu::PipelineLayout>,
     ) -> Entry {
+        // No zeroing of workgroup memory: every shader here writes its workgroup
+        // arrays before a barrier and reads them after it (the tile loaders store
+        // their zeros explicitly), so WebGPU's zeroing only costs. On GL naga writes
+        // it as code that llvmpipe compiles for seconds: GL's start on an empty
+        // shader cache went from 11.5-13 s to 3.5-4 s (docs/performance.md).
+        let options = wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false };
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout,
             module,
             entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
+            compilation_options: options,
             cache: None,
         });
         Entry { name: Entry::name_of(module_name, entry), pipeline }
