@@ -223,6 +223,28 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
         let what = at(&format!("pooled forward (relu: {relu})"));
         assert_eq!(g.read::<f32>(&bpy).unwrap(), want, "{what}: values");
         assert_eq!(g.read::<u32>(&bat).unwrap(), want_at, "{what}: argmax");
+
+        // The pool's backward after it, as the trainer runs it: the unpooled output
+        // was never written (here it holds NaNs), so the ReLU's gate must come from
+        // the pooled output. Gradients are routed, not summed: exact.
+        let unwritten = g.upload("unwritten x", &vec![f32::NAN; d.output_len()]);
+        let pdy = uniform(&mut Rng::new(seed + 1), p.output_len(), -1.0, 1.0);
+        let (bpdy, bpdx) = (g.upload("pooled dy", &pdy), g.storage("unpooled dx", d.output_len() as u64 * 4));
+        let pooled = PoolOutput { d: p, y: &bpy, argmax: &bat };
+        run(g, &[set.kernels.pool.backward(pooled, &unwritten, &bpdy, &bpdx, relu)]);
+        let mut routed = vec![0f64; d.output_len()];
+        ops::maxpool_backward(&mut routed, &to64(&pdy), &want_at, p);
+        let mut want_dx = routed.clone();
+        if relu {
+            ops::relu_backward(&mut want_dx, &routed, &to64(&g.read::<f32>(&by).unwrap()));
+        }
+        assert_close(
+            &format!("{what}: the pool's backward after it"),
+            &g.read::<f32>(&bpdx).unwrap(),
+            &want_dx,
+            0.0,
+            0.0,
+        );
     }
     [e_fwd, e_dx, e_dw, e_db, e_fused]
 }
