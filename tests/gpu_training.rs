@@ -267,6 +267,18 @@ per_backend!(inference_executor_matches_cpu, |g: &Arc<Gpu>| {
     let gradients = 4 * (1000 * plan.grads.iter().map(|s| s.per_sample).sum::<usize>() + 3 * model.num_params) as u64;
     assert!(trainer.allocated_bytes() >= at_1000 + gradients, "{who}: the trainer lacks gradient buffers");
     assert!(at_1000 * 3 < trainer.allocated_bytes() * 2, "{who}: inference allocates too much");
+    // Where both max-pools run in their convolutions' epilogues (the subgroup engine),
+    // the unpooled outputs of conv1.0 and conv2.2 are never written, and inference
+    // holds a 4-byte placeholder for each instead; the tiled engine writes them.
+    if [GemmEngine::Subgroup, GemmEngine::Tiled].iter().all(|e| g.engines.contains(e)) {
+        let on = |e: GemmEngine| {
+            let gpu = Arc::new(g.with_engine(e).unwrap());
+            GpuInference::new(gpu, model.clone(), &params, 1000).unwrap().allocated_bytes()
+        };
+        let unpooled = plan.values.iter().filter(|s| ["conv1.0", "conv2.2"].contains(&s.name.as_str()));
+        let saved = 4 * unpooled.map(|s| 1000 * s.per_sample as u64 - 1).sum::<u64>();
+        assert_eq!(on(GemmEngine::Tiled) - on(GemmEngine::Subgroup), saved, "{who}: unpooled outputs allocated");
+    }
 });
 
 // What `gpu-cnn explain` shows, on the GPU against the CPU reference, for the

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::dims::{ConvDims, PoolDims};
+use crate::dims::PoolDims;
 use crate::executor::{batch_len, check_len, BatchEval, Inference};
 use crate::gpu::context::{checked, Gpu};
 use crate::gpu::dispatch::Dispatch;
@@ -119,6 +119,33 @@ pub struct GpuInference {
     /// Whether a max-pool after a convolution (and its ReLU) may run in the
     /// convolution's epilogue, leaving the unpooled activations unwritten.
     fuse_pools: bool,
+    /// Per value buffer of the memory plan: unwritten, so allocated empty.
+    unwritten: Vec<bool>,
+}
+
+/// The max-pool layer after convolution `conv` (and its ReLU, where the plan fuses
+/// one) that the convolution can do in its epilogue on `gpu`, at batch `n`.
+fn pool_in_epilogue(gpu: &Gpu, model: &Model, memory: &MemoryPlan, conv: usize, n: usize) -> Option<(usize, PoolDims)> {
+    let Op::Conv2d(d, _) = model.layers[conv].op.at_batch(n) else { return None };
+    let at = conv + 1 + memory.fused_relu.get(conv + 1).copied().unwrap_or(false) as usize;
+    match model.layers.get(at)?.op.at_batch(n) {
+        Op::MaxPool2d(p) if gpu.kernels.conv.pools_in_epilogue(d, p) => Some((at, p)),
+        _ => None,
+    }
+}
+
+/// Per value buffer of `memory`: whether nothing writes or reads it, because it is
+/// the output of a convolution whose max-pool runs in its epilogue (with
+/// `fuse_pools`). The pool's backward gates its ReLU by the pooled output, and
+/// whether a pool fuses does not depend on the batch size.
+fn unwritten_values(gpu: &Gpu, model: &Model, memory: &MemoryPlan, fuse_pools: bool) -> Vec<bool> {
+    let mut unwritten = vec![false; memory.values.len()];
+    for conv in (0..model.layers.len()).filter(|_| fuse_pools) {
+        if pool_in_epilogue(gpu, model, memory, conv, 1).is_some() {
+            unwritten[memory.value_of[conv + 1]] = true;
+        }
+    }
+    unwritten
 }
 
 impl GpuInference {
@@ -149,13 +176,16 @@ impl GpuInference {
         let max_batch = max_batch.min(memory.max_batch_within(binding_limit(&gpu)).max(1));
         let g = gpu.clone();
         let classes = model.classes();
+        let unwritten = unwritten_values(&gpu, &model, &memory, fuse_pools);
         let mut a = Allocator::new(&g, max_batch)?;
         let (values, argmax, params_buf, labels, probs, losses, predictions, metrics) =
             checked(&gpu.device, || -> Result<_> {
                 let what = |name: &str| format!("the output of layer {name}");
                 let mut values = Vec::new();
-                for s in &memory.values {
-                    values.push(a.batch(&s.name, &what(&s.name), s.per_sample)?);
+                for (s, &unwritten) in memory.values.iter().zip(&unwritten) {
+                    // A placeholder: no dispatch binds it (see `unwritten_values`).
+                    let per_sample = if unwritten { 0 } else { s.per_sample };
+                    values.push(a.batch(&s.name, &what(&s.name), per_sample)?);
                 }
                 let mut argmax = Vec::new();
                 for (l, per_sample) in model.layers.iter().zip(&memory.argmax) {
@@ -194,6 +224,7 @@ impl GpuInference {
             plans: HashMap::new(),
             bytes,
             fuse_pools,
+            unwritten,
         })
     }
 
@@ -241,14 +272,10 @@ impl GpuInference {
         }
     }
 
-    /// The max-pool layer after convolution `conv` (and its fused ReLU, with
-    /// `relu`) that the convolution can do in its epilogue, at batch `n`.
-    fn pool_after(&self, conv: usize, d: ConvDims, relu: bool, n: usize) -> Option<(usize, PoolDims)> {
-        let at = conv + 1 + relu as usize;
-        match self.model.layers.get(at)?.op.at_batch(n) {
-            Op::MaxPool2d(p) if self.fuse_pools && self.gpu.kernels.conv.pools_in_epilogue(d, p) => Some((at, p)),
-            _ => None,
-        }
+    /// The max-pool layer after convolution `conv` that the convolution does in its
+    /// epilogue, at batch `n`, if this executor fuses pools.
+    fn pool_after(&self, conv: usize, n: usize) -> Option<(usize, PoolDims)> {
+        self.fuse_pools.then(|| pool_in_epilogue(&self.gpu, &self.model, &self.memory, conv, n)).flatten()
     }
 
     fn build_plan(&self, n: usize) -> Plan {
@@ -263,13 +290,17 @@ impl GpuInference {
             match l.op.at_batch(n) {
                 Op::Conv2d(d, at) => {
                     let relu = self.memory.fused_relu.get(i + 1).copied().unwrap_or(false);
-                    match self.pool_after(i, d, relu, n) {
+                    match self.pool_after(i, n) {
                         Some((p_at, p)) => {
                             let pool = PoolOutput { d: p, y: self.value(p_at + 1), argmax: argmax(p_at) };
                             forward.push(k.conv.forward_pooled(d, at, relu, x, &self.params, pool));
                             pooled = Some(p_at);
                         }
-                        None => forward.push(k.conv.forward(d, at, relu, x, &self.params, y)),
+                        None => {
+                            let unwritten = self.unwritten[self.memory.value_of[i + 1]];
+                            assert!(!unwritten, "{}: an unpooled conv output without a buffer", l.name);
+                            forward.push(k.conv.forward(d, at, relu, x, &self.params, y))
+                        }
                     }
                 }
                 Op::Relu(d) if !self.memory.fused_relu[i] => forward.push(k.relu.forward(d, x, y)),
