@@ -181,8 +181,8 @@ impl Launcher {
         // No zeroing of workgroup memory: every shader here writes its workgroup
         // arrays before a barrier and reads them after it (the tile loaders store
         // their zeros explicitly), so WebGPU's zeroing only costs. On GL naga writes
-        // it as code that llvmpipe compiles for seconds: GL's start on an empty
-        // shader cache went from 11.5-13 s to 3.5-4 s (docs/performance.md).
+        // it as code that llvmpipe compiles for seconds a pipeline (docs/performance.md,
+        // "Start-up on a cold shader cache").
         let options = wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false };
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),

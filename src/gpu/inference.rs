@@ -140,9 +140,11 @@ fn pool_in_epilogue(gpu: &Gpu, model: &Model, memory: &MemoryPlan, conv: usize, 
 /// whether a pool fuses does not depend on the batch size.
 fn unwritten_values(gpu: &Gpu, model: &Model, memory: &MemoryPlan, fuse_pools: bool) -> Vec<bool> {
     let mut unwritten = vec![false; memory.values.len()];
-    for conv in (0..model.layers.len()).filter(|_| fuse_pools) {
-        if pool_in_epilogue(gpu, model, memory, conv, 1).is_some() {
-            unwritten[memory.value_of[conv + 1]] = true;
+    if fuse_pools {
+        for conv in 0..model.layers.len() {
+            if pool_in_epilogue(gpu, model, memory, conv, 1).is_some() {
+                unwritten[memory.value_of[conv + 1]] = true;
+            }
         }
     }
     unwritten
