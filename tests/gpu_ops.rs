@@ -229,7 +229,7 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
         // the pooled output. Gradients are routed, not summed: exact.
         let unwritten = g.upload("unwritten x", &vec![f32::NAN; d.output_len()]);
         let pdy = uniform(&mut Rng::new(seed + 1), p.output_len(), -1.0, 1.0);
-        let (bpdy, bpdx) = (g.upload("pooled dy", &pdy), g.storage("unpooled dx", d.output_len() as u64 * 4));
+        let (bpdy, bpdx) = (g.upload("pooled dy", &pdy), g.upload("unpooled dx", &vec![7.0f32; d.output_len()]));
         let pooled = PoolOutput { d: p, y: &bpy, argmax: &bat };
         run(g, &[set.kernels.pool.backward(pooled, &unwritten, &bpdy, &bpdx, relu)]);
         let mut routed = vec![0f64; d.output_len()];

@@ -119,7 +119,7 @@ pub struct GpuInference {
     /// Whether a max-pool after a convolution (and its ReLU) may run in the
     /// convolution's epilogue, leaving the unpooled activations unwritten.
     fuse_pools: bool,
-    /// Per value buffer of the memory plan: unwritten, so allocated empty.
+    /// Per value buffer of the memory plan: unwritten, so a 4-byte placeholder.
     unwritten: Vec<bool>,
 }
 
@@ -136,8 +136,8 @@ fn pool_in_epilogue(gpu: &Gpu, model: &Model, memory: &MemoryPlan, conv: usize, 
 
 /// Per value buffer of `memory`: whether nothing writes or reads it, because it is
 /// the output of a convolution whose max-pool runs in its epilogue (with
-/// `fuse_pools`). The pool's backward gates its ReLU by the pooled output, and
-/// whether a pool fuses does not depend on the batch size.
+/// `fuse_pools`). Such pools are 2x2 of stride 2, whose backward gates its ReLU by
+/// the pooled output, and whether a pool fuses does not depend on the batch size.
 fn unwritten_values(gpu: &Gpu, model: &Model, memory: &MemoryPlan, fuse_pools: bool) -> Vec<bool> {
     let mut unwritten = vec![false; memory.values.len()];
     if fuse_pools {

@@ -10,7 +10,7 @@
 //! - A 2x2 max-pool after that may run in the epilogue too, on engines that can
 //!   (`ConvKernels::pools_in_epilogue`); the executor decides, and the unpooled
 //!   buffer is then never written (its pool's backward reads the pooled output),
-//!   so the executor allocates it empty.
+//!   so the executor gives it a 4-byte placeholder.
 //! - A ReLU's backward runs in the epilogue of the next layer's input gradient
 //!   when that layer is a convolution, a Linear (past a Flatten) or a max-pool:
 //!   it zeroes the gradient where its own input, the ReLU's output, is not
