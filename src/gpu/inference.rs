@@ -127,7 +127,7 @@ pub struct GpuInference {
 /// one) that the convolution can do in its epilogue on `gpu`, at batch `n`.
 fn pool_in_epilogue(gpu: &Gpu, model: &Model, memory: &MemoryPlan, conv: usize, n: usize) -> Option<(usize, PoolDims)> {
     let Op::Conv2d(d, _) = model.layers[conv].op.at_batch(n) else { return None };
-    let at = conv + 1 + memory.fused_relu.get(conv + 1).copied().unwrap_or(false) as usize;
+    let at = conv + 1 + memory.relu_fused_after(conv) as usize;
     match model.layers.get(at)?.op.at_batch(n) {
         Op::MaxPool2d(p) if gpu.kernels.conv.pools_in_epilogue(d, p) => Some((at, p)),
         _ => None,
@@ -291,7 +291,7 @@ impl GpuInference {
             let argmax = |layer: usize| self.argmax(layer).expect("a pool's argmax");
             match l.op.at_batch(n) {
                 Op::Conv2d(d, at) => {
-                    let relu = self.memory.fused_relu.get(i + 1).copied().unwrap_or(false);
+                    let relu = self.memory.relu_fused_after(i);
                     match self.pool_after(i, n) {
                         Some((p_at, p)) => {
                             let pool = PoolOutput { d: p, y: self.value(p_at + 1), argmax: argmax(p_at) };

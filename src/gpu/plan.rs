@@ -126,6 +126,11 @@ impl MemoryPlan {
         MemoryPlan { values, value_of, grads, grad_of, fused_relu, relu_backward_fused, gates_input, argmax }
     }
 
+    /// Whether the layer after `conv` is a ReLU that `conv`'s epilogue computes.
+    pub fn relu_fused_after(&self, conv: usize) -> bool {
+        self.fused_relu.get(conv + 1).copied().unwrap_or(false)
+    }
+
     /// The largest batch whose every per-sample buffer holds at most `max_bytes`
     /// (the adapter's binding limit): batches beyond it run as micro-batches.
     /// 0 if not even one sample fits.
