@@ -28,7 +28,8 @@ struct ConvUniform {
     accumulate: u32, // reduce_weight_bias: 1 = add to the gradients (micro-batches after the first)
     flip: u32,    // the kernel-row products (rows): 1 = the input gradient, 0 = the forward
     pool: u32,    // the kernel-row forward: 1 = a 2x2 max-pool of stride 2 in the epilogue
-    _pad0: u32, _pad1: u32,
+    zero: u32,    // always 0: the index `load_uniform` reads U through
+    _pad1: u32,
 }
 
 // Every entry point reads bindings 1 and 2 and writes binding 3, whatever the
@@ -37,7 +38,7 @@ struct ConvUniform {
 //   backward_input        src_a = dy (N,OC,OH,OW)  src_b = params       out = dx (N,C,H,W)
 //   backward_weight_bias  src_a = x                src_b = dy           out = partial sums (splits, C*K*K + 1, OC)
 //   reduce_weight_bias    src_a = partial sums                          out = grads (flat, laid out as params)
-@group(0) @binding(0) var<uniform> U: ConvUniform;
+@group(0) @binding(0) var<uniform> conv_uniform: array<ConvUniform, 1>;
 @group(0) @binding(1) var<storage, read> src_a: array<f32>;
 @group(0) @binding(2) var<storage, read> src_b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
@@ -46,6 +47,20 @@ struct ConvUniform {
 @group(0) @binding(4) var<storage, read> gate: array<f32>;
 // Every dispatch also binds 5: the pooled kernel-row forward writes its argmax there
 // (conv2d_subgroup_io.wgsl); the others bind their output and leave it alone.
+
+// The uniform, as every entry point reads it first (`load_uniform`). lavapipe (Mesa
+// 22.3) specialises a pipeline on the uniforms that decide its branches and loop
+// exits: at the first dispatch it tries, and either gives up for good or from then
+// on compiles a specialised copy at every dispatch and keeps each one. At batch 128
+// it did the latter for the conv pipelines: 12-33% of a step and 25 MB a step
+// (docs/performance.md, "Batch size on lavapipe, and batch 128"). It only sees
+// uniforms read at constant offsets; U read at an index that is itself a uniform
+// value hides them from it.
+var<private> U: ConvUniform;
+
+fn load_uniform() {
+    U = conv_uniform[conv_uniform[0].zero];
+}
 
 // Reciprocals for udiv and udiv_small, set by the entry points that divide by these.
 var<private> inv_ohw: f32;
@@ -58,6 +73,7 @@ var<private> inv_stride: f32;
 fn reduce_weight_bias(@builtin(local_invocation_index) li: u32,
                       @builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>) {
+    load_uniform();
     let ckk = U.c * U.k * U.k;
     let rows = ckk + 1u;
     let idx = flat_thread(li, wid, nwg);

@@ -43,6 +43,7 @@ fn store4(n: u32, oc: u32, q: u32, ohw: u32, acc: vec4<f32>) {
 fn forward(@builtin(local_invocation_index) li: u32,
            @builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
+    load_uniform();
     let ohw = U.oh * U.ow;
     let p = folded_group(wid, nwg) * WG + li; // output pixel (n, oh, ow)
     if (p >= U.n * ohw) {

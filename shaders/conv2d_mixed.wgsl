@@ -99,6 +99,7 @@ fn forward(@builtin(local_invocation_index) li: u32,
            @builtin(num_subgroups) nsg: u32,
            @builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
+    load_uniform();
     planes_product(MODE_FORWARD, li, sg, nsg, wid, nwg, U.oc, U.oh * U.ow, U.c * U.k * U.k, true);
 }
 
@@ -108,6 +109,7 @@ fn backward_input(@builtin(local_invocation_index) li: u32,
                   @builtin(num_subgroups) nsg: u32,
                   @builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    load_uniform();
     planes_product(MODE_BACKWARD_INPUT, li, sg, nsg, wid, nwg, U.c, U.h * U.w, U.oc * U.k * U.k, false);
 }
 
@@ -117,6 +119,7 @@ fn backward_weight_bias(@builtin(local_invocation_index) li: u32,
                         @builtin(num_subgroups) nsg: u32,
                         @builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>) {
+    load_uniform();
     let t = weight_tile(wid, nwg, BM, BN);
     if (!t.live) {
         return;

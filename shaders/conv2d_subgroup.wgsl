@@ -97,6 +97,7 @@ fn forward_step(lo: PixelCols, hi: PixelCols, w_row: vec4<u32>, w_ok: vec4<bool>
 fn forward(@builtin(subgroup_invocation_id) lane: u32,
            @builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
+    load_uniform();
     let col_tile = folded_group(wid, nwg);
     if (col_tile * TILE_COLS >= U.n * U.oh * U.ow) {
         return;
@@ -171,6 +172,7 @@ fn backward_input_step(lo: InputCols, hi: InputCols, w_row: vec4<u32>, w_ok: vec
 fn backward_input(@builtin(subgroup_invocation_id) lane: u32,
                   @builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    load_uniform();
     let col_tile = folded_group(wid, nwg);
     if (col_tile * TILE_COLS >= U.n * U.h * U.w) {
         return;
@@ -242,6 +244,7 @@ fn backward_weight_step(lo: TapCols, hi: TapCols, dy_row: vec4<u32>, dy_ok: vec4
 fn backward_weight_bias(@builtin(subgroup_invocation_id) lane: u32,
                         @builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>) {
+    load_uniform();
     let row_tiles = (U.oc + ROW_GROUPS * 8u - 1u) / (ROW_GROUPS * 8u);
     let split = wid.z / row_tiles;
     let col_tile = folded_group(wid, nwg);

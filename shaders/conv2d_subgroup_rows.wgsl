@@ -238,6 +238,7 @@ fn emit_pooled(rt: RowTile, channels: u32, rows: u32, width: u32) {
 fn rows(@builtin(subgroup_invocation_id) lane: u32,
         @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
+    load_uniform();
     let flip = U.flip != 0u;
     let out_ch = select(U.oc, U.c, flip);
     let out_h = select(U.oh, U.h, flip);

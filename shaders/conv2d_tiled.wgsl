@@ -108,6 +108,7 @@ fn forward(@builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(local_invocation_index) li: u32,
            @builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
+    load_uniform();
     planes_product(MODE_FORWARD, lid, li, wid, nwg, U.oc, U.oh * U.ow, U.c * U.k * U.k, true);
 }
 
@@ -116,6 +117,7 @@ fn backward_input(@builtin(local_invocation_id) lid: vec3<u32>,
                   @builtin(local_invocation_index) li: u32,
                   @builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    load_uniform();
     planes_product(MODE_BACKWARD_INPUT, lid, li, wid, nwg, U.c, U.h * U.w, U.oc * U.k * U.k, false);
 }
 
@@ -124,6 +126,7 @@ fn backward_weight_bias(@builtin(local_invocation_id) lid: vec3<u32>,
                         @builtin(local_invocation_index) li: u32,
                         @builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>) {
+    load_uniform();
     let t = weight_tile(wid, nwg, BM, BN);
     if (!t.live) {
         return;

@@ -149,12 +149,17 @@ fn every_uniform_matches_its_rust_twin() {
             if var.space != naga::AddressSpace::Uniform {
                 continue;
             }
-            let wgsl_name = module.types[var.ty].name.clone().unwrap();
+            // conv2d_common.wgsl binds its uniform as a one-element array (`load_uniform`).
+            let ty = match module.types[var.ty].inner {
+                naga::TypeInner::Array { base, size: naga::ArraySize::Constant(n), .. } if n.get() == 1 => base,
+                _ => var.ty,
+            };
+            let wgsl_name = module.types[ty].name.clone().unwrap();
             let twin = layouts
                 .iter()
                 .find(|l| l.name == wgsl_name)
                 .unwrap_or_else(|| panic!("{name}: uniform struct {wgsl_name} has no Rust twin in gpu::ops"));
-            let (fields, size) = wgsl_struct(&module, var.ty);
+            let (fields, size) = wgsl_struct(&module, ty);
             let rust: Vec<(String, String, usize)> =
                 twin.members.iter().map(|&(n, t, o)| (n.to_string(), t.to_string(), o)).collect();
             assert_eq!(rust, fields, "{name}: {wgsl_name}'s members (name, type, offset) differ from Rust's");
@@ -166,6 +171,28 @@ fn every_uniform_matches_its_rust_twin() {
     for l in &layouts {
         assert!(bound.contains(&l.name.to_string()), "{} is bound by no module", l.name);
     }
+}
+
+// The conv modules read their uniform into `U` with `load_uniform` (see
+// conv2d_common.wgsl for why); an entry point that skipped it would see U as zeros.
+#[test]
+fn every_conv_entry_point_loads_its_uniform_first() {
+    let mut checked = 0;
+    for name in shader::modules() {
+        let (module, _, _) = parse(name);
+        let Some((load, _)) = module.functions.iter().find(|(_, f)| f.name.as_deref() == Some("load_uniform")) else {
+            continue;
+        };
+        for ep in &module.entry_points {
+            let first_call = ep.function.body.iter().find_map(|st| match st {
+                naga::Statement::Call { function, .. } => Some(*function),
+                _ => None,
+            });
+            assert_eq!(first_call, Some(load), "{name}: entry point {} does not call load_uniform first", ep.name);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "only {checked} conv entry points found");
 }
 
 /// The value of `const name` in the composed `file`, or of the override `name`

@@ -27,7 +27,7 @@ uniform! {
         oc: u32, oh: u32, ow: u32, k: u32,
         stride: u32, pad: u32, w_off: u32, b_off: u32,
         chunk: u32, splits: u32, relu: u32, accumulate: u32,
-        flip: u32, pool: u32, _pad0: u32, _pad1: u32,
+        flip: u32, pool: u32, zero: u32, _pad1: u32,
     }
 }
 
@@ -52,7 +52,7 @@ impl ConvUniform {
             accumulate: 0,
             flip: 0,
             pool: 0,
-            _pad0: 0,
+            zero: 0,
             _pad1: 0,
         }
     }
