@@ -9,7 +9,7 @@ use gpu_cnn::bench::{time_dispatches, timestamp_dispatches, OpTiming};
 use gpu_cnn::cpu::{CpuInference, CpuTrainer};
 use gpu_cnn::data::{bundled_mnist_dir, Dataset, Split};
 use gpu_cnn::executor::{Inference, Optimizer, Trainer};
-use gpu_cnn::gpu::{Gpu, GpuInference, GpuTrainer};
+use gpu_cnn::gpu::{Gpu, GpuInference, GpuTrainer, Warmup};
 use gpu_cnn::model::Model;
 
 use super::{Backend, Gemm};
@@ -51,11 +51,17 @@ pub fn run(a: Args, gemm: Gemm, started: Instant) -> Result<()> {
     let opt = Optimizer::adam(1e-3);
     let train = Dataset::load(&bundled_mnist_dir(), Split::Train)?;
     let b = a.batch_size;
+    let mut shares = None;
     let (gpu, mut exec): (Option<Arc<Gpu>>, Box<dyn Trainer>) = match a.backend.gpu_choice() {
         None => (None, Box::new(CpuTrainer::new(model.clone(), opt, super::cpu_params(&params, gemm)?)?)),
         Some(choice) => {
             let gpu = Arc::new(Gpu::new(choice, gemm)?);
-            (Some(gpu.clone()), Box::new(GpuTrainer::new(gpu, model.clone(), opt, &params, b)?))
+            let warmup = Warmup::train(&gpu, &model, opt, b);
+            let mut trainer = GpuTrainer::new(gpu.clone(), model.clone(), opt, &params, b)?;
+            if let Some(w) = warmup {
+                shares = Some(w.compile_training(&mut trainer, b)?);
+            }
+            (Some(gpu), Box::new(trainer))
         }
     };
     let (images, labels) = train.first_batch(b);
@@ -122,6 +128,7 @@ pub fn run(a: Args, gemm: Gemm, started: Instant) -> Result<()> {
             "batch_size": b,
             "profiled_batch": profiled,
             "first_step_s": first_step,
+            "first_step_compiled_by": shares.map(|s| json!({"this_device": s.here, "helper": s.helper})),
             "train_samples_per_s": train_rate,
             "train_gflops": train_gflops,
             "inference": inference.iter().map(|&(n, s, r)| json!({"batch": n, "seconds": s, "images_per_s": r})).collect::<Vec<_>>(),
@@ -134,6 +141,13 @@ pub fn run(a: Args, gemm: Gemm, started: Instant) -> Result<()> {
     }
     outln!("backend            {}", exec.describe())?;
     outln!("first step         {first_step:.2} s from process start to the end of the first training step")?;
+    if let Some(s) = shares {
+        outln!(
+            "                   (its pipelines compiled on two cores first: {} + {} on a helper)",
+            s.here,
+            s.helper
+        )?;
+    }
     outln!(
         "training           {train_rate:.1} samples/s at batch {b} ({train_gflops:.2} GFLOP/s, {:.1} ms/step)",
         step_s * 1e3

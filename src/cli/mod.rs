@@ -25,7 +25,7 @@ use gpu_cnn::arch;
 use gpu_cnn::checkpoint::{self, Checkpoint};
 use gpu_cnn::cpu::{CpuInference, CpuTrainer};
 use gpu_cnn::executor::{Explain, Inference, Optimizer, Trainer};
-use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, GpuExplainer, GpuInference, GpuTrainer, Precision};
+use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, GpuExplainer, GpuInference, GpuTrainer, Precision, Warmup};
 use gpu_cnn::model::{Model, Shape};
 
 #[derive(Parser)]
@@ -177,7 +177,12 @@ pub fn trainer(
                     outln!("{note}")?;
                 }
             }
-            Box::new(GpuTrainer::new(gpu, model, opt, params, max_batch)?)
+            let warmup = Warmup::train(&gpu, &model, opt, max_batch);
+            let mut trainer = GpuTrainer::new(gpu, model, opt, params, max_batch)?;
+            if let Some(w) = warmup {
+                w.compile_training(&mut trainer, max_batch)?;
+            }
+            Box::new(trainer)
         }
     })
 }
@@ -221,7 +226,13 @@ pub fn inference(
     params: &[f32],
     max_batch: usize,
 ) -> Result<Box<dyn Inference>> {
-    inference_on(device(backend, gemm)?, model, params, max_batch)
+    let Some(gpu) = device(backend, gemm)? else { return inference_on(None, model, params, max_batch) };
+    let warmup = Warmup::predict(&gpu, &model, max_batch);
+    let mut net = GpuInference::new(gpu, model, params, max_batch)?;
+    if let Some(w) = warmup {
+        w.compile_prediction(&mut net, max_batch)?;
+    }
+    Ok(Box::new(net))
 }
 
 /// An explainer on `backend` (one picture at a time, forward and back to the input).

@@ -115,7 +115,28 @@ impl Gpu {
     /// best for the adapter), asking for the adapter's own limits (the downlevel
     /// defaults allow only 4 storage buffers per stage).
     pub fn new(choice: BackendChoice, engine: Option<GemmEngine>) -> Result<Gpu> {
-        let adapter = Self::pick_adapter(choice)?;
+        Self::open(Self::pick_adapter(choice)?, engine)
+    }
+
+    /// Another device on the adapter described by `info` (a `Gpu`'s), with GEMM
+    /// engine `engine`, through an instance of its own (so a software driver's
+    /// caches flush when it drops).
+    pub fn open_matching(info: &wgpu::AdapterInfo, engine: GemmEngine) -> Result<Gpu> {
+        let choice = match info.backend {
+            wgpu::Backend::Vulkan => BackendChoice::Vulkan,
+            wgpu::Backend::Metal => BackendChoice::Metal,
+            wgpu::Backend::Dx12 => BackendChoice::Dx12,
+            wgpu::Backend::Gl => BackendChoice::Gl,
+            backend => bail!("no device to open on a {backend:?} adapter"),
+        };
+        let adapter = adapters(choice)
+            .into_iter()
+            .find(|a| a.get_info() == *info)
+            .ok_or_else(|| anyhow!("{} ({:?}) is no longer listed", info.name, info.backend))?;
+        Self::open(adapter, Some(engine))
+    }
+
+    fn open(adapter: wgpu::Adapter, engine: Option<GemmEngine>) -> Result<Gpu> {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let engine = GemmEngine::resolve(engine, &adapter)?;

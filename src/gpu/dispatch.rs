@@ -116,6 +116,18 @@ impl Dispatch {
         pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
     }
 
+    /// Record this dispatch over no workgroups: it runs nothing, but a driver that
+    /// compiles at a pipeline's first dispatch compiles it (see `warmup`).
+    pub fn record_empty(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(0, 0, 0);
+    }
+
+    pub fn pipeline(&self) -> &wgpu::ComputePipeline {
+        &self.pipeline
+    }
+
     pub fn workgroups(&self) -> [u32; 3] {
         self.groups
     }

@@ -340,6 +340,20 @@ impl GpuInference {
         &self.plans[&n].forward
     }
 
+    /// Every dispatch of a prediction at batch `n`, in order.
+    pub(crate) fn predict_dispatches(&mut self, n: usize) -> Result<Vec<&Dispatch>> {
+        self.ensure_plan(n)?;
+        Ok(self.recorded(n, false))
+    }
+
+    /// What `encode` records at batch `n`: the forward pass, then the probabilities,
+    /// or with `labels` the loss and its sums.
+    fn recorded(&self, n: usize, labels: bool) -> Vec<&Dispatch> {
+        let plan = &self.plans[&n];
+        let tail = if labels { vec![&plan.loss, &plan.accumulate] } else { vec![&plan.predict] };
+        plan.forward.iter().chain(tail).collect()
+    }
+
     /// The forward pass and the loss layer's forward at batch `n`, in order, as a
     /// training step starts; `ensure_plan(n)` must have run.
     pub(crate) fn forward_with_loss(&self, n: usize) -> impl Iterator<Item = &Dispatch> {
@@ -358,15 +372,10 @@ impl GpuInference {
             q.write_buffer(&self.labels, 0, bytemuck::cast_slice(labels));
             q.write_buffer(&self.metrics, 0, &[0u8; 16]);
         }
-        let plan = &self.plans[&n];
-        let tail = match labels {
-            Some(_) => vec![&plan.loss, &plan.accumulate],
-            None => vec![&plan.predict],
-        };
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in plan.forward.iter().chain(tail) {
+            for d in self.recorded(n, labels.is_some()) {
                 d.record(&mut pass);
             }
         }

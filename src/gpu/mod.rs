@@ -9,7 +9,8 @@
 //! - `backward`: the backward pass, for the trainer and the explainer;
 //! - `inference`, `trainer`, `explainer`: the executors;
 //! - `selfcheck`: a mixed-precision engine's products against the CPU reference,
-//!   when a device opens with it.
+//!   when a device opens with it;
+//! - `warmup`: a software Vulkan driver's kernels compiled on a second core.
 
 pub mod backward;
 pub mod context;
@@ -23,6 +24,7 @@ pub mod plan;
 pub mod selfcheck;
 pub mod shader;
 pub mod trainer;
+pub mod warmup;
 
 pub use context::{BackendChoice, Gpu};
 pub use dispatch::Dispatch;
@@ -31,3 +33,4 @@ pub use explainer::GpuExplainer;
 pub use inference::GpuInference;
 pub use kernels::Kernels;
 pub use trainer::GpuTrainer;
+pub use warmup::Warmup;
