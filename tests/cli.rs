@@ -163,7 +163,10 @@ fn a_software_adapter_is_named_on_the_first_line() {
     let lavapipe = first_line("auto", false);
     assert!(lavapipe.starts_with("note: no GPU found") && lavapipe.contains("lavapipe"), "{lavapipe}");
     let gl = first_line("auto", true);
-    assert!(gl.contains("software OpenGL") && gl.contains("7x slower") && gl.contains("mesa-vulkan-drivers"), "{gl}");
+    assert!(
+        gl.contains("software OpenGL") && gl.contains("x slower than") && gl.contains("mesa-vulkan-drivers"),
+        "{gl}"
+    );
     let asked = first_line("vulkan", false);
     assert!(asked.starts_with("training "), "{asked}");
 }

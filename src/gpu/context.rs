@@ -210,8 +210,9 @@ impl Gpu {
 
     /// A first-contact note when this device is a software driver on the CPU: what
     /// runs, how fast to expect it, and where GL runs, the package that gives the
-    /// faster Vulkan one (measured on 2 cores: lavapipe ~390 samples/s, GL/llvmpipe
-    /// ~53, see docs/performance.md). None on a GPU.
+    /// faster Vulkan one (measured on 2 cores: lavapipe ~390 samples/s and GL/llvmpipe
+    /// ~53 on a recent Intel CPU, ~100 and ~8 on a 2 GHz AMD EPYC; docs/performance.md).
+    /// None on a GPU.
     pub fn software_note(&self) -> Option<String> {
         if self.info.device_type != wgpu::DeviceType::Cpu {
             return None;
@@ -219,12 +220,13 @@ impl Gpu {
         Some(match self.info.backend {
             wgpu::Backend::Gl => format!(
                 "note: no GPU and no Vulkan driver found, so this runs on {}, Mesa's software OpenGL on the CPU, \
-                 about 7x slower than Mesa's software Vulkan (lavapipe): install it for the faster one \
+                 7-12x slower than Mesa's software Vulkan (lavapipe): install it for the faster one \
                  (Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1)",
                 self.info.name
             ),
             wgpu::Backend::Vulkan => "note: no GPU found, so this runs on Mesa's software Vulkan (lavapipe) on the \
-                 CPU: expect about 400 samples/s on 2 cores, where a GPU trains 50-200x faster"
+                 CPU: expect 100-400 samples/s on 2 cores (the CPU matters fourfold), where a GPU trains \
+                 50x faster or more"
                 .to_string(),
             backend => format!(
                 "note: no GPU found, so this runs on {} ({backend:?}), a software driver on the CPU",
