@@ -204,11 +204,17 @@ pub(crate) fn cpu_params(params: &[f32], gemm: Gemm) -> Result<Vec<f32>> {
     Ok(params.to_vec())
 }
 
+/// An inference executor on `gpu` (None: the CPU reference). On lavapipe its kernels
+/// are compiled on two cores before it is returned (`Warmup`), so a server is ready
+/// when it says so.
 fn inference_on(gpu: Option<Arc<Gpu>>, model: Model, params: &[f32], max_batch: usize) -> Result<Box<dyn Inference>> {
-    Ok(match gpu {
-        None => Box::new(CpuInference::new(model, params.to_vec())?),
-        Some(gpu) => Box::new(GpuInference::new(gpu, model, params, max_batch)?),
-    })
+    let Some(gpu) = gpu else { return Ok(Box::new(CpuInference::new(model, params.to_vec())?)) };
+    let warmup = Warmup::predict(&gpu, &model, max_batch);
+    let mut net = GpuInference::new(gpu, model, params, max_batch)?;
+    if let Some(w) = warmup {
+        w.compile_prediction(&mut net, max_batch)?;
+    }
+    Ok(Box::new(net))
 }
 
 fn explainer_on(gpu: Option<Arc<Gpu>>, model: Model, params: &[f32]) -> Result<Box<dyn Explain>> {
@@ -226,13 +232,7 @@ pub fn inference(
     params: &[f32],
     max_batch: usize,
 ) -> Result<Box<dyn Inference>> {
-    let Some(gpu) = device(backend, gemm)? else { return inference_on(None, model, params, max_batch) };
-    let warmup = Warmup::predict(&gpu, &model, max_batch);
-    let mut net = GpuInference::new(gpu, model, params, max_batch)?;
-    if let Some(w) = warmup {
-        w.compile_prediction(&mut net, max_batch)?;
-    }
-    Ok(Box::new(net))
+    inference_on(device(backend, gemm)?, model, params, max_batch)
 }
 
 /// An explainer on `backend` (one picture at a time, forward and back to the input).
