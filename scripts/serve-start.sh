@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Times a `gpu-cnn serve` start: from launch to its `listening` line, then two
-# POSTs of one shipped picture (the first answer pays for any kernel not yet
-# compiled). With CACHE_DIR empty or absent it starts from an empty Mesa shader cache.
+# Times a `gpu-cnn serve` start: from launch to its `listening` line, then POSTs of
+# one shipped picture: a prediction, an explanation (what the page asks for), and a
+# second prediction (a first answer pays for any kernel not yet compiled). With CACHE_DIR empty or absent it starts from an empty Mesa shader cache.
 # Usage: scripts/serve-start.sh BIN [PORT] [CACHE_DIR]   (lavapipe: --backend vulkan)
 # Needs curl and bc.
 set -euo pipefail
@@ -22,9 +22,12 @@ until grep -q listening "$log"; do
     sleep 0.02
 done
 t1=$(now)
-curl -sf -o /dev/null -X POST --data-binary @"$picture" "http://127.0.0.1:$port/api/predict"
+post() { curl -sf -o /dev/null -X POST --data-binary @"$picture" "http://127.0.0.1:$port/api/predict$1"; }
+post ""
 t2=$(now)
-curl -sf -o /dev/null -X POST --data-binary @"$picture" "http://127.0.0.1:$port/api/predict"
+post "?explain=1"
 t3=$(now)
-printf 'listening %.2f s after launch; first answer %.3f s after that, second %.3f s\n' \
-    "$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t1" | bc)" "$(echo "$t3 - $t2" | bc)"
+post ""
+t4=$(now)
+printf 'listening %.2f s after launch; then a first prediction %.3f s, a first explanation %.3f s, a second prediction %.3f s\n' \
+    "$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t1" | bc)" "$(echo "$t3 - $t2" | bc)" "$(echo "$t4 - $t3" | bc)"

@@ -1,6 +1,7 @@
-//! The warm-up of a software Vulkan driver (src/gpu/warmup.rs), read from Mesa's
-//! shader cache on disk: after it, the first training step compiles nothing. A file
-//! of its own, so that the cache directory is this test's from the driver's first load.
+//! The warm-ups of a software Vulkan driver (src/gpu/warmup.rs), read from Mesa's
+//! shader cache on disk: after them, the first training step, prediction and
+//! explanation compile nothing. A file of its own, so that the cache directory is
+//! this test's from the driver's first load.
 
 mod common;
 
@@ -8,8 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use gpu_cnn::data::{bundled_mnist_dir, Dataset, Split};
+use gpu_cnn::executor::{Explain, Inference};
 use gpu_cnn::executor::{Optimizer, Trainer};
-use gpu_cnn::gpu::{BackendChoice, Gpu, GpuTrainer, Warmup};
+use gpu_cnn::gpu::{warmup, BackendChoice, Gpu, GpuExplainer, GpuInference, GpuTrainer};
 use gpu_cnn::model::Model;
 
 /// Compiled kernels in a Mesa shader cache directory: its entry files, not the
@@ -29,7 +31,7 @@ fn cache_entries(dir: &Path) -> usize {
 }
 
 #[test]
-fn after_the_warm_up_the_first_training_step_compiles_nothing() {
+fn after_the_warm_ups_the_first_step_and_answers_compile_nothing() {
     let cache = tempfile::tempdir().unwrap();
     std::env::set_var("MESA_SHADER_CACHE_DIR", cache.path());
     std::env::remove_var("MESA_SHADER_CACHE_DISABLE");
@@ -38,7 +40,7 @@ fn after_the_warm_up_the_first_training_step_compiles_nothing() {
         Err(e) if common::in_ci() => panic!("CI requires a vulkan adapter: {e:#}"),
         Err(e) => return eprintln!("\n*** SKIPPED: no vulkan adapter on this machine ({e:#}) ***\n"),
     };
-    if !Warmup::applies(&gpu) {
+    if !warmup::applies(&gpu) {
         // CI's Vulkan adapter is lavapipe on two cores, which must get one.
         assert!(!common::in_ci(), "{}: CI's adapter gets no warm-up", gpu.describe());
         return eprintln!("\n*** SKIPPED: {} gets no warm-up ***\n", gpu.describe());
@@ -51,9 +53,8 @@ fn after_the_warm_up_the_first_training_step_compiles_nothing() {
     // everything it and its helper compiled is on disk.
     let pipelines = {
         let side = Arc::new(Gpu::open_matching(&gpu.info, gpu.kernels.engine).unwrap());
-        let warmup = Warmup::train(&side, &model, opt, 64).expect("it applies");
-        let mut exec = GpuTrainer::new(side.clone(), model.clone(), opt, &model.init_params(0), 64).unwrap();
-        let shares = warmup.compile_training(&mut exec, 64).unwrap();
+        let (mut exec, shares) = warmup::trainer(&side, &model, opt, &model.init_params(0), 64).unwrap();
+        let shares = shares.expect("it applies");
         let mut pipelines: Vec<wgpu::ComputePipeline> = Vec::new();
         for d in exec.train_dispatches(64).unwrap() {
             if !pipelines.contains(d.pipeline()) {
@@ -75,17 +76,36 @@ fn after_the_warm_up_the_first_training_step_compiles_nothing() {
         gpu.describe()
     );
 
+    // `serve`'s pair, on another device closed before counting.
+    let answers = 8;
+    drop(
+        warmup::inference_and_explainer(
+            &Arc::new(Gpu::open_matching(&gpu.info, gpu.kernels.engine).unwrap()),
+            &model,
+            &model.init_params(0),
+            answers,
+        )
+        .unwrap(),
+    );
+    let served = cache_entries(cache.path());
+    assert!(served > warmed, "{}: the serving warm-up compiled nothing ({served} cache entries)", gpu.describe());
+
+    let data = Dataset::load(&bundled_mnist_dir(), Split::Train).unwrap();
     let mut exec = GpuTrainer::new(gpu.clone(), model.clone(), opt, &model.init_params(0), 64).unwrap();
-    let (images, labels) = Dataset::load(&bundled_mnist_dir(), Split::Train).unwrap().first_batch(64);
+    let (images, labels) = data.first_batch(64);
     exec.train_step(&images, &labels).unwrap();
     exec.take_stats().unwrap();
+    let mut net = GpuInference::new(gpu.clone(), model.clone(), &model.init_params(0), answers).unwrap();
+    net.predict(&data.first_batch(answers).0).unwrap();
+    let mut explainer = GpuExplainer::new(gpu.clone(), model.clone(), &model.init_params(0)).unwrap();
+    explainer.explain(&images[..model.input.numel()]).unwrap();
     let describe = gpu.describe();
     // Closing the last device of the instance waits for the driver's cache writes.
-    drop((exec, gpu));
+    drop((exec, net, explainer, gpu));
     let after = cache_entries(cache.path());
     assert_eq!(
-        after, warmed,
-        "{describe}: the first step compiled kernels the warm-up had not \
-         (cache entries: {warmed} after the warm-up, {after} after the step)"
+        after, served,
+        "{describe}: the first step, prediction or explanation compiled kernels the warm-ups had not \
+         (cache entries: {served} after the warm-ups, {after} after them)"
     );
 }

@@ -9,7 +9,7 @@ use gpu_cnn::bench::{time_dispatches, timestamp_dispatches, OpTiming};
 use gpu_cnn::cpu::{CpuInference, CpuTrainer};
 use gpu_cnn::data::{bundled_mnist_dir, Dataset, Split};
 use gpu_cnn::executor::{Inference, Optimizer, Trainer};
-use gpu_cnn::gpu::{Gpu, GpuInference, GpuTrainer, Warmup};
+use gpu_cnn::gpu::{warmup, Gpu, GpuInference, GpuTrainer};
 use gpu_cnn::model::Model;
 
 use super::{Backend, Gemm};
@@ -51,17 +51,12 @@ pub fn run(a: Args, gemm: Gemm, started: Instant) -> Result<()> {
     let opt = Optimizer::adam(1e-3);
     let train = Dataset::load(&bundled_mnist_dir(), Split::Train)?;
     let b = a.batch_size;
-    let mut shares = None;
-    let (gpu, mut exec): (Option<Arc<Gpu>>, Box<dyn Trainer>) = match a.backend.gpu_choice() {
-        None => (None, Box::new(CpuTrainer::new(model.clone(), opt, super::cpu_params(&params, gemm)?)?)),
+    let (gpu, mut exec, shares): (Option<Arc<Gpu>>, Box<dyn Trainer>, _) = match a.backend.gpu_choice() {
+        None => (None, Box::new(CpuTrainer::new(model.clone(), opt, super::cpu_params(&params, gemm)?)?), None),
         Some(choice) => {
             let gpu = Arc::new(Gpu::new(choice, gemm)?);
-            let warmup = Warmup::train(&gpu, &model, opt, b);
-            let mut trainer = GpuTrainer::new(gpu.clone(), model.clone(), opt, &params, b)?;
-            if let Some(w) = warmup {
-                shares = Some(w.compile_training(&mut trainer, b)?);
-            }
-            (Some(gpu), Box::new(trainer))
+            let (trainer, shares) = warmup::trainer(&gpu, &model, opt, &params, b)?;
+            (Some(gpu), Box::new(trainer), shares)
         }
     };
     let (images, labels) = train.first_batch(b);

@@ -25,7 +25,7 @@ use gpu_cnn::arch;
 use gpu_cnn::checkpoint::{self, Checkpoint};
 use gpu_cnn::cpu::{CpuInference, CpuTrainer};
 use gpu_cnn::executor::{Explain, Inference, Optimizer, Trainer};
-use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, GpuExplainer, GpuInference, GpuTrainer, Precision, Warmup};
+use gpu_cnn::gpu::{warmup, BackendChoice, GemmEngine, Gpu, Precision};
 use gpu_cnn::model::{Model, Shape};
 
 #[derive(Parser)]
@@ -177,12 +177,7 @@ pub fn trainer(
                     outln!("{note}")?;
                 }
             }
-            let warmup = Warmup::train(&gpu, &model, opt, max_batch);
-            let mut trainer = GpuTrainer::new(gpu, model, opt, params, max_batch)?;
-            if let Some(w) = warmup {
-                w.compile_training(&mut trainer, max_batch)?;
-            }
-            Box::new(trainer)
+            Box::new(warmup::trainer(&gpu, &model, opt, params, max_batch)?.0)
         }
     })
 }
@@ -204,27 +199,10 @@ pub(crate) fn cpu_params(params: &[f32], gemm: Gemm) -> Result<Vec<f32>> {
     Ok(params.to_vec())
 }
 
-/// An inference executor on `gpu` (None: the CPU reference). On lavapipe its kernels
-/// are compiled on two cores before it is returned (`Warmup`), so a server is ready
-/// when it says so.
-fn inference_on(gpu: Option<Arc<Gpu>>, model: Model, params: &[f32], max_batch: usize) -> Result<Box<dyn Inference>> {
-    let Some(gpu) = gpu else { return Ok(Box::new(CpuInference::new(model, params.to_vec())?)) };
-    let warmup = Warmup::predict(&gpu, &model, max_batch);
-    let mut net = GpuInference::new(gpu, model, params, max_batch)?;
-    if let Some(w) = warmup {
-        w.compile_prediction(&mut net, max_batch)?;
-    }
-    Ok(Box::new(net))
-}
-
-fn explainer_on(gpu: Option<Arc<Gpu>>, model: Model, params: &[f32]) -> Result<Box<dyn Explain>> {
-    Ok(match gpu {
-        None => Box::new(CpuInference::new(model, params.to_vec())?),
-        Some(gpu) => Box::new(GpuExplainer::new(gpu, model, params)?),
-    })
-}
-
-/// An inference executor on `backend` for batches up to `max_batch`.
+/// An inference executor on `backend` for batches up to `max_batch`. Here and below,
+/// on lavapipe the kernels are compiled on two cores before it is returned
+/// (`gpu::warmup`), so the first answer compiles nothing and a server is ready when
+/// it says so.
 pub fn inference(
     backend: Backend,
     gemm: Gemm,
@@ -232,12 +210,18 @@ pub fn inference(
     params: &[f32],
     max_batch: usize,
 ) -> Result<Box<dyn Inference>> {
-    inference_on(device(backend, gemm)?, model, params, max_batch)
+    Ok(match device(backend, gemm)? {
+        None => Box::new(CpuInference::new(model, params.to_vec())?),
+        Some(gpu) => Box::new(warmup::inference(&gpu, &model, params, max_batch)?),
+    })
 }
 
 /// An explainer on `backend` (one picture at a time, forward and back to the input).
 pub fn explainer(backend: Backend, gemm: Gemm, model: Model, params: &[f32]) -> Result<Box<dyn Explain>> {
-    explainer_on(device(backend, gemm)?, model, params)
+    Ok(match device(backend, gemm)? {
+        None => Box::new(CpuInference::new(model, params.to_vec())?),
+        Some(gpu) => Box::new(warmup::explainer(&gpu, &model, params)?),
+    })
 }
 
 /// An inference executor and an explainer sharing one device of `backend`, for
@@ -249,8 +233,16 @@ pub fn inference_and_explainer(
     params: &[f32],
     max_batch: usize,
 ) -> Result<(Box<dyn Inference>, Box<dyn Explain>)> {
-    let gpu = device(backend, gemm)?;
-    Ok((inference_on(gpu.clone(), model.clone(), params, max_batch)?, explainer_on(gpu, model, params)?))
+    Ok(match device(backend, gemm)? {
+        None => (
+            Box::new(CpuInference::new(model.clone(), params.to_vec())?),
+            Box::new(CpuInference::new(model, params.to_vec())?),
+        ),
+        Some(gpu) => {
+            let (net, explainer) = warmup::inference_and_explainer(&gpu, &model, params, max_batch)?;
+            (Box::new(net), Box::new(explainer))
+        }
+    })
 }
 
 /// The trained model a command runs: `--weights` and `--arch`, as `infer`, `explain`

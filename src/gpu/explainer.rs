@@ -48,6 +48,11 @@ impl GpuExplainer {
         let staging = gpu.staging(((readback + classes + 1 + model.input.numel()) * 4) as u64);
         Ok(GpuExplainer { net, gradients, dispatches, staging })
     }
+
+    /// What `explain` records: the forward pass at batch 1, then `dispatches`.
+    pub(crate) fn explain_dispatches(&self) -> Vec<&Dispatch> {
+        self.net.forward(1).iter().chain(&self.dispatches).collect()
+    }
 }
 
 impl Explain for GpuExplainer {
@@ -67,7 +72,7 @@ impl Explain for GpuExplainer {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in self.net.forward(1).iter().chain(&self.dispatches) {
+            for d in self.explain_dispatches() {
                 d.record(&mut pass);
             }
         }

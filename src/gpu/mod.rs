@@ -33,4 +33,3 @@ pub use explainer::GpuExplainer;
 pub use inference::GpuInference;
 pub use kernels::Kernels;
 pub use trainer::GpuTrainer;
-pub use warmup::Warmup;

@@ -1,4 +1,5 @@
-//! A software Vulkan driver's kernels compiled on two cores before the first step.
+//! A software Vulkan driver's kernels compiled on two cores before the first step
+//! (or answer): executors built here come back with their kernels compiled.
 //!
 //! lavapipe compiles a kernel's machine code at its first dispatch, on the queue's
 //! one thread, kernel after kernel: on a machine's first run that is most of the time
@@ -9,7 +10,9 @@
 //! workgroups, which compiles them and runs nothing: this device from the first
 //! pipeline on, the helper from the last one back, each taking the next one from a
 //! shared count until they meet. The helper's device then closes, which waits for its
-//! cache writes, and the step finds every kernel compiled. GPU drivers compile when a
+//! cache writes, and the step finds every kernel compiled. The same holds for the
+//! first prediction and explanation (`serve` compiles both before it listens: its page
+//! asks for explanations, scripts for predictions). GPU drivers compile when a
 //! pipeline is created, and GL's zero-sized dispatches compile nothing, so only a
 //! Vulkan driver on the CPU gets a helper.
 
@@ -20,12 +23,13 @@ use std::thread::JoinHandle;
 use crate::executor::Optimizer;
 use crate::gpu::context::Gpu;
 use crate::gpu::dispatch::Dispatch;
+use crate::gpu::explainer::GpuExplainer;
 use crate::gpu::inference::GpuInference;
 use crate::gpu::trainer::GpuTrainer;
 use crate::model::Model;
 
 /// The helper thread and the count both sides take pipelines by.
-pub struct Warmup {
+struct Warmup {
     taken: Arc<Mutex<Taken>>,
     thread: JoinHandle<Result<()>>,
 }
@@ -60,52 +64,127 @@ impl Taken {
     }
 }
 
+/// A trainer for batches up to `batch`, its step's kernels compiled (on two cores
+/// where `applies`); with how many each side compiled, where there was a helper.
+pub fn trainer(
+    gpu: &Arc<Gpu>,
+    model: &Model,
+    optimizer: Optimizer,
+    params: &[f32],
+    batch: usize,
+) -> Result<(GpuTrainer, Option<Shares>)> {
+    let model = model.clone();
+    compiled(gpu, params, move |gpu, params| {
+        let trainer = GpuTrainer::new(gpu, model.clone(), optimizer, params, batch)?;
+        Ok(Training { n: batch.min(trainer.micro_batch()), trainer })
+    })
+    .map(|(t, shares)| (t.trainer, shares))
+}
+
+/// An inference executor for up to `batch` pictures, its prediction's kernels compiled.
+pub fn inference(gpu: &Arc<Gpu>, model: &Model, params: &[f32], batch: usize) -> Result<GpuInference> {
+    let model = model.clone();
+    compiled(gpu, params, move |gpu, params| Prediction::new(gpu, &model, params, batch)).map(|(p, _)| p.net)
+}
+
+/// An explainer, its explanation's kernels compiled.
+pub fn explainer(gpu: &Arc<Gpu>, model: &Model, params: &[f32]) -> Result<GpuExplainer> {
+    let model = model.clone();
+    compiled(gpu, params, move |gpu, params| GpuExplainer::new(gpu, model.clone(), params)).map(|(e, _)| e)
+}
+
+/// `serve`'s pair on one device, the kernels of both compiled before it listens: its
+/// page asks for explanations, scripts for predictions.
+pub fn inference_and_explainer(
+    gpu: &Arc<Gpu>,
+    model: &Model,
+    params: &[f32],
+    batch: usize,
+) -> Result<(GpuInference, GpuExplainer)> {
+    let model = model.clone();
+    let build = move |gpu: Arc<Gpu>, params: &[f32]| -> Result<(Prediction, GpuExplainer)> {
+        Ok((Prediction::new(gpu.clone(), &model, params, batch)?, GpuExplainer::new(gpu, model.clone(), params)?))
+    };
+    compiled(gpu, params, build).map(|((p, e), _)| (p.net, e))
+}
+
+/// Executors built alike on both devices, and the dispatches of what they will run
+/// first, in order of first use.
+trait Executors: Sized {
+    fn dispatches(&mut self) -> Result<Vec<&Dispatch>>;
+}
+
+struct Training {
+    trainer: GpuTrainer,
+    /// The first (micro-)batch a step runs.
+    n: usize,
+}
+
+impl Executors for Training {
+    fn dispatches(&mut self) -> Result<Vec<&Dispatch>> {
+        self.trainer.train_dispatches(self.n)
+    }
+}
+
+struct Prediction {
+    net: GpuInference,
+    n: usize,
+}
+
+impl Prediction {
+    fn new(gpu: Arc<Gpu>, model: &Model, params: &[f32], batch: usize) -> Result<Prediction> {
+        let net = GpuInference::new(gpu, model.clone(), params, batch)?;
+        Ok(Prediction { n: batch.min(net.max_batch()), net })
+    }
+}
+
+impl Executors for Prediction {
+    fn dispatches(&mut self) -> Result<Vec<&Dispatch>> {
+        self.net.predict_dispatches(self.n)
+    }
+}
+
+impl Executors for GpuExplainer {
+    fn dispatches(&mut self) -> Result<Vec<&Dispatch>> {
+        Ok(self.explain_dispatches())
+    }
+}
+
+impl<A: Executors, B: Executors> Executors for (A, B) {
+    fn dispatches(&mut self) -> Result<Vec<&Dispatch>> {
+        let mut all = self.0.dispatches()?;
+        all.extend(self.1.dispatches()?);
+        Ok(all)
+    }
+}
+
+/// Build executors with `params` on `gpu` and, where a helper applies, with zeros on
+/// a second device of the same adapter, and compile their dispatches from both ends.
+fn compiled<E: Executors>(
+    gpu: &Arc<Gpu>,
+    params: &[f32],
+    build: impl Fn(Arc<Gpu>, &[f32]) -> Result<E> + Clone + Send + 'static,
+) -> Result<(E, Option<Shares>)> {
+    let (on_helper, len) = (build.clone(), params.len());
+    let warmup = Warmup::spawn(gpu, move |side, taken| {
+        let mut built = on_helper(side.clone(), &vec![0.0; len])?;
+        compile(side, &built.dispatches()?, taken, true).map(|_| ())
+    });
+    let mut built = build(gpu.clone(), params)?;
+    let shares = match warmup {
+        Some(w) => Some(w.meet(gpu, &built.dispatches()?)?),
+        None => None,
+    };
+    Ok((built, shares))
+}
+
+/// Whether `gpu` gets a helper: a Vulkan driver on the CPU, and a second core.
+pub fn applies(gpu: &Gpu) -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    gpu.info.device_type == wgpu::DeviceType::Cpu && gpu.info.backend == wgpu::Backend::Vulkan && cores > 1
+}
+
 impl Warmup {
-    /// Whether `gpu` gets a helper: a Vulkan driver on the CPU, and a second core.
-    pub fn applies(gpu: &Gpu) -> bool {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        gpu.info.device_type == wgpu::DeviceType::Cpu && gpu.info.backend == wgpu::Backend::Vulkan && cores > 1
-    }
-
-    /// Start the helper on the pipelines of a training step of `model` at `batch` (as
-    /// `GpuTrainer::new` sizes it); None where it does not apply. `compile_training`
-    /// does this device's share.
-    pub fn train(gpu: &Gpu, model: &Model, optimizer: Optimizer, batch: usize) -> Option<Warmup> {
-        let model = model.clone();
-        Self::spawn(gpu, move |gpu, taken| {
-            let mut trainer =
-                GpuTrainer::new(gpu.clone(), model.clone(), optimizer, &vec![0.0; model.num_params], batch)?;
-            let n = batch.min(trainer.micro_batch());
-            compile(gpu, &trainer.train_dispatches(n)?, taken, true).map(|_| ())
-        })
-    }
-
-    /// As `train`, for a prediction of up to `batch` pictures (as `GpuInference::new`
-    /// sizes it); `compile_prediction` does this device's share.
-    pub fn predict(gpu: &Gpu, model: &Model, batch: usize) -> Option<Warmup> {
-        let model = model.clone();
-        Self::spawn(gpu, move |gpu, taken| {
-            let mut net = GpuInference::new(gpu.clone(), model.clone(), &vec![0.0; model.num_params], batch)?;
-            let n = batch.min(net.max_batch());
-            compile(gpu, &net.predict_dispatches(n)?, taken, true).map(|_| ())
-        })
-    }
-
-    /// Compile this device's share of a training step's pipelines (`trainer` built as
-    /// `train` was told), then wait for the helper if it took any.
-    pub fn compile_training(self, trainer: &mut GpuTrainer, batch: usize) -> Result<Shares> {
-        let gpu = trainer.gpu().clone();
-        let n = batch.min(trainer.micro_batch());
-        self.meet(&gpu, &trainer.train_dispatches(n)?)
-    }
-
-    /// As `compile_training`, for a prediction (`net` built as `predict` was told).
-    pub fn compile_prediction(self, net: &mut GpuInference, batch: usize) -> Result<Shares> {
-        let gpu = net.gpu().clone();
-        let n = batch.min(net.max_batch());
-        self.meet(&gpu, &net.predict_dispatches(n)?)
-    }
-
     /// Take pipelines from the front until none is left; then, if the helper took
     /// any, wait for it, or the step would compile them again. A helper that failed
     /// costs only time: the step compiles what it left. One that took none (all of
@@ -114,22 +193,16 @@ impl Warmup {
         let here = compile(gpu, dispatches, &self.taken, false)?;
         let helper = self.taken.lock().map_or(0, |t| t.back);
         if helper > 0 {
-            let _ = self.finish();
+            let _ = self.thread.join();
         }
         Ok(Shares { here, helper })
-    }
-
-    /// Wait for the helper to finish and close its device (which writes out its part
-    /// of the cache); it takes every pipeline nobody has taken.
-    pub fn finish(self) -> Result<()> {
-        self.thread.join().unwrap_or_else(|_| Err(anyhow!("the warm-up thread panicked")))
     }
 
     fn spawn(
         gpu: &Gpu,
         helper: impl FnOnce(&Arc<Gpu>, &Mutex<Taken>) -> Result<()> + Send + 'static,
     ) -> Option<Warmup> {
-        if !Self::applies(gpu) {
+        if !applies(gpu) {
             return None;
         }
         let (info, engine) = (gpu.info.clone(), gpu.kernels.engine);
