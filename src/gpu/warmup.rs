@@ -28,10 +28,13 @@ use crate::gpu::inference::GpuInference;
 use crate::gpu::trainer::GpuTrainer;
 use crate::model::Model;
 
-/// The helper thread and the count both sides take pipelines by.
+/// The helper thread and the count both sides take pipelines by. Dropping it waits
+/// for the thread: a helper that closes its instance, which unloads the driver, while
+/// the process runs its exit handlers can crash it (docs/performance.md, "Start-up on
+/// a cold shader cache (lavapipe)").
 struct Warmup {
     taken: Arc<Mutex<Taken>>,
-    thread: JoinHandle<Result<()>>,
+    thread: Option<JoinHandle<Result<()>>>,
 }
 
 /// How many of a step's pipelines each device compiled.
@@ -42,17 +45,20 @@ pub struct Shares {
 }
 
 /// Pipelines taken from the front (by the device that runs the step) and from the
-/// back (by the helper) of the same list, built alike on both devices.
+/// back (by the helper) of the same list, built alike on both devices; `closed` once
+/// the front side has found none left, so a helper that is late does not build.
 #[derive(Default)]
 struct Taken {
     front: usize,
     back: usize,
+    closed: bool,
 }
 
 impl Taken {
-    /// The next pipeline of a list of `len` from the front or the back, if any is left.
+    /// The next pipeline of a list of `len` from the front or the back, if any is left
+    /// and the front side has not given up (an error ends its compile early).
     fn next(&mut self, len: usize, from_back: bool) -> Option<usize> {
-        (self.front + self.back < len).then(|| {
+        (!self.closed && self.front + self.back < len).then(|| {
             if from_back {
                 self.back += 1;
                 len - self.back
@@ -185,17 +191,23 @@ pub fn applies(gpu: &Gpu) -> bool {
 }
 
 impl Warmup {
-    /// Take pipelines from the front until none is left; then, if the helper took
-    /// any, wait for it, or the step would compile them again. A helper that failed
-    /// costs only time: the step compiles what it left. One that took none (all of
-    /// them were in the cache before it was ready) is left to end alone.
+    /// Take pipelines from the front until none is left, then wait for the helper, or
+    /// the step would compile what it took again. A helper that failed costs only
+    /// time: the step compiles what it left. One that has not built its executors yet
+    /// (all of them were in the cache before it was ready) stops without building.
     fn meet(self, gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<Shares> {
         let here = compile(gpu, dispatches, &self.taken, false)?;
-        let helper = self.taken.lock().map_or(0, |t| t.back);
-        if helper > 0 {
-            let _ = self.thread.join();
-        }
+        let helper = self.close();
+        drop(self);
         Ok(Shares { here, helper })
+    }
+
+    /// Tell the helper not to start building; how many pipelines it took.
+    fn close(&self) -> usize {
+        self.taken.lock().map_or(0, |mut t| {
+            t.closed = true;
+            t.back
+        })
     }
 
     fn spawn(
@@ -208,8 +220,24 @@ impl Warmup {
         let (info, engine) = (gpu.info.clone(), gpu.kernels.engine);
         let taken = Arc::new(Mutex::new(Taken::default()));
         let shared = taken.clone();
-        let thread = std::thread::spawn(move || helper(&Arc::new(Gpu::open_matching(&info, engine)?), &shared));
-        Some(Warmup { taken, thread })
+        let thread = std::thread::spawn(move || {
+            let side = Arc::new(Gpu::open_matching(&info, engine)?);
+            if shared.lock().map_or(true, |t| t.closed) {
+                return Ok(());
+            }
+            helper(&side, &shared)
+        });
+        Some(Warmup { taken, thread: Some(thread) })
+    }
+}
+
+impl Drop for Warmup {
+    /// Also on the way out of an error, so no path leaves the thread running.
+    fn drop(&mut self) {
+        self.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -262,5 +290,30 @@ mod tests {
                 assert_eq!(seen, (0..len).collect::<Vec<_>>(), "len {len}, pattern {pattern:b}");
             }
         }
+    }
+
+    #[test]
+    fn a_closed_count_gives_no_more() {
+        let mut t = Taken::default();
+        assert_eq!(t.next(3, false), Some(0));
+        t.closed = true;
+        assert_eq!((t.next(3, false), t.next(3, true)), (None, None));
+    }
+
+    #[test]
+    fn dropping_a_warm_up_closes_the_count_and_waits_for_its_thread() {
+        let taken = Arc::new(Mutex::new(Taken::default()));
+        let shared = taken.clone();
+        let thread = std::thread::spawn(move || {
+            while !shared.lock().unwrap().closed {
+                std::thread::yield_now();
+            }
+            // Still running after the close: the drop must wait for this.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            shared.lock().unwrap().back = 7;
+            Ok(())
+        });
+        drop(Warmup { taken: taken.clone(), thread: Some(thread) });
+        assert_eq!(taken.lock().unwrap().back, 7, "the drop returned before the helper ended");
     }
 }
