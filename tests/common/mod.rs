@@ -224,9 +224,11 @@ pub fn backend() -> &'static str {
     }
 }
 
-/// What a finished command left: its exit code, stdout and stderr.
+/// What a finished command left: its exit code (None when a signal ended it, which
+/// `status` names), stdout and stderr.
 pub struct Outcome {
     pub code: Option<i32>,
+    pub status: std::process::ExitStatus,
     pub stdout: String,
     pub stderr: String,
 }
@@ -236,6 +238,7 @@ pub fn outcome(c: &mut Command) -> Outcome {
     let out = c.output().unwrap();
     let o = Outcome {
         code: out.status.code(),
+        status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into(),
         stderr: String::from_utf8_lossy(&out.stderr).into(),
     };
@@ -246,14 +249,16 @@ pub fn outcome(c: &mut Command) -> Outcome {
 impl Outcome {
     /// The command succeeded.
     pub fn ok(self) -> Self {
-        assert_eq!(self.code, Some(0), "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        let (status, out, err) = (self.status, &self.stdout, &self.stderr);
+        assert_eq!(self.code, Some(0), "command failed ({status})\nstdout:\n{out}\nstderr:\n{err}");
         self
     }
 
     /// It exited with `code` (1 for a refused input, 2 for a refused argument), its
     /// stderr containing every one of `needles`.
     pub fn exits_with(self, code: i32, needles: &[&str]) -> Self {
-        assert_eq!(self.code, Some(code), "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        let (status, out, err) = (self.status, &self.stdout, &self.stderr);
+        assert_eq!(self.code, Some(code), "expected exit {code}, got {status}\nstdout:\n{out}\nstderr:\n{err}");
         for n in needles {
             assert!(self.stderr.contains(n), "stderr lacks '{n}':\n{}", self.stderr);
         }
