@@ -224,10 +224,9 @@ pub fn backend() -> &'static str {
     }
 }
 
-/// What a finished command left: its exit code (None when a signal ended it, which
-/// `status` names), stdout and stderr.
+/// What a finished command left: how it ended (an exit code, or the signal that
+/// ended it, which its Display names), stdout and stderr.
 pub struct Outcome {
-    pub code: Option<i32>,
     pub status: std::process::ExitStatus,
     pub stdout: String,
     pub stderr: String,
@@ -237,7 +236,6 @@ pub struct Outcome {
 pub fn outcome(c: &mut Command) -> Outcome {
     let out = c.output().unwrap();
     let o = Outcome {
-        code: out.status.code(),
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into(),
         stderr: String::from_utf8_lossy(&out.stderr).into(),
@@ -250,7 +248,7 @@ impl Outcome {
     /// The command succeeded.
     pub fn ok(self) -> Self {
         let (status, out, err) = (self.status, &self.stdout, &self.stderr);
-        assert_eq!(self.code, Some(0), "command failed ({status})\nstdout:\n{out}\nstderr:\n{err}");
+        assert_eq!(status.code(), Some(0), "command failed ({status})\nstdout:\n{out}\nstderr:\n{err}");
         self
     }
 
@@ -258,7 +256,7 @@ impl Outcome {
     /// stderr containing every one of `needles`.
     pub fn exits_with(self, code: i32, needles: &[&str]) -> Self {
         let (status, out, err) = (self.status, &self.stdout, &self.stderr);
-        assert_eq!(self.code, Some(code), "expected exit {code}, got {status}\nstdout:\n{out}\nstderr:\n{err}");
+        assert_eq!(status.code(), Some(code), "expected exit {code}, got {status}\nstdout:\n{out}\nstderr:\n{err}");
         for n in needles {
             assert!(self.stderr.contains(n), "stderr lacks '{n}':\n{}", self.stderr);
         }
