@@ -83,10 +83,6 @@ fn assert_finished(dir: &Path, steps: u64, why: &str) {
     assert_eq!(logged, (1..=steps).collect::<Vec<_>>(), "{why}: metrics steps");
 }
 
-fn status_line(status: std::process::ExitStatus) -> String {
-    format!("code {:?}, signal {:?}", status.code(), status.signal())
-}
-
 /// The weights of a tiny run never interrupted, for `steps` (in its own directory).
 fn reference(tmp: &Path, steps: u64, extra: &[&str]) -> Vec<f32> {
     let dir = tmp.join(format!("reference-{steps}"));
@@ -114,7 +110,7 @@ fn sigint_stops_after_the_step_saves_and_the_printed_command_resumes_exactly() {
     run.wait_for("step 2 ");
     run.signal("INT");
     let (status, out) = run.finish();
-    assert_eq!(status.code(), Some(130), "{}\n{out}", status_line(status));
+    assert_eq!(status.code(), Some(130), "{status}\n{out}");
     let c = load(&dir.join("checkpoint.safetensors"));
     let stopped = c.position.unwrap().global_step;
     assert!(stopped >= 2, "{out}");
@@ -172,7 +168,7 @@ fn sigterm_and_sighup_stop_and_save_with_their_exit_codes() {
         run.wait_for("step 3 ");
         run.signal(signal);
         let (status, out) = run.finish();
-        assert_eq!(status.code(), Some(code), "SIG{signal}: {}\n{out}", status_line(status));
+        assert_eq!(status.code(), Some(code), "SIG{signal}: {status}\n{out}");
         let step = assert_consistent(&dir, signal).unwrap_or_else(|| panic!("SIG{signal}: no checkpoint\n{out}"));
         assert!(out.contains(&format!("interrupted by SIG{signal}: stopped after step {step}")), "{out}");
     }
@@ -192,7 +188,7 @@ fn an_ignored_sighup_stays_ignored() {
     run.wait_for("step 300 ");
     run.signal("TERM");
     let (status, out) = run.finish();
-    assert_eq!(status.code(), Some(143), "{}\n{out}", status_line(status));
+    assert_eq!(status.code(), Some(143), "{status}\n{out}");
     assert!(out.contains("interrupted by SIGTERM") && !out.contains("SIGHUP"), "{out}");
 }
 
@@ -210,7 +206,7 @@ fn a_second_signal_ends_the_process_at_once() {
     let t = std::time::Instant::now();
     run.signal("INT");
     let (status, out) = run.finish();
-    assert_eq!(status.signal(), Some(2), "not ended by the second SIGINT: {}\n{out}", status_line(status));
+    assert_eq!(status.signal(), Some(2), "not ended by the second SIGINT: {status}\n{out}");
     assert!(t.elapsed().as_secs() < 60, "the second signal waited for the paused write");
     // The weights went first; the checkpoint never replaced anything.
     assert!(!dir.join("checkpoint.safetensors").exists());
@@ -286,7 +282,7 @@ fn kill_9_at_chosen_points_then_resume_continues_the_same_run() {
         };
         run.signal("KILL");
         let (status, out) = run.finish();
-        assert_eq!(status.signal(), Some(9), "{why}: {}\n{out}", status_line(status));
+        assert_eq!(status.signal(), Some(9), "{why}: {status}\n{out}");
         let saved = assert_consistent(&dir, &why);
         let left = temporaries(&dir);
         // A kill after a step may also land inside a save.
@@ -352,7 +348,7 @@ fn kill_9_at_random_moments_many_times_still_ends_at_the_uninterrupted_weights()
         if status.success() {
             break;
         }
-        assert_eq!(status.signal(), Some(9), "{why}: {}\n{out}", status_line(status));
+        assert_eq!(status.signal(), Some(9), "{why}: {status}\n{out}");
         kills += 1;
         let saved = assert_consistent(&dir, &why);
         saves_seen.push(saved);
@@ -489,7 +485,7 @@ fn a_scheduled_run_stopped_by_a_signal_resumes_on_its_schedule() {
     run.wait_for("test hook: pausing halfway through");
     run.signal("TERM");
     let (status, out) = run.finish();
-    assert_eq!(status.code(), Some(143), "{}\n{out}", status_line(status));
+    assert_eq!(status.code(), Some(143), "{status}\n{out}");
     assert_eq!(assert_consistent(&dir, "after SIGTERM"), Some(6), "{out}");
     let ck = dir.join("checkpoint.safetensors");
     // The schedule is the checkpoint's: giving it again is refused by the parser.
@@ -517,7 +513,7 @@ fn a_closed_stdout_stops_train_after_the_step_and_saves() {
     drop(lines);
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(141), "{}\n{err}", status_line(out.status));
+    assert_eq!(out.status.code(), Some(141), "{}\n{err}", out.status);
     let step = assert_consistent(&dir, "after a closed stdout").unwrap_or_else(|| panic!("nothing saved\n{err}"));
     assert!(
         step >= 3 && err.contains(&format!("standard output was closed: stopped after step {step} and saved")),
