@@ -5,7 +5,9 @@
 //!   host gives its override constants (taken from the engines' specs); a module
 //!   that enables f16 skips GLSL and one that enables cooperative matrices runs
 //!   only where wgpu implements them (SPIR-V and MSL): the coop engine's WGSL is
-//!   checked here even though no adapter of this machine can run it;
+//!   checked here even though no adapter of this machine can run it; SPIR-V is
+//!   written with the options wgpu gives naga for a Vulkan 1.3 device (SPIR-V 1.6,
+//!   only the capabilities it declares for the engine's features);
 //! - every uniform struct a module binds has a Rust twin with the same member
 //!   names, types and offsets, and the same size;
 //! - every tile size Rust computes grids with equals the WGSL constant it mirrors.
@@ -30,27 +32,70 @@ fn parse(file: &str) -> (naga::Module, naga::valid::ModuleInfo, String) {
     (module, info, src)
 }
 
-/// The override values the host compiles `file` with: one set per pipeline variant.
-fn constant_sets(file: &str) -> Vec<Vec<(&'static str, f64)>> {
+/// The device features and override values the host compiles `file` with: one
+/// pair per pipeline variant.
+fn variants(file: &str) -> Vec<(wgpu::Features, Vec<(&'static str, f64)>)> {
     let mut sets = Vec::new();
     for e in GemmEngine::ALL {
         let spec = e.spec();
         if spec.conv_module == file {
             for t in spec.tiles {
-                sets.push(t.constants.to_vec());
+                sets.push((spec.features, t.constants.to_vec()));
                 if let Some(name) = spec.unit_stride_override {
-                    sets.push(t.constants.iter().copied().chain([(name, 1.0)]).collect());
+                    sets.push((spec.features, t.constants.iter().copied().chain([(name, 1.0)]).collect()));
                 }
             }
         }
         if spec.sgemm_module == file {
-            sets.push(spec.sgemm_constants.to_vec());
+            sets.push((spec.features, spec.sgemm_constants.to_vec()));
         }
     }
     if sets.is_empty() {
-        sets.push(Vec::new());
+        sets.push((wgpu::Features::empty(), Vec::new()));
     }
     sets
+}
+
+/// The SPIR-V options wgpu 30 gives naga for a Vulkan 1.3 device with `features`
+/// (wgpu-hal's `vulkan/adapter.rs`, `open`): SPIR-V 1.6 and only the capabilities it
+/// declares, which naga enforces. The coop engine's module never reaches a real
+/// driver on this machine, so a capability it needs that wgpu does not declare
+/// would otherwise first show as a failed pipeline on a lent GPU.
+fn wgpu_vulkan_options(features: wgpu::Features) -> spv::Options<'static> {
+    use spv::Capability as C;
+    let mut caps = vec![
+        C::Shader,
+        C::Matrix,
+        C::Sampled1D,
+        C::Image1D,
+        C::ImageQuery,
+        C::DerivativeControl,
+        C::StorageImageExtendedFormats,
+    ];
+    if features.contains(wgpu::Features::SUBGROUP) {
+        caps.extend([
+            C::GroupNonUniform,
+            C::GroupNonUniformVote,
+            C::GroupNonUniformArithmetic,
+            C::GroupNonUniformBallot,
+            C::GroupNonUniformShuffle,
+            C::GroupNonUniformShuffleRelative,
+            C::GroupNonUniformQuad,
+        ]);
+    }
+    if features.contains(wgpu::Features::SHADER_F16) {
+        caps.push(C::Float16);
+    }
+    if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        caps.extend([C::CooperativeMatrixKHR, C::VulkanMemoryModel]);
+    }
+    spv::Options {
+        lang_version: (1, 6),
+        capabilities: Some(caps.into_iter().collect()),
+        force_loop_bounding: true,
+        use_storage_input_output_16: features.contains(wgpu::Features::SHADER_F16),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -74,21 +119,22 @@ fn every_module_validates_and_translates_to_all_backends() {
         // and the input gather has nothing to differentiate.
         let least = if name.starts_with("sgemm") || name == "input.wgsl" { 1 } else { 2 };
         assert!(entries.len() >= least, "{name}: forward and backward entry points expected, found {entries:?}");
-        for constants in constant_sets(name) {
+        for (features, constants) in variants(name) {
             let constants = &constants[..];
             let mut pc = naga::back::PipelineConstants::default();
             pc.extend(constants.iter().map(|&(k, v)| (k.to_string(), v)));
             let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &pc)
                 .unwrap_or_else(|e| panic!("{name} {constants:?}: {e}"));
-            translate(name, &module, &info, &src);
+            translate(name, features, &module, &info, &src);
         }
     }
 }
 
-fn translate(name: &str, module: &naga::Module, info: &naga::valid::ModuleInfo, src: &str) {
+fn translate(name: &str, features: wgpu::Features, module: &naga::Module, info: &naga::valid::ModuleInfo, src: &str) {
     let coop = src.contains("enable wgpu_cooperative_matrix;");
     let f16 = src.contains("enable f16;");
-    spv::write_vec(module, info, &spv::Options::default(), None).unwrap_or_else(|e| panic!("{name} -> SPIR-V: {e}"));
+    spv::write_vec(module, info, &wgpu_vulkan_options(features), None)
+        .unwrap_or_else(|e| panic!("{name} {features:?} -> SPIR-V: {e}"));
     // Metal's simdgroup matrices need MSL 2.3, which wgpu uses where the device has them.
     let msl_options = msl::Options { lang_version: if coop { (2, 3) } else { (1, 0) }, ..Default::default() };
     msl::write_string(module, info, &msl_options, &msl::PipelineOptions::default())
