@@ -57,10 +57,10 @@ fn variants(file: &str) -> Vec<(wgpu::Features, Vec<(&'static str, f64)>)> {
 }
 
 /// The SPIR-V options wgpu 30 gives naga for a Vulkan 1.3 device with `features`
-/// (wgpu-hal's `vulkan/adapter.rs`, `open`): SPIR-V 1.6 and only the capabilities it
-/// declares, which naga enforces. The coop engine's module never reaches a real
-/// driver on this machine, so a capability it needs that wgpu does not declare
-/// would otherwise first show as a failed pipeline on a lent GPU.
+/// (wgpu-hal's `vulkan/adapter.rs`, `device_from_raw`): SPIR-V 1.6 and only the
+/// capabilities it declares, which naga enforces. The coop engine's module never
+/// reaches a real driver on this machine, so a capability it needs that wgpu does
+/// not declare would otherwise first show as a failed pipeline on a lent GPU.
 fn wgpu_vulkan_options(features: wgpu::Features) -> spv::Options<'static> {
     use spv::Capability as C;
     let mut caps = vec![
