@@ -19,13 +19,13 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
     /// Training batch size
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = gpu_cnn::data::parse_batch_size)]
     batch_size: usize,
     /// Training steps to time (after one warm-up step)
-    #[arg(long, default_value_t = 10)]
-    steps: usize,
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    steps: u64,
     /// Inference batch sizes to time
-    #[arg(long, value_delimiter = ',', default_value = "1,64,1000")]
+    #[arg(long, value_delimiter = ',', default_value = "1,64,1000", value_parser = gpu_cnn::data::parse_batch_size)]
     infer_batches: Vec<usize>,
     /// Machine-readable output
     #[arg(long)]
@@ -69,7 +69,7 @@ pub fn run(a: Args, gemm: Gemm, started: Instant) -> Result<()> {
         exec.train_step(&images, &labels)?;
     }
     exec.take_stats()?;
-    let step_s = t.elapsed().as_secs_f64() / a.steps.max(1) as f64;
+    let step_s = t.elapsed().as_secs_f64() / a.steps as f64;
     let train_rate = b as f64 / step_s;
     let train_gflops = 3.0 * model.flops_per_sample() as f64 * train_rate / 1e9;
 
@@ -156,8 +156,10 @@ pub fn run(a: Args, gemm: Gemm, started: Instant) -> Result<()> {
     }
     if !ops.is_empty() {
         outln!("\nper-op profile of one training step at batch {profiled} ({timing}):")?;
+        // As wide as the longest name (which carries its tile and fusions).
+        let w = ops.iter().map(|o| o.name.len()).max().unwrap_or(0).max(24);
         outln!(
-            "{:<8} {:<24} {:>12} {:>9} {:>16} {:>9} {:>7}",
+            "{:<8} {:<w$} {:>12} {:>9} {:>16} {:>9} {:>7}",
             "layer",
             "op",
             "workgroups",
@@ -177,14 +179,14 @@ pub fn run(a: Args, gemm: Gemm, started: Instant) -> Result<()> {
             };
             let of = of_sgemm(o).map(|f| format!("{:.0}%", 100.0 * f)).unwrap_or_else(|| "-".into());
             outln!(
-                "{:<8} {:<24} {wg:>12} {:>9.3} {rate:>16} {of:>9} {:>6.1}%",
+                "{:<8} {:<w$} {wg:>12} {:>9.3} {rate:>16} {of:>9} {:>6.1}%",
                 o.layer,
                 o.name,
                 o.seconds * 1e3,
                 100.0 * o.seconds / step_ops
             )?;
         }
-        outln!("{:<8} {:<24} {:>12} {:>9.3}", "", "sum", "", step_ops * 1e3)?;
+        outln!("{:<8} {:<w$} {:>12} {:>9.3}", "", "sum", "", step_ops * 1e3)?;
     }
     Ok(())
 }
