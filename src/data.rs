@@ -191,7 +191,14 @@ fn find_file(dir: &Path, stem: &str) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    bail!("{}: no {stem} or {stem}.gz (an MNIST-format dataset has four IDX files)", dir.display())
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            bail!("{}: no {stem} or {stem}.gz (an MNIST-format dataset has four IDX files)", dir.display())
+        }
+        Ok(_) => bail!("{}: not a directory (--data takes the folder of the four IDX files)", dir.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("{}: no such directory", dir.display()),
+        Err(e) => bail!("{}: {e}", dir.display()),
+    }
 }
 
 /// The two kinds of IDX file a dataset has.

@@ -539,14 +539,15 @@ fn bad_datasets_and_options_fail_cleanly() {
     idx_dir(&d, images.clone(), common::idx_bytes(&[2], &[1, 10]));
     fails_with(&mut train_on(&d), &["train-labels-idx1-ubyte", "label 10"]);
 
-    fails_with(&mut train_on(&tmp.path().join("nowhere")), &["nowhere", "train-images-idx3-ubyte"]);
+    fails_with(&mut train_on(&tmp.path().join("nowhere")), &["nowhere", "no such directory"]);
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    fails_with(&mut train_on(&file), &["a-file", "not a directory"]);
 
     let mut c = bin();
     c.args(["train", "--steps", "1", "--arch", "c8k5 pool2 pool2 pool2 pool2 pool2 flat fc10"]);
     fails_with(&mut c, &["--arch layer 6", "pool2", "larger"]);
 
-    let file = tmp.path().join("a-file");
-    std::fs::write(&file, b"").unwrap();
     let mut c = bin();
     c.args(["train", "--steps", "1", "--out"]).arg(file.join("sub"));
     fails_with(&mut c, &["cannot create output directory", "a-file"]);

@@ -99,8 +99,13 @@ fn plot_names_every_bad_input() {
 
     fake_run(&p("good"), &train_line(2, 2.3, 0.1));
     let unwritable = p("a-file").join("out.png");
-    gpu_cnn(&["plot", "-o"], &[&unwritable, &p("good")]).fails_with(&["cannot write", "a-file/out.png"]);
+    gpu_cnn(&["plot", "-o"], &[&unwritable, &p("good")]).fails_with(&["a-file/out.png", "no such directory"]);
     gpu_cnn(&["plot", "-o"], &[&p("out.txt"), &p("good")]).fails_with(&["out.txt", "unknown picture format"]);
+    gpu_cnn(&["plot", "-o"], &[&p("bare"), &p("good")]).fails_with(&["-o", "bare: is a directory"]);
+    // Asked before the test set is evaluated.
+    let eval =
+        gpu_cnn(&["eval", "--backend", "cpu", "--plot"], &[&p("bare")]).fails_with(&["--plot", "is a directory"]);
+    assert!(!eval.stdout.contains("accuracy"), "the evaluation ran first:\n{}", eval.stdout);
 }
 
 #[test]

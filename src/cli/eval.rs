@@ -1,6 +1,6 @@
 //! `gpu-cnn eval`: test-set accuracy, loss, per-class accuracy and confusion matrix.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +30,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args, gemm: Gemm) -> Result<()> {
+    if let Some(p) = &a.plot {
+        plot::picture_format(p).context("--plot")?;
+    }
     let (weights, ck) = a.model.load()?;
     let test = Dataset::load(&super::data_dir(a.data), Split::Test)?;
     test.check_against(&ck.model)?;

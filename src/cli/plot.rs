@@ -1,7 +1,7 @@
 //! `gpu-cnn plot`: several runs' loss and accuracy on shared axes, and a table of
 //! where each ended.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 
@@ -94,6 +94,7 @@ fn print_table(rows: &[Summary]) -> Result<()> {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    plot::picture_format(&a.out).context("-o")?;
     let mut runs = Vec::new();
     let mut rows = Vec::new();
     for dir in &a.runs {

@@ -15,7 +15,7 @@ pub use confusion::confusion;
 pub use curves::{comparison, training_curves, Run};
 pub use sheet::{explain_sheet, Filters, Sheet, SHEET_WIDTH};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use image::{ImageFormat, RgbImage};
 use plotters::coord::ranged1d::Ranged;
 use plotters::coord::types::RangedCoordf64;
@@ -58,10 +58,24 @@ fn render(w: u32, h: u32, draw: impl FnOnce(&Area) -> Result<()>) -> Result<RgbI
     Ok(image)
 }
 
+/// The format a picture at `path` is written in, if `path` can be one: named with a
+/// picture extension, not a directory, in a directory that exists. Commands ask before
+/// their work, so that a bad path is not found only at the end.
+pub fn picture_format(path: &Path) -> Result<ImageFormat> {
+    if path.is_dir() {
+        bail!("{}: is a directory; give a file name such as {}", path.display(), path.join("plot.png").display());
+    }
+    let parent = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!("{}: no such directory {}", path.display(), parent.display());
+    }
+    ImageFormat::from_path(path)
+        .map_err(|_| anyhow!("{}: unknown picture format; give the file a .png name", path.display()))
+}
+
 /// Encode by the file name's extension (PNG in practice) and replace `path` atomically.
 fn save(img: &RgbImage, path: &Path) -> Result<()> {
-    let format = ImageFormat::from_path(path)
-        .map_err(|_| anyhow!("{}: unknown picture format; give the file a .png name", path.display()))?;
+    let format = picture_format(path)?;
     let mut bytes = std::io::Cursor::new(Vec::new());
     img.write_to(&mut bytes, format).with_context(|| format!("cannot encode {} as {format:?}", path.display()))?;
     write_atomic(path, bytes.get_ref()).with_context(|| format!("cannot write {}", path.display()))
