@@ -183,6 +183,16 @@ fn arch_models_train_and_reload_without_repeating_the_spec() {
     c.args(["infer", "tests/images/7_black_on_white.png", "--backend", backend(), "--weights"])
         .arg(tmp.path().join("model.safetensors"));
     stdout_of(&mut c);
+    // An --arch other than the file's is refused, not ignored.
+    for command in ["infer", "eval"] {
+        let mut c = bin();
+        c.args([command, "--backend", backend(), "--arch", "c8k3 relu pool2 flat fc10", "--weights"])
+            .arg(tmp.path().join("model.safetensors"));
+        if command == "infer" {
+            c.arg("tests/images/7_black_on_white.png");
+        }
+        fails_with(&mut c, &["model.safetensors", "holds the model 'c4k3", "not --arch's"]);
+    }
 }
 
 #[test]

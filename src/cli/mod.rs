@@ -55,7 +55,8 @@ pub type Gemm = Option<GemmEngine>;
 fn parse_gemm(s: &str) -> Result<Gemm> {
     match s {
         "auto" | "" => Ok(None),
-        _ => GemmEngine::parse(s).map(Some),
+        // The value may come from GPU_CNN_GEMM, which clap's message does not name.
+        _ => GemmEngine::parse(s).map(Some).map_err(|e| anyhow::anyhow!("{e}, or auto (from --gemm or GPU_CNN_GEMM)")),
     }
 }
 
@@ -261,7 +262,9 @@ impl ModelArgs {
     /// The weights file (the bundled one by default) and its checkpoint.
     pub fn load(&self) -> Result<(PathBuf, Checkpoint)> {
         let weights = weights_or_default(self.weights.clone())?;
-        let ck = checkpoint::load(&weights, &model_from(self.arch.as_deref())?)?;
+        let asked = model_from(self.arch.as_deref())?;
+        let ck = checkpoint::load(&weights, &asked)?;
+        check_arch_agrees(&weights, self.arch.is_some(), &asked, &ck.model)?;
         Ok((weights, ck))
     }
 
@@ -289,6 +292,19 @@ impl ModelArgs {
 }
 
 pub const MNIST_INPUT: Shape = Shape { c: 1, h: 28, w: 28, flat: false };
+
+/// A file that names its model wins over --arch only where the two agree: a different
+/// --arch is refused rather than silently ignored.
+pub fn check_arch_agrees(path: &Path, given: bool, asked: &Model, held: &Model) -> Result<()> {
+    if given && asked != held {
+        bail!(
+            "{}: holds the model '{}', not --arch's; leave --arch out (the file says its model)",
+            path.display(),
+            arch::spec_of(held)
+        );
+    }
+    Ok(())
+}
 
 /// The tutorial CNN, or the model `--arch` describes.
 pub fn model_from(arch_spec: Option<&str>) -> Result<Model> {
