@@ -151,14 +151,20 @@ fn optimizer_to_string(opt: &Optimizer) -> String {
 }
 
 /// Refuse optimizer hyper-parameters no run can use (they would make the first update
-/// NaN or diverge): lr finite and positive, momentum in [0, 1], Adam's betas in [0, 1)
-/// and eps finite and positive, weight decay finite and at least 0.
+/// NaN or diverge): see `optimizer_problem`.
 pub fn check_optimizer(opt: &Optimizer) -> Result<()> {
+    match optimizer_problem(opt) {
+        Some((name, v, range)) => bail!("{name} {v} must be {range}"),
+        None => Ok(()),
+    }
+}
+
+/// The first hyper-parameter of `opt` no run can use, as (name, value, what it must
+/// be): lr finite and positive, momentum in [0, 1], Adam's betas in [0, 1) and eps
+/// finite and positive, weight decay finite and at least 0.
+pub fn optimizer_problem(opt: &Optimizer) -> Option<(&'static str, f32, &'static str)> {
     let positive = |v: f32| v.is_finite() && v > 0.0;
     let decay = opt.weight_decay();
-    if !(decay.is_finite() && decay >= 0.0) {
-        bail!("weight_decay {decay} must be finite and at least 0");
-    }
     let (lr, checks) = match *opt {
         Optimizer::Sgd { lr, momentum, .. } => {
             (lr, vec![("momentum", momentum, (0.0..=1.0).contains(&momentum), "in [0, 1]")])
@@ -172,12 +178,12 @@ pub fn check_optimizer(opt: &Optimizer) -> Result<()> {
             ],
         ),
     };
-    for (name, v, ok, range) in [("lr", lr, positive(lr), "finite and positive")].into_iter().chain(checks) {
-        if !ok {
-            bail!("{name} {v} must be {range}");
-        }
-    }
-    Ok(())
+    [("lr", lr, positive(lr), "finite and positive")]
+        .into_iter()
+        .chain(checks)
+        .chain([("weight_decay", decay, decay.is_finite() && decay >= 0.0, "finite and at least 0")])
+        .find(|&(_, _, ok, _)| !ok)
+        .map(|(name, v, _, range)| (name, v, range))
 }
 
 /// The inverse of `optimizer_to_string`, strictly: every parameter of the optimizer

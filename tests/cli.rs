@@ -153,7 +153,8 @@ fn a_software_adapter_is_named_on_the_first_line() {
     let tmp = tempfile::tempdir().unwrap();
     let first_line = |backend: &str, hide_vulkan: bool| {
         let mut c = bin();
-        c.args(["train", "--steps", "1", "--batch-size", "8", "--backend", backend, "--out"]).arg(tmp.path());
+        c.args(["train", "--steps", "1", "--batch-size", "8", "--backend", backend, "--overwrite", "--out"]);
+        c.arg(tmp.path());
         if hide_vulkan {
             // As on a machine without Vulkan: wgpu then falls back to GL by itself.
             c.env("VK_ICD_FILENAMES", tmp.path().join("no-such-icd.json"));
@@ -609,9 +610,79 @@ fn a_diverging_run_stops_with_a_clear_message_and_keeps_the_last_checkpoint() {
         "1e30",
         "--backend",
         backend(),
+        "--overwrite",
         "--out",
     ])
     .arg(tmp.path());
-    fails_with(&mut c, &["the loss became", "at step", "lower --lr", "checkpoint.safetensors"]);
+    // --overwrite replaces the earlier run only as the new one saves, which this one never does.
+    fails_with(&mut c, &["the loss became", "at step", "lower --lr (e.g. 1.0e29)", "checkpoint.safetensors"]);
     assert_eq!(std::fs::read(&ckpt).unwrap(), before, "the last good checkpoint was overwritten");
+}
+
+// A finished run is a user's work: a new run into its directory is refused (the files
+// untouched) unless --overwrite; --resume writes into the checkpoint's own directory,
+// and never rolls another directory's later run back.
+#[test]
+fn an_earlier_run_is_kept_unless_overwrite_is_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    train(&a, 2, &[]);
+    let files = ["checkpoint.safetensors", "model.safetensors", "metrics.jsonl", "curves.png"];
+    let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(a.join(f)).unwrap()).collect();
+    let mut c = bin();
+    c.args(["train", "--steps", "1", "--batch-size", "8", "--backend", backend(), "--out"]).arg(&a);
+    let resume = a.join("checkpoint.safetensors");
+    fails_with(&mut c, &[&a.display().to_string(), "holds another run", "--overwrite", &resume.display().to_string()]);
+    let after: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(a.join(f)).unwrap()).collect();
+    assert!(before == after, "a refused run changed the earlier run's files");
+
+    // --resume without --out continues in the checkpoint's directory.
+    let mut c = bin();
+    c.args(["train", "--steps", "3", "--log-every", "1", "--backend", backend(), "--resume"]).arg(&resume);
+    stdout_of(&mut c);
+    let at = |dir: &Path| {
+        let ck = checkpoint::load(&dir.join("checkpoint.safetensors"), &Model::tutorial()).unwrap();
+        ck.position.unwrap().global_step
+    };
+    assert_eq!(at(&a), 3);
+
+    // Resuming a's step-3 checkpoint into b, which holds a later run, is refused.
+    train(&b, 5, &[]);
+    let mut c = bin();
+    c.args(["train", "--steps", "4", "--backend", backend(), "--resume"]).arg(&resume).arg("--out").arg(&b);
+    fails_with(&mut c, &[&b.display().to_string(), "holds another run"]);
+    assert_eq!(at(&b), 5);
+
+    // --overwrite replaces the run.
+    train(&b, 1, &["--overwrite"]);
+    assert_eq!(at(&b), 1);
+}
+
+// Arguments are checked before the output directory is made: a refused run leaves
+// nothing, and a number a flag cannot take names that flag.
+#[test]
+fn refused_arguments_leave_no_output_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let run = |flags: &[&str]| {
+        let mut c = bin();
+        c.args(["train", "--steps", "3", "--backend", backend()]).args(flags).arg("--out").arg(&out);
+        c
+    };
+    exits_with(&mut run(&["--schedule", "step:0"]), 2, &["--schedule", "step interval"]);
+    exits_with(&mut run(&["--schedule", "cosine:2"]), 2, &["--schedule", "unknown schedule"]);
+    fails_with(&mut run(&["--warmup", "100"]), &["--warmup", "100 steps"]);
+    fails_with(&mut run(&["--lr", "-1"]), &["--lr -1: must be finite and positive"]);
+    fails_with(&mut run(&["--lr", "nan"]), &["--lr NaN: must be finite and positive"]);
+    fails_with(&mut run(&["--optimizer", "sgd", "--momentum", "2"]), &["--momentum 2: must be in [0, 1]"]);
+    fails_with(&mut run(&["--weight-decay", "-0.5"]), &["--weight-decay -0.5: must be finite and at least 0"]);
+    let nowhere = tmp.path().join("nowhere");
+    fails_with(&mut run(&["--data", nowhere.to_str().unwrap()]), &["nowhere"]);
+    assert!(!out.exists(), "a refused run created {}", out.display());
+
+    for (flag, value) in [("--steps", "0"), ("--batch-size", "2000000"), ("--infer-batches", "1,0")] {
+        let mut c = bin();
+        c.args(["bench", "--backend", backend(), flag, value]);
+        exits_with(&mut c, 2, &[flag]);
+    }
 }

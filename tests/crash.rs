@@ -115,6 +115,10 @@ fn sigint_stops_after_the_step_saves_and_the_printed_command_resumes_exactly() {
     let stopped = c.position.unwrap().global_step;
     assert!(stopped >= 2, "{out}");
     assert!(out.contains(&format!("interrupted by SIGINT: stopped after step {stopped} and saved")), "{out}");
+    // Answered when it came, before the stop was reported.
+    let (said, stopped_at) =
+        (out.find("SIGINT: stopping after the steps already sent to the GPU"), out.find("interrupted by SIGINT"));
+    assert!(said.is_some() && said < stopped_at, "the signal was not answered at once:\n{out}");
     // The stop logged its step: the metrics end where the checkpoint is.
     assert_eq!(metric_steps(&dir), (1..=stopped).collect::<Vec<_>>());
     assert_consistent(&dir, "after SIGINT");
@@ -213,7 +217,7 @@ fn a_second_signal_ends_the_process_at_once() {
     assert!(load(&dir.join("model.safetensors")).stamp.is_some());
     assert_eq!(temporaries(&dir).len(), 1, "{:?}", temporaries(&dir));
     // The next run in the directory removes it.
-    let (status, out) = Running::start(tiny_train(&dir, &["--steps", "2"])).finish();
+    let (status, out) = Running::start(tiny_train(&dir, &["--steps", "2", "--overwrite"])).finish();
     assert!(status.success(), "{out}");
     assert!(out.contains("note: removed what a killed run left half-written") && out.contains(".tmp-"), "{out}");
     assert_finished(&dir, 2, "the run after");
@@ -291,9 +295,11 @@ fn kill_9_at_chosen_points_then_resume_continues_the_same_run() {
         // Resume from whatever checkpoint there is (a run killed before its first has none).
         let target = saved.unwrap_or(0) + 6;
         let mut resume = tiny_train(&dir, &["--steps", &target.to_string(), "--checkpoint-every", "5"]);
-        if saved.is_some() {
-            resume.arg("--resume").arg(dir.join("checkpoint.safetensors"));
-        }
+        match saved {
+            Some(_) => resume.arg("--resume").arg(dir.join("checkpoint.safetensors")),
+            // Killed inside its first save, a run may leave weights without a checkpoint.
+            None => resume.arg("--overwrite"),
+        };
         let (status, out) = Running::start(resume).finish();
         assert!(status.success(), "{why}: resume failed\n{out}");
         assert_eq!(out.contains("note: removed what a killed run left half-written"), !left.is_empty(), "{why}: {out}");
@@ -302,9 +308,11 @@ fn kill_9_at_chosen_points_then_resume_continues_the_same_run() {
         assert_eq!(load(&dir.join("model.safetensors")).params, reference(tmp.path(), target, &[]), "{why}");
         let logged = metric_steps(&dir);
         assert!(logged.windows(2).all(|w| w[0] < w[1]) && logged.last() == Some(&target), "{why}: {logged:?}");
-        if !matches!(point, Point::InWrite("metrics.jsonl", _)) {
-            // Killed inside the first metrics commit, a run loses the lines before it
-            // (its checkpoint is kept): the one window documented as losing metrics.
+        // Killed inside the first metrics commit, a run loses the lines before it (its
+        // checkpoint is kept): the one window documented as losing metrics, which a
+        // kill after a step can also land in, on a loaded machine.
+        let first_commit_lost = saved == Some(5) && logged == (6..=target).collect::<Vec<_>>();
+        if !matches!(point, Point::InWrite("metrics.jsonl", _)) && !first_commit_lost {
             assert_eq!(logged, (1..=target).collect::<Vec<_>>(), "{why}");
         }
     }
@@ -334,9 +342,11 @@ fn kill_9_at_random_moments_many_times_still_ends_at_the_uninterrupted_weights()
     let mut resume_from: Option<PathBuf> = None;
     loop {
         let mut c = args(&dir);
-        if let Some(ck) = &resume_from {
-            c.arg("--resume").arg(ck);
-        }
+        match &resume_from {
+            Some(ck) => c.arg("--resume").arg(ck),
+            // Killed inside its first save, a run may leave weights without a checkpoint.
+            None => c.arg("--overwrite"),
+        };
         let mut run = Running::start(c);
         if kills < KILLS {
             run.wait_for("step ");

@@ -4,6 +4,7 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
 
 use gpu_cnn::executor::Stats;
 
@@ -14,11 +15,31 @@ pub struct Progress {
     quiet: bool,
     epochs: usize,
     bar: ProgressBar,
+    /// The bar on screen, for `Notices` from other threads.
+    shown: Arc<Mutex<ProgressBar>>,
+}
+
+/// Prints a line to stderr from any thread without tearing the bar: the bar is
+/// hidden while the line is written, then drawn again below it.
+#[derive(Clone)]
+pub struct Notices(Arc<Mutex<ProgressBar>>);
+
+impl Notices {
+    pub fn say(&self, line: &str) {
+        let bar = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        bar.suspend(|| errln!("{line}"));
+    }
 }
 
 impl Progress {
     pub fn new(epochs: usize) -> Self {
-        Progress { fancy: std::io::stdout().is_terminal(), quiet: false, epochs, bar: ProgressBar::hidden() }
+        let bar = ProgressBar::hidden();
+        let shown = Arc::new(Mutex::new(bar.clone()));
+        Progress { fancy: std::io::stdout().is_terminal(), quiet: false, epochs, bar, shown }
+    }
+
+    pub fn notices(&self) -> Notices {
+        Notices(self.shown.clone())
     }
 
     pub fn epoch_start(&mut self, epoch: usize, batches: usize, first: usize) {
@@ -30,6 +51,7 @@ impl Progress {
             self.bar.set_style(style);
             self.bar.set_prefix(format!("{}/{}", epoch + 1, self.epochs));
             self.bar.set_position(first as u64);
+            *self.shown.lock().unwrap_or_else(|e| e.into_inner()) = self.bar.clone();
         }
     }
 

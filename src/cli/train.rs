@@ -4,7 +4,7 @@
 //!
 //! Losing no work: the output directory is locked for the whole run; the first SIGINT,
 //! SIGTERM or SIGHUP, a closed standard output or a failed metrics write stops the run
-//! after the step in flight, saves it and prints how to resume; a second signal ends the
+//! after the steps in flight, saves it and prints how to resume; a second signal ends the
 //! process at once. What a crash can still lose is in docs/robustness.md.
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -23,13 +23,16 @@ use gpu_cnn::schedule::Schedule;
 use gpu_cnn::train::checkpoints::{has_run_files, Checkpoints, RunLock};
 use gpu_cnn::train::{self, evaluate, start_position, Cadence, Control, Diverged, Event, RunLength};
 
+mod out_dir;
 mod resume;
+mod stop;
 
-use super::output::{StdoutError, CLOSED_STDOUT_EXIT};
 use super::progress::Progress;
 use super::signals;
 use super::{Backend, Exit, Gemm};
+use out_dir::{check_out_is_free, out_dir, run_dir_of};
 use resume::{check_resume_flags, resume_command, shell_word};
+use stop::{SignalNotice, Stop};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerKind {
@@ -59,20 +62,20 @@ pub struct Args {
     #[arg(long, value_parser = gpu_cnn::data::parse_batch_size)]
     batch_size: Option<usize>,
     /// Learning rate [default: 0.001; with --resume, the checkpoint's]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
     /// [default: adam; with --resume, the checkpoint's]
     #[arg(long, value_enum)]
     optimizer: Option<OptimizerKind>,
     /// SGD momentum [default: 0.9; with --resume, the checkpoint's]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     momentum: Option<f32>,
     /// Weight decay: L2 added to the gradient for SGD, decoupled (AdamW) for Adam
-    #[arg(long, default_value_t = 0.0, conflicts_with = "resume")]
+    #[arg(long, default_value_t = 0.0, conflicts_with = "resume", allow_negative_numbers = true)]
     weight_decay: f32,
     /// Learning-rate schedule over the run: constant, step[:EVERY[:GAMMA]] (default:
     /// every epoch, gamma 0.1), cosine (to 0 at the last step) or onecycle (--lr is the peak)
-    #[arg(long, default_value = "constant", conflicts_with = "resume")]
+    #[arg(long, default_value = "constant", conflicts_with = "resume", value_parser = schedule_spec)]
     schedule: String,
     /// Steps of linear learning-rate warmup before the schedule
     #[arg(long, default_value_t = 0, conflicts_with = "resume")]
@@ -98,8 +101,13 @@ pub struct Args {
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Where checkpoint.safetensors, model.safetensors, metrics.jsonl and curves.png go
-    #[arg(long, default_value = "runs/latest")]
-    out: PathBuf,
+    /// [default: runs/latest; with --resume, the checkpoint's directory]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Let a new run replace the run --out already holds (as it saves; until its first
+    /// save the earlier run's files stay whole)
+    #[arg(long)]
+    overwrite: bool,
     /// Read loss and accuracy back from the GPU every this many steps
     #[arg(long, default_value_t = DEFAULT_LOG_EVERY, value_parser = clap::value_parser!(u64).range(1..))]
     log_every: u64,
@@ -109,36 +117,9 @@ pub struct Args {
     checkpoint_every: Cadence,
 }
 
-/// Why a run stopped before its end.
-enum Stop {
-    Signal(i32),
-    StdoutClosed,
-    Failed(anyhow::Error),
-}
-
-impl Stop {
-    fn from_error(e: anyhow::Error) -> Stop {
-        match e.downcast_ref::<StdoutError>() {
-            Some(s) if s.closed() => Stop::StdoutClosed,
-            _ => Stop::Failed(e),
-        }
-    }
-
-    fn exit_code(&self) -> u8 {
-        match self {
-            Stop::Signal(s) => 128 + *s as u8,
-            Stop::StdoutClosed => CLOSED_STDOUT_EXIT,
-            Stop::Failed(_) => 1,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Stop::Signal(s) => format!("interrupted by {}", signals::name(*s)),
-            Stop::StdoutClosed => "standard output was closed".into(),
-            Stop::Failed(e) => format!("error: {e:#}"),
-        }
-    }
+/// A --schedule that parses, for any run length (the length is checked once known).
+fn schedule_spec(spec: &str) -> std::result::Result<String, String> {
+    Schedule::from_spec(spec, 0, 1, 1).map(|_| spec.to_string()).map_err(|e| e.to_string())
 }
 
 /// Test-only (`tests/crash.rs`): `GPU_CNN_TEST_PAUSE_WRITE=FILE:N[:SECONDS]` pauses the
@@ -175,7 +156,9 @@ fn requested_optimizer(a: &Args) -> Result<Optimizer> {
         OptimizerKind::Sgd => Optimizer::sgd(lr, a.momentum.unwrap_or(DEFAULT_MOMENTUM)),
     }
     .with_weight_decay(a.weight_decay);
-    checkpoint::check_optimizer(&opt).context("--lr/--momentum/--weight-decay")?;
+    if let Some((name, v, range)) = checkpoint::optimizer_problem(&opt) {
+        bail!("--{} {v}: must be {range}", name.replace('_', "-"));
+    }
     Ok(opt)
 }
 
@@ -196,24 +179,18 @@ impl Saved {
     }
 }
 
-/// `started` is the process start: each epoch's line says how long after it the
-/// test evaluation finished (the time-to-accuracy figure, evaluation included).
 /// The global step at which this run stops: `--steps`, or `--epochs` whole epochs of
 /// `epoch_steps`, whichever comes first.
 fn run_end(a: &Args, epoch_steps: u64) -> u64 {
     a.steps.unwrap_or(u64::MAX).min(epoch_steps.saturating_mul(a.epochs as u64))
 }
 
+/// `started` is the process start: each epoch's line says how long after it the
+/// test evaluation finished (the time-to-accuracy figure, evaluation included).
 pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
     // Bad --lr/--momentum/--weight-decay before any work.
     let requested = if a.resume.is_none() { Some(requested_optimizer(&a)?) } else { None };
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create output directory {}", a.out.display()))?;
-    let lock = RunLock::acquire(&a.out)?;
-    let removed = lock.remove_stale_temporaries()?;
-    if !removed.is_empty() {
-        let names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
-        errln!("note: removed what a killed run left half-written: {}", names.join(", "));
-    }
+    let out = &out_dir(&a);
 
     let dir = super::data_dir(a.data.clone());
     let train = Dataset::load(&dir, Split::Train)?;
@@ -233,13 +210,7 @@ pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
         let (model, params) = match &a.init {
             Some(path) => {
                 let c = checkpoint::load(path, &default_model)?;
-                if a.arch.is_some() && c.model != default_model {
-                    bail!(
-                        "{}: holds the model '{}', not --arch's; leave --arch out (the file says its model)",
-                        path.display(),
-                        gpu_cnn::arch::spec_of(&c.model)
-                    );
-                }
+                super::check_arch_agrees(path, a.arch.is_some(), &default_model, &c.model)?;
                 (c.model, c.params)
             }
             None => (default_model.clone(), default_model.init_params(a.seed.unwrap_or(0))),
@@ -254,7 +225,6 @@ pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
     // Both splits, before any work: a bad test split would otherwise fail after an epoch.
     train.check_against(&model)?;
     test.check_against(&model)?;
-    let out = &a.out;
     if pos.epoch >= a.epochs || a.steps.is_some_and(|s| pos.global_step >= s) {
         // A run that trains nothing leaves whatever the directory holds as it was.
         let limit = match a.steps {
@@ -262,14 +232,32 @@ pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
             _ => format!("--epochs {}", a.epochs),
         };
         let left = if has_run_files(out) { "left as it was" } else { "nothing written" };
-        let at = format!("step {} (epoch {})", pos.global_step, pos.epoch);
+        let at = match (pos.epoch, pos.batch_in_epoch) {
+            (e, 0) if e > 0 => format!("step {} (the end of epoch {e})", pos.global_step),
+            (e, _) => format!("step {} (in epoch {})", pos.global_step, e + 1),
+        };
         outln!("nothing to train: the run is at {at}, already at {limit}; {}: {left}", out.display())?;
         return Ok(());
+    }
+    // Asked again under the lock; here, so that a refusal comes before the GPU starts,
+    // unless a trainer is writing there now: that is the better reason to give.
+    if let Err(e) = check_out_is_free(&a, out) {
+        RunLock::acquire(out)?;
+        return Err(e);
     }
     let batch = pos.batch_size;
     let mut trainer = super::trainer(a.backend, gemm, model.clone(), opt, &params, batch)?;
     if let Some(state) = &opt_state {
         trainer.set_optimizer_state(state)?;
+    }
+    // The directory only now, so that a refused argument leaves nothing behind.
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create output directory {}", out.display()))?;
+    let lock = RunLock::acquire(out)?;
+    check_out_is_free(&a, out)?;
+    let removed = lock.remove_stale_temporaries()?;
+    if !removed.is_empty() {
+        let names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+        errln!("note: removed what a killed run left half-written: {}", names.join(", "));
     }
     let run_id = stamp.as_ref().map_or_else(Stamp::new_run, |s| s.run.clone());
     let checkpoints = Checkpoints::new(out, &model, opt, &run_id);
@@ -280,8 +268,7 @@ pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
     // A resumed run's metrics go on from its own, cut back to its checkpoint's step.
     let kept = match &a.resume {
         Some(path) => {
-            let from =
-                path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("metrics.jsonl");
+            let from = run_dir_of(path).join("metrics.jsonl");
             match std::fs::read(&from) {
                 Ok(bytes) => {
                     let step = pos.global_step;
@@ -314,21 +301,35 @@ pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
         a.checkpoint_every
     )?;
 
+    if batch > train.len() {
+        errln!(
+            "note: a batch of {batch} is more than the {} training images: each step takes all of them",
+            train.len()
+        );
+    }
+
     let stop: RefCell<Option<Stop>> = RefCell::new(None);
     let fail = |e: anyhow::Error| {
         stop.borrow_mut().get_or_insert_with(|| Stop::from_error(e));
     };
+    let mut progress = Progress::new(a.epochs);
+    let signal = SignalNotice::new(progress.notices());
     let stopping = || {
-        if let Some(s) = signals::caught() {
+        if let Some(s) = signal.caught() {
             stop.borrow_mut().get_or_insert(Stop::Signal(s));
         }
         stop.borrow().is_some()
     };
     let mut saved = Saved { checkpoints, metrics, step: pos.global_step, any: false };
-    let mut progress = Progress::new(a.epochs);
     let length = RunLength { epochs: a.epochs, max_steps: a.steps, log_every: a.log_every };
     let control = Control { stop: &stopping, checkpoint_every: Some(a.checkpoint_every) };
     signals::catch().context("cannot catch SIGINT/SIGTERM/SIGHUP")?;
+    let watcher = signal.clone();
+    std::thread::spawn(move || {
+        while watcher.caught().is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
     let result = train::run_with(trainer.as_mut(), &train, pos, length, control, |trainer, event| {
         match event {
             Event::EpochStart { epoch, batches, first } => progress.epoch_start(epoch, batches, first),
@@ -376,7 +377,8 @@ pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
         }
         Ok(())
     });
-    let stop = stop.into_inner();
+    // A signal that came during the last step stopped nothing, but it is still answered.
+    let stop = stop.into_inner().or_else(|| signal.caught().map(Stop::Signal));
     let (ckpt, weights) = (&saved.checkpoints.checkpoint, &saved.checkpoints.weights);
     let end = match result {
         Err(e) => {
@@ -399,12 +401,12 @@ pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
                 let hint = match (&a.resume, last) {
                     // --lr would be refused with --resume: its weights can start a new run.
                     (Some(_), Some((path, _))) => format!(
-                        "the learning rate {} is the checkpoint's; to go on with a lower one, start from its weights: {} train --init {} --lr {lower:e} --out NEW_DIR",
+                        "the learning rate {} is the checkpoint's; to go on with a lower one, start from its weights: {} train --init {} --lr {lower:.1e} --out NEW_DIR",
                         opt.lr(),
                         shell_word(&std::env::args().next().unwrap_or_else(|| "gpu-cnn".into())),
                         shell_word(&path.to_string_lossy())
                     ),
-                    _ => format!("try a lower --lr (e.g. {lower:e})"),
+                    _ => format!("try a lower --lr (e.g. {lower:.1e})"),
                 };
                 bail!("{d}; {hint}. {kept}");
             }
@@ -412,7 +414,7 @@ pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
                 errln!("{}", s.describe());
             }
             match last {
-                Some((path, _)) => bail!("{e:#}. {kept} Resume with: {}", resume_command(&a, gemm, path)),
+                Some((path, _)) => bail!("{e:#}. {kept} Resume with: {}", resume_command(&a, out, gemm, path)),
                 None => bail!("{e:#}. {kept}"),
             }
         }
@@ -428,7 +430,7 @@ pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
     let drawn = draw_curves(&metrics_path, &plot_path);
     if let Some(s) = stop {
         errln!("{}: stopped after step {} and saved {}", s.describe(), end.global_step, ckpt.display());
-        errln!("resume with: {}", resume_command(&a, gemm, ckpt));
+        errln!("resume with: {}", resume_command(&a, out, gemm, ckpt));
         if let Err(e) = drawn {
             errln!("error: {e:#}");
         }
