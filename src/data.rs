@@ -463,8 +463,11 @@ mod tests {
     }
 
     #[test]
-    fn missing_dir_names_the_file() {
+    fn a_missing_dir_or_file_is_named() {
         let e = Dataset::load(Path::new("/nonexistent"), Split::Train).unwrap_err().to_string();
-        assert!(e.contains("/nonexistent") && e.contains("train-images-idx3-ubyte"), "{e}");
+        assert!(e.contains("/nonexistent") && e.contains("no such directory"), "{e}");
+        let empty = tempfile::tempdir().unwrap();
+        let e = Dataset::load(empty.path(), Split::Train).unwrap_err().to_string();
+        assert!(e.contains(&empty.path().display().to_string()) && e.contains("train-images-idx3-ubyte"), "{e}");
     }
 }
