@@ -3,7 +3,6 @@
 #[macro_use]
 mod cli;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 use cli::output::{StdoutError, CLOSED_STDOUT_EXIT};
@@ -16,7 +15,7 @@ fn main() -> ExitCode {
     if std::env::var_os("NODEVICE_SELECT").is_none() {
         std::env::set_var("NODEVICE_SELECT", "1");
     }
-    let args = cli::Cli::parse();
+    let args = cli::Cli::from_env();
     match cli::run(args, started) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

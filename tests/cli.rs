@@ -18,6 +18,9 @@ fn train_writes_checkpoint_metrics_and_plot_and_resume_is_exact() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let out = train(&a, 6, &[]);
     assert!(out.contains("step 6"), "{out}");
+    // Six steps end inside the first epoch, before its test evaluation: the line says how to get one.
+    let eval = format!("eval --weights {}", a.join("model.safetensors").display());
+    assert!(out.contains("ended inside epoch 1") && out.contains(&eval), "{out}");
     for f in ["checkpoint.safetensors", "model.safetensors", "metrics.jsonl", "curves.png"] {
         assert!(a.join(f).is_file(), "{f} missing");
     }
@@ -684,5 +687,37 @@ fn refused_arguments_leave_no_output_directory() {
         let mut c = bin();
         c.args(["bench", "--backend", backend(), flag, value]);
         exits_with(&mut c, 2, &[flag]);
+    }
+}
+
+// --gemm and --precision are offered by the commands that run the model, and only there.
+#[test]
+fn engine_options_are_offered_where_they_act() {
+    for command in ["train", "infer", "explain", "eval", "bench", "serve", "devices"] {
+        let help = stdout_of(bin().args([command, "--help"]));
+        assert!(help.contains("--gemm") && help.contains("--precision"), "{command} --help:\n{help}");
+    }
+    for command in ["summary", "plot"] {
+        let help = stdout_of(bin().args([command, "--help"]));
+        assert!(!help.contains("--gemm") && !help.contains("--precision"), "{command} --help:\n{help}");
+    }
+}
+
+// A negative number reaches the option's own check, whose message names the option,
+// not clap's "unexpected argument '-1'".
+#[test]
+fn a_negative_value_is_named_with_its_option() {
+    for (command, flag) in [
+        ("train", "--epochs"),
+        ("train", "--seed"),
+        ("train", "--warmup"),
+        ("train", "--checkpoint-every"),
+        ("bench", "--steps"),
+        ("eval", "--batch-size"),
+        ("serve", "--batch-wait-ms"),
+        ("serve", "--max-batch"),
+    ] {
+        let out = exits_with(bin().args([command, flag, "-1"]), 2, &[&format!("invalid value '-1' for '{flag}")]);
+        assert!(!out.contains("unexpected argument"), "{command} {flag} -1: {out}");
     }
 }

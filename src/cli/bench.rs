@@ -12,12 +12,14 @@ use gpu_cnn::executor::{Inference, Optimizer, Trainer};
 use gpu_cnn::gpu::{warmup, Gpu, GpuInference, GpuTrainer};
 use gpu_cnn::model::Model;
 
-use super::{Backend, Gemm};
+use super::{Backend, EngineArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Training batch size
     #[arg(long, default_value_t = 64, value_parser = gpu_cnn::data::parse_batch_size)]
     batch_size: usize,
@@ -45,7 +47,8 @@ fn per_call(budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64() / reps as f64)
 }
 
-pub fn run(a: Args, gemm: Gemm, started: Instant) -> Result<()> {
+pub fn run(a: Args, started: Instant) -> Result<()> {
+    let gemm = a.engine.engine()?;
     let model = Model::tutorial();
     let params = model.init_params(0);
     let opt = Optimizer::adam(1e-3);

@@ -8,7 +8,7 @@ use gpu_cnn::data::{Dataset, Split};
 use gpu_cnn::plot;
 use gpu_cnn::train::evaluate;
 
-use super::{Backend, Gemm, ModelArgs};
+use super::{Backend, EngineArgs, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,12 +24,15 @@ pub struct Args {
     plot: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Machine-readable output: one JSON object with the same figures
     #[arg(long)]
     json: bool,
 }
 
-pub fn run(a: Args, gemm: Gemm) -> Result<()> {
+pub fn run(a: Args) -> Result<()> {
+    let gemm = a.engine.engine()?;
     if let Some(p) = &a.plot {
         plot::picture_format(p).context("--plot")?;
     }

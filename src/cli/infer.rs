@@ -7,7 +7,7 @@ use gpu_cnn::files;
 use gpu_cnn::preprocess::{self, Digit};
 
 use super::pictures::{self, Stems};
-use super::{Backend, Gemm, ModelArgs};
+use super::{Backend, EngineArgs, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,11 +24,14 @@ pub struct Args {
     save_preprocessed: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 /// Read every picture; one that cannot be read is reported on stderr and the rest are
 /// still read. Exits non-zero at the end if any input failed.
-pub fn run(a: Args, gemm: Gemm) -> Result<()> {
+pub fn run(a: Args) -> Result<()> {
+    let gemm = a.engine.engine()?;
     let (candidates, errors) = pictures::expand(&a.images);
     let mut failed = errors.len();
     for e in &errors {

@@ -17,7 +17,7 @@ mod summary;
 mod train;
 
 use anyhow::{bail, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -37,16 +37,42 @@ use gpu_cnn::model::{Model, Shape};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// The options of the commands that run the model on a GPU.
+#[derive(clap::Args)]
+pub struct EngineArgs {
     /// GEMM engine of the convolutions, Linear layers and the reference SGEMM:
     /// auto (the best f32 engine for the adapter), tiled, subgroup, or the mixed-precision
     /// coop (tensor cores) and coop-emulated (its arithmetic without them, for checking)
-    #[arg(long, global = true, env = "GPU_CNN_GEMM", default_value = "auto", value_parser = parse_gemm)]
+    #[arg(long, env = "GPU_CNN_GEMM", default_value = "auto", value_parser = parse_gemm)]
     gemm: Gemm,
     /// What the convolutions compute in: f32, or mixed (f16 operands and f32 sums on
     /// tensor cores, the coop engine). Default: f32, or mixed when --gemm names a
     /// mixed-precision engine
-    #[arg(long, global = true, env = "GPU_CNN_PRECISION", value_parser = parse_precision)]
+    #[arg(long, env = "GPU_CNN_PRECISION", value_parser = parse_precision)]
     precision: Option<Precision>,
+}
+
+impl EngineArgs {
+    /// The engine asked for (None: the best f32 engine for the adapter).
+    pub fn engine(&self) -> Result<Gemm> {
+        engine_for(self.gemm, self.precision)
+    }
+}
+
+impl Cli {
+    /// This process's arguments, where every value may start with a minus: `--epochs -1`
+    /// then reaches the option's own parser, whose message names the option, not clap's
+    /// "unexpected argument '-1'" (whose tip, `-- -1`, would make it a file name).
+    pub fn from_env() -> Cli {
+        fn negatives(c: clap::Command) -> clap::Command {
+            c.mut_args(|a| if a.get_action().takes_values() { a.allow_negative_numbers(true) } else { a })
+                .mut_subcommands(negatives)
+        }
+        let matches = negatives(Cli::command()).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 /// `--gemm`: None for auto.
@@ -95,7 +121,10 @@ enum Command {
     /// The model's layers, output shapes, parameters and FLOPs
     Summary(summary::Args),
     /// The GPU adapters wgpu finds, with the limits that matter for compute
-    Devices,
+    Devices {
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
     /// Training and inference throughput, first-step latency and a per-op GPU profile
     Bench(bench::Args),
     /// Compare runs: loss and accuracy of several run directories on shared axes
@@ -120,17 +149,16 @@ pub fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     if let Ok(v) = std::env::var("GPU_CNN_CONV") {
         bail!("GPU_CNN_CONV={v}: the variable is now GPU_CNN_GEMM (or the --gemm option), with the same values");
     }
-    let gemm = engine_for(cli.gemm, cli.precision)?;
     match cli.command {
-        Command::Bench(a) => bench::run(a, gemm, started),
-        Command::Train(a) => train::run(a, gemm, started),
-        Command::Infer(a) => infer::run(a, gemm),
-        Command::Explain(a) => explain::run(a, gemm),
-        Command::Eval(a) => eval::run(a, gemm),
+        Command::Bench(a) => bench::run(a, started),
+        Command::Train(a) => train::run(a, started),
+        Command::Infer(a) => infer::run(a),
+        Command::Explain(a) => explain::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Summary(a) => summary::run(a),
-        Command::Devices => devices::run(gemm),
+        Command::Devices { engine } => devices::run(engine.engine()?),
         Command::Plot(a) => plot::run(a),
-        Command::Serve(a) => serve::run(a, gemm),
+        Command::Serve(a) => serve::run(a),
     }
 }
 

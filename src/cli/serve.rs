@@ -11,7 +11,7 @@ use std::time::Duration;
 use gpu_cnn::model::Model;
 use gpu_cnn::serve::{self, BatchConfig, Batcher, Config};
 
-use super::{Backend, Gemm, ModelArgs};
+use super::{Backend, EngineArgs, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,6 +23,8 @@ pub struct Args {
     model: ModelArgs,
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// A training run directory (`train --out`): /run draws its metrics.jsonl as it grows
     #[arg(long)]
     run: Option<PathBuf>,
@@ -30,11 +32,12 @@ pub struct Args {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     max_batch: u32,
     /// How long a prediction waits for others to share its batch, in milliseconds
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(0..=1000))]
     batch_wait_ms: u64,
 }
 
-pub fn run(a: Args, gemm: Gemm) -> Result<()> {
+pub fn run(a: Args) -> Result<()> {
+    let gemm = a.engine.engine()?;
     let (weights, ck) = a.model.load_for_pictures()?;
     if let Some(dir) = &a.run {
         // A directory that does not exist yet is fine: `train --out` may create it later.

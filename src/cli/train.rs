@@ -29,9 +29,9 @@ mod stop;
 
 use super::progress::Progress;
 use super::signals;
-use super::{Backend, Exit, Gemm};
+use super::{Backend, EngineArgs, Exit};
 use out_dir::{check_out_is_free, out_dir, run_dir_of};
-use resume::{check_resume_flags, resume_command, shell_word};
+use resume::{check_resume_flags, program, resume_command, shell_word};
 use stop::{SignalNotice, Stop};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -62,16 +62,16 @@ pub struct Args {
     #[arg(long, value_parser = gpu_cnn::data::parse_batch_size)]
     batch_size: Option<usize>,
     /// Learning rate [default: 0.001; with --resume, the checkpoint's]
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     lr: Option<f32>,
     /// [default: adam; with --resume, the checkpoint's]
     #[arg(long, value_enum)]
     optimizer: Option<OptimizerKind>,
     /// SGD momentum [default: 0.9; with --resume, the checkpoint's]
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     momentum: Option<f32>,
     /// Weight decay: L2 added to the gradient for SGD, decoupled (AdamW) for Adam
-    #[arg(long, default_value_t = 0.0, conflicts_with = "resume", allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.0, conflicts_with = "resume")]
     weight_decay: f32,
     /// Learning-rate schedule over the run: constant, step[:EVERY[:GAMMA]] (default:
     /// every epoch, gamma 0.1), cosine (to 0 at the last step) or onecycle (--lr is the peak)
@@ -88,6 +88,8 @@ pub struct Args {
     no_shuffle: bool,
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// A directory with the four MNIST-format IDX files (e.g. Fashion-MNIST); the bundled MNIST by default
     #[arg(long)]
     data: Option<PathBuf>,
@@ -187,7 +189,8 @@ fn run_end(a: &Args, epoch_steps: u64) -> u64 {
 
 /// `started` is the process start: each epoch's line says how long after it the
 /// test evaluation finished (the time-to-accuracy figure, evaluation included).
-pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
+pub fn run(a: Args, started: std::time::Instant) -> Result<()> {
+    let gemm = a.engine.engine()?;
     // Bad --lr/--momentum/--weight-decay before any work.
     let requested = if a.resume.is_none() { Some(requested_optimizer(&a)?) } else { None };
     let out = &out_dir(&a);
@@ -403,10 +406,10 @@ pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
                     (Some(_), Some((path, _))) => format!(
                         "the learning rate {} is the checkpoint's; to go on with a lower one, start from its weights: {} train --init {} --lr {lower:.1e} --out NEW_DIR",
                         opt.lr(),
-                        shell_word(&std::env::args().next().unwrap_or_else(|| "gpu-cnn".into())),
+                        shell_word(&program()),
                         shell_word(&path.to_string_lossy())
                     ),
-                    _ => format!("try a lower --lr (e.g. {lower:.1e})"),
+                    _ => stop::divergence_advice(opt, &pos.schedule, d.step),
                 };
                 bail!("{d}; {hint}. {kept}");
             }
@@ -445,6 +448,16 @@ pub fn run(a: Args, gemm: Gemm, started: std::time::Instant) -> Result<()> {
         metrics_path.display(),
         plot_path.display()
     )?;
+    if end.batch_in_epoch != 0 {
+        // The test set is evaluated at epoch ends; a run cut by --steps gets the command.
+        let bin = shell_word(&program());
+        let data = a.data.as_ref().map(|d| format!(" --data {}", shell_word(&d.to_string_lossy()))).unwrap_or_default();
+        outln!(
+            "the run ended inside epoch {}, before its test evaluation; for the test accuracy: {bin} eval --weights {}{data}",
+            end.epoch + 1,
+            shell_word(&weights.to_string_lossy())
+        )?;
+    }
     Ok(())
 }
 

@@ -21,12 +21,16 @@ pub fn shell_word(word: &str) -> String {
     }
 }
 
+/// This program as the user ran it, for the commands a message suggests.
+pub fn program() -> String {
+    std::env::args_os().next().map_or("gpu-cnn".into(), |p| p.to_string_lossy().into_owned())
+}
+
 /// The command that continues this run from `checkpoint`: the same program, output,
 /// length, data, device and cadence; the checkpoint holds the rest.
 pub fn resume_command(a: &Args, out: &Path, gemm: Gemm, checkpoint: &Path) -> String {
-    let program = std::env::args_os().next().map_or("gpu-cnn".into(), |p| p.to_string_lossy().into_owned());
     let path = |p: &Path| p.to_string_lossy().into_owned();
-    let mut words = vec![program, "train".into(), "--resume".into(), path(checkpoint), "--out".into(), path(out)];
+    let mut words = vec![program(), "train".into(), "--resume".into(), path(checkpoint), "--out".into(), path(out)];
     let mut flag = |name: &str, value: String| words.extend([name.to_string(), value]);
     if a.epochs != DEFAULT_EPOCHS {
         flag("--epochs", a.epochs.to_string());

@@ -3,6 +3,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use gpu_cnn::executor::Optimizer;
+use gpu_cnn::schedule::Schedule;
+
 use crate::cli::output::{StdoutError, CLOSED_STDOUT_EXIT};
 use crate::cli::progress::Notices;
 use crate::cli::signals;
@@ -64,5 +67,38 @@ impl SignalNotice {
             ));
         }
         Some(s)
+    }
+}
+
+/// What to lower after the loss diverged at `step`: the learning rate, whose
+/// schedule may have raised it well above `--lr` by then (warmup, onecycle), and the
+/// weight decay when there is one (lr × decay past 1 flips the weights' signs under AdamW).
+pub fn divergence_advice(opt: Optimizer, schedule: &Schedule, step: u64) -> String {
+    let mut advice = format!("try a lower --lr (e.g. {:.1e})", opt.lr() / 10.0);
+    if !schedule.is_constant() {
+        let peak = (0..step).map(|t| schedule.at(t, opt.lr() as f64).lr).fold(0.0, f64::max);
+        advice += &format!("; the {} schedule's rate was up to {peak:.1e} by step {step}", schedule.name());
+    }
+    if opt.weight_decay() != 0.0 {
+        advice += &format!(", or a smaller --weight-decay than {}", opt.weight_decay());
+    }
+    advice
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn divergence_advice_names_what_raised_the_rate() {
+        let adam = Optimizer::adam(0.1);
+        assert_eq!(divergence_advice(adam, &Schedule::constant(), 7), "try a lower --lr (e.g. 1.0e-2)");
+        // A onecycle run of 100 steps peaks at --lr at step 29; by step 10 it is lower.
+        let onecycle = Schedule::from_spec("onecycle", 0, 100, 100).unwrap();
+        let early = divergence_advice(adam, &onecycle, 10);
+        assert!(early.contains("the onecycle schedule's rate was up to 2.5e-2 by step 10"), "{early}");
+        assert!(divergence_advice(adam, &onecycle, 60).contains("up to 1.0e-1 by step 60"));
+        let decayed = divergence_advice(adam.with_weight_decay(20.0), &Schedule::constant(), 3);
+        assert_eq!(decayed, "try a lower --lr (e.g. 1.0e-2), or a smaller --weight-decay than 20");
     }
 }
