@@ -12,14 +12,12 @@ use gpu_cnn::executor::{Inference, Optimizer, Trainer};
 use gpu_cnn::gpu::{warmup, Gpu, GpuInference, GpuTrainer};
 use gpu_cnn::model::Model;
 
-use super::{Backend, EngineArgs};
+use super::DeviceArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    backend: Backend,
     #[command(flatten)]
-    engine: EngineArgs,
+    device: DeviceArgs,
     /// Training batch size
     #[arg(long, default_value_t = 64, value_parser = gpu_cnn::data::parse_batch_size)]
     batch_size: usize,
@@ -48,13 +46,13 @@ fn per_call(budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 }
 
 pub fn run(a: Args, started: Instant) -> Result<()> {
-    let gemm = a.engine.engine()?;
+    let (backend, gemm) = a.device.resolve()?;
     let model = Model::tutorial();
     let params = model.init_params(0);
     let opt = Optimizer::adam(1e-3);
     let train = Dataset::load(&bundled_mnist_dir(), Split::Train)?;
     let b = a.batch_size;
-    let (gpu, mut exec, shares): (Option<Arc<Gpu>>, Box<dyn Trainer>, _) = match a.backend.gpu_choice() {
+    let (gpu, mut exec, shares): (Option<Arc<Gpu>>, Box<dyn Trainer>, _) = match backend.gpu_choice() {
         None => (None, Box::new(CpuTrainer::new(model.clone(), opt, super::cpu_params(&params, gemm)?)?), None),
         Some(choice) => {
             let gpu = Arc::new(Gpu::new(choice, gemm)?);

@@ -8,7 +8,7 @@ use gpu_cnn::data::{Dataset, Split};
 use gpu_cnn::plot;
 use gpu_cnn::train::evaluate;
 
-use super::{Backend, EngineArgs, ModelArgs};
+use super::{DeviceArgs, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,17 +22,15 @@ pub struct Args {
     /// Also draw the confusion matrix to this PNG file
     #[arg(long)]
     plot: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    backend: Backend,
     #[command(flatten)]
-    engine: EngineArgs,
+    device: DeviceArgs,
     /// Machine-readable output: one JSON object with the same figures
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let gemm = a.engine.engine()?;
+    let (backend, gemm) = a.device.resolve()?;
     if let Some(p) = &a.plot {
         plot::picture_format(p).context("--plot")?;
     }
@@ -41,7 +39,7 @@ pub fn run(a: Args) -> Result<()> {
     test.check_against(&ck.model)?;
     let k = ck.model.classes();
     let batch = a.batch_size.min(test.len());
-    let mut net = super::inference(a.backend, gemm, ck.model, &ck.params, batch)?;
+    let mut net = super::inference(backend, gemm, ck.model, &ck.params, batch)?;
     let ev = evaluate(net.as_mut(), &test, batch)?;
     let mut m = vec![vec![0u64; k]; k];
     for (&p, &t) in ev.predictions.iter().zip(&test.labels) {

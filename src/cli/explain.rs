@@ -13,7 +13,7 @@ use gpu_cnn::plot::{self, Filters, Sheet};
 use gpu_cnn::preprocess::{self, Digit};
 
 use super::pictures::{self, Stems};
-use super::{Backend, EngineArgs, ModelArgs};
+use super::{DeviceArgs, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,19 +28,17 @@ pub struct Args {
     /// Also write <stem>.explain.json with the numbers the sheet draws
     #[arg(long)]
     json: bool,
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    backend: Backend,
     #[command(flatten)]
-    engine: EngineArgs,
+    device: DeviceArgs,
 }
 
 /// Explain every picture. One that cannot be read is reported on stderr and the others
 /// still get their sheets; the exit is then non-zero. What no picture can get past (the
 /// weights, the output directory, the executor) stops at once.
 pub fn run(a: Args) -> Result<()> {
-    let gemm = a.engine.engine()?;
+    let (backend, gemm) = a.device.resolve()?;
     let (weights, ck) = a.model.load_for_pictures()?;
-    let mut net = super::explainer(a.backend, gemm, ck.model.clone(), &ck.params)?;
+    let mut net = super::explainer(backend, gemm, ck.model.clone(), &ck.params)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create the directory {}", a.out.display()))?;
     let filters = Filters::of(&ck.model, &ck.params);
     let backend = net.describe();

@@ -7,7 +7,7 @@ use gpu_cnn::files;
 use gpu_cnn::preprocess::{self, Digit};
 
 use super::pictures::{self, Stems};
-use super::{Backend, EngineArgs, ModelArgs};
+use super::{DeviceArgs, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,16 +22,14 @@ pub struct Args {
     /// Write the 28x28 inputs the network saw to this directory
     #[arg(long)]
     save_preprocessed: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    backend: Backend,
     #[command(flatten)]
-    engine: EngineArgs,
+    device: DeviceArgs,
 }
 
 /// Read every picture; one that cannot be read is reported on stderr and the rest are
 /// still read. Exits non-zero at the end if any input failed.
 pub fn run(a: Args) -> Result<()> {
-    let gemm = a.engine.engine()?;
+    let (backend, gemm) = a.device.resolve()?;
     let (candidates, errors) = pictures::expand(&a.images);
     let mut failed = errors.len();
     for e in &errors {
@@ -65,7 +63,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let (_, ck) = a.model.load_for_pictures()?;
     let classes = ck.model.classes();
-    let mut net = super::inference(a.backend, gemm, ck.model, &ck.params, digits.len().min(1024))?;
+    let mut net = super::inference(backend, gemm, ck.model, &ck.params, digits.len().min(1024))?;
     let flat: Vec<f32> = digits.iter().flatten().copied().collect();
     let probs = net.predict(&flat)?;
     for (f, row) in files.iter().zip(probs.chunks(classes)) {

@@ -39,7 +39,23 @@ pub struct Cli {
     command: Command,
 }
 
-/// The options of the commands that run the model on a GPU.
+/// Where the commands that run the model run it: the adapter and the GEMM engine.
+#[derive(clap::Args)]
+pub struct DeviceArgs {
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+impl DeviceArgs {
+    /// The backend, and the engine asked for (None: the best f32 engine for the adapter).
+    pub fn resolve(&self) -> Result<(Backend, Gemm)> {
+        Ok((self.backend, self.engine.engine()?))
+    }
+}
+
+/// The GEMM engine and precision (`devices` takes them alone, to say what it would run).
 #[derive(clap::Args)]
 pub struct EngineArgs {
     /// GEMM engine of the convolutions, Linear layers and the reference SGEMM:

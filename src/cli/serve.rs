@@ -11,7 +11,7 @@ use std::time::Duration;
 use gpu_cnn::model::Model;
 use gpu_cnn::serve::{self, BatchConfig, Batcher, Config};
 
-use super::{Backend, EngineArgs, ModelArgs};
+use super::{DeviceArgs, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,10 +21,8 @@ pub struct Args {
     addr: SocketAddr,
     #[command(flatten)]
     model: ModelArgs,
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    backend: Backend,
     #[command(flatten)]
-    engine: EngineArgs,
+    device: DeviceArgs,
     /// A training run directory (`train --out`): /run draws its metrics.jsonl as it grows
     #[arg(long)]
     run: Option<PathBuf>,
@@ -37,7 +35,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let gemm = a.engine.engine()?;
+    let (backend, gemm) = a.device.resolve()?;
     let (weights, ck) = a.model.load_for_pictures()?;
     if let Some(dir) = &a.run {
         // A directory that does not exist yet is fine: `train --out` may create it later.
@@ -48,7 +46,7 @@ pub fn run(a: Args) -> Result<()> {
     let listener = std::net::TcpListener::bind(a.addr).with_context(|| format!("cannot listen on {}", a.addr))?;
     let addr = listener.local_addr().with_context(|| format!("cannot listen on {}", a.addr))?;
     let mut info = model_info(&ck.model);
-    let (model, params, backend, max_batch) = (ck.model.clone(), ck.params, a.backend, a.max_batch as usize);
+    let (model, params, backend, max_batch) = (ck.model.clone(), ck.params, backend, a.max_batch as usize);
     let batch = BatchConfig { max_batch, wait: Duration::from_millis(a.batch_wait_ms), ..Default::default() };
     let batcher = Batcher::start(
         batch,

@@ -29,7 +29,7 @@ mod stop;
 
 use super::progress::Progress;
 use super::signals;
-use super::{Backend, EngineArgs, Exit};
+use super::{DeviceArgs, Exit};
 use out_dir::{check_out_is_free, out_dir, run_dir_of};
 use resume::{check_resume_flags, program, resume_command, shell_word};
 use stop::{SignalNotice, Stop};
@@ -86,10 +86,8 @@ pub struct Args {
     /// Keep the dataset order instead of shuffling every epoch
     #[arg(long)]
     no_shuffle: bool,
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    backend: Backend,
     #[command(flatten)]
-    engine: EngineArgs,
+    device: DeviceArgs,
     /// A directory with the four MNIST-format IDX files (e.g. Fashion-MNIST); the bundled MNIST by default
     #[arg(long)]
     data: Option<PathBuf>,
@@ -190,7 +188,7 @@ fn run_end(a: &Args, epoch_steps: u64) -> u64 {
 /// `started` is the process start: each epoch's line says how long after it the
 /// test evaluation finished (the time-to-accuracy figure, evaluation included).
 pub fn run(a: Args, started: std::time::Instant) -> Result<()> {
-    let gemm = a.engine.engine()?;
+    let (backend, gemm) = a.device.resolve()?;
     // Bad --lr/--momentum/--weight-decay before any work.
     let requested = if a.resume.is_none() { Some(requested_optimizer(&a)?) } else { None };
     let out = &out_dir(&a);
@@ -249,7 +247,7 @@ pub fn run(a: Args, started: std::time::Instant) -> Result<()> {
         return Err(e);
     }
     let batch = pos.batch_size;
-    let mut trainer = super::trainer(a.backend, gemm, model.clone(), opt, &params, batch)?;
+    let mut trainer = super::trainer(backend, gemm, model.clone(), opt, &params, batch)?;
     if let Some(state) = &opt_state {
         trainer.set_optimizer_state(state)?;
     }

@@ -41,8 +41,8 @@ pub fn resume_command(a: &Args, out: &Path, gemm: Gemm, checkpoint: &Path) -> St
     if let Some(d) = &a.data {
         flag("--data", path(d));
     }
-    if a.backend != Backend::Auto {
-        let name = a.backend.to_possible_value().map_or(String::new(), |v| v.get_name().to_string());
+    if a.device.backend != Backend::Auto {
+        let name = a.device.backend.to_possible_value().map_or(String::new(), |v| v.get_name().to_string());
         flag("--backend", name);
     }
     if a.log_every != DEFAULT_LOG_EVERY {
