@@ -7,31 +7,33 @@
 //! after the steps in flight, saves it and prints how to resume; a second signal ends the
 //! process at once. What a crash can still lose is in docs/robustness.md.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::ValueEnum;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gpu_cnn::checkpoint::{self, Position, Stamp};
+use gpu_cnn::checkpoint::{Position, Stamp};
 use gpu_cnn::data::{Dataset, Split};
 use gpu_cnn::executor::Optimizer;
 use gpu_cnn::files::{self, MidwayHook};
-use gpu_cnn::metrics_log::{kept_on_resume, MetricsLog, MetricsWriter, Record};
+use gpu_cnn::metrics_log::{MetricsLog, MetricsWriter, Record};
 use gpu_cnn::plot;
 use gpu_cnn::schedule::Schedule;
-use gpu_cnn::train::checkpoints::{has_run_files, Checkpoints, RunLock};
-use gpu_cnn::train::{self, evaluate, start_position, Cadence, Control, Diverged, Event, RunLength};
+use gpu_cnn::train::checkpoints::{Checkpoints, RunLock};
+use gpu_cnn::train::{self, evaluate, Cadence, Control, Diverged, Event, RunLength};
 
 mod out_dir;
 mod resume;
+mod start;
 mod stop;
 
 use super::progress::Progress;
 use super::signals;
-use super::{DeviceArgs, Exit};
-use out_dir::{check_out_is_free, out_dir, run_dir_of};
-use resume::{check_resume_flags, program, resume_command, shell_word};
+use super::{DeviceArgs, Exit, Gemm};
+use out_dir::{check_out_is_free, out_dir};
+use resume::{program, resume_command, shell_word};
+use start::{nothing_to_train, requested_optimizer, resumed_metrics, Start};
 use stop::{SignalNotice, Stop};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -143,25 +145,6 @@ fn pause_hook() -> Option<MidwayHook> {
     }))
 }
 
-/// The optimizer the flags ask for a run that starts (fresh or from --init).
-fn requested_optimizer(a: &Args) -> Result<Optimizer> {
-    let lr = a.lr.unwrap_or(DEFAULT_LR);
-    let opt = match a.optimizer.unwrap_or(OptimizerKind::Adam) {
-        OptimizerKind::Adam => {
-            if let Some(m) = a.momentum {
-                bail!("--momentum {m}: Adam has no momentum; give --optimizer sgd, or leave --momentum out");
-            }
-            Optimizer::adam(lr)
-        }
-        OptimizerKind::Sgd => Optimizer::sgd(lr, a.momentum.unwrap_or(DEFAULT_MOMENTUM)),
-    }
-    .with_weight_decay(a.weight_decay);
-    if let Some((name, v, range)) = checkpoint::optimizer_problem(&opt) {
-        bail!("--{} {v}: must be {range}", name.replace('_', "-"));
-    }
-    Ok(opt)
-}
-
 /// What a run has saved: the pair in its directory, and its metrics, committed with each save.
 struct Saved {
     checkpoints: Checkpoints,
@@ -179,12 +162,6 @@ impl Saved {
     }
 }
 
-/// The global step at which this run stops: `--steps`, or `--epochs` whole epochs of
-/// `epoch_steps`, whichever comes first.
-fn run_end(a: &Args, epoch_steps: u64) -> u64 {
-    a.steps.unwrap_or(u64::MAX).min(epoch_steps.saturating_mul(a.epochs as u64))
-}
-
 /// `started` is the process start: each epoch's line says how long after it the
 /// test evaluation finished (the time-to-accuracy figure, evaluation included).
 pub fn run(a: Args, started: std::time::Instant) -> Result<()> {
@@ -198,48 +175,15 @@ pub fn run(a: Args, started: std::time::Instant) -> Result<()> {
     let test = Dataset::load(&dir, Split::Test)?;
 
     // Model, weights, optimizer, position and run: fresh, from --init, or from --resume.
-    let default_model = super::model_from(a.arch.as_deref())?;
-    let (model, params, opt, opt_state, pos, stamp) = if let (Some(path), None) = (&a.resume, requested) {
-        let c = checkpoint::load(path, &default_model)?;
-        let (opt, state) = c.optimizer.clone().ok_or_else(|| {
-            anyhow!("{}: has no optimizer state to resume from (use --init to start from its weights)", path.display())
-        })?;
-        let pos = c.position.ok_or_else(|| anyhow!("{}: has no training position to resume from", path.display()))?;
-        check_resume_flags(&a, path, &c, &opt, &pos, train.len().div_ceil(pos.batch_size) as u64)?;
-        (c.model, c.params, opt, Some(state), pos, c.stamp)
-    } else {
-        let (model, params) = match &a.init {
-            Some(path) => {
-                let c = checkpoint::load(path, &default_model)?;
-                super::check_arch_agrees(path, a.arch.is_some(), &default_model, &c.model)?;
-                (c.model, c.params)
-            }
-            None => (default_model.clone(), default_model.init_params(a.seed.unwrap_or(0))),
-        };
-        let (batch, seed) = (a.batch_size.unwrap_or(DEFAULT_BATCH), a.seed.unwrap_or(0));
-        let opt = requested.unwrap_or(Optimizer::adam(DEFAULT_LR));
-        let epoch_steps = train.len().div_ceil(batch) as u64;
-        let total = run_end(&a, epoch_steps);
-        let schedule = Schedule::from_spec(&a.schedule, a.warmup, total, epoch_steps).context("--schedule/--warmup")?;
-        (model, params, opt, None, Position { schedule, ..start_position(seed, batch, !a.no_shuffle) }, None)
-    };
+    let start = start::start(&a, &train, requested)?;
     // Both splits, before any work: a bad test split would otherwise fail after an epoch.
-    train.check_against(&model)?;
-    test.check_against(&model)?;
-    if pos.epoch >= a.epochs || a.steps.is_some_and(|s| pos.global_step >= s) {
-        // A run that trains nothing leaves whatever the directory holds as it was.
-        let limit = match a.steps {
-            Some(s) if pos.global_step >= s => format!("--steps {s}"),
-            _ => format!("--epochs {}", a.epochs),
-        };
-        let left = if has_run_files(out) { "left as it was" } else { "nothing written" };
-        let at = match (pos.epoch, pos.batch_in_epoch) {
-            (e, 0) if e > 0 => format!("step {} (the end of epoch {e})", pos.global_step),
-            (e, _) => format!("step {} (in epoch {})", pos.global_step, e + 1),
-        };
-        outln!("nothing to train: the run is at {at}, already at {limit}; {}: {left}", out.display())?;
+    train.check_against(&start.model)?;
+    test.check_against(&start.model)?;
+    if let Some(line) = nothing_to_train(&a, &start.pos, out) {
+        outln!("{line}")?;
         return Ok(());
     }
+    let Start { model, params, opt, opt_state, pos, stamp } = start;
     // Asked again under the lock; here, so that a refusal comes before the GPU starts,
     // unless a trainer is writing there now: that is the better reason to give.
     if let Err(e) = check_out_is_free(&a, out) {
@@ -266,27 +210,7 @@ pub fn run(a: Args, started: std::time::Instant) -> Result<()> {
         files::set_midway_hook(hook);
     }
     let metrics_path = out.join("metrics.jsonl");
-    // A resumed run's metrics go on from its own, cut back to its checkpoint's step.
-    let kept = match &a.resume {
-        Some(path) => {
-            let from = run_dir_of(path).join("metrics.jsonl");
-            match std::fs::read(&from) {
-                Ok(bytes) => {
-                    let step = pos.global_step;
-                    let (kept, dropped) =
-                        kept_on_resume(&String::from_utf8_lossy(&bytes), stamp.as_ref().map(|s| s.run.as_str()), step);
-                    if dropped > 0 {
-                        errln!("note: {}: {dropped} lines logged after the checkpoint's step {step}, or not by its run, are left out", from.display());
-                    }
-                    kept
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-                Err(e) => return Err(e).with_context(|| format!("{}: cannot read", from.display())),
-            }
-        }
-        None => String::new(),
-    };
-    let metrics = MetricsWriter::start(&metrics_path, &run_id, kept);
+    let metrics = MetricsWriter::start(&metrics_path, &run_id, resumed_metrics(&a, &pos, stamp.as_ref())?);
     let schedule = match pos.schedule.is_constant() {
         true => String::new(),
         false => format!(", schedule {}", pos.schedule.to_metadata()),
@@ -384,40 +308,7 @@ pub fn run(a: Args, started: std::time::Instant) -> Result<()> {
     let end = match result {
         Err(e) => {
             progress.abandon();
-            // What is left to resume from: this run's last save, or where it started.
-            let last = match (saved.any, &a.resume) {
-                (true, _) => Some((ckpt.as_path(), saved.step)),
-                (false, Some(r)) => Some((r.as_path(), pos.global_step)),
-                (false, None) => None,
-            };
-            let kept = match last {
-                Some((path, step)) => format!("The last good checkpoint is kept: {} (step {step}).", path.display()),
-                None if ckpt.exists() => {
-                    format!("This run saved no checkpoint; {} is an earlier run's, left as it was.", ckpt.display())
-                }
-                None => "No checkpoint was written.".to_string(),
-            };
-            if let Some(d) = e.downcast_ref::<Diverged>() {
-                let lower = opt.lr() / 10.0;
-                let hint = match (&a.resume, last) {
-                    // --lr would be refused with --resume: its weights can start a new run.
-                    (Some(_), Some((path, _))) => format!(
-                        "the learning rate {} is the checkpoint's; to go on with a lower one, start from its weights: {} train --init {} --lr {lower:.1e} --out NEW_DIR",
-                        opt.lr(),
-                        shell_word(&program()),
-                        shell_word(&path.to_string_lossy())
-                    ),
-                    _ => stop::divergence_advice(opt, &pos.schedule, d.step),
-                };
-                bail!("{d}; {hint}. {kept}");
-            }
-            if let Some(s) = stop {
-                errln!("{}", s.describe());
-            }
-            match last {
-                Some((path, _)) => bail!("{e:#}. {kept} Resume with: {}", resume_command(&a, out, gemm, path)),
-                None => bail!("{e:#}. {kept}"),
-            }
+            return Err(failure(e, &a, out, gemm, (opt, &pos), &saved, stop));
         }
         Ok(end) => end,
     };
@@ -457,6 +348,55 @@ pub fn run(a: Args, started: std::time::Instant) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The error a run that failed ends with: what failed, what is left to resume from
+/// and the command that does (after a diverged loss, what to lower instead). `(opt,
+/// pos)`: the optimizer and position the run started from.
+fn failure(
+    e: anyhow::Error,
+    a: &Args,
+    out: &Path,
+    gemm: Gemm,
+    (opt, pos): (Optimizer, &Position),
+    saved: &Saved,
+    stop: Option<Stop>,
+) -> anyhow::Error {
+    let ckpt = &saved.checkpoints.checkpoint;
+    // What is left to resume from: this run's last save, or where it started.
+    let last = match (saved.any, &a.resume) {
+        (true, _) => Some((ckpt.as_path(), saved.step)),
+        (false, Some(r)) => Some((r.as_path(), pos.global_step)),
+        (false, None) => None,
+    };
+    let kept = match last {
+        Some((path, step)) => format!("The last good checkpoint is kept: {} (step {step}).", path.display()),
+        None if ckpt.exists() => {
+            format!("This run saved no checkpoint; {} is an earlier run's, left as it was.", ckpt.display())
+        }
+        None => "No checkpoint was written.".to_string(),
+    };
+    if let Some(d) = e.downcast_ref::<Diverged>() {
+        let hint = match (&a.resume, last) {
+            // --lr would be refused with --resume: its weights can start a new run.
+            (Some(_), Some((path, _))) => format!(
+                "the learning rate {} is the checkpoint's; to go on with a lower one, start from its weights: {} train --init {} --lr {:.1e} --out NEW_DIR",
+                opt.lr(),
+                shell_word(&program()),
+                shell_word(&path.to_string_lossy()),
+                opt.lr() / 10.0
+            ),
+            _ => stop::divergence_advice(opt, &pos.schedule, d.step),
+        };
+        return anyhow!("{d}; {hint}. {kept}");
+    }
+    if let Some(s) = stop {
+        errln!("{}", s.describe());
+    }
+    match last {
+        Some((path, _)) => anyhow!("{e:#}. {kept} Resume with: {}", resume_command(a, out, gemm, path)),
+        None => anyhow!("{e:#}. {kept}"),
+    }
 }
 
 /// curves.png from the whole of metrics.jsonl, so a resumed run's picture shows the run

@@ -110,7 +110,7 @@ pub fn check_resume_flags(
             if differ.len() == 1 { "it" } else { "them" }
         );
     }
-    let end = super::run_end(a, epoch_steps);
+    let end = super::start::run_end(a, epoch_steps);
     let schedule = pos.schedule;
     if schedule.spans_run() && end > schedule.total {
         let asked = match a.steps {
