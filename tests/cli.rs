@@ -18,8 +18,12 @@ fn train_writes_checkpoint_metrics_and_plot_and_resume_is_exact() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let out = train(&a, 6, &[]);
     assert!(out.contains("step 6"), "{out}");
-    // Six steps end inside the first epoch, before its test evaluation: the line says how to get one.
-    let eval = format!("eval --weights {}", a.join("model.safetensors").display());
+    // Six steps end inside the first epoch, before its test evaluation: the line says how
+    // to get one, on the run's device.
+    let mut eval = format!("eval --weights {}", a.join("model.safetensors").display());
+    if backend() != "auto" {
+        eval += &format!(" --backend {}", backend());
+    }
     assert!(out.contains("ended inside epoch 1") && out.contains(&eval), "{out}");
     for f in ["checkpoint.safetensors", "model.safetensors", "metrics.jsonl", "curves.png"] {
         assert!(a.join(f).is_file(), "{f} missing");

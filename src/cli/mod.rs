@@ -78,9 +78,10 @@ impl EngineArgs {
 }
 
 impl Cli {
-    /// This process's arguments, where every value may start with a minus: `--epochs -1`
+    /// This process's arguments, where any value may be a negative number: `--epochs -1`
     /// then reaches the option's own parser, whose message names the option, not clap's
-    /// "unexpected argument '-1'" (whose tip, `-- -1`, would make it a file name).
+    /// "unexpected argument '-1'" (whose tip, `-- -1`, would make it a file name). A value
+    /// that starts with a minus but is no number (`-90s`, `-1,2`) still gets clap's message.
     pub fn from_env() -> Cli {
         fn negatives(c: clap::Command) -> clap::Command {
             c.mut_args(|a| if a.get_action().takes_values() { a.allow_negative_numbers(true) } else { a })

@@ -32,7 +32,7 @@ use super::progress::Progress;
 use super::signals;
 use super::{DeviceArgs, Exit, Gemm};
 use out_dir::{check_out_is_free, out_dir};
-use resume::{program, resume_command, shell_word};
+use resume::{eval_command, program, resume_command, shell_word};
 use start::{nothing_to_train, requested_optimizer, resumed_metrics, Start};
 use stop::{SignalNotice, Stop};
 
@@ -339,12 +339,10 @@ pub fn run(a: Args, started: std::time::Instant) -> Result<()> {
     )?;
     if end.batch_in_epoch != 0 {
         // The test set is evaluated at epoch ends; a run cut by --steps gets the command.
-        let bin = shell_word(&program());
-        let data = a.data.as_ref().map(|d| format!(" --data {}", shell_word(&d.to_string_lossy()))).unwrap_or_default();
         outln!(
-            "the run ended inside epoch {}, before its test evaluation; for the test accuracy: {bin} eval --weights {}{data}",
+            "the run ended inside epoch {}, before its test evaluation; for the test accuracy: {}",
             end.epoch + 1,
-            shell_word(&weights.to_string_lossy())
+            eval_command(&a, gemm, weights)
         )?;
     }
     Ok(())

@@ -41,20 +41,38 @@ pub fn resume_command(a: &Args, out: &Path, gemm: Gemm, checkpoint: &Path) -> St
     if let Some(d) = &a.data {
         flag("--data", path(d));
     }
-    if a.device.backend != Backend::Auto {
-        let name = a.device.backend.to_possible_value().map_or(String::new(), |v| v.get_name().to_string());
-        flag("--backend", name);
-    }
     if a.log_every != DEFAULT_LOG_EVERY {
         flag("--log-every", a.log_every.to_string());
     }
     if a.checkpoint_every != DEFAULT_CHECKPOINT_EVERY {
         flag("--checkpoint-every", a.checkpoint_every.to_string());
     }
-    if let Some(g) = gemm {
-        flag("--gemm", g.name().to_string());
-    }
+    words.extend(device_words(a, gemm));
     words.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// The command that evaluates `weights` on the test split the run trained beside, on
+/// its device.
+pub fn eval_command(a: &Args, gemm: Gemm, weights: &Path) -> String {
+    let mut words = vec![program(), "eval".into(), "--weights".into(), weights.to_string_lossy().into_owned()];
+    if let Some(d) = &a.data {
+        words.extend(["--data".to_string(), d.to_string_lossy().into_owned()]);
+    }
+    words.extend(device_words(a, gemm));
+    words.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// The run's `--backend` and `--gemm`, for a command that should run where it ran.
+pub fn device_words(a: &Args, gemm: Gemm) -> Vec<String> {
+    let mut words = Vec::new();
+    if a.device.backend != Backend::Auto {
+        let name = a.device.backend.to_possible_value().map_or(String::new(), |v| v.get_name().to_string());
+        words.extend(["--backend".to_string(), name]);
+    }
+    if let Some(g) = gemm {
+        words.extend(["--gemm".to_string(), g.name().to_string()]);
+    }
+    words
 }
 
 /// The flags that --resume would silently drop: each one given must be the checkpoint's.

@@ -70,17 +70,19 @@ impl SignalNotice {
     }
 }
 
-/// What to lower after the loss diverged at `step`: the learning rate, whose
-/// schedule may have raised it well above `--lr` by then (warmup, onecycle), and the
-/// weight decay when there is one (lr × decay past 1 flips the weights' signs under AdamW).
+/// What to lower after the loss diverged at `step`: the learning rate, and the weight
+/// decay when there is one (lr × decay past 1 flips the weights' signs under AdamW). A
+/// step schedule with a gamma over 1 is the one schedule that takes the rate above
+/// `--lr` (warmup, cosine and onecycle peak at it): then the advice says how far.
 pub fn divergence_advice(opt: Optimizer, schedule: &Schedule, step: u64) -> String {
-    let mut advice = format!("try a lower --lr (e.g. {:.1e})", opt.lr() / 10.0);
-    if !schedule.is_constant() {
-        let peak = (0..step).map(|t| schedule.at(t, opt.lr() as f64).lr).fold(0.0, f64::max);
-        advice += &format!("; the {} schedule's rate was up to {peak:.1e} by step {step}", schedule.name());
-    }
+    let lr = opt.lr();
+    let mut advice = format!("try a lower --lr (e.g. {:.1e})", lr / 10.0);
     if opt.weight_decay() != 0.0 {
-        advice += &format!(", or a smaller --weight-decay than {}", opt.weight_decay());
+        advice += &format!(" or a smaller --weight-decay than {}", opt.weight_decay());
+    }
+    let peak = (0..step).map(|t| schedule.at(t, lr as f64).lr).fold(0.0, f64::max);
+    if peak > lr as f64 * (1.0 + 1e-6) {
+        advice += &format!("; the {} schedule had raised the rate to {peak:.1e} by step {step}", schedule.name());
     }
     advice
 }
@@ -90,15 +92,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn divergence_advice_names_what_raised_the_rate() {
+    fn divergence_advice_names_the_weight_decay_and_a_raised_rate() {
         let adam = Optimizer::adam(0.1);
         assert_eq!(divergence_advice(adam, &Schedule::constant(), 7), "try a lower --lr (e.g. 1.0e-2)");
-        // A onecycle run of 100 steps peaks at --lr at step 29; by step 10 it is lower.
-        let onecycle = Schedule::from_spec("onecycle", 0, 100, 100).unwrap();
-        let early = divergence_advice(adam, &onecycle, 10);
-        assert!(early.contains("the onecycle schedule's rate was up to 2.5e-2 by step 10"), "{early}");
-        assert!(divergence_advice(adam, &onecycle, 60).contains("up to 1.0e-1 by step 60"));
-        let decayed = divergence_advice(adam.with_weight_decay(20.0), &Schedule::constant(), 3);
-        assert_eq!(decayed, "try a lower --lr (e.g. 1.0e-2), or a smaller --weight-decay than 20");
+        // Warmup, cosine and onecycle never go above --lr: nothing to add.
+        for (spec, warmup) in [("cosine", 3), ("onecycle", 0)] {
+            let s = Schedule::from_spec(spec, warmup, 100, 100).unwrap();
+            assert_eq!(divergence_advice(adam, &s, 60), "try a lower --lr (e.g. 1.0e-2)", "{spec}");
+        }
+        // ×10 every 2 steps: steps 0..5 ran at up to 0.1 × 10² (step 4).
+        let rising = Schedule::from_spec("step:2:10", 0, 100, 100).unwrap();
+        assert_eq!(
+            divergence_advice(adam.with_weight_decay(20.0), &rising, 5),
+            "try a lower --lr (e.g. 1.0e-2) or a smaller --weight-decay than 20; the step schedule had raised the rate to 1.0e1 by step 5"
+        );
     }
 }
