@@ -5,6 +5,8 @@
 pub mod output;
 mod bench;
 mod devices;
+#[cfg(test)]
+mod doc_examples;
 mod eval;
 mod explain;
 mod infer;
@@ -83,12 +85,17 @@ impl Cli {
     /// "unexpected argument '-1'" (whose tip, `-- -1`, would make it a file name). A value
     /// that starts with a minus but is no number (`-90s`, `-1,2`) still gets clap's message.
     pub fn from_env() -> Cli {
+        let matches = Cli::command_line().get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The command line's grammar, as `from_env` parses it.
+    fn command_line() -> clap::Command {
         fn negatives(c: clap::Command) -> clap::Command {
             c.mut_args(|a| if a.get_action().takes_values() { a.allow_negative_numbers(true) } else { a })
                 .mut_subcommands(negatives)
         }
-        let matches = negatives(Cli::command()).get_matches();
-        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+        negatives(Cli::command())
     }
 }
 
