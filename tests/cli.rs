@@ -309,6 +309,12 @@ fn bench_reports_rates_a_reference_sgemm_and_a_per_op_profile() {
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(j["train_samples_per_s"].as_f64().unwrap() > 0.0, "{out}");
     assert!(j["first_step_s"].as_f64().unwrap() > 0.0, "{out}");
+    // The figures carry the command that made them.
+    let command = j["command"].as_str().unwrap();
+    assert!(
+        command.ends_with(&format!("bench --backend {} --steps 1 --infer-batches 1,3 --json", backend())),
+        "{command}"
+    );
     // lavapipe compiles the step's pipelines on two devices first (tests/warmup.rs).
     let shares = &j["first_step_compiled_by"];
     if j["backend"].as_str().unwrap().starts_with("Vulkan: llvmpipe") {

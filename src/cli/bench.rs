@@ -12,7 +12,7 @@ use gpu_cnn::executor::{Inference, Optimizer, Trainer};
 use gpu_cnn::gpu::{warmup, Gpu, GpuInference, GpuTrainer};
 use gpu_cnn::model::Model;
 
-use super::DeviceArgs;
+use super::{shell, DeviceArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -119,6 +119,7 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
 
     if a.json {
         let j = json!({
+            "command": shell::this_command(),
             "backend": exec.describe(),
             "precision": gpu.as_ref().map_or("f32", |g| g.kernels.engine.precision().name()),
             "batch_size": b,
@@ -135,6 +136,8 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
         outln!("{}", serde_json::to_string_pretty(&j)?)?;
         return Ok(());
     }
+    // First, so that figures pasted anywhere say how they were made.
+    outln!("command            {}", shell::this_command())?;
     outln!("backend            {}", exec.describe())?;
     outln!("first step         {first_step:.2} s from process start to the end of the first training step")?;
     if let Some(s) = shares {

@@ -4,6 +4,7 @@
 
 use clap::CommandFactory;
 
+use super::shell::split as shell_words;
 use super::Cli;
 
 /// Every Markdown page a user reads commands from.
@@ -96,56 +97,6 @@ fn is_synopsis(command: &str) -> bool {
             w.chars().any(|c| c.is_ascii_uppercase()) && w.chars().all(|c| c.is_ascii_uppercase() || c == '_');
         placeholder || w.contains(['<', '[', '…']) || w.contains("...")
     })
-}
-
-/// `line` split into words as a POSIX shell splits it: single and double quotes,
-/// backslash escapes, and `#` starting a comment at the start of a word.
-fn shell_words(line: &str) -> Vec<String> {
-    let (mut words, mut word, mut in_word) = (Vec::new(), String::new(), false);
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '#' if !in_word => break,
-            ' ' | '\t' => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                word.extend(chars.by_ref().take_while(|&q| q != '\''));
-            }
-            '"' => {
-                in_word = true;
-                while let Some(q) = chars.next() {
-                    match q {
-                        '"' => break,
-                        '\\' => word.extend(chars.next()),
-                        _ => word.push(q),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                word.extend(chars.next());
-            }
-            _ => {
-                in_word = true;
-                word.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    words
-}
-
-#[test]
-fn shell_words_split_as_a_shell_does() {
-    let words = shell_words(r#"gpu-cnn train --arch "c8k3 relu, fc10" --out 'a b' c\ d   # a comment"#);
-    assert_eq!(words, ["gpu-cnn", "train", "--arch", "c8k3 relu, fc10", "--out", "a b", "c d"]);
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod pictures;
 mod plot;
 mod progress;
 mod serve;
+mod shell;
 mod signals;
 mod summary;
 mod train;

@@ -29,10 +29,11 @@ mod start;
 mod stop;
 
 use super::progress::Progress;
+use super::shell::{self, program};
 use super::signals;
 use super::{DeviceArgs, Exit, Gemm};
 use out_dir::{check_out_is_free, out_dir};
-use resume::{eval_command, program, resume_command, shell_word};
+use resume::{eval_command, resume_command};
 use start::{nothing_to_train, requested_optimizer, resumed_metrics, Start};
 use stop::{SignalNotice, Stop};
 
@@ -380,8 +381,8 @@ fn failure(
             (Some(_), Some((path, _))) => format!(
                 "the learning rate {} is the checkpoint's; to go on with a lower one, start from its weights: {} train --init {} --lr {:.1e} --out NEW_DIR",
                 opt.lr(),
-                shell_word(&program()),
-                shell_word(&path.to_string_lossy()),
+                shell::word(&program()),
+                shell::word(&path.to_string_lossy()),
                 opt.lr() / 10.0
             ),
             _ => stop::divergence_advice(opt, &pos.schedule, d.step),

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use gpu_cnn::train::checkpoints::has_run_files;
 
-use super::resume::shell_word;
 use super::Args;
+use crate::cli::shell;
 
 /// The directory a checkpoint file is in (`.` for a bare file name).
 pub fn run_dir_of(checkpoint: &Path) -> &Path {
@@ -46,6 +46,6 @@ pub fn check_out_is_free(a: &Args, out: &Path) -> Result<()> {
     bail!(
         "{}: holds another run; continue it with --resume {}, replace it with --overwrite, or give another --out",
         out.display(),
-        shell_word(&checkpoint.to_string_lossy())
+        shell::word(&checkpoint.to_string_lossy())
     )
 }

@@ -9,22 +9,8 @@ use gpu_cnn::checkpoint::{Checkpoint, Position};
 use gpu_cnn::executor::Optimizer;
 
 use super::{Args, OptimizerKind, DEFAULT_CHECKPOINT_EVERY, DEFAULT_EPOCHS, DEFAULT_LOG_EVERY};
+use crate::cli::shell::{self, program};
 use crate::cli::{Backend, Gemm};
-
-/// `word` as a POSIX shell reads it back.
-pub fn shell_word(word: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c);
-    if !word.is_empty() && word.chars().all(plain) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
-/// This program as the user ran it, for the commands a message suggests.
-pub fn program() -> String {
-    std::env::args_os().next().map_or("gpu-cnn".into(), |p| p.to_string_lossy().into_owned())
-}
 
 /// The command that continues this run from `checkpoint`: the same program, output,
 /// length, data, device and cadence; the checkpoint holds the rest.
@@ -48,7 +34,7 @@ pub fn resume_command(a: &Args, out: &Path, gemm: Gemm, checkpoint: &Path) -> St
         flag("--checkpoint-every", a.checkpoint_every.to_string());
     }
     words.extend(device_words(a, gemm));
-    words.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
+    shell::line(&words)
 }
 
 /// The command that evaluates `weights` on the test split the run trained beside, on
@@ -59,7 +45,7 @@ pub fn eval_command(a: &Args, gemm: Gemm, weights: &Path) -> String {
         words.extend(["--data".to_string(), d.to_string_lossy().into_owned()]);
     }
     words.extend(device_words(a, gemm));
-    words.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
+    shell::line(&words)
 }
 
 /// The run's `--backend` and `--gemm`, for a command that should run where it ran.
