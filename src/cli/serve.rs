@@ -46,7 +46,7 @@ pub fn run(a: Args) -> Result<()> {
     let listener = std::net::TcpListener::bind(a.addr).with_context(|| format!("cannot listen on {}", a.addr))?;
     let addr = listener.local_addr().with_context(|| format!("cannot listen on {}", a.addr))?;
     let mut info = model_info(&ck.model);
-    let (model, params, backend, max_batch) = (ck.model.clone(), ck.params, backend, a.max_batch as usize);
+    let (model, params, max_batch) = (ck.model.clone(), ck.params, a.max_batch as usize);
     let batch = BatchConfig { max_batch, wait: Duration::from_millis(a.batch_wait_ms), ..Default::default() };
     let batcher = Batcher::start(
         batch,

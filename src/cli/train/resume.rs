@@ -1,5 +1,6 @@
-//! What `--resume` keeps: the flags it would silently drop are refused, and the
-//! command that continues a stopped run is printed for the user to paste.
+//! What `--resume` keeps: the flags it would silently drop are refused. And the
+//! commands a run prints for the user to paste: the one that continues it after a
+//! stop, and the one that evaluates it when `--steps` ends it inside an epoch.
 
 use anyhow::{bail, Result};
 use clap::ValueEnum;
@@ -49,7 +50,7 @@ pub fn eval_command(a: &Args, gemm: Gemm, weights: &Path) -> String {
 }
 
 /// The run's `--backend` and `--gemm`, for a command that should run where it ran.
-pub fn device_words(a: &Args, gemm: Gemm) -> Vec<String> {
+fn device_words(a: &Args, gemm: Gemm) -> Vec<String> {
     let mut words = Vec::new();
     if a.device.backend != Backend::Auto {
         let name = a.device.backend.to_possible_value().map_or(String::new(), |v| v.get_name().to_string());
