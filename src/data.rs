@@ -177,9 +177,13 @@ impl Dataset {
     /// when `n` exceeds it: fixed batches for tests and benchmarks.
     pub fn first_batch(&self, n: usize) -> (Vec<f32>, Vec<u32>) {
         let (mut images, mut labels) = (Vec::new(), Vec::new());
-        let idx: Vec<usize> = (0..n).map(|i| i % self.len().max(1)).collect();
-        self.batch(&idx, &mut images, &mut labels);
+        self.batch(&self.first_indices(n), &mut images, &mut labels);
         (images, labels)
+    }
+
+    /// The indices of `first_batch(n)`: from the first sample on, round again if short.
+    pub fn first_indices(&self, n: usize) -> Vec<usize> {
+        (0..n).map(|i| i % self.len().max(1)).collect()
     }
 }
 

@@ -50,24 +50,25 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
     let model = Model::tutorial();
     let params = model.init_params(0);
     let opt = Optimizer::adam(1e-3);
-    let train = Dataset::load(&bundled_mnist_dir(), Split::Train)?;
+    let train = Arc::new(Dataset::load(&bundled_mnist_dir(), Split::Train)?);
     let b = a.batch_size;
     let (gpu, mut exec, shares): (Option<Arc<Gpu>>, Box<dyn Trainer>, _) = match backend.gpu_choice() {
         None => (None, Box::new(CpuTrainer::new(model.clone(), opt, super::cpu_params(&params, gemm)?)?), None),
         Some(choice) => {
             let gpu = Arc::new(Gpu::new(choice, gemm)?);
-            let (trainer, shares) = warmup::trainer(&gpu, &model, opt, &params, b)?;
+            let (trainer, shares) = warmup::trainer(&gpu, &model, opt, &params, b, Some(train.clone()))?;
             (Some(gpu), Box::new(trainer), shares)
         }
     };
-    let (images, labels) = train.first_batch(b);
-    exec.train_step(&images, &labels)?;
+    // As `train` runs its steps: from the training set, kept in GPU memory.
+    let batch = train.first_indices(b);
+    exec.train_batch(&train, &batch)?;
     exec.take_stats()?;
     let first_step = started.elapsed().as_secs_f64();
 
     let t = Instant::now();
     for _ in 0..a.steps {
-        exec.train_step(&images, &labels)?;
+        exec.train_batch(&train, &batch)?;
     }
     exec.take_stats()?;
     let step_s = t.elapsed().as_secs_f64() / a.steps as f64;
@@ -92,7 +93,7 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
     let mut profiled = b;
     if let Some(g) = &gpu {
         let mut ex = GpuTrainer::new(g.clone(), model.clone(), opt, &params, b)?;
-        ex.train_step(&images, &labels)?;
+        ex.train_batch(&train, &batch)?;
         // A batch over the binding limit runs as micro-batches: profile one of them.
         profiled = b.min(ex.micro_batch());
         let ds = ex.train_dispatches(profiled)?;

@@ -5,6 +5,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 
 use gpu_cnn::data::{Dataset, Split};
+use gpu_cnn::gpu::warmup::Asked;
 use gpu_cnn::plot;
 use gpu_cnn::train::evaluate;
 
@@ -39,7 +40,7 @@ pub fn run(a: Args) -> Result<()> {
     test.check_against(&ck.model)?;
     let k = ck.model.classes();
     let batch = a.batch_size.min(test.len());
-    let mut net = super::inference(backend, gemm, ck.model, &ck.params, batch)?;
+    let mut net = super::inference(backend, gemm, ck.model, &ck.params, batch, Asked::Evaluations)?;
     let ev = evaluate(net.as_mut(), &test, batch)?;
     let mut m = vec![vec![0u64; k]; k];
     for (&p, &t) in ev.predictions.iter().zip(&test.labels) {

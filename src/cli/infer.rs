@@ -4,6 +4,7 @@ use anyhow::{anyhow, Context, Result};
 use std::path::{Path, PathBuf};
 
 use gpu_cnn::files;
+use gpu_cnn::gpu::warmup::Asked;
 use gpu_cnn::preprocess::{self, Digit};
 
 use super::pictures::{self, Stems};
@@ -63,7 +64,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let (_, ck) = a.model.load_for_pictures()?;
     let classes = ck.model.classes();
-    let mut net = super::inference(backend, gemm, ck.model, &ck.params, digits.len().min(1024))?;
+    let mut net = super::inference(backend, gemm, ck.model, &ck.params, digits.len().min(1024), Asked::Predictions)?;
     let flat: Vec<f32> = digits.iter().flatten().copied().collect();
     let probs = net.predict(&flat)?;
     for (f, row) in files.iter().zip(probs.chunks(classes)) {

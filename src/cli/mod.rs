@@ -27,8 +27,10 @@ use std::sync::Arc;
 use gpu_cnn::arch;
 use gpu_cnn::checkpoint::{self, Checkpoint};
 use gpu_cnn::cpu::{CpuInference, CpuTrainer};
+use gpu_cnn::data::Dataset;
 use gpu_cnn::executor::{Explain, Inference, Optimizer, Trainer};
-use gpu_cnn::gpu::{warmup, BackendChoice, GemmEngine, Gpu, Precision};
+use gpu_cnn::gpu::warmup::{self, Asked};
+use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, Precision};
 use gpu_cnn::model::{Model, Shape};
 
 #[derive(Parser)]
@@ -211,9 +213,9 @@ impl Backend {
     }
 }
 
-/// A training executor on `backend` for batches up to `max_batch`. When `auto`
-/// found only a software driver, it says so first (a newcomer without a GPU should
-/// know why training is slow, and what makes it faster).
+/// A training executor on `backend` for batches up to `max_batch` from `data`. When
+/// `auto` found only a software driver, it says so first (a newcomer without a GPU
+/// should know why training is slow, and what makes it faster).
 pub fn trainer(
     backend: Backend,
     gemm: Gemm,
@@ -221,6 +223,7 @@ pub fn trainer(
     opt: Optimizer,
     params: &[f32],
     max_batch: usize,
+    data: &Arc<Dataset>,
 ) -> Result<Box<dyn Trainer>> {
     Ok(match backend.gpu_choice() {
         None => Box::new(CpuTrainer::new(model, opt, cpu_params(params, gemm)?)?),
@@ -231,7 +234,7 @@ pub fn trainer(
                     outln!("{note}")?;
                 }
             }
-            Box::new(warmup::trainer(&gpu, &model, opt, params, max_batch)?.0)
+            Box::new(warmup::trainer(&gpu, &model, opt, params, max_batch, Some(data.clone()))?.0)
         }
     })
 }
@@ -253,20 +256,21 @@ pub(crate) fn cpu_params(params: &[f32], gemm: Gemm) -> Result<Vec<f32>> {
     Ok(params.to_vec())
 }
 
-/// An inference executor on `backend` for batches up to `max_batch`. Here and below,
-/// on lavapipe the kernels are compiled on two cores before it is returned
-/// (`gpu::warmup`), so the first answer compiles nothing and a server is ready when
-/// it says so.
+/// An inference executor on `backend` for batches up to `max_batch`, which will be
+/// `asked` for predictions or evaluations. Here and below, on lavapipe the kernels
+/// are compiled on two cores before it is returned (`gpu::warmup`), so the first
+/// answer compiles nothing and a server is ready when it says so.
 pub fn inference(
     backend: Backend,
     gemm: Gemm,
     model: Model,
     params: &[f32],
     max_batch: usize,
+    asked: Asked,
 ) -> Result<Box<dyn Inference>> {
     Ok(match device(backend, gemm)? {
         None => Box::new(CpuInference::new(model, params.to_vec())?),
-        Some(gpu) => Box::new(warmup::inference(&gpu, &model, params, max_batch)?),
+        Some(gpu) => Box::new(warmup::inference(&gpu, &model, params, max_batch, asked)?),
     })
 }
 

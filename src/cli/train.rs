@@ -11,6 +11,7 @@ use anyhow::{anyhow, Context, Result};
 use clap::ValueEnum;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gpu_cnn::checkpoint::{Position, Stamp};
@@ -172,7 +173,7 @@ pub fn run(a: Args, started: std::time::Instant) -> Result<()> {
     let out = &out_dir(&a);
 
     let dir = super::data_dir(a.data.clone());
-    let train = Dataset::load(&dir, Split::Train)?;
+    let train = Arc::new(Dataset::load(&dir, Split::Train)?);
     let test = Dataset::load(&dir, Split::Test)?;
 
     // Model, weights, optimizer, position and run: fresh, from --init, or from --resume.
@@ -192,7 +193,7 @@ pub fn run(a: Args, started: std::time::Instant) -> Result<()> {
         return Err(e);
     }
     let batch = pos.batch_size;
-    let mut trainer = super::trainer(backend, gemm, model.clone(), opt, &params, batch)?;
+    let mut trainer = super::trainer(backend, gemm, model.clone(), opt, &params, batch, &train)?;
     if let Some(state) = &opt_state {
         trainer.set_optimizer_state(state)?;
     }

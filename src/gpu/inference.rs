@@ -340,10 +340,11 @@ impl GpuInference {
         &self.plans[&n].forward
     }
 
-    /// Every dispatch of a prediction at batch `n`, in order.
-    pub(crate) fn predict_dispatches(&mut self, n: usize) -> Result<Vec<&Dispatch>> {
+    /// Every dispatch of a prediction at batch `n`, or with `labels` of an
+    /// evaluation, in order.
+    pub fn answer_dispatches(&mut self, n: usize, labels: bool) -> Result<Vec<&Dispatch>> {
         self.ensure_plan(n)?;
-        Ok(self.recorded(n, false))
+        Ok(self.recorded(n, labels))
     }
 
     /// What `encode` records at batch `n`: the forward pass, then the probabilities,

@@ -187,16 +187,65 @@ impl GpuTrainer {
     }
 
     /// Every dispatch of a training step at batch `n` (at most `micro_batch()`), in
-    /// order (for profiling).
+    /// order (for profiling): from the dataset in GPU memory, with its gather, once
+    /// `train_batch` has put one there.
     pub fn train_dispatches(&mut self, n: usize) -> Result<Vec<&Dispatch>> {
         if n > self.micro_batch() {
             bail!("batch {n} runs as micro-batches of {}: profile a batch of at most that", self.micro_batch());
         }
-        let key = PlanKey { n, mean_over: n, accumulate: false };
-        self.ensure_plan(key)?;
-        let p = &self.plans[&key];
-        let forward = self.net.forward_with_loss(n);
-        Ok(forward.chain(&p.loss).chain(&p.backward).chain([&self.optim]).collect())
+        let gathered = self.resident.as_ref().is_some_and(|r| r.capacity >= n);
+        let keys = self.ensure_step(n, gathered)?;
+        Ok(self.chunk_dispatches(keys[0], 0, true, gathered))
+    }
+
+    /// Every dispatch of the first training step at batch `n`, micro-batches
+    /// included, in order: as `train_batch` runs it from `data` (kept in GPU memory
+    /// from here on, where it fits), or as `train_step` runs it without.
+    pub fn first_step_dispatches(&mut self, n: usize, data: Option<&Dataset>) -> Result<Vec<&Dispatch>> {
+        let gathered = match data {
+            Some(d) => self.make_resident(d, n)?,
+            None => false,
+        };
+        let keys = self.ensure_step(n, gathered)?;
+        let micro = self.micro_batch();
+        let last = keys.len() - 1;
+        Ok(keys
+            .iter()
+            .enumerate()
+            .flat_map(|(c, &key)| self.chunk_dispatches(key, c * micro, c == last, gathered))
+            .collect())
+    }
+
+    /// The (micro-)batches a step of `n` runs as, in order.
+    fn step_keys(&self, n: usize) -> Vec<PlanKey> {
+        let micro = self.micro_batch();
+        (0..n.div_ceil(micro))
+            .map(|c| PlanKey { n: micro.min(n - c * micro), mean_over: n, accumulate: c > 0 })
+            .collect()
+    }
+
+    /// Build the dispatches of a step of `n`, gathers from the resident dataset
+    /// included where `gathered`; its micro-batches' keys.
+    fn ensure_step(&mut self, n: usize, gathered: bool) -> Result<Vec<PlanKey>> {
+        let (keys, micro) = (self.step_keys(n), self.micro_batch());
+        for (c, &key) in keys.iter().enumerate() {
+            self.ensure_plan(key)?;
+            if gathered {
+                self.ensure_gather(key.n, c * micro)?;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// What the micro-batch `key` from sample `at` of a step records, in order: its
+    /// gather where `gathered`, the forward pass, the loss and the backward pass, and
+    /// the update where it is the `last`. The one list a step and its warm-up read.
+    fn chunk_dispatches(&self, key: PlanKey, at: usize, last: bool, gathered: bool) -> Vec<&Dispatch> {
+        let gather = gathered.then(|| &self.resident.as_ref().expect("a resident dataset").gathers[&(key.n, at)]);
+        let plan = &self.plans[&key];
+        let update = last.then_some(&self.optim);
+        let steps = self.net.forward_with_loss(key.n).chain(&plan.loss).chain(&plan.backward);
+        gather.into_iter().chain(steps).chain(update).collect()
     }
 
     /// Keep `data` in GPU memory for steps of up to `batch` samples, unless it is
@@ -235,41 +284,27 @@ impl GpuTrainer {
     /// written between submissions, gathered ones all run in one.
     fn run_step(&mut self, n: usize, host: Option<(&[f32], &[u32])>) -> Result<()> {
         let (micro, per) = (self.micro_batch(), self.net.model().input.numel());
-        let chunks = n.div_ceil(micro);
-        let keys: Vec<PlanKey> =
-            (0..chunks).map(|c| PlanKey { n: micro.min(n - c * micro), mean_over: n, accumulate: c > 0 }).collect();
-        for (c, &key) in keys.iter().enumerate() {
-            self.ensure_plan(key)?;
-            if host.is_none() {
-                self.ensure_gather(key.n, c * micro)?;
-            }
-        }
+        let keys = self.ensure_step(n, host.is_none())?;
         let gpu = self.gpu().clone();
         let q = &gpu.queue;
         self.step += 1;
         let u = OptimUniform::new(self.optimizer, self.net.model().num_params, self.step);
         q.write_buffer(&self.optim.uniform, 0, bytemuck::bytes_of(&u));
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        for (c, key) in keys.iter().enumerate() {
+        for (c, &key) in keys.iter().enumerate() {
             let at = c * micro;
-            let gather = match host {
-                Some((images, labels)) => {
-                    if c > 0 {
-                        // The next micro-batch's upload must land after this one ran.
-                        q.submit([std::mem::replace(&mut enc, gpu.device.create_command_encoder(&Default::default()))
-                            .finish()]);
-                    }
-                    q.write_buffer(self.net.value(0), 0, bytemuck::cast_slice(&images[at * per..(at + key.n) * per]));
-                    q.write_buffer(self.net.labels_buffer(), 0, bytemuck::cast_slice(&labels[at..at + key.n]));
-                    None
+            if let Some((images, labels)) = host {
+                if c > 0 {
+                    // The next micro-batch's upload must land after this one ran.
+                    q.submit([
+                        std::mem::replace(&mut enc, gpu.device.create_command_encoder(&Default::default())).finish()
+                    ]);
                 }
-                None => self.resident.as_ref().map(|r| &r.gathers[&(key.n, at)]),
-            };
-            let plan = &self.plans[key];
-            let update = (c + 1 == chunks).then_some(&self.optim);
+                q.write_buffer(self.net.value(0), 0, bytemuck::cast_slice(&images[at * per..(at + key.n) * per]));
+                q.write_buffer(self.net.labels_buffer(), 0, bytemuck::cast_slice(&labels[at..at + key.n]));
+            }
             let mut pass = enc.begin_compute_pass(&Default::default());
-            let steps = self.net.forward_with_loss(key.n).chain(&plan.loss).chain(&plan.backward);
-            for d in gather.into_iter().chain(steps).chain(update) {
+            for d in self.chunk_dispatches(key, at, c + 1 == keys.len(), host.is_none()) {
                 d.record(&mut pass);
             }
         }

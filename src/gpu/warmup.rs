@@ -20,6 +20,7 @@ use anyhow::{anyhow, Result};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::data::Dataset;
 use crate::executor::Optimizer;
 use crate::gpu::context::Gpu;
 use crate::gpu::dispatch::Dispatch;
@@ -70,27 +71,40 @@ impl Taken {
     }
 }
 
-/// A trainer for batches up to `batch`, its step's kernels compiled (on two cores
-/// where `applies`); with how many each side compiled, where there was a helper.
+/// A trainer for batches of `batch`, the kernels of its first step compiled (on two
+/// cores where `applies`): of `train_batch` from `data` (which it then keeps in GPU
+/// memory, where it fits), or of `train_step` without; with how many each side
+/// compiled, where there was a helper.
 pub fn trainer(
     gpu: &Arc<Gpu>,
     model: &Model,
     optimizer: Optimizer,
     params: &[f32],
     batch: usize,
+    data: Option<Arc<Dataset>>,
 ) -> Result<(GpuTrainer, Option<Shares>)> {
     let model = model.clone();
     compiled(gpu, params, move |gpu, params| {
         let trainer = GpuTrainer::new(gpu, model.clone(), optimizer, params, batch)?;
-        Ok(Training { n: batch.min(trainer.micro_batch()), trainer })
+        Ok(Training { trainer, batch, data: data.clone() })
     })
     .map(|(t, shares)| (t.trainer, shares))
 }
 
-/// An inference executor for up to `batch` pictures, its prediction's kernels compiled.
-pub fn inference(gpu: &Arc<Gpu>, model: &Model, params: &[f32], batch: usize) -> Result<GpuInference> {
+/// What an inference executor will be asked, so that its warm-up compiles that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// `predict`: the probabilities.
+    Predictions,
+    /// `evaluate`: the loss and its sums.
+    Evaluations,
+}
+
+/// An inference executor for up to `batch` pictures, the kernels of what it is
+/// `asked` compiled.
+pub fn inference(gpu: &Arc<Gpu>, model: &Model, params: &[f32], batch: usize, asked: Asked) -> Result<GpuInference> {
     let model = model.clone();
-    compiled(gpu, params, move |gpu, params| Prediction::new(gpu, &model, params, batch)).map(|(p, _)| p.net)
+    compiled(gpu, params, move |gpu, params| Prediction::new(gpu, &model, params, batch, asked)).map(|(p, _)| p.net)
 }
 
 /// An explainer, its explanation's kernels compiled.
@@ -109,7 +123,8 @@ pub fn inference_and_explainer(
 ) -> Result<(GpuInference, GpuExplainer)> {
     let model = model.clone();
     let build = move |gpu: Arc<Gpu>, params: &[f32]| -> Result<(Prediction, GpuExplainer)> {
-        Ok((Prediction::new(gpu.clone(), &model, params, batch)?, GpuExplainer::new(gpu, model.clone(), params)?))
+        let net = Prediction::new(gpu.clone(), &model, params, batch, Asked::Predictions)?;
+        Ok((net, GpuExplainer::new(gpu, model.clone(), params)?))
     };
     compiled(gpu, params, build).map(|((p, e), _)| (p.net, e))
 }
@@ -122,31 +137,32 @@ trait Executors: Sized {
 
 struct Training {
     trainer: GpuTrainer,
-    /// The first (micro-)batch a step runs.
-    n: usize,
+    batch: usize,
+    data: Option<Arc<Dataset>>,
 }
 
 impl Executors for Training {
     fn dispatches(&mut self) -> Result<Vec<&Dispatch>> {
-        self.trainer.train_dispatches(self.n)
+        self.trainer.first_step_dispatches(self.batch, self.data.as_deref())
     }
 }
 
 struct Prediction {
     net: GpuInference,
     n: usize,
+    asked: Asked,
 }
 
 impl Prediction {
-    fn new(gpu: Arc<Gpu>, model: &Model, params: &[f32], batch: usize) -> Result<Prediction> {
+    fn new(gpu: Arc<Gpu>, model: &Model, params: &[f32], batch: usize, asked: Asked) -> Result<Prediction> {
         let net = GpuInference::new(gpu, model.clone(), params, batch)?;
-        Ok(Prediction { n: batch.min(net.max_batch()), net })
+        Ok(Prediction { n: batch.min(net.max_batch()), net, asked })
     }
 }
 
 impl Executors for Prediction {
     fn dispatches(&mut self) -> Result<Vec<&Dispatch>> {
-        self.net.predict_dispatches(self.n)
+        self.net.answer_dispatches(self.n, self.asked == Asked::Evaluations)
     }
 }
 
