@@ -144,6 +144,28 @@ fn degenerate_histories_draw_sensibly() {
 }
 
 #[test]
+fn plot_finishes_on_values_and_steps_no_run_reaches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    // Losses 0 and 1.79e308 padded the axis to infinity, and plot never returned; a
+    // step of u64::MAX wrapped the axis around.
+    let cases = [
+        ("huge-loss", train_line(1, 0.0, 0.5) + &train_line(2, 1.79e308, 0.5)),
+        ("huge-both-ways", train_line(1, -1e308, 0.5) + &train_line(2, 1e308, 0.5)),
+        ("last-step", train_line(u64::MAX - 1, 1.0, 0.5) + &train_line(u64::MAX, 2.0, 0.5)),
+        ("far-steps", train_line(1, 1.0, 0.5) + &train_line(u64::MAX, 2.0, 0.5)),
+    ];
+    for (name, metrics) in &cases {
+        fake_run(&p(name), metrics);
+        let png = p(&format!("{name}.png"));
+        let mut c = common::bin();
+        c.timeout(std::time::Duration::from_secs(60)).arg("plot").arg("-o").arg(&png).arg(p(name));
+        common::outcome(&mut c).ok();
+        assert_eq!(size_of(&png), comparison_size(1), "{name}");
+    }
+}
+
+#[test]
 fn confusion_matrix_pictures_refuse_a_ragged_matrix() {
     let tmp = tempfile::tempdir().unwrap();
     let png = tmp.path().join("m.png");

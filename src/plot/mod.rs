@@ -82,14 +82,17 @@ fn save(img: &RgbImage, path: &Path) -> Result<()> {
 }
 
 /// Steps on the x axis: whole numbers, with a margin so that end points (and a lone
-/// point) sit inside the frame.
+/// point) sit inside the frame. A step near u64::MAX (a metrics file can say anything)
+/// gets no margin past the largest step rather than an axis that wraps around.
 fn step_range(steps: impl Iterator<Item = u64>) -> Range<u64> {
     let (lo, hi) = steps.fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s)));
     if lo > hi {
         return 0..1;
     }
-    let pad = ((hi - lo) / 40).max(1);
-    lo.saturating_sub(pad)..hi + pad
+    // plotters places steps through f64, whose 53 bits cannot tell neighbouring steps
+    // apart past 2^53: there the margin is wide enough for the ends to differ.
+    let pad = ((hi - lo) / 40).max(1).max(hi >> 45);
+    lo.saturating_sub(pad)..hi.saturating_add(pad)
 }
 
 /// A value axis around `values`, which lie within `bounds` (loss is never negative,
@@ -103,6 +106,12 @@ fn value_range(values: impl Iterator<Item = f64>, bounds: (f64, f64)) -> Range<f
     if lo > hi {
         return bounds.0..if bounds.1.is_finite() { bounds.1 } else { bounds.0 + 1.0 };
     }
+    // Values far apart (a loss of 0 and one of 1.79e308) would make the span, the
+    // padding or plotters' own `end - start` infinite, and plotters never returns from
+    // laying out an infinite axis: the axis stays within ±f64::MAX / 4, and a point past
+    // that is drawn off the chart.
+    const LIMIT: f64 = f64::MAX / 4.0;
+    let (lo, hi) = (lo.clamp(-LIMIT, LIMIT), hi.clamp(-LIMIT, LIMIT));
     if hi > lo {
         let pad = (hi - lo) * 0.05;
         return lo - pad..hi + pad;
@@ -271,11 +280,27 @@ mod tests {
     }
 
     #[test]
+    fn values_far_apart_still_make_a_finite_axis() {
+        // Padding 0..1.79e308 overflowed to infinity, and plotters never returned.
+        for values in [vec![0.0, 1.79e308], vec![-1e308, 1e308], vec![f64::MAX], vec![-f64::MAX, 0.0]] {
+            let r = value_range(values.iter().copied(), LOSS);
+            assert!(r.start < r.end && (r.end - r.start).is_finite(), "{values:?}: {r:?}");
+        }
+    }
+
+    #[test]
     fn step_axes_have_room_around_their_points() {
         assert_eq!(step_range([10, 11].into_iter()), 9..12);
         assert_eq!(step_range([6].into_iter()), 5..7);
         assert_eq!(step_range([0, 400].into_iter()), 0..410);
         assert_eq!(step_range(std::iter::empty()), 0..1);
+        // Steps no run reaches, from a hand-edited or corrupt file: an axis that neither
+        // wraps around nor collapses to one f64.
+        for steps in [vec![u64::MAX], vec![u64::MAX - 1, u64::MAX], vec![1, u64::MAX]] {
+            let r = step_range(steps.iter().copied());
+            assert!(r.start < steps[0] && r.end == u64::MAX, "{steps:?}: {r:?}");
+            assert!((r.end as f64) > r.start as f64, "{steps:?}: {r:?}");
+        }
     }
 
     #[test]
