@@ -101,10 +101,16 @@ fn plot_names_every_bad_input() {
     let unwritable = p("a-file").join("out.png");
     gpu_cnn(&["plot", "-o"], &[&unwritable, &p("good")]).fails_with(&["a-file/out.png", "no such directory"]);
     gpu_cnn(&["plot", "-o"], &[&p("out.txt"), &p("good")]).fails_with(&["out.txt", "unknown picture format"]);
+    // Formats the image crate knows but this build cannot encode.
+    for name in ["out.tga", "out.qoi", "out.exr", "out.ico"] {
+        gpu_cnn(&["plot", "-o"], &[&p(name), &p("good")]).fails_with(&[name, "cannot write", ".png"]);
+    }
     gpu_cnn(&["plot", "-o"], &[&p("bare"), &p("good")]).fails_with(&["-o", "bare: is a directory"]);
     // Asked before the test set is evaluated.
     let eval =
         gpu_cnn(&["eval", "--backend", "cpu", "--plot"], &[&p("bare")]).fails_with(&["--plot", "is a directory"]);
+    assert!(!eval.stdout.contains("accuracy"), "the evaluation ran first:\n{}", eval.stdout);
+    let eval = gpu_cnn(&["eval", "--backend", "cpu", "--plot"], &[&p("m.tga")]).fails_with(&["--plot", "m.tga"]);
     assert!(!eval.stdout.contains("accuracy"), "the evaluation ran first:\n{}", eval.stdout);
 }
 

@@ -58,9 +58,9 @@ fn render(w: u32, h: u32, draw: impl FnOnce(&Area) -> Result<()>) -> Result<RgbI
     Ok(image)
 }
 
-/// The format a picture at `path` is written in, if `path` can be one: named with a
-/// picture extension, not a directory, in a directory that exists. Commands ask before
-/// their work, so that a bad path is not found only at the end.
+/// The format a picture at `path` is written in, if `path` can be one: named with the
+/// extension of a format this build can encode, not a directory, in a directory that
+/// exists. Commands ask before their work, so that a bad path is not found only at the end.
 pub fn picture_format(path: &Path) -> Result<ImageFormat> {
     if path.is_dir() {
         bail!("{}: is a directory; give a file name such as {}", path.display(), path.join("plot.png").display());
@@ -69,8 +69,13 @@ pub fn picture_format(path: &Path) -> Result<ImageFormat> {
     if !parent.is_dir() {
         bail!("{}: no such directory {}", path.display(), parent.display());
     }
-    ImageFormat::from_path(path)
-        .map_err(|_| anyhow!("{}: unknown picture format; give the file a .png name", path.display()))
+    let format = ImageFormat::from_path(path)
+        .map_err(|_| anyhow!("{}: unknown picture format; give the file a .png name", path.display()))?;
+    // The image crate names formats (.tga, .exr, .qoi…) whose encoders this build leaves out.
+    if !format.writing_enabled() {
+        bail!("{}: gpu-cnn cannot write {format:?} pictures; give the file a .png name", path.display());
+    }
+    Ok(format)
 }
 
 /// Encode by the file name's extension (PNG in practice) and replace `path` atomically.
