@@ -103,11 +103,24 @@ struct ConvData {
 }
 
 fn conv_data(g: &Gpu, k: &ConvKernels, d: ConvDims, seed: u64, dy_size: f64) -> ConvData {
+    conv_data_as(g, k, d, seed, dy_size, |_, _, _| {})
+}
+
+/// `conv_data` with the values passed through `adjust(params, x, dy)` before upload.
+fn conv_data_as(
+    g: &Gpu,
+    k: &ConvKernels,
+    d: ConvDims,
+    seed: u64,
+    dy_size: f64,
+    adjust: impl Fn(&mut [f32], &mut [f32], &mut [f32]),
+) -> ConvData {
     let mut rng = Rng::new(seed);
     let bound = 1.0 / ((d.c * d.k * d.k) as f64).sqrt();
-    let (params, offs) = params_with_lead(&mut rng, d.weight_len(), d.oc, bound);
-    let x = uniform(&mut rng, d.input_len(), -1.0, 1.0);
-    let dy = uniform(&mut rng, d.output_len(), -dy_size, dy_size);
+    let (mut params, offs) = params_with_lead(&mut rng, d.weight_len(), d.oc, bound);
+    let mut x = uniform(&mut rng, d.input_len(), -1.0, 1.0);
+    let mut dy = uniform(&mut rng, d.output_len(), -dy_size, dy_size);
+    adjust(&mut params, &mut x, &mut dy);
     ConvData {
         bx: g.upload("x", &x),
         bp: g.upload("params", &params),
@@ -159,6 +172,12 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
         let gpu_rules = g.info.device_type != wgpu::DeviceType::Cpu || set.label.contains(GPU_TILES);
         let wide = ds[2].name.starts_with("conv2d_tiled.backward_weight_bias@64x128");
         assert_eq!(wide, gpu_rules && d.oc > 32, "{}: weight-gradient tile ran {}", at(""), ds[2].name);
+    }
+    // A folded set is one: past 3 workgroups its dispatches go on along y.
+    if set.label.ends_with(", folded") {
+        for dsp in &ds {
+            assert!(dsp.workgroups()[0] <= 3, "{}: {} is not folded: {:?}", at(""), dsp.name, dsp.workgroups());
+        }
     }
     run(g, &ds);
 
@@ -289,17 +308,9 @@ fn mixed_engines(g: &Arc<Gpu>) -> Vec<(String, Arc<Gpu>, Kernels)> {
             sets.push((format!("{:?}/coop-emulated{variant}", g.info.backend), g.clone(), k));
         }
     }
-    let choice = match g.info.backend {
-        wgpu::Backend::Vulkan => BackendChoice::Vulkan,
-        wgpu::Backend::Metal => BackendChoice::Metal,
-        _ => return sets,
-    };
-    match Gpu::new(choice, Some(GemmEngine::Coop)) {
-        Ok(coop) => {
-            let k = coop.kernels_for(GemmEngine::Coop, g.limits.max_compute_workgroups_per_dimension).unwrap();
-            sets.push((format!("{:?}/coop on {}", coop.info.backend, coop.info.name), Arc::new(coop), k));
-        }
-        Err(e) => eprintln!("{}: no coop engine here ({e:#})", g.describe()),
+    if let Some(coop) = common::coop_device(g) {
+        let k = coop.kernels_for(GemmEngine::Coop, g.limits.max_compute_workgroups_per_dimension).unwrap();
+        sets.push((format!("{:?}/coop on {}", coop.info.backend, coop.info.name), coop, k));
     }
     sets
 }
@@ -312,13 +323,52 @@ fn mixed_bound(refs: &[f64], magnitudes: &[f64]) -> Vec<f64> {
     refs.iter().zip(magnitudes).map(|(r, m)| m / 512.0 + 1e-3 * r.abs() + 1e-9).collect()
 }
 
-per_backend!(conv2d_mixed_precision, |g: &Arc<Gpu>| {
+/// Values whose f16 conversion, scaled as conv2d_mixed.wgsl stages them (dy times
+/// its GRAD_SCALE, 2^12), and every product are exact, so that a mixed-precision
+/// engine rounds only its f32 sums: inputs multiples of 2^-8 in [-1,1], weights of
+/// 2^-12 (within 0.5), gradients of 2^-10 in [-1,1], each an 11-bit f16 mantissa
+/// or less, scaled gradients within f16's range and none subnormal.
+fn exact_in_f16(params: &mut [f32], x: &mut [f32], dy: &mut [f32]) {
+    let grid = |v: &mut [f32], step: f32| v.iter_mut().for_each(|e| *e = (*e / step).round() * step);
+    grid(params, 2f32.powi(-12));
+    grid(x, 2f32.powi(-8));
+    grid(dy, 2f32.powi(-10));
+}
+
+per_backend!(conv2d_mixed_precision, gl ignored: "wgpu's GL backend has no f16 in shaders", |g: &Arc<Gpu>| {
     let sets = mixed_engines(g);
     if g.info.backend == wgpu::Backend::Vulkan && g.info.name.contains("llvmpipe") {
         assert!(!sets.is_empty(), "{}: lavapipe has f16 shaders, so coop-emulated must run", g.describe());
     }
+    if sets.is_empty() {
+        eprintln!("\n*** SKIPPED: {} has no f16 in shaders, so no mixed-precision engine ***\n", g.describe());
+    }
     for (label, g, kernels) in &sets {
         let k = &kernels.conv;
+        // Operands exact in f16: then only the f32 sums round, and every output must
+        // be as close as an f32 engine's (RED), which a lost tile or a term summed
+        // twice is not, however small.
+        for (i, d) in conv_shapes().into_iter().enumerate() {
+            let at = |what: &str| format!("{label} conv {what} {d:?}, operands exact in f16");
+            let ConvData { params, offs, x, dy, bx, bp, by, bdy, bdx, scratch, bgrads } =
+                conv_data_as(g, k, d, 750 + i as u64, 1.0, exact_in_f16);
+            let (p64, x64, dy64) = (to64(&params), to64(&x), to64(&dy));
+            let (w64, b64) = (&p64[offs.weight..offs.bias], &p64[offs.bias..]);
+            let to = WeightGrads { scratch: &scratch, grads: &bgrads, accumulate: false };
+            let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];
+            ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &to));
+            run(g, &ds);
+            let mut y = vec![0f64; d.output_len()];
+            ops::conv2d_forward(&mut y, &x64, w64, b64, d);
+            let (mut dx, mut dw, mut db) = (vec![0f64; d.input_len()], vec![0f64; d.weight_len()], vec![0f64; d.oc]);
+            ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, &dy64, &x64, w64, d);
+            let grads = g.read::<f32>(&bgrads).unwrap();
+            assert_close(&at("forward"), &g.read::<f32>(&by).unwrap(), &y, RED.0, RED.1);
+            assert_close(&at("backward_input"), &g.read::<f32>(&bdx).unwrap(), &dx, RED.0, RED.1);
+            assert_close(&at("weight gradient"), &grads[offs.weight..offs.bias], &dw, RED.0, RED.1);
+            assert_close(&at("bias gradient"), &grads[offs.bias..], &db, RED.0, RED.1);
+        }
+        // Random operands, rounded to f16: within the bound of that rounding.
         let (mut beyond_f32, mut worst) = (false, [0f64; 4]);
         for (i, d) in conv_shapes().into_iter().enumerate() {
             let at = |what: &str| format!("{label} conv {what} {d:?}");
@@ -594,6 +644,11 @@ per_backend!(softmax_ce, |g: &Arc<Gpu>| {
     report(g, "softmax_ce predict", worst[3]);
 });
 
+// Three updates of each optimizer against the CPU reference's, both in f32. What is
+// compared is each parameter's change over the three steps (about 3e-3), not the
+// parameter (about 1): a weight decay of Adam's 1e-3 x 0.1, or SGD's, moves a weight by
+// 1e-4 of itself a step, which a tolerance on the weights would not see. The bound,
+// 1e-6 + 1e-3 of the change, allows a few f32 roundings of the weights a step.
 per_backend!(optimizers, |g: &Arc<Gpu>| {
     let len = 1000;
     let mut worst = 0f64;
@@ -601,11 +656,12 @@ per_backend!(optimizers, |g: &Arc<Gpu>| {
         for opt in [
             Optimizer::sgd(0.05, 0.9),
             Optimizer::adam(1e-3),
-            Optimizer::sgd(0.05, 0.9).with_weight_decay(5e-4),
-            Optimizer::adam(1e-3).with_weight_decay(0.01),
+            Optimizer::sgd(0.05, 0.9).with_weight_decay(5e-3),
+            Optimizer::adam(1e-3).with_weight_decay(0.1),
         ] {
             let mut rng = Rng::new(600);
             let mut p = uniform(&mut rng, len, -1.0, 1.0);
+            let p0 = to64(&p);
             let (bp, bg) = (g.upload("params", &p), g.storage("grads", len as u64 * 4));
             let (bm, bv) = (g.storage("m", len as u64 * 4), g.storage("v", len as u64 * 4));
             let d = set.kernels.optim.update(opt, len, &OptimBuffers { params: &bp, grads: &bg, m: &bm, v: &bv });
@@ -624,8 +680,14 @@ per_backend!(optimizers, |g: &Arc<Gpu>| {
                 }
             }
             let what = |x: &str| format!("{} {opt:?} {x}", set.label);
-            worst = worst.max(assert_close(&what("params"), &g.read::<f32>(&bp).unwrap(), &to64(&p), FWD.0, FWD.1));
-            assert_close(&what("state"), &g.read::<f32>(&bm).unwrap(), &to64(&m), FWD.0, FWD.1);
+            let change = |after: &[f32]| -> Vec<f64> { after.iter().zip(&p0).map(|(a, b)| *a as f64 - b).collect() };
+            let (got, want) = (change(&g.read::<f32>(&bp).unwrap()), change(&p));
+            let got: Vec<f32> = got.iter().map(|&x| x as f32).collect();
+            worst = worst.max(assert_close(&what("change of the params"), &got, &want, 1e-6, 1e-3));
+            assert_close(&what("m"), &g.read::<f32>(&bm).unwrap(), &to64(&m), FWD.0, FWD.1);
+            if opt.state_vectors() > 1 {
+                assert_close(&what("v"), &g.read::<f32>(&bv).unwrap(), &to64(&v), 1e-9, 1e-4);
+            }
         }
     }
     report(g, "optim sgd/adam", worst);
@@ -667,7 +729,9 @@ per_backend!(gemm_engine_matches_the_adapter, |g: &Arc<Gpu>| {
         (wgpu::Backend::Vulkan, _) if llvmpipe => GemmEngine::Subgroup,
         (wgpu::Backend::Gl, _) => GemmEngine::Tiled,
         (_, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu) => GemmEngine::Tiled,
-        _ => g.kernels.engine,
+        // Any other (a CPU or virtual adapter): the subgroup engine where it runs.
+        _ if g.engines.contains(&GemmEngine::Subgroup) => GemmEngine::Subgroup,
+        _ => GemmEngine::Tiled,
     };
     assert_eq!(g.kernels.engine, want, "{}", g.describe());
     assert!(g.engines.contains(&GemmEngine::Tiled), "{}: the tiled engine runs everywhere", g.describe());
@@ -834,7 +898,9 @@ per_backend!(tensors_past_2_pow_24_elements, |g: &Arc<Gpu>| {
     // that the tensors' offsets do while the four-row steps run (fewer images fit).
     for d in [ConvDims { k: 5, pad: 2, ..conv }, ConvDims { n: 5400, c: 4, oc: 4, k: 5, pad: 2, ..conv }] {
         assert!(d.input_len() > 1 << 24 && d.output_len() > 1 << 24);
-        if g.kernels.conv.by_kernel_rows(d) {
+        let rows = g.kernels.conv.by_kernel_rows(d);
+        assert_eq!(rows, g.kernels.engine == GemmEngine::Subgroup, "{}: kernel rows for {d:?}", g.describe());
+        if rows {
             conv5x5_past_2_pow_24(g, d, &mut rng);
         }
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use gpu_cnn::gpu::{BackendChoice, Gpu, Kernels, Precision};
+use gpu_cnn::gpu::{BackendChoice, GemmEngine, Gpu, Kernels, Precision};
 use gpu_cnn::rng::Rng;
 
 /// A backend's device, held by one test at a time: wgpu's GL backend panics when
@@ -66,6 +66,13 @@ pub fn gpu(choice: BackendChoice) -> Option<Lease> {
 #[macro_export]
 macro_rules! per_backend {
     ($name:ident, $body:expr) => {
+        per_backend!(@ $name, [], $body);
+    };
+    // A test that cannot run on GL, where its copy is reported as ignored, with why.
+    ($name:ident, gl ignored: $why:literal, $body:expr) => {
+        per_backend!(@ $name, [#[ignore = $why]], $body);
+    };
+    (@ $name:ident, [$(#[$gl:meta])*], $body:expr) => {
         mod $name {
             use super::*;
             fn on(choice: gpu_cnn::gpu::BackendChoice) {
@@ -78,6 +85,7 @@ macro_rules! per_backend {
                 on(gpu_cnn::gpu::BackendChoice::Vulkan)
             }
             #[test]
+            $(#[$gl])*
             fn gl() {
                 on(gpu_cnn::gpu::BackendChoice::Gl)
             }
@@ -93,6 +101,28 @@ macro_rules! per_backend {
             }
         }
     };
+}
+
+/// A device on `g`'s adapter running the coop (tensor-core) engine, where the adapter
+/// reports what that engine needs; None, said aloud, where it does not. Where it does,
+/// the device must open, its start-up check of the mixed products included: a coop
+/// engine that fails there fails the test instead of counting as absent.
+pub fn coop_device(g: &Gpu) -> Option<Arc<Gpu>> {
+    let choice = match g.info.backend {
+        wgpu::Backend::Vulkan => BackendChoice::Vulkan,
+        wgpu::Backend::Metal => BackendChoice::Metal,
+        _ => return None,
+    };
+    let adapter = Gpu::pick_adapter(choice).unwrap();
+    assert_eq!(adapter.get_info(), g.info, "{}: the coop engine would run on another adapter", g.describe());
+    if let Err(e) = GemmEngine::Coop.check(&adapter) {
+        eprintln!("{}: no coop engine here ({e:#})", g.describe());
+        return None;
+    }
+    match Gpu::open_matching(&g.info, GemmEngine::Coop) {
+        Ok(coop) => Some(Arc::new(coop)),
+        Err(e) => panic!("{}: it has tensor cores, but the coop engine fails: {e:#}", g.describe()),
+    }
 }
 
 /// A kernel set and the name a failure message gives it: backend, engine, and
@@ -167,6 +197,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
 /// As `assert_close` with a bound of its own for each element: |got - want| <= bound[i].
 pub fn assert_within(what: &str, got: &[f32], want: &[f64], bound: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len(), "{what}: length");
+    assert_eq!(bound.len(), want.len(), "{what}: bounds");
     let mut max_err = 0f64;
     for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
         let err = (g as f64 - w).abs();
