@@ -13,7 +13,7 @@
 //! - every tile size Rust computes grids with equals the WGSL constant it mirrors.
 
 use gpu_cnn::gpu::dispatch::FLAT_WORKGROUP_SIZE;
-use gpu_cnn::gpu::engine::{Precision, MIXED_WORKGROUP_BYTES, SUBGROUP_LANES};
+use gpu_cnn::gpu::engine::{Precision, COOP_SHAPE, COOP_SUBGROUP_LANES, MIXED_WORKGROUP_BYTES, SUBGROUP_LANES};
 use gpu_cnn::gpu::ops::{conv, uniform_layouts};
 use gpu_cnn::gpu::{shader, GemmEngine};
 use naga::back::{glsl, hlsl, msl, spv};
@@ -226,9 +226,14 @@ fn every_conv_entry_point_loads_its_uniform_first() {
     let mut checked = 0;
     for name in shader::modules() {
         let (module, _, _) = parse(name);
-        let Some((load, _)) = module.functions.iter().find(|(_, f)| f.name.as_deref() == Some("load_uniform")) else {
+        if !name.starts_with("conv2d_") || module.entry_points.is_empty() {
             continue;
-        };
+        }
+        let (load, _) = module
+            .functions
+            .iter()
+            .find(|(_, f)| f.name.as_deref() == Some("load_uniform"))
+            .unwrap_or_else(|| panic!("{name}: a conv module without load_uniform"));
         for ep in &module.entry_points {
             let first_call = ep.function.body.iter().find_map(|st| match st {
                 naga::Statement::Call { function, .. } => Some(*function),
@@ -238,7 +243,9 @@ fn every_conv_entry_point_loads_its_uniform_first() {
             checked += 1;
         }
     }
-    assert!(checked >= 12, "only {checked} conv entry points found");
+    // 19 when this was written (tiled 4, subgroup 5, direct 2, coop and coop-emulated
+    // 4 each): a lower count means modules went unread.
+    assert!(checked >= 19, "only {checked} conv entry points found");
 }
 
 /// The value of `const name` in the composed `file`, or of the override `name`
@@ -289,6 +296,16 @@ fn tile_sizes_agree_between_rust_and_wgsl() {
     let sub = GemmEngine::Subgroup.spec();
     let file = sub.conv_module;
     assert_eq!(u32_const(file, "LANES"), SUBGROUP_LANES);
+    // A workgroup is one subgroup of that many lanes in every entry point that takes
+    // its lane; the others are flat (one thread an element).
+    for m in [sub.conv_module, sub.sgemm_module] {
+        for ep in &parse(m).0.entry_points {
+            let lane = naga::Binding::BuiltIn(naga::BuiltIn::SubgroupInvocationId);
+            let by_lane = ep.function.arguments.iter().any(|a| a.binding.as_ref() == Some(&lane));
+            let want = if by_lane { SUBGROUP_LANES } else { FLAT_WORKGROUP_SIZE as u32 };
+            assert_eq!(ep.workgroup_size, [want, 1, 1], "{m}: {}", ep.name);
+        }
+    }
     assert_eq!(u32_const(file, "STEPS") as u64, sub.reduction_step);
     for t in sub.tiles {
         assert_eq!(t.pixels, u32_const(file, "TILE_COLS") as u64, "{file}: {t:?}");
@@ -304,7 +321,8 @@ fn tile_sizes_agree_between_rust_and_wgsl() {
         let threads = u32_const(file, "THREADS") as u64;
         let frag = u32_const(file, "FRAG") as u64;
         assert_eq!(u32_const(file, "BK") as u64, spec.reduction_step, "{file}: BK");
-        assert_eq!(frag, 16, "{file}: the cooperative matrices are engine::COOP_SHAPE, 16x16x16");
+        let shape = [COOP_SHAPE.m_size, COOP_SHAPE.n_size, COOP_SHAPE.k_size].map(u64::from);
+        assert_eq!(shape, [frag; 3], "{file}: FRAG against engine::COOP_SHAPE");
         let mut widest = 0;
         for t in spec.tiles {
             assert_eq!(override_value(t.constants, "BM") as u64, t.pixels, "{file}: BM is the pixel side");
@@ -316,6 +334,12 @@ fn tile_sizes_agree_between_rust_and_wgsl() {
             let frags = (t.pixels / frag) * (t.channels / frag);
             assert!(frags == 8 || frags == 16, "{file}: {t:?} has {frags} fragments");
             assert!(frags <= u32_const("conv2d_coop_emulated.wgsl", "OWNED") as u64 * threads / (frag * frag));
+            // Tensor cores: at either end of the subgroup sizes the engine accepts, the
+            // workgroup's subgroups share the fragments evenly, at most 4 each (acc0..3).
+            for lanes in [*COOP_SUBGROUP_LANES.start(), *COOP_SUBGROUP_LANES.end()] {
+                let subgroups = threads / lanes as u64;
+                assert!(frags.is_multiple_of(subgroups) && frags / subgroups <= 4, "{t:?} on {lanes}-lane subgroups");
+            }
             widest = widest.max(t.pixels * t.channels);
         }
         let bk = spec.reduction_step;

@@ -14,6 +14,7 @@ use crate::dims::PoolDims;
 use crate::executor::{batch_len, check_len, BatchEval, Inference};
 use crate::gpu::context::{checked, Gpu};
 use crate::gpu::dispatch::Dispatch;
+use crate::gpu::ops::conv::ROW_PIXELS;
 use crate::gpu::ops::pool::PoolOutput;
 use crate::gpu::ops::softmax_ce::SoftmaxBuffers;
 use crate::gpu::plan::{Gradients, MemoryPlan};
@@ -31,9 +32,11 @@ pub(crate) fn binding_limit(gpu: &Gpu) -> u64 {
 
 /// Refuse a model whose planes or kernels are too large for the shaders' division.
 fn check_divisors(model: &Model) -> Result<()> {
+    let padded = |width: usize| width.div_ceil(ROW_PIXELS) * ROW_PIXELS;
     for l in &model.layers {
         let largest = match l.op {
-            Op::Conv2d(d, _) => (d.h * d.w).max(d.oh() * d.ow()).max(d.c * d.k * d.k + 1),
+            // The kernel-row products divide by planes with rows padded to ROW_PIXELS.
+            Op::Conv2d(d, _) => (d.h * padded(d.w)).max(d.oh() * padded(d.ow())).max(d.c * d.k * d.k + 1),
             Op::MaxPool2d(d) => (d.h * d.w).max(d.oh() * d.ow()),
             _ => 0,
         };
@@ -418,5 +421,21 @@ impl Inference for GpuInference {
             eval.predictions.extend(bytemuck::pod_collect_to_vec::<u8, u32>(&got[1]));
         }
         Ok(eval)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch;
+    use crate::model::Shape;
+
+    #[test]
+    fn planes_at_the_shaders_limit_are_refused_padded_rows_included() {
+        let conv = |h: usize, w: usize| arch::parse("c1k5 flat fc2", Shape::image(1, h, w)).unwrap();
+        // 4096 x 4095 is under 2^24 pixels, but its rows padded to 4 make 2^24.
+        let err = check_divisors(&conv(4096, 4095)).unwrap_err().to_string();
+        assert!(err.contains("16777216-element planes"), "{err}");
+        check_divisors(&conv(4095, 4095)).unwrap();
     }
 }
