@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::arch::shortened;
+
 /// A metrics.jsonl above this is not read (a million log points are about 100 MB).
 pub const MAX_BYTES: u64 = 256 << 20;
 
@@ -213,7 +215,11 @@ fn parse_line(line: &str) -> std::result::Result<(Record, Option<String>), Strin
     let obj = v.as_object().ok_or("not a JSON object")?;
     let uint = |k: &str| obj.get(k).and_then(Value::as_u64).ok_or_else(|| format!("no whole number '{k}'"));
     let num = |k: &str| match obj.get(k) {
-        Some(v) => v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| format!("'{k}' is {v}, not a finite number")),
+        // A damaged file can hold a megabyte where a number goes: quoted short, as elsewhere.
+        Some(v) => v
+            .as_f64()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| format!("'{k}' is {}, not a finite number", shortened(&v.to_string(), 80))),
         None => Err(format!("no '{k}'")),
     };
     let (step, epoch) = (uint("step")?, uint("epoch")?);
@@ -326,6 +332,13 @@ mod tests {
         assert_eq!(log.warnings, ["m:1: 'loss' is null, not a finite number; skipped"]);
         let log = MetricsLog::parse("{\"step\":1,\"epoch\":1,\"test_loss\":1.0}\n", "m");
         assert_eq!(log.warnings, ["m:1: no 'test_accuracy'; skipped"]);
+        let huge = format!("{{\"step\":1,\"epoch\":1,\"loss\":\"{}\",\"accuracy\":0.5}}\n", "A".repeat(1 << 20));
+        let log = MetricsLog::parse(&huge, "m");
+        assert!(
+            log.warnings[0].len() < 200 && log.warnings[0].contains("(1048578 bytes)"),
+            "{}",
+            shortened(&log.warnings[0], 300)
+        );
     }
 
     #[test]
