@@ -498,7 +498,7 @@ mod tests {
             assert!(e.contains("gpu_cnn.input") && e.contains("not CxHxW"), "{bad}: {e}");
         }
         // A model metadata admits, but whose tensors the file lacks: named, not allocated.
-        let bytes = with_meta(&adam_checkpoint(), "gpu_cnn.arch", Some("c64k5 relu flat fc1000"));
+        let bytes = with_meta(&adam_checkpoint(), "gpu_cnn.arch", Some("c64k5 relu flat fc250"));
         let e = load_err(&bytes);
         assert!(e.contains("missing key 'layers.0.weight'"), "{e}");
     }

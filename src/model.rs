@@ -25,6 +25,10 @@ pub const MAX_DIM: usize = 4096;
 pub const MAX_ELEMENTS: usize = 1 << 28;
 /// Layers in one model.
 pub const MAX_LAYERS: usize = 1024;
+/// Outputs of the last layer, the class scores. Labels are bytes (IDX), so no example
+/// can name a class past 255, and `eval` keeps a classes×classes confusion table:
+/// `fc50000` trained and saved, then needed 20 GB to be evaluated.
+pub const MAX_CLASSES: usize = 256;
 
 /// One layer. Square kernels, symmetric zero padding, no dilation or groups:
 /// what the tutorial CNN and its variants need.
@@ -353,6 +357,16 @@ impl Model {
                 last.layer
             );
         }
+        if let Some(last) = infos.last().filter(|l| l.output.c > MAX_CLASSES) {
+            bail!(
+                "{} ({}) has {} outputs, but a classifier has at most {MAX_CLASSES}: labels are bytes, so no \
+                 picture could be labelled with a class past {}",
+                last.name,
+                last.layer,
+                last.output.c,
+                MAX_CLASSES - 1
+            );
+        }
         Ok(Model { input, layers: infos, params, num_params: offset })
     }
 
@@ -527,6 +541,19 @@ mod tests {
         let e = err(mnist, &[Layer::Flatten, fc, Layer::Relu]);
         assert!(e.contains("must end in a Linear") && e.contains("l2: ReLU"), "{e}");
         Model::new(mnist, vec![("f".into(), Layer::Flatten), ("o".into(), fc)]).unwrap();
+    }
+
+    #[test]
+    fn a_model_has_at_most_256_class_scores() {
+        let mnist = Shape::image(1, 28, 28);
+        let fc = |out_features| [Layer::Flatten, Layer::Linear { in_features: 784, out_features }];
+        assert_eq!(Model::new(mnist, vec![("f".into(), fc(256)[0]), ("o".into(), fc(256)[1])]).unwrap().classes(), 256);
+        let e = err(mnist, &fc(257));
+        assert!(e.contains("l1 (Linear(784, 257)) has 257 outputs") && e.contains("at most 256"), "{e}");
+        assert!(e.contains("labels are bytes"), "{e}");
+        // A wide hidden Linear is not a classifier's output.
+        let (hidden, out) = (fc(1000)[1], Layer::Linear { in_features: 1000, out_features: 10 });
+        Model::new(mnist, vec![("f".into(), Layer::Flatten), ("h".into(), hidden), ("o".into(), out)]).unwrap();
     }
 
     #[test]

@@ -223,6 +223,8 @@ fn huge_or_classless_arch_specs_are_refused_naming_the_layer() {
         ("c1k1 flat fc1000000 fc1000000", &["layer 2 (layers.2", "2^28) parameters"]),
         // Item 22: no Linear layer was accepted, then failed with a bare wgpu error.
         ("flat", &["must end in a Linear", "Flatten"]),
+        // Trained and saved, then eval needed a 50000x50000 confusion table (20 GB).
+        ("pool28 flat fc50000", &["layers.2 (Linear(1, 50000)) has 50000 outputs", "at most 256", "labels are bytes"]),
     ] {
         let mut c = bin();
         c.args(["summary", "--arch", spec]);
@@ -232,6 +234,14 @@ fn huge_or_classless_arch_specs_are_refused_naming_the_layer() {
     let mut c = bin();
     c.args(["train", "--steps", "1", "--backend", "cpu", "--arch", "flat", "--out"]).arg(tmp.path());
     fails_with(&mut c, &["must end in a Linear"]);
+    // A checkpoint that says it holds such a model, refused by name before eval allocates.
+    let m = Model::tutorial();
+    let good = checkpoint::to_bytes(&m, &m.init_params(0), None, None).unwrap();
+    let p = tmp.path().join("wide.safetensors");
+    std::fs::write(&p, with_meta(&good, "gpu_cnn.arch", "pool28 flat fc50000")).unwrap();
+    let mut c = bin();
+    c.args(["eval", "--backend", "cpu", "--weights"]).arg(&p);
+    fails_with(&mut c, &["wide.safetensors", "has 50000 outputs", "at most 256"]);
 }
 
 #[cfg(unix)]
