@@ -31,25 +31,31 @@ pub fn quoted(s: &str) -> String {
     format!("'{}'", shortened(s, 80))
 }
 
-/// Parse `spec` for inputs of `input` shape; shape errors name the layer.
+/// Parse `--arch`'s `spec` for inputs of `input` shape; shape errors name the layer.
 pub fn parse(spec: &str, input: Shape) -> Result<Model> {
+    parse_named(spec, input, "--arch")
+}
+
+/// `parse` for a spec that errors call `name` ("metadata 'gpu_cnn.arch'"): a bad
+/// checkpoint must not be blamed on a flag the user never gave.
+pub fn parse_named(spec: &str, input: Shape, name: &str) -> Result<Model> {
     // Checked first: the loop below counts the input's elements.
-    input.check_input().with_context(|| format!("--arch {}", quoted(spec)))?;
+    input.check_input().with_context(|| format!("{name} {}", quoted(spec)))?;
     let mut layers = Vec::new();
     let mut shape = input;
     for (i, tok) in spec.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty()).enumerate() {
         if i == MAX_LAYERS {
-            bail!("--arch has more than {MAX_LAYERS} layers");
+            bail!("{name} has more than {MAX_LAYERS} layers");
         }
-        let at = || format!("--arch layer {} {} (input {shape})", i + 1, quoted(tok));
+        let at = || format!("{name} layer {} {} (input {shape})", i + 1, quoted(tok));
         let layer = parse_token(tok, shape.c, shape.numel()).with_context(at)?;
         shape = layer.output_shape(shape).with_context(at)?;
         layers.push((format!("layers.{i}"), layer));
     }
     if layers.is_empty() {
-        bail!("--arch is empty; the tutorial CNN is '{TUTORIAL_SPEC}'");
+        bail!("{name} is empty; the tutorial CNN is '{TUTORIAL_SPEC}'");
     }
-    let model = Model::new(input, layers).with_context(|| format!("--arch {}", quoted(spec)))?;
+    let model = Model::new(input, layers).with_context(|| format!("{name} {}", quoted(spec)))?;
     let tutorial = Model::tutorial();
     if input == tutorial.input && model.layers.iter().map(|l| l.layer).eq(tutorial.layers.iter().map(|l| l.layer)) {
         return Ok(tutorial);

@@ -323,7 +323,7 @@ fn model_of(path: &Path, meta: &HashMap<String, String>, default_model: &Model) 
         }
         None => default_model.input,
     };
-    arch::parse(spec, input).with_context(|| format!("{p}: its model spec"))
+    arch::parse_named(spec, input, "metadata 'gpu_cnn.arch'").with_context(|| p.to_string())
 }
 
 /// Where training stood, if the metadata says: every field present and in range, and
@@ -574,6 +574,19 @@ mod tests {
         }
         // A negative m is fine: it is a running mean of gradients.
         load_bytes(Path::new("c"), &with_value(&good, "optim.m.out.weight", 3, -1.0), &Model::tutorial()).unwrap();
+    }
+
+    #[test]
+    fn a_bad_model_spec_is_blamed_on_the_metadata_not_on_arch() {
+        for (spec, want) in [
+            ("relu ".repeat(1025), "ck.safetensors: metadata 'gpu_cnn.arch' has more than 1024 layers"),
+            ("c8k5 relu conv9".into(), "ck.safetensors: metadata 'gpu_cnn.arch' layer 3 'conv9'"),
+            ("".into(), "ck.safetensors: metadata 'gpu_cnn.arch' is empty"),
+            ("c8k5 relu".into(), "ck.safetensors: metadata 'gpu_cnn.arch' 'c8k5 relu': the model must end in a Linear"),
+        ] {
+            let e = load_err(&with_meta(&adam_checkpoint(), "gpu_cnn.arch", Some(&spec)));
+            assert!(e.starts_with(want) && !e.contains("--arch"), "{}: {e}", shortened(&spec, 40));
+        }
     }
 
     #[test]

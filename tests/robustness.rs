@@ -241,7 +241,7 @@ fn huge_or_classless_arch_specs_are_refused_naming_the_layer() {
     std::fs::write(&p, with_meta(&good, "gpu_cnn.arch", "pool28 flat fc50000")).unwrap();
     let mut c = bin();
     c.args(["eval", "--backend", "cpu", "--weights"]).arg(&p);
-    fails_with(&mut c, &["wide.safetensors", "has 50000 outputs", "at most 256"]);
+    fails_with(&mut c, &["wide.safetensors: metadata 'gpu_cnn.arch'", "has 50000 outputs", "at most 256"]);
 }
 
 #[cfg(unix)]
