@@ -17,6 +17,13 @@ use crate::schedule::Schedule;
 
 const FORMAT: &str = "gpu-cnn/1";
 
+/// The furthest step (and so epoch, as each takes a step) a checkpoint may say its run
+/// is at: 2^53. No run gets there (a million steps a second for 285 years), steps up
+/// to it are exact as the f64 of metrics and plots, and the trainer's counters have
+/// room to go on counting: `gpu_cnn.global_step` 2^64 - 1 wrapped to 0 on the next
+/// step and wrote a checkpoint nothing could resume.
+pub const MAX_STEP: u64 = 1 << 53;
+
 /// Where training stood: enough to continue the same run bit for bit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
@@ -354,6 +361,12 @@ fn position_of(path: &Path, meta: &HashMap<String, String>) -> Result<Option<Pos
             Some(s) => Schedule::from_metadata(s).map_err(|e| anyhow!("{p}: metadata 'gpu_cnn.schedule': {e}"))?,
         },
     };
+    if pos.global_step > MAX_STEP {
+        bail!(
+            "{p}: metadata 'gpu_cnn.global_step' is {}, more steps than any run takes (at most 2^53)",
+            pos.global_step
+        );
+    }
     if (pos.epoch as u64).checked_add(pos.batch_in_epoch as u64).is_none_or(|min| min > pos.global_step) {
         bail!(
             "{p}: metadata says epoch {} batch {} after only {} steps, but every epoch takes at least one step",
@@ -513,6 +526,8 @@ mod tests {
             ("gpu_cnn.epoch", Some("943"), "epoch 943 batch 5 after only 942 steps"),
             ("gpu_cnn.batch_in_epoch", Some("18446744073709551616"), "fits usize"),
             ("gpu_cnn.global_step", Some("5"), "epoch 1 batch 5 after only 5 steps"),
+            ("gpu_cnn.global_step", Some("18446744073709551615"), "is 18446744073709551615, more steps"),
+            ("gpu_cnn.global_step", Some("9007199254740993"), "'gpu_cnn.global_step' is 9007199254740993, more steps"),
             ("gpu_cnn.epoch_rng", Some("1e9"), "'gpu_cnn.epoch_rng' is '1e9', not a whole number that fits u64"),
             ("gpu_cnn.shuffle", Some("yes"), "'gpu_cnn.shuffle' is 'yes', not true or false"),
             ("gpu_cnn.optimizer_step", Some("4294967296"), "fits u32"),

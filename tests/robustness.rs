@@ -200,6 +200,11 @@ fn bad_training_checkpoints_are_refused_by_field() {
     let p = tmp.path().join("ahead.safetensors");
     training_checkpoint(&p, |pos, _, _| pos.epoch = 7);
     fails_with(&mut resume(&p), &["ahead.safetensors", "epoch 7 batch 3 after only 3 steps"]);
+    // A step of 2^64 - 1 wrapped to 0 on the next step, and the run wrote a checkpoint
+    // nothing could resume.
+    let p = tmp.path().join("far.safetensors");
+    training_checkpoint(&p, |pos, _, _| pos.global_step = u64::MAX);
+    fails_with(&mut resume(&p), &["far.safetensors", "'gpu_cnn.global_step' is 18446744073709551615", "2^53"]);
     // Item 24: a negative learning rate and NaN weights were accepted.
     let p = tmp.path().join("lr.safetensors");
     training_checkpoint(&p, |_, opt, _| *opt = Optimizer::adam(-0.5));

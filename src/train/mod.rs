@@ -10,7 +10,7 @@ pub mod checkpoints;
 use anyhow::{bail, Result};
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::Position;
+use crate::checkpoint::{Position, MAX_STEP};
 use crate::data::Dataset;
 use crate::executor::{Inference, Stats, Trainer};
 use crate::rng::Rng;
@@ -207,6 +207,11 @@ fn run_from(
 ) -> Result<Position> {
     if pos.batch_size == 0 {
         bail!("a batch size of 0 takes no step");
+    }
+    // Past it the step counter could wrap (checkpoint::load refuses such a file; this is
+    // for positions made otherwise). Below it, `global + 1` cannot overflow in any run.
+    if pos.global_step > MAX_STEP {
+        bail!("a run at step {} is past the last step a run may reach, 2^53", pos.global_step);
     }
     let mut rng = Rng::from_state(pos.epoch_rng);
     let (mut epoch, mut skip, mut global) = (pos.epoch, pos.batch_in_epoch, pos.global_step);
@@ -445,5 +450,20 @@ mod tests {
         // Asked before the first step: nothing trained.
         let (seen, at) = events(&mut make(), &data, start, 9, Control { stop: &|| true, checkpoint_every: None });
         assert_eq!((seen, at), (vec!["stop 0".to_string()], start));
+    }
+
+    #[test]
+    fn a_position_past_the_last_step_is_refused_not_wrapped() {
+        let (data, make) = setup();
+        // The last step a run may reach still trains on.
+        let last = Position { global_step: MAX_STEP, ..start_position(0, 8, true) };
+        let (seen, end) =
+            events(&mut make(), &data, last, MAX_STEP + 2, Control { stop: &|| false, checkpoint_every: None });
+        assert_eq!((seen.last().map(String::as_str), end.global_step), (Some("stop 9007199254740994"), MAX_STEP + 2));
+        // u64::MAX wrapped to 0 on its next step.
+        let past = Position { global_step: u64::MAX, ..start_position(0, 8, true) };
+        let e = run(&mut make(), &data, past, RunLength { epochs: 10, max_steps: None, log_every: 100 }, |_, _| Ok(()));
+        let e = format!("{:#}", e.unwrap_err());
+        assert!(e.contains("step 18446744073709551615 is past the last step"), "{e}");
     }
 }
