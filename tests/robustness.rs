@@ -275,6 +275,17 @@ fn fifos_are_refused_not_read() {
     std::fs::remove_file(data.join("train-labels-idx1-ubyte")).unwrap();
     mkfifo(&data.join("train-labels-idx1-ubyte"));
     fails_with(&mut train_on(&data, &tmp.path().join("out"), &[]), &["train-labels-idx1-ubyte", "FIFO"]);
+    // A resumed run's metrics.jsonl: the resume blocked opening it.
+    let data = tmp.path().join("good-data");
+    write_split(&data, "train", 28, 28, &[0, 1, 2, 3]);
+    write_split(&data, "t10k", 28, 28, &[0]);
+    let run = tmp.path().join("run");
+    assert!(train_on(&data, &run, &["--steps", "1"]).output().unwrap().status.success());
+    std::fs::remove_file(run.join("metrics.jsonl")).unwrap();
+    mkfifo(&run.join("metrics.jsonl"));
+    let mut c = train_on(&data, &run, &["--steps", "2", "--resume"]);
+    c.arg(run.join("checkpoint.safetensors")).timeout(std::time::Duration::from_secs(60));
+    fails_with(&mut c, &["run/metrics.jsonl", "a FIFO (named pipe), not a regular file"]);
 }
 
 #[test]

@@ -7,7 +7,8 @@ use std::path::Path;
 use gpu_cnn::checkpoint::{self, Position, Stamp};
 use gpu_cnn::data::Dataset;
 use gpu_cnn::executor::{Optimizer, OptimizerState};
-use gpu_cnn::metrics_log::kept_on_resume;
+use gpu_cnn::files::read_file;
+use gpu_cnn::metrics_log::{self, kept_on_resume};
 use gpu_cnn::model::Model;
 use gpu_cnn::schedule::Schedule;
 use gpu_cnn::train::checkpoints::has_run_files;
@@ -108,11 +109,11 @@ pub fn nothing_to_train(a: &Args, pos: &Position, out: &Path) -> Option<String> 
 pub fn resumed_metrics(a: &Args, pos: &Position, stamp: Option<&Stamp>) -> Result<String> {
     let Some(path) = &a.resume else { return Ok(String::new()) };
     let from = run_dir_of(path).join("metrics.jsonl");
-    let bytes = match std::fs::read(&from) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", from.display())),
-    };
+    if std::fs::metadata(&from).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return Ok(String::new());
+    }
+    // Not std::fs::read: a FIFO there blocked the resume forever, and a huge file was read whole.
+    let bytes = read_file(&from, metrics_log::MAX_BYTES)?;
     let step = pos.global_step;
     let (kept, dropped) = kept_on_resume(&String::from_utf8_lossy(&bytes), stamp.map(|s| s.run.as_str()), step);
     if dropped > 0 {
