@@ -10,7 +10,7 @@ use gpu_cnn::model::Model;
 
 mod common;
 
-use common::{backend, bin, exits_with, fails_with, small_test_set, stdout_of, train};
+use common::{backend, bin, exits_with, fails_with, outcome, small_test_set, stdout_of, train};
 
 #[test]
 fn train_writes_checkpoint_metrics_and_plot_and_resume_is_exact() {
@@ -404,6 +404,34 @@ fn infer_reads_the_shipped_pictures_with_the_default_weights() {
     assert_eq!(seen("4_large-2.28x28.png"), seen("1_rgba_transparent.28x28.png"));
     assert_ne!(seen("4_large.28x28.png"), seen("4_large-2.28x28.png"));
     assert!(default_weights().is_file());
+}
+
+#[test]
+fn infer_never_saves_over_one_of_its_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("inf");
+    std::fs::create_dir(&dir).unwrap();
+    // a.png's preprocessed input goes to a.28x28.png, here a picture of the user's.
+    std::fs::copy("tests/images/7_black_on_white.png", dir.join("a.png")).unwrap();
+    std::fs::copy("tests/images/4_large.bmp", dir.join("a.28x28.png")).unwrap();
+    let listing = || {
+        let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        files.sort();
+        files
+    };
+    let before = (listing(), std::fs::read(dir.join("a.28x28.png")).unwrap());
+    let mut c = bin();
+    c.args(["infer", "--backend", "cpu", "--save-preprocessed"]).arg(&dir).arg(dir.join("a.png"));
+    let inputs = [dir.join("a.28x28.png")];
+    let out = outcome(c.args(&inputs)).fails_with(&["a.28x28.png: --save-preprocessed would write over the input"]);
+    assert!(out.stderr.contains(&inputs[0].display().to_string()) && out.stdout.is_empty(), "{}", out.stderr);
+    assert_eq!((listing(), std::fs::read(dir.join("a.28x28.png")).unwrap()), before, "a file was written");
+    // Into another directory, the same pictures are read and their inputs saved.
+    let saved = tmp.path().join("saved");
+    let mut c = bin();
+    c.args(["infer", "--backend", "cpu", "--save-preprocessed"]).arg(&saved).arg(dir.join("a.png")).args(&inputs);
+    outcome(&mut c).ok();
+    assert!(saved.join("a.28x28.png").is_file() && saved.join("a.28x28.28x28.png").is_file());
 }
 
 /// A PNG whose header claims `w`x`h` pixels, with empty image data: it reports its

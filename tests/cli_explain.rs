@@ -243,3 +243,29 @@ fn an_unusable_out_or_weights_stops_before_drawing() {
     explain(&["--arch", "c4k3 banana"], &out, &["banana"]);
     assert!(!out.exists(), "nothing is written when the weights are unusable");
 }
+
+#[test]
+fn explain_never_writes_over_one_of_its_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pictures");
+    std::fs::create_dir(&dir).unwrap();
+    // a.png's sheet goes to a.explain.png and its numbers to a.explain.json: here two
+    // of the user's pictures.
+    std::fs::copy("tests/images/7_black_on_white.png", dir.join("a.png")).unwrap();
+    std::fs::copy("tests/images/3_mnist_test_18.png", dir.join("a.explain.png")).unwrap();
+    std::fs::copy("tests/images/3_mnist_test_18.png", dir.join("a.explain.json")).unwrap();
+    let contents = || {
+        let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        files.into_iter().map(|f| (std::fs::read(&f).unwrap(), f)).collect::<Vec<_>>()
+    };
+    let before = contents();
+    let explain = |extra: &[&str], over: &str| {
+        let mut c = bin();
+        c.args(["explain", "--backend", "cpu"]).args(extra).arg("--out").arg(&dir).arg(dir.join("a.png"));
+        fails_with(c.arg(dir.join(over)), &[&format!("{over}: --out would write over the input"), "another directory"]);
+    };
+    explain(&[], "a.explain.png");
+    explain(&["--json"], "a.explain.json");
+    assert!(contents() == before, "a file was written");
+}

@@ -12,7 +12,7 @@ use gpu_cnn::model::{Model, Shape};
 use gpu_cnn::plot::{self, Filters, Sheet};
 use gpu_cnn::preprocess::{self, Digit};
 
-use super::pictures::{self, Stems};
+use super::pictures;
 use super::{DeviceArgs, ModelArgs};
 
 #[derive(clap::Args)]
@@ -37,6 +37,14 @@ pub struct Args {
 /// weights, the output directory, the executor) stops at once.
 pub fn run(a: Args) -> Result<()> {
     let (backend, gemm) = a.device.resolve()?;
+    let (files, errors) = pictures::expand(&a.images);
+    let stems = pictures::stems(&files);
+    let outputs: Vec<PathBuf> = stems
+        .iter()
+        .flat_map(|stem| [sheet_of(&a.out, stem)].into_iter().chain(a.json.then(|| json_of(&a.out, stem))))
+        .collect();
+    let inputs: Vec<&Path> = files.iter().chain(&a.model.weights).map(PathBuf::as_path).collect();
+    pictures::refuse_overwriting_inputs(&inputs, &outputs, "--out")?;
     let (weights, ck) = a.model.load_for_pictures()?;
     let mut net = super::explainer(backend, gemm, ck.model.clone(), &ck.params)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create the directory {}", a.out.display()))?;
@@ -46,13 +54,12 @@ pub fn run(a: Args) -> Result<()> {
         format!("model: {} ({} parameters)", arch::spec_of(&ck.model), ck.model.num_params),
         format!("weights: {}  ·  run on: {backend}", a.model.shown()),
     ];
-    let (files, errors) = pictures::expand(&a.images);
     for e in &errors {
         errln!("error: {e:#}");
     }
     let total = files.len() + errors.len();
-    let (mut failed, mut stems) = (errors.len(), Stems::default());
-    for file in &files {
+    let mut failed = errors.len();
+    for (file, stem) in files.iter().zip(&stems) {
         let (picture, digit) = match read(file) {
             Ok(read) => read,
             Err(e) => {
@@ -63,8 +70,7 @@ pub fn run(a: Args) -> Result<()> {
         };
         // The activations of every layer and the saliency, read back in one go.
         let e = net.explain(&digit)?;
-        let stem = stems.unique(file);
-        let png = a.out.join(format!("{stem}.explain.png"));
+        let png = sheet_of(&a.out, stem);
         let name = file.display().to_string();
         let sheet = Sheet {
             name: &name,
@@ -78,7 +84,7 @@ pub fn run(a: Args) -> Result<()> {
         plot::explain_sheet(&sheet, &png)?;
         let mut wrote = png.display().to_string();
         if a.json {
-            let path = a.out.join(format!("{stem}.explain.json"));
+            let path = json_of(&a.out, stem);
             let doc = to_json(file, &weights, &backend, net.model(), &digit, &e, filters.as_ref());
             write_atomic(&path, format!("{doc}\n").as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
@@ -92,6 +98,16 @@ pub fn run(a: Args) -> Result<()> {
         f if f == total => bail!("no sheet drawn: {f} of {f} pictures could not be read"),
         f => bail!("{f} of {total} pictures could not be read; the others were explained"),
     }
+}
+
+/// Where the sheet of the picture of `stem` goes.
+fn sheet_of(out: &Path, stem: &str) -> PathBuf {
+    out.join(format!("{stem}.explain.png"))
+}
+
+/// Where `--json` puts the numbers of the picture of `stem`.
+fn json_of(out: &Path, stem: &str) -> PathBuf {
+    out.join(format!("{stem}.explain.json"))
 }
 
 /// A picture file, decoded, and the input it makes.

@@ -7,7 +7,7 @@ use gpu_cnn::files;
 use gpu_cnn::gpu::warmup::Asked;
 use gpu_cnn::preprocess::{self, Digit};
 
-use super::pictures::{self, Stems};
+use super::pictures;
 use super::{DeviceArgs, ModelArgs};
 
 #[derive(clap::Args)]
@@ -32,16 +32,22 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let (backend, gemm) = a.device.resolve()?;
     let (candidates, errors) = pictures::expand(&a.images);
+    let stems = pictures::stems(&candidates);
+    if let Some(dir) = &a.save_preprocessed {
+        let outputs: Vec<PathBuf> = stems.iter().map(|stem| saved_as(dir, stem)).collect();
+        let inputs: Vec<&Path> = candidates.iter().chain(&a.model.weights).map(PathBuf::as_path).collect();
+        pictures::refuse_overwriting_inputs(&inputs, &outputs, "--save-preprocessed")?;
+    }
     let mut failed = errors.len();
     for e in &errors {
         errln!("error: {e:#}");
     }
     let mut files = Vec::with_capacity(candidates.len());
     let mut digits: Vec<Digit> = Vec::with_capacity(candidates.len());
-    for f in candidates {
+    for (f, stem) in candidates.into_iter().zip(stems) {
         match preprocess::load_digit(&f) {
             Ok(d) => {
-                files.push(f);
+                files.push((f, stem));
                 digits.push(d);
             }
             Err(e) => {
@@ -56,10 +62,8 @@ pub fn run(a: Args) -> Result<()> {
     }
     if let Some(dir) = &a.save_preprocessed {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut stems = Stems::default();
-        for (f, d) in files.iter().zip(&digits) {
-            let stem = stems.unique(f);
-            save_preprocessed(d, &dir.join(format!("{stem}.28x28.png")))?;
+        for ((_, stem), d) in files.iter().zip(&digits) {
+            save_preprocessed(d, &saved_as(dir, stem))?;
         }
     }
     let (_, ck) = a.model.load_for_pictures()?;
@@ -67,7 +71,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut net = super::inference(backend, gemm, ck.model, &ck.params, digits.len().min(1024), Asked::Predictions)?;
     let flat: Vec<f32> = digits.iter().flatten().copied().collect();
     let probs = net.predict(&flat)?;
-    for (f, row) in files.iter().zip(probs.chunks(classes)) {
+    for ((f, _), row) in files.iter().zip(probs.chunks(classes)) {
         let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
         ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
         report(f, &ranked[..3.min(classes)], a.json)?;
@@ -76,6 +80,11 @@ pub fn run(a: Args) -> Result<()> {
         return Err(all_failed());
     }
     Ok(())
+}
+
+/// Where `--save-preprocessed` puts the input made from the picture of `stem`.
+fn saved_as(dir: &Path, stem: &str) -> PathBuf {
+    dir.join(format!("{stem}.28x28.png"))
 }
 
 /// What the network saw, as an 8-bit grayscale PNG encoded in memory and written

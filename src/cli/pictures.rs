@@ -46,13 +46,52 @@ pub fn expand(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<anyhow::Error>) {
     (out, errors)
 }
 
+/// The output stem of each of `files` (see `Stems`), fixed before any is read, so that
+/// where every output goes is known up front.
+pub fn stems(files: &[PathBuf]) -> Vec<String> {
+    let mut stems = Stems::default();
+    files.iter().map(|f| stems.unique(f)).collect()
+}
+
+/// Refuse outputs that would replace one of the run's inputs: `infer
+/// --save-preprocessed inf inf/a.png inf/a.28x28.png` wrote a.png's preprocessed input
+/// over the user's a.28x28.png. Called before any work, so nothing is half done.
+/// Paths are compared by the file they name on disk: an output by its directory
+/// (canonical) and name, for the directory entry that the atomic write replaces, even
+/// a symlink; an input by that entry and by the file it leads to.
+pub fn refuse_overwriting_inputs(inputs: &[&Path], outputs: &[PathBuf], flag: &str) -> anyhow::Result<()> {
+    let mut taken = std::collections::HashMap::new();
+    for &input in inputs {
+        for key in [entry(input), input.canonicalize().ok()].into_iter().flatten() {
+            taken.entry(key).or_insert(input);
+        }
+    }
+    for output in outputs {
+        if let Some(input) = entry(output).and_then(|key| taken.get(&key)) {
+            anyhow::bail!(
+                "{}: {flag} would write over the input {}; give {flag} another directory",
+                output.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The directory entry `path` names, as a canonical directory and a name; None if the
+/// directory does not exist (then nothing is there yet).
+fn entry(path: &Path) -> Option<PathBuf> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Some(dir.canonicalize().ok()?.join(path.file_name()?))
+}
+
 /// Output stems for one run's pictures: the file's stem, or with "-2", "-3"… when an
 /// earlier picture took it (`a/7.png` and `b/7.png`), so no output overwrites another.
 #[derive(Default)]
-pub struct Stems(HashSet<String>);
+struct Stems(HashSet<String>);
 
 impl Stems {
-    pub fn unique(&mut self, file: &Path) -> String {
+    fn unique(&mut self, file: &Path) -> String {
         let stem = file.file_stem().map_or_else(|| "picture".into(), |s| s.to_string_lossy().into_owned());
         let mut name = stem.clone();
         let mut n = 1;
@@ -74,6 +113,29 @@ mod tests {
         let names: Vec<String> =
             ["a/7.png", "b/7.png", "7.jpg", "3.png"].iter().map(|f| stems.unique(Path::new(f))).collect();
         assert_eq!(names, ["7", "7-2", "7-3", "3"]);
+    }
+
+    #[test]
+    fn an_output_over_an_input_is_refused_naming_both() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = |n: &str| tmp.path().join(n);
+        for f in ["a.png", "a.28x28.png", "elsewhere.png"] {
+            std::fs::write(p(f), b"").unwrap();
+        }
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(p("elsewhere.png"), p("link.png")).unwrap();
+        let out = |names: &[&str]| names.iter().map(|n| p(n)).collect::<Vec<_>>();
+        // The same file however it is spelled: through "..", or as a symlink's target.
+        let spelled = tmp.path().join("sub/../a.28x28.png");
+        std::fs::create_dir(p("sub")).unwrap();
+        let e = refuse_overwriting_inputs(&[&p("a.png"), &spelled], &out(&["a.28x28.png"]), "--flag").unwrap_err();
+        let e = e.to_string();
+        assert!(e.starts_with(&p("a.28x28.png").display().to_string()), "{e}");
+        assert!(e.contains("--flag would write over the input") && e.contains("sub/../a.28x28.png"), "{e}");
+        #[cfg(unix)]
+        refuse_overwriting_inputs(&[&p("link.png")], &out(&["elsewhere.png"]), "--flag").unwrap_err();
+        // Outputs elsewhere, or in a directory not made yet, are fine.
+        refuse_overwriting_inputs(&[&p("a.png")], &out(&["a.28x28.png", "new/a.png"]), "--flag").unwrap();
     }
 
     #[test]
