@@ -9,6 +9,7 @@
 //! the GPU and are read back only by `take_stats`.
 
 use anyhow::{bail, Result};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -257,9 +258,6 @@ impl GpuTrainer {
         }
         self.resident = None;
         let gpu = self.gpu().clone();
-        let words = |bytes: &[u8]| -> Vec<u32> {
-            bytes.chunks(4).map(|c| c.iter().enumerate().fold(0u32, |w, (i, &b)| w | (b as u32) << (8 * i))).collect()
-        };
         let capacity = batch.max(data.len());
         let limit = binding_limit(&gpu);
         if data.images.len() as u64 > limit || capacity as u64 * 4 > limit {
@@ -269,8 +267,8 @@ impl GpuTrainer {
             id: data.id,
             pixels: data.pixels(),
             capacity,
-            images: gpu.upload("dataset images", &words(&data.images)),
-            labels: gpu.upload("dataset labels", &words(&data.labels)),
+            images: gpu.upload("dataset images", words(&data.images).as_ref()),
+            labels: gpu.upload("dataset labels", words(&data.labels).as_ref()),
             indices: gpu.storage("batch indices", capacity as u64 * 4),
             values: gpu.upload("pixel values", &pixel_values()),
             gathers: HashMap::new(),
@@ -328,6 +326,15 @@ impl GpuTrainer {
     fn read(&self, src: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {
         let enc = self.gpu().device.create_command_encoder(&Default::default());
         self.gpu().read_with(enc, src, 0, count, &self.staging)
+    }
+}
+
+/// `bytes` as the u32 words shaders/input.wgsl reads, four bytes a word in
+/// little-endian order as GPU memory holds them: the bytes as they are, padded.
+fn words(bytes: &[u8]) -> Cow<'_, [u8]> {
+    match bytes.len() % 4 {
+        0 => Cow::Borrowed(bytes),
+        r => Cow::Owned(bytes.iter().copied().chain(std::iter::repeat_n(0, 4 - r)).collect()),
     }
 }
 

@@ -84,9 +84,12 @@ pub fn trainer(
     data: Option<Arc<Dataset>>,
 ) -> Result<(GpuTrainer, Option<Shares>)> {
     let model = model.clone();
-    compiled(gpu, params, move |gpu, params| {
+    // The helper's gather reads one sample: its dispatch does not depend on the
+    // dataset's size, and the helper is spared uploading all of it.
+    let sample = data.as_ref().map(|d| Arc::new(d.take(1)));
+    compiled(gpu, params, move |gpu, params, helper| {
         let trainer = GpuTrainer::new(gpu, model.clone(), optimizer, params, batch)?;
-        Ok(Training { trainer, batch, data: data.clone() })
+        Ok(Training { trainer, batch, data: if helper { sample.clone() } else { data.clone() } })
     })
     .map(|(t, shares)| (t.trainer, shares))
 }
@@ -104,13 +107,13 @@ pub enum Asked {
 /// `asked` compiled.
 pub fn inference(gpu: &Arc<Gpu>, model: &Model, params: &[f32], batch: usize, asked: Asked) -> Result<GpuInference> {
     let model = model.clone();
-    compiled(gpu, params, move |gpu, params| Prediction::new(gpu, &model, params, batch, asked)).map(|(p, _)| p.net)
+    compiled(gpu, params, move |gpu, params, _| Prediction::new(gpu, &model, params, batch, asked)).map(|(p, _)| p.net)
 }
 
 /// An explainer, its explanation's kernels compiled.
 pub fn explainer(gpu: &Arc<Gpu>, model: &Model, params: &[f32]) -> Result<GpuExplainer> {
     let model = model.clone();
-    compiled(gpu, params, move |gpu, params| GpuExplainer::new(gpu, model.clone(), params)).map(|(e, _)| e)
+    compiled(gpu, params, move |gpu, params, _| GpuExplainer::new(gpu, model.clone(), params)).map(|(e, _)| e)
 }
 
 /// `serve`'s pair on one device, the kernels of both compiled before it listens: its
@@ -122,7 +125,7 @@ pub fn inference_and_explainer(
     batch: usize,
 ) -> Result<(GpuInference, GpuExplainer)> {
     let model = model.clone();
-    let build = move |gpu: Arc<Gpu>, params: &[f32]| -> Result<(Prediction, GpuExplainer)> {
+    let build = move |gpu: Arc<Gpu>, params: &[f32], _| -> Result<(Prediction, GpuExplainer)> {
         let net = Prediction::new(gpu.clone(), &model, params, batch, Asked::Predictions)?;
         Ok((net, GpuExplainer::new(gpu, model.clone(), params)?))
     };
@@ -181,18 +184,19 @@ impl<A: Executors, B: Executors> Executors for (A, B) {
 }
 
 /// Build executors with `params` on `gpu` and, where a helper applies, with zeros on
-/// a second device of the same adapter, and compile their dispatches from both ends.
+/// a second device of the same adapter (`build`'s last argument true), and compile
+/// their dispatches from both ends.
 fn compiled<E: Executors>(
     gpu: &Arc<Gpu>,
     params: &[f32],
-    build: impl Fn(Arc<Gpu>, &[f32]) -> Result<E> + Clone + Send + 'static,
+    build: impl Fn(Arc<Gpu>, &[f32], bool) -> Result<E> + Clone + Send + 'static,
 ) -> Result<(E, Option<Shares>)> {
     let (on_helper, len) = (build.clone(), params.len());
     let warmup = Warmup::spawn(gpu, move |side, taken| {
-        let mut built = on_helper(side.clone(), &vec![0.0; len])?;
+        let mut built = on_helper(side.clone(), &vec![0.0; len], true)?;
         compile(side, &built.dispatches()?, taken, true).map(|_| ())
     });
-    let mut built = build(gpu.clone(), params)?;
+    let mut built = build(gpu.clone(), params, false)?;
     let shares = match warmup {
         Some(w) => Some(w.meet(gpu, &built.dispatches()?)?),
         None => None,
