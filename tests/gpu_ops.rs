@@ -136,6 +136,23 @@ fn conv_data_as(
     }
 }
 
+/// One conv layer's CPU reference in f64: the forward with bias (no ReLU) and, for
+/// `dy`, the gradients of the input, the weights and the bias.
+struct ConvRef {
+    y: Vec<f64>,
+    dx: Vec<f64>,
+    dw: Vec<f64>,
+    db: Vec<f64>,
+}
+
+fn conv_reference(d: ConvDims, w: &[f64], b: &[f64], x: &[f64], dy: &[f64]) -> ConvRef {
+    let mut y = vec![0f64; d.output_len()];
+    ops::conv2d_forward(&mut y, x, w, b, d);
+    let (mut dx, mut dw, mut db) = (vec![0f64; d.input_len()], vec![0f64; d.weight_len()], vec![0f64; d.oc]);
+    ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, dy, x, w, d);
+    ConvRef { y, dx, dw, db }
+}
+
 fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
     let (k, at) = (&set.kernels.conv, |what: &str| format!("{} conv {what} {d:?}", set.label));
     let ConvData { params, offs, x, dy, bx, bp, by, bdy, bdx, scratch, bgrads } = conv_data(g, k, d, seed, 1.0);
@@ -181,10 +198,7 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
     }
     run(g, &ds);
 
-    let mut y = vec![0f64; d.output_len()];
-    ops::conv2d_forward(&mut y, &x64, w64, b64, d);
-    let (mut dx, mut dw, mut db) = (vec![0f64; d.input_len()], vec![0f64; d.weight_len()], vec![0f64; d.oc]);
-    ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, &dy64, &x64, w64, d);
+    let ConvRef { y, dx, dw, db } = conv_reference(d, w64, b64, &x64, &dy64);
     let grads = g.read::<f32>(&bgrads).unwrap();
     let e_fwd = assert_close(&at("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1);
     let e_dx = assert_close(&at("backward_input"), &g.read::<f32>(&bdx).unwrap(), &dx, RED.0, RED.1);
@@ -358,10 +372,7 @@ per_backend!(conv2d_mixed_precision, gl ignored: "wgpu's GL backend has no f16 i
             let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];
             ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &to));
             run(g, &ds);
-            let mut y = vec![0f64; d.output_len()];
-            ops::conv2d_forward(&mut y, &x64, w64, b64, d);
-            let (mut dx, mut dw, mut db) = (vec![0f64; d.input_len()], vec![0f64; d.weight_len()], vec![0f64; d.oc]);
-            ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, &dy64, &x64, w64, d);
+            let ConvRef { y, dx, dw, db } = conv_reference(d, w64, b64, &x64, &dy64);
             let grads = g.read::<f32>(&bgrads).unwrap();
             assert_close(&at("forward"), &g.read::<f32>(&by).unwrap(), &y, RED.0, RED.1);
             assert_close(&at("backward_input"), &g.read::<f32>(&bdx).unwrap(), &dx, RED.0, RED.1);
@@ -383,18 +394,12 @@ per_backend!(conv2d_mixed_precision, gl ignored: "wgpu's GL backend has no f16 i
             ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &to));
             run(g, &ds);
 
-            let mut y = vec![0f64; d.output_len()];
-            ops::conv2d_forward(&mut y, &x64, w64, b64, d);
+            let ConvRef { y, dx, dw, db } = conv_reference(d, w64, b64, &x64, &dy64);
             let mut yr = vec![0f64; y.len()];
             ops::relu_forward(&mut yr, &y);
-            let (mut dx, mut dw, mut db) = (vec![0f64; d.input_len()], vec![0f64; d.weight_len()], vec![0f64; d.oc]);
-            ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, &dy64, &x64, w64, d);
             // The same sums over the terms' magnitudes.
-            let mut y_mag = vec![0f64; y.len()];
-            ops::conv2d_forward(&mut y_mag, &abs(&x64), &abs(w64), &vec![0.0; d.oc], d);
-            let (mut dx_mag, mut dw_mag, mut db_mag) =
-                (vec![0f64; dx.len()], vec![0f64; dw.len()], vec![0f64; db.len()]);
-            ops::conv2d_backward(Some(&mut dx_mag), &mut dw_mag, &mut db_mag, &abs(&dy64), &abs(&x64), &abs(w64), d);
+            let ConvRef { y: y_mag, dx: dx_mag, dw: dw_mag, db: db_mag } =
+                conv_reference(d, &abs(w64), &vec![0.0; d.oc], &abs(&x64), &abs(&dy64));
 
             let got_y = g.read::<f32>(&by).unwrap();
             let got_dx = g.read::<f32>(&bdx).unwrap();
@@ -432,11 +437,8 @@ per_backend!(conv2d_large_batch_2d_dispatch, |g: &Arc<Gpu>| {
     let by = g.storage("y", d.output_len() as u64 * 4);
     let bdx = g.storage("dx", d.input_len() as u64 * 4);
     let offs = ParamOffsets { weight: 0, bias: 9 };
-    let (mut y, mut dx) = (vec![0f64; d.output_len()], vec![0f64; d.input_len()]);
     let p64 = to64(&params);
-    ops::conv2d_forward(&mut y, &to64(&x), &p64[..9], &p64[9..], d);
-    let (mut dw, mut db) = (vec![0f64; 9], vec![0f64; 1]);
-    ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, &to64(&dy), &to64(&x), &p64[..9], d);
+    let ConvRef { y, dx, .. } = conv_reference(d, &p64[..9], &p64[9..], &to64(&x), &to64(&dy));
     let k = &g.kernels.conv;
     let fwd = k.forward(d, offs, false, &bx, &bp, &by);
     assert!(fwd.workgroups()[1] > 1, "{}: not folded", g.describe());
@@ -868,10 +870,7 @@ per_backend!(tensors_past_2_pow_24_elements, |g: &Arc<Gpu>| {
     let x = uniform(&mut rng, conv.input_len(), 0.0, 1.0);
     let dy = uniform(&mut rng, conv.output_len(), -1e-3, 1e-3);
     let p64 = to64(&params);
-    let (mut y, mut dx, mut dw, mut db) =
-        (vec![0f64; conv.output_len()], vec![0f64; conv.input_len()], vec![0f64; 1], vec![0f64; 1]);
-    ops::conv2d_forward(&mut y, &to64(&x), &p64[..1], &p64[1..], conv);
-    ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, &to64(&dy), &to64(&x), &p64[..1], conv);
+    let ConvRef { y, dx, mut dw, db } = conv_reference(conv, &p64[..1], &p64[1..], &to64(&x), &to64(&dy));
     dw.extend(&db);
     let (bx, bp, bdy) = (g.upload("x", &x), g.upload("params", &params), g.upload("dy", &dy));
     let (by, bdx) = (g.storage("y", conv.output_len() as u64 * 4), g.storage("dx", conv.input_len() as u64 * 4));
@@ -914,10 +913,7 @@ fn conv5x5_past_2_pow_24(g: &Gpu, d: ConvDims, rng: &mut Rng) {
     let x = uniform(rng, d.input_len(), -1.0, 1.0);
     let dy = uniform(rng, d.output_len(), -1.0, 1.0);
     let p64 = to64(&params);
-    let (mut y, mut dx) = (vec![0f64; d.output_len()], vec![0f64; d.input_len()]);
-    let (mut dw, mut db) = (vec![0f64; wl], vec![0f64; d.oc]);
-    ops::conv2d_forward(&mut y, &to64(&x), &p64[..wl], &p64[wl..], d);
-    ops::conv2d_backward(Some(&mut dx), &mut dw, &mut db, &to64(&dy), &to64(&x), &p64[..wl], d);
+    let ConvRef { y, dx, .. } = conv_reference(d, &p64[..wl], &p64[wl..], &to64(&x), &to64(&dy));
     let (bx, bp, bdy) = (g.upload("x", &x), g.upload("params", &params), g.upload("dy", &dy));
     let (by, bdx) = (g.storage("y", d.output_len() as u64 * 4), g.storage("dx", d.input_len() as u64 * 4));
     let k = &g.kernels.conv;
