@@ -441,6 +441,38 @@ fn an_oversized_body_is_refused_before_it_is_read() {
     assert_eq!(status, Some(400), "{text}");
 }
 
+// A picture of 64 megapixels, the most a request may hold, fits in a small PNG and
+// takes ~0.5 GB to decode and prepare: 8 sent at once took the server to 4 GB. They
+// are prepared at most 4 at a time now, so its memory stays under 2.5 GB (the
+// server's own ~0.1 GB, and 4 pictures), and each still gets its answer.
+#[cfg(target_os = "linux")]
+#[test]
+fn pictures_sent_at_once_are_prepared_a_few_at_a_time() {
+    let _t = turn();
+    let server = Binary::start(&[]);
+    let png = white_png(7999, 7999);
+    assert!(png.len() < 1 << 20, "the picture is small to send: {} bytes", png.len());
+    let senders: Vec<_> = (0..8)
+        .map(|_| {
+            let (png, addr) = (png.clone(), server.addr);
+            std::thread::spawn(move || post(&agent(), addr, "/api/predict", "image/png", &png))
+        })
+        .collect();
+    for s in senders {
+        let a = s.join().unwrap();
+        // A white picture has no digit in it: decoded whole, then refused for that.
+        assert_eq!(a.status, 400, "{}", a.text);
+        assert!(a.error().contains("the image is blank"), "{}", a.text);
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kb < 2_500_000, "the server's memory peaked at {} MB", peak_kb / 1000);
+}
+
 // ---------------------------------------------------------------------------
 // Slow clients, panics and signals.
 

@@ -71,6 +71,17 @@ impl Config {
 struct AppState {
     batcher: Batcher,
     config: Config,
+    /// Turns to prepare a picture (see `PREPARING_AT_ONCE`).
+    preparing: Arc<tokio::sync::Semaphore>,
+}
+
+/// Pictures prepared at once, at most. A picture of 64 megapixels, the most a request
+/// may hold, fits in a 90 KB PNG and takes ~0.5 GB to decode and prepare: 8 sent at
+/// once took the server to 4 GB, so a few dozen would have exhausted the machine. The
+/// work is CPU-bound, so more turns than cores gain nothing; past 4, memory is what
+/// grows.
+fn preparing_at_once() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(4)
 }
 
 /// An error answer: a status and a message, as `{"error": message}`.
@@ -121,7 +132,8 @@ const FILES: &[(&str, &str, &str)] = &[
 /// The routes and the limits around them.
 pub fn router(batcher: Batcher, config: Config) -> Router {
     let timeout = config.request_timeout;
-    let state = Arc::new(AppState { batcher, config });
+    let preparing = Arc::new(tokio::sync::Semaphore::new(preparing_at_once()));
+    let state = Arc::new(AppState { batcher, config, preparing });
     Router::new()
         .route("/", get(|| async { file("index.html") }))
         .route("/run", get(|| async { file("run.html") }))
@@ -198,11 +210,20 @@ async fn predict(State(s): State<Arc<AppState>>, req: Request) -> ApiResult {
                 format!("{ct} is not read: send the picture itself as the body (curl --data-binary @digit.png)"),
             ));
         }
-        // Decoding and preparing a picture is CPU work: off the threads that serve connections.
-        let digit = tokio::task::spawn_blocking(move || preprocess::load_digit_bytes(Path::new("the picture"), &body))
-            .await
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("preparing the picture failed: {e}")))?
-            .map_err(|e| ApiError::bad(format!("{e:#}")))?;
+        // Decoding and preparing a picture is CPU work: off the threads that serve
+        // connections, and a few at a time. The turn goes with the work, so a request
+        // that times out still holds it until its picture is done.
+        let turn =
+            s.preparing.clone().acquire_owned().await.map_err(|e| {
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("no turn to prepare the picture: {e}"))
+            })?;
+        let digit = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            preprocess::load_digit_bytes(Path::new("the picture"), &body)
+        })
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("preparing the picture failed: {e}")))?
+        .map_err(|e| ApiError::bad(format!("{e:#}")))?;
         (digit.to_vec(), true)
     };
     let mut answer = if explain {
