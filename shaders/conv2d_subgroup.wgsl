@@ -21,9 +21,9 @@
 // or tap dimension, 8 per lane (4l..4l+3 and 32+4l..32+4l+3 of a 64-wide tile),
 // gathered from src_a. Each lane accumulates ROW_GROUPS*8 rows x 8 columns.
 //
-// Stride-1 5x5 convolutions (all of the tutorial model's) run their forward and
-// input gradient in conv2d_subgroup_rows.wgsl instead, which reuses each gathered
-// input along a kernel row.
+// Stride-1 5x5 convolutions (all of the tutorial model's) run all three products
+// in conv2d_subgroup_rows.wgsl instead, which reuses each gathered input along a
+// kernel row.
 //
 // Dispatch: workgroup_size(8); x,y = column tile folded into two dimensions,
 // z = row tile (+ split * row tiles for backward_weight_bias).
@@ -90,7 +90,8 @@ fn im2col(cols: PixelCols, tap: vec3<u32>, live: bool) -> vec4<f32> {
 fn forward_step(lo: PixelCols, hi: PixelCols, w_row: vec4<u32>, w_ok: vec4<bool>, r: u32, len: u32) -> Step {
     let live = r < len;
     let tap = tap_of(r);
-    return Step(gather_rows(w_row + r, w_ok & vec4(live)), im2col(lo, tap, live), im2col(hi, tap, live));
+    return Step(gather_rows(w_row + r, w_ok & vec4(live)), im2col(lo, tap, live), im2col(hi, tap, live),
+                vec2(0.0));
 }
 
 @compute @workgroup_size(8)
@@ -165,7 +166,7 @@ fn backward_input_step(lo: InputCols, hi: InputCols, w_row: vec4<u32>, w_ok: vec
     let tap = tap_of(r);
     let kk = U.k * U.k;
     let w = gather_rows(w_row + tap.x * U.c * kk + (r - tap.x * kk), w_ok & vec4(live));
-    return Step(w, dy_window(lo, tap, live), dy_window(hi, tap, live));
+    return Step(w, dy_window(lo, tap, live), dy_window(hi, tap, live), vec2(0.0));
 }
 
 @compute @workgroup_size(8)
@@ -237,7 +238,8 @@ fn backward_weight_step(lo: TapCols, hi: TapCols, dy_row: vec4<u32>, dy_ok: vec4
     let q = r - n * ohw;
     let oh = udiv_small(q, U.ow, inv_ow);
     let dy = gather_rows(n * U.oc * ohw + dy_row + q, dy_ok & vec4(live));
-    return Step(dy, im2col_t(lo, n, oh, q - oh * U.ow, live), im2col_t(hi, n, oh, q - oh * U.ow, live));
+    return Step(dy, im2col_t(lo, n, oh, q - oh * U.ow, live), im2col_t(hi, n, oh, q - oh * U.ow, live),
+                vec2(0.0));
 }
 
 @compute @workgroup_size(8)

@@ -48,6 +48,7 @@ struct OutCols {
 
 var<private> out_lo: OutCols;
 var<private> out_hi: OutCols;
+var<private> out_ex: OutCols; // with EXTRA_COLS: the ex columns in .xy (.zw never ok)
 var<private> out_row_stride: u32;
 var<private> out_rows: u32;
 var<private> out_bias: bool; // forward: add the bias of the row (and apply ReLU if U.relu)
@@ -112,6 +113,9 @@ fn emit(row: u32, half: u32, v: vec4<f32>) {
     var cols = out_lo;
     if (half == 1u) {
         cols = out_hi;
+    }
+    if (EXTRA_COLS && half == 2u) {
+        cols = out_ex;
     }
     var o = v;
     if (out_bias) {

@@ -1,5 +1,6 @@
-// The subgroup engine's forward and input gradient for stride-1 5x5 convolutions
-// (every layer of the tutorial model), walking the kernel a row at a time.
+// The subgroup engine's products for stride-1 5x5 convolutions (every layer of
+// the tutorial model), walking the kernel a row at a time: the forward and input
+// gradient (`rows`), and the weight gradient (`weight_rows`, at the end of the file).
 // #include "conv2d_subgroup_io.wgsl"
 //
 // Why: in the general products (conv2d_subgroup.wgsl) each of a lane's pixel
@@ -26,12 +27,14 @@
 // output is never written. The columns are (n, p, x < pad4(OW)), the last row
 // dropped when OH is odd (floor mode), as many as without the pool when OH is even.
 //
-// Both products are one entry point, `rows`, which U.flip switches, and each
-// iteration takes 4 kernel rows (20 reduction steps), the last one padded with
-// rows that add zero (conv1's forward, C*5 = 5 kernel rows, runs 8). Why: llvmpipe
-// compiles each pipeline at its first dispatch, and these written-out steps are
-// most of a cold start's compile; one entry point without a tail loop compiles a
-// third as many (docs/performance.md, "Start-up on a cold shader cache").
+// The forward and input gradient are one entry point, `rows`, which U.flip
+// switches, and each iteration takes 4 kernel rows (20 reduction steps), the last
+// one padded with rows that add zero (conv1's forward, C*5 = 5 kernel rows, runs
+// 8). Why: llvmpipe compiles each pipeline at its first dispatch, and these
+// written-out steps are most of a cold start's compile; one entry point without a
+// tail loop compiles a third as many (docs/performance.md, "Start-up on a cold
+// shader cache"). The weight gradient's tile has two more columns a lane, so it is
+// a pipeline of its own.
 
 // The kernel size these products are written for (`ROW_KERNEL` on the host).
 const ROW_K: u32 = 5u;
@@ -117,7 +120,7 @@ fn window(s: Source, plane: u32, y: i32, live: bool) -> Win {
 }
 
 fn row_step(w_row: vec4<u32>, w_ok: vec4<bool>, off: u32, lo: vec4<f32>, hi: vec4<f32>) -> Step {
-    return Step(gather_rows(w_row + off, w_ok), lo, hi);
+    return Step(gather_rows(w_row + off, w_ok), lo, hi, vec2(0.0));
 }
 
 // Twenty reduction steps: four kernel rows, each of five window offsets j, whose
@@ -269,4 +272,101 @@ fn rows(@builtin(subgroup_invocation_id) lane: u32,
     } else {
         emit_rows(rt, out_ch, out_h, out_w, !flip);
     }
+}
+
+// The weight gradient by kernel rows (weight_rows, compiled with EXTRA_COLS):
+//   rows = oc  cols = kernel rows (c, kh), two a lane  r = (n, oh, 4-pixel group of a row padded to 4)
+// In the general product (conv2d_subgroup.wgsl) a lane's columns are eight taps, and
+// each gathers its own x at every pixel. Here a lane owns two kernel rows, R0 =
+// 16t + l and R1 = 16t + 8 + l of column tile t, all five taps of each: lo = taps
+// kw 0..3 of R0, hi = those of R1, ex = tap 4 of each. A reduction group is four
+// neighbouring output pixels ow0..ow0+3 of one row, and step j of it pixel ow0 + j:
+// its taps kw read x at ow0 + j + kw - pad, positions j..j+4 of the window of 8
+// inputs from ow0 - pad, so one window (8 gathers) serves a kernel row's 5 taps x 4
+// pixels, where the general product gathers 20, and the dy values (A, the rows)
+// feed 10 columns instead of 8. Padding pixels (ow >= OW) read dy = 0.
+// The partial sums are the general product's (splits, C*K*K + 1, OC). Their bias
+// row, a tap of ones there, is here each lane's sum of the dy values it loads,
+// which the first column tile stores.
+@compute @workgroup_size(8)
+fn weight_rows(@builtin(subgroup_invocation_id) lane: u32,
+               @builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>) {
+    load_uniform();
+    let row_tiles = (U.oc + ROW_GROUPS * 8u - 1u) / (ROW_GROUPS * 8u);
+    let split = wid.z / row_tiles;
+    let col_tile = folded_group(wid, nwg);
+    let kernel_rows = U.c * ROW_K;
+    let rows_a_tile = 2u * LANES;
+    if (col_tile * rows_a_tile >= kernel_rows) {
+        return;
+    }
+    let t = tile_at(lane, wid.z % row_tiles, col_tile);
+    // This lane's kernel rows (c, kh); one past the last repeats it, masked.
+    let kr = col_tile * rows_a_tile + lane + vec2(0u, LANES);
+    let kr_ok = kr < vec2(kernel_rows);
+    let r = min(kr, vec2(kernel_rows - 1u));
+    let c = vec2(udiv_small(r.x, ROW_K, INV_ROW_K), udiv_small(r.y, ROW_K, INV_ROW_K));
+    // x's row for output row oh is oh + kh - pad: wrapping, so one unsigned
+    // comparison bounds it on both sides.
+    let dh = r - c * ROW_K - vec2(U.pad);
+    let plane = c * U.h * U.w + dh * U.w;
+    // Reduction groups: (n, oh, g) with g < xg groups of 4 pixels a row.
+    let xg = (U.ow + ROW_PIXELS - 1u) / ROW_PIXELS;
+    let inv_xg = 1.0 / f32(xg);
+    let inv_oh = 1.0 / f32(U.oh);
+    let begin = split * U.chunk;
+    let end = min(begin + U.chunk, U.n * U.oh * xg);
+    let ohw = U.oh * U.ow;
+    let dy_row = t.rows * ohw;
+    let dy_ok = t.rows < vec4(U.oc);
+    let j = vec4(0u, 1u, 2u, 3u);
+    var db = vec4(0.0);
+    for (var gi = begin; gi < end; gi++) {
+        let line = udiv(gi, xg, inv_xg);
+        let n = udiv(line, U.oh, inv_oh);
+        let oh = line - n * U.oh;
+        let ow0 = (gi - line * xg) * ROW_PIXELS;
+        let px = ow0 + j < vec4(U.ow);
+        let dy_at = n * U.oc * ohw + oh * U.ow + ow0 + dy_row;
+        // The window's columns ow0 - pad + 0..7, and its rows in each kernel row.
+        let xa = ow0 - U.pad + j;
+        let ok_a = xa < vec4(U.w);
+        let ok_b = xa + 4u < vec4(U.w);
+        let y = oh + dh;
+        let y_ok = kr_ok & (y < vec2(U.h));
+        let at = n * U.c * U.h * U.w + oh * U.w + plane;
+        let w0 = Win(gather_a(at.x + xa, ok_a & vec4(y_ok.x)), gather_a(at.x + xa + 4u, ok_b & vec4(y_ok.x)));
+        let w1 = Win(gather_a(at.y + xa, ok_a & vec4(y_ok.y)), gather_a(at.y + xa + 4u, ok_b & vec4(y_ok.y)));
+        let lo = taps(w0);
+        let hi = taps(w1);
+        let d0 = gather_rows(dy_at, dy_ok & vec4(px.x));
+        let d1 = gather_rows(dy_at + 1u, dy_ok & vec4(px.y));
+        let d2 = gather_rows(dy_at + 2u, dy_ok & vec4(px.z));
+        let d3 = gather_rows(dy_at + 3u, dy_ok & vec4(px.w));
+        db += (d0 + d1) + (d2 + d3);
+        accumulate4(Step(d0, lo.k0, hi.k0, vec2(w0.b.x, w1.b.x)), Step(d1, lo.k1, hi.k1, vec2(w0.b.y, w1.b.y)),
+                    Step(d2, lo.k2, hi.k2, vec2(w0.b.z, w1.b.z)), Step(d3, lo.k3, hi.k3, vec2(w0.b.w, w1.b.w)));
+    }
+    // partial sums (splits, C*K*K + 1, OC), tap-major: tap (c, kh, kw) of kernel row
+    // R is R*5 + kw, and a row (oc) is one element apart.
+    let cols = kernel_rows * ROW_K + 1u;
+    if (col_tile == 0u) {
+        let at = (split * cols + cols - 1u) * U.oc + t.rows;
+        let live = dy_ok & vec4(true, true, ROW_GROUPS > 2u, ROW_GROUPS > 2u);
+        for (var i = 0u; i < 4u; i++) {
+            if (live[i]) {
+                out[at[i]] = db[i];
+            }
+        }
+    }
+    let tap = (split * cols + r * ROW_K) * U.oc;
+    out_lo = OutCols(tap.x + j * U.oc, vec4(kr_ok.x));
+    out_hi = OutCols(tap.y + j * U.oc, vec4(kr_ok.y));
+    out_ex = OutCols(vec4(tap + 4u * U.oc, 0u, 0u), vec4(kr_ok, false, false));
+    out_row_stride = 1u;
+    out_rows = U.oc;
+    out_bias = false;
+    out_gate = false;
+    emit_all(t.row0);
 }

@@ -34,10 +34,10 @@ fn matmul(@builtin(subgroup_invocation_id) lane: u32, @builtin(workgroup_id) wid
             x3 = a[a3 + kq];
         }
         let bi = kq * 4u * n4 + lane_col4;
-        accumulate4(Step(vec4(x0.x, x1.x, x2.x, x3.x), b[bi], b[bi + 8u]),
-                    Step(vec4(x0.y, x1.y, x2.y, x3.y), b[bi + n4], b[bi + n4 + 8u]),
-                    Step(vec4(x0.z, x1.z, x2.z, x3.z), b[bi + 2u * n4], b[bi + 2u * n4 + 8u]),
-                    Step(vec4(x0.w, x1.w, x2.w, x3.w), b[bi + 3u * n4], b[bi + 3u * n4 + 8u]));
+        accumulate4(Step(vec4(x0.x, x1.x, x2.x, x3.x), b[bi], b[bi + 8u], vec2(0.0)),
+                    Step(vec4(x0.y, x1.y, x2.y, x3.y), b[bi + n4], b[bi + n4 + 8u], vec2(0.0)),
+                    Step(vec4(x0.z, x1.z, x2.z, x3.z), b[bi + 2u * n4], b[bi + 2u * n4 + 8u], vec2(0.0)),
+                    Step(vec4(x0.w, x1.w, x2.w, x3.w), b[bi + 3u * n4], b[bi + 3u * n4 + 8u], vec2(0.0)));
     }
     emit_all(row0);
 }

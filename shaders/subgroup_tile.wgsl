@@ -18,24 +18,33 @@ override ROW_GROUPS: u32 = 4u;
 const TILE_COLS: u32 = 64u;
 // Reduction steps per `accumulate4`: the GEMM loops advance by this much.
 const STEPS: u32 = 4u;
+// Two more columns a lane (`ex`), 10 in all: the kernel-row weight gradient's
+// (conv2d_subgroup_rows.wgsl), whose lane owns two kernel rows of five taps. A
+// pipeline constant, so the other products compile without them.
+override EXTRA_COLS: bool = false;
 
-// 8 rows x this lane's 8 columns: lo = columns 4l..4l+3, hi = 32+4l..32+4l+3.
+// 8 rows x this lane's 8 columns: lo = columns 4l..4l+3, hi = 32+4l..32+4l+3
+// (and ex, its 2 extra columns, with EXTRA_COLS).
 struct Acc {
     lo0: vec4<f32>, lo1: vec4<f32>, lo2: vec4<f32>, lo3: vec4<f32>,
     lo4: vec4<f32>, lo5: vec4<f32>, lo6: vec4<f32>, lo7: vec4<f32>,
     hi0: vec4<f32>, hi1: vec4<f32>, hi2: vec4<f32>, hi3: vec4<f32>,
     hi4: vec4<f32>, hi5: vec4<f32>, hi6: vec4<f32>, hi7: vec4<f32>,
+    ex0: vec2<f32>, ex1: vec2<f32>, ex2: vec2<f32>, ex3: vec2<f32>,
+    ex4: vec2<f32>, ex5: vec2<f32>, ex6: vec2<f32>, ex7: vec2<f32>,
 }
 
 // One reduction step of the whole tile: this lane's A values for rows l, l+8,
-// l+16, l+24 (x), and its B values in its lo and hi columns.
+// l+16, l+24 (x), and its B values in its lo and hi columns (and with EXTRA_COLS
+// in its ex columns; products without them pass zeros).
 struct Step {
     x: vec4<f32>,
     lo: vec4<f32>,
     hi: vec4<f32>,
+    ex: vec2<f32>,
 }
 
-// Four reduction steps of 8 rows: acc[i] += sum_j (lane i's x[j]) * (lo_j, hi_j).
+// Four reduction steps of 8 rows: acc[i] += sum_j (lane i's x[j]) * (lo_j, hi_j, ex_j).
 // Row by row, so each row's accumulators stay in registers across the four steps
 // and the B values are read from where they spilled as FMA memory operands: one
 // instruction per FMA instead of a load, an FMA and a store.
@@ -48,6 +57,9 @@ fn rank8x4(x: vec4<f32>, s0: Step, s1: Step, s2: Step, s3: Step, acc: Acc) -> Ac
         let v3 = vec4(subgroupBroadcast(x.w, 0u));
         o.lo0 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo0))));
         o.hi0 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi0))));
+        if (EXTRA_COLS) {
+            o.ex0 = fma(v3.xy, s3.ex, fma(v2.xy, s2.ex, fma(v1.xy, s1.ex, fma(v0.xy, s0.ex, o.ex0))));
+        }
     }
     {
         let v0 = vec4(subgroupBroadcast(x.x, 1u));
@@ -56,6 +68,9 @@ fn rank8x4(x: vec4<f32>, s0: Step, s1: Step, s2: Step, s3: Step, acc: Acc) -> Ac
         let v3 = vec4(subgroupBroadcast(x.w, 1u));
         o.lo1 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo1))));
         o.hi1 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi1))));
+        if (EXTRA_COLS) {
+            o.ex1 = fma(v3.xy, s3.ex, fma(v2.xy, s2.ex, fma(v1.xy, s1.ex, fma(v0.xy, s0.ex, o.ex1))));
+        }
     }
     {
         let v0 = vec4(subgroupBroadcast(x.x, 2u));
@@ -64,6 +79,9 @@ fn rank8x4(x: vec4<f32>, s0: Step, s1: Step, s2: Step, s3: Step, acc: Acc) -> Ac
         let v3 = vec4(subgroupBroadcast(x.w, 2u));
         o.lo2 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo2))));
         o.hi2 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi2))));
+        if (EXTRA_COLS) {
+            o.ex2 = fma(v3.xy, s3.ex, fma(v2.xy, s2.ex, fma(v1.xy, s1.ex, fma(v0.xy, s0.ex, o.ex2))));
+        }
     }
     {
         let v0 = vec4(subgroupBroadcast(x.x, 3u));
@@ -72,6 +90,9 @@ fn rank8x4(x: vec4<f32>, s0: Step, s1: Step, s2: Step, s3: Step, acc: Acc) -> Ac
         let v3 = vec4(subgroupBroadcast(x.w, 3u));
         o.lo3 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo3))));
         o.hi3 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi3))));
+        if (EXTRA_COLS) {
+            o.ex3 = fma(v3.xy, s3.ex, fma(v2.xy, s2.ex, fma(v1.xy, s1.ex, fma(v0.xy, s0.ex, o.ex3))));
+        }
     }
     {
         let v0 = vec4(subgroupBroadcast(x.x, 4u));
@@ -80,6 +101,9 @@ fn rank8x4(x: vec4<f32>, s0: Step, s1: Step, s2: Step, s3: Step, acc: Acc) -> Ac
         let v3 = vec4(subgroupBroadcast(x.w, 4u));
         o.lo4 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo4))));
         o.hi4 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi4))));
+        if (EXTRA_COLS) {
+            o.ex4 = fma(v3.xy, s3.ex, fma(v2.xy, s2.ex, fma(v1.xy, s1.ex, fma(v0.xy, s0.ex, o.ex4))));
+        }
     }
     {
         let v0 = vec4(subgroupBroadcast(x.x, 5u));
@@ -88,6 +112,9 @@ fn rank8x4(x: vec4<f32>, s0: Step, s1: Step, s2: Step, s3: Step, acc: Acc) -> Ac
         let v3 = vec4(subgroupBroadcast(x.w, 5u));
         o.lo5 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo5))));
         o.hi5 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi5))));
+        if (EXTRA_COLS) {
+            o.ex5 = fma(v3.xy, s3.ex, fma(v2.xy, s2.ex, fma(v1.xy, s1.ex, fma(v0.xy, s0.ex, o.ex5))));
+        }
     }
     {
         let v0 = vec4(subgroupBroadcast(x.x, 6u));
@@ -96,6 +123,9 @@ fn rank8x4(x: vec4<f32>, s0: Step, s1: Step, s2: Step, s3: Step, acc: Acc) -> Ac
         let v3 = vec4(subgroupBroadcast(x.w, 6u));
         o.lo6 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo6))));
         o.hi6 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi6))));
+        if (EXTRA_COLS) {
+            o.ex6 = fma(v3.xy, s3.ex, fma(v2.xy, s2.ex, fma(v1.xy, s1.ex, fma(v0.xy, s0.ex, o.ex6))));
+        }
     }
     {
         let v0 = vec4(subgroupBroadcast(x.x, 7u));
@@ -104,6 +134,9 @@ fn rank8x4(x: vec4<f32>, s0: Step, s1: Step, s2: Step, s3: Step, acc: Acc) -> Ac
         let v3 = vec4(subgroupBroadcast(x.w, 7u));
         o.lo7 = fma(v3, s3.lo, fma(v2, s2.lo, fma(v1, s1.lo, fma(v0, s0.lo, o.lo7))));
         o.hi7 = fma(v3, s3.hi, fma(v2, s2.hi, fma(v1, s1.hi, fma(v0, s0.hi, o.hi7))));
+        if (EXTRA_COLS) {
+            o.ex7 = fma(v3.xy, s3.ex, fma(v2.xy, s2.ex, fma(v1.xy, s1.ex, fma(v0.xy, s0.ex, o.ex7))));
+        }
     }
     return o;
 }
@@ -140,7 +173,8 @@ fn group(g: u32) -> Acc {
     return a;
 }
 
-// Row k of a group: this lane's lo (half 0) or hi (half 1) columns.
+// Row k of a group: this lane's lo (half 0) or hi (half 1) columns, or its ex
+// columns in .xy (half 2).
 fn group_row(a: Acc, k: u32, half: u32) -> vec4<f32> {
     let hi = half == 1u;
     var v = select(a.lo0, a.hi0, hi);
@@ -150,7 +184,19 @@ fn group_row(a: Acc, k: u32, half: u32) -> vec4<f32> {
     v = select(v, select(a.lo4, a.hi4, hi), k == 4u);
     v = select(v, select(a.lo5, a.hi5, hi), k == 5u);
     v = select(v, select(a.lo6, a.hi6, hi), k == 6u);
-    return select(v, select(a.lo7, a.hi7, hi), k == 7u);
+    v = select(v, select(a.lo7, a.hi7, hi), k == 7u);
+    if (EXTRA_COLS) {
+        var e = a.ex0;
+        e = select(e, a.ex1, k == 1u);
+        e = select(e, a.ex2, k == 2u);
+        e = select(e, a.ex3, k == 3u);
+        e = select(e, a.ex4, k == 4u);
+        e = select(e, a.ex5, k == 5u);
+        e = select(e, a.ex6, k == 6u);
+        e = select(e, a.ex7, k == 7u);
+        v = select(v, vec4(e, 0.0, 0.0), half == 2u);
+    }
+    return v;
 }
 
 // Store the whole tile, whose first row is `row0`. Loops, not written out:
@@ -158,11 +204,12 @@ fn group_row(a: Acc, k: u32, half: u32) -> vec4<f32> {
 // and written-out copies made most of a cold start's compile time
 // (docs/performance.md, "Start-up on a cold shader cache").
 fn emit_all(row0: u32) {
+    let halves = select(2u, 3u, EXTRA_COLS);
     for (var g = 0u; g < ROW_GROUPS; g++) {
         let a = group(g);
-        for (var i = 0u; i < 2u * LANES; i++) {
-            let k = i / 2u;
-            let half = i % 2u;
+        for (var i = 0u; i < halves * LANES; i++) {
+            let k = i / halves;
+            let half = i - k * halves;
             emit(row0 + g * LANES + k, half, group_row(a, k, half));
         }
     }

@@ -44,6 +44,9 @@ fn variants(file: &str) -> Vec<(wgpu::Features, Vec<(&'static str, f64)>)> {
                 if let Some(name) = spec.unit_stride_override {
                     sets.push((spec.features, t.constants.iter().copied().chain([(name, 1.0)]).collect()));
                 }
+                if spec.kernel_row_products {
+                    sets.push((spec.features, t.constants.iter().copied().chain([(conv::EXTRA_COLS, 1.0)]).collect()));
+                }
             }
         }
         if spec.sgemm_module == file {
@@ -307,6 +310,9 @@ fn tile_sizes_agree_between_rust_and_wgsl() {
         }
     }
     assert_eq!(u32_const(file, "STEPS") as u64, sub.reduction_step);
+    // The kernel-row weight gradient: two kernel rows a lane.
+    let per_tile = u32_const(file, "TILE_COLS") as usize / conv::KERNEL_ROW_COLUMNS;
+    assert_eq!(per_tile, 2 * SUBGROUP_LANES as usize, "{file}: kernel rows a weight_rows tile");
     for t in sub.tiles {
         assert_eq!(t.pixels, u32_const(file, "TILE_COLS") as u64, "{file}: {t:?}");
         assert_eq!(t.channels, (override_value(t.constants, "ROW_GROUPS") * SUBGROUP_LANES) as u64, "{file}: {t:?}");

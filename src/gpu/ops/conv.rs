@@ -60,7 +60,7 @@ impl ConvUniform {
 
 /// The pipelines of one tile configuration: the three products, backward_input
 /// compiled for stride 1 where the engine has such a variant, and the kernel-row
-/// forward and input gradient where it has those (`by_kernel_rows`).
+/// products where it has those (`by_kernel_rows`).
 #[derive(Clone, Copy)]
 enum Variant {
     Forward,
@@ -69,6 +69,7 @@ enum Variant {
     BackwardWeightBias,
     ForwardRows,
     BackwardInputRows,
+    BackwardWeightRows,
 }
 
 /// The longest reduction one weight-gradient workgroup runs (see `splits`).
@@ -86,6 +87,12 @@ const DIRECT_MODULE: &str = "conv2d_direct.wgsl";
 pub const ROW_KERNEL: usize = 5;
 /// Their pixel columns: image rows padded to a multiple of this (`ROW_PIXELS`).
 pub const ROW_PIXELS: usize = 4;
+/// The override that compiles the kernel-row weight gradient's two extra columns a
+/// lane (`EXTRA_COLS` in subgroup_tile.wgsl).
+pub const EXTRA_COLS: &str = "EXTRA_COLS";
+/// Columns of a tile one kernel row takes in that product: a lane's lo or hi quad
+/// (its fifth tap goes to an extra column), so a 64-column tile holds 16 kernel rows.
+pub const KERNEL_ROW_COLUMNS: usize = 4;
 
 #[derive(Clone, Copy)]
 enum Product {
@@ -109,7 +116,7 @@ pub struct ConvKernels {
     /// Per tile configuration, each `Variant`'s pipeline, compiled on first use and
     /// shared by every clone: a model needs a few of them (inference only the
     /// forward ones), and on llvmpipe each costs 0.25-1.3 s of compile at its first dispatch.
-    gemms: Arc<Vec<[OnceLock<Entry>; 6]>>,
+    gemms: Arc<Vec<[OnceLock<Entry>; 7]>>,
     /// conv2d_direct.wgsl's forward, compiled on first use.
     direct: Arc<OnceLock<Entry>>,
     reduce_weight_bias: Entry,
@@ -159,6 +166,10 @@ impl ConvKernels {
                 Variant::BackwardWeightBias => ("backward_weight_bias", "backward_weight_bias", ""),
                 Variant::ForwardRows => ("rows", "forward_rows", ""),
                 Variant::BackwardInputRows => ("rows", "backward_input_rows", ""),
+                Variant::BackwardWeightRows => {
+                    constants.push((EXTRA_COLS, 1.0));
+                    ("weight_rows", "backward_weight_rows", "")
+                }
             };
             // The kernel-row products are one entry point (U.flip says which), so
             // llvmpipe compiles it once: see conv2d_subgroup_rows.wgsl.
@@ -191,8 +202,8 @@ impl ConvKernels {
         })
     }
 
-    /// Whether `d`'s forward and input gradient run kernel row by kernel row: on
-    /// engines that have such products, for stride-1 5x5 kernels.
+    /// Whether `d`'s products run kernel row by kernel row: on engines that have
+    /// such products, for stride-1 5x5 kernels.
     pub fn by_kernel_rows(&self, d: ConvDims) -> bool {
         self.engine.spec().kernel_row_products && d.stride == 1 && d.k == ROW_KERNEL
     }
@@ -208,6 +219,8 @@ impl ConvKernels {
             Product::Forward => (d.n * d.oh() * d.ow(), d.oc),
             Product::BackwardInput if rows => (d.n * d.h * padded(d.w), d.c),
             Product::BackwardInput => (d.n * d.h * d.w, d.c),
+            // kernel rows (c, kh), each KERNEL_ROW_COLUMNS of a tile (weight_rows)
+            Product::BackwardWeightBias if rows => (d.c * d.k * KERNEL_ROW_COLUMNS, d.oc),
             // the taps, then the bias as one more (see conv2d_common.wgsl)
             Product::BackwardWeightBias => (d.c * d.k * d.k + 1, d.oc),
         };
@@ -226,6 +239,7 @@ impl ConvKernels {
                 Product::BackwardInput if rows => Variant::BackwardInputRows,
                 Product::BackwardInput if unit_stride => Variant::BackwardInputUnitStride,
                 Product::BackwardInput => Variant::BackwardInput,
+                Product::BackwardWeightBias if rows => Variant::BackwardWeightRows,
                 Product::BackwardWeightBias => Variant::BackwardWeightBias,
             },
         );
@@ -237,11 +251,17 @@ impl ConvKernels {
     /// `MAX_CHUNK` reduction steps: on llvmpipe (Vulkan and GL alike) the tiled
     /// kernel's partial sums came out zero once one workgroup reduced ~30,000 steps
     /// (a batch of 10,000 28x28 images at 256 splits); 24,500 still summed right.
+    /// The kernel-row product reduces over groups of ROW_PIXELS pixels of a row
+    /// (its rows padded to a multiple of it), a group per step.
     fn splits(&self, d: ConvDims) -> (u64, u64) {
-        let step = self.engine.spec().reduction_step;
-        let red = (d.n * d.oh() * d.ow()) as u64;
+        let (red, step, group) = if self.by_kernel_rows(d) {
+            ((d.n * d.oh() * d.ow().div_ceil(ROW_PIXELS)) as u64, 1, ROW_PIXELS as u64)
+        } else {
+            ((d.n * d.oh() * d.ow()) as u64, self.engine.spec().reduction_step, 1)
+        };
         let (_, folded, z) = self.layout(Product::BackwardWeightBias, d);
-        let want = self.split_target.div_ceil(folded * z).max(red.div_ceil(MAX_CHUNK)).clamp(1, red.div_ceil(step));
+        let longest = MAX_CHUNK / group;
+        let want = self.split_target.div_ceil(folded * z).max(red.div_ceil(longest)).clamp(1, red.div_ceil(step));
         let chunk = red.div_ceil(want).div_ceil(step) * step;
         (red.div_ceil(chunk), chunk)
     }
@@ -324,7 +344,8 @@ impl ConvKernels {
     }
 
     /// dW and db into `to.grads` at `at`: a split-reduction GEMM into `to.scratch`
-    /// (`scratch_len(d)` floats) whose extra tap of ones yields db, then its reduction.
+    /// (`scratch_len(d)` floats) whose extra tap of ones yields db (the kernel-row
+    /// product sums the dy it loads instead), then its reduction.
     pub fn backward_weight_bias(
         &self,
         d: ConvDims,
