@@ -247,19 +247,18 @@ fn backward_weight_bias(@builtin(subgroup_invocation_id) lane: u32,
                         @builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>) {
     load_uniform();
-    let row_tiles = (U.oc + ROW_GROUPS * 8u - 1u) / (ROW_GROUPS * 8u);
-    let split = wid.z / row_tiles;
+    let place = split_of(wid.z);
     let col_tile = folded_group(wid, nwg);
     let ckk = U.c * U.k * U.k;
     let cols = ckk + 1u; // the taps, then the bias
     if (col_tile * TILE_COLS >= cols) {
         return;
     }
-    let t = tile_at(lane, wid.z % row_tiles, col_tile);
+    let t = tile_at(lane, place.row_tile, col_tile);
     let lo = tap_cols(t.col_lo);
     let hi = tap_cols(t.col_hi);
     let ohw = U.oh * U.ow;
-    let red_begin = split * U.chunk;
+    let red_begin = place.split * U.chunk;
     let red_end = min(red_begin + U.chunk, U.n * ohw);
     inv_ohw = 1.0 / f32(ohw);
     inv_ow = 1.0 / f32(U.ow);
@@ -272,12 +271,7 @@ fn backward_weight_bias(@builtin(subgroup_invocation_id) lane: u32,
                     backward_weight_step(lo, hi, dy_row, dy_ok, r + 2u, red_end),
                     backward_weight_step(lo, hi, dy_row, dy_ok, r + 3u, red_end));
     }
-    // partial sums (splits, C*K*K + 1, OC): tap-major, so a row (oc) is one element apart.
-    out_lo = OutCols((split * cols + t.col_lo) * U.oc, t.col_lo < vec4(cols));
-    out_hi = OutCols((split * cols + t.col_hi) * U.oc, t.col_hi < vec4(cols));
-    out_row_stride = 1u;
-    out_rows = U.oc;
-    out_bias = false;
-    out_gate = false;
-    emit_all(t.row0);
+    out_lo = OutCols((place.split * cols + t.col_lo) * U.oc, t.col_lo < vec4(cols));
+    out_hi = OutCols((place.split * cols + t.col_hi) * U.oc, t.col_hi < vec4(cols));
+    emit_partials(t.row0);
 }

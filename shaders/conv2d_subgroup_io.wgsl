@@ -38,6 +38,18 @@ fn tile_at(lane: u32, row_tile: u32, col_tile: u32) -> Tile {
     return Tile(lane, row0, row0 + lane + vec4(0u, 8u, 16u, 24u), c, c + 32u);
 }
 
+// A weight gradient's workgroup z: split * (row tiles) + row tile, as the host lays
+// out its grid.
+struct SplitOf {
+    split: u32,
+    row_tile: u32,
+}
+
+fn split_of(z: u32) -> SplitOf {
+    let row_tiles = (U.oc + ROW_GROUPS * 8u - 1u) / (ROW_GROUPS * 8u);
+    return SplitOf(z / row_tiles, z % row_tiles);
+}
+
 // Where each of this lane's output columns goes: element `base[j] + row * row_stride`
 // of `out` for tile row `row`, if `ok[j]` and the row exists. Computed once per
 // tile, so the epilogue does no division per value.
@@ -104,6 +116,17 @@ fn emit_pooled_row(row: u32, lo: vec4<f32>, hi: vec4<f32>) {
         out[o.y] = right.v;
         pool_argmax[o.y] = c.first.y + right.at;
     }
+}
+
+// Store a weight gradient's tile into the partial sums (splits, C*K*K + 1, OC),
+// tap-major, so a row (oc) is one element apart; the caller sets out_lo, out_hi
+// (and out_ex) to its columns' taps.
+fn emit_partials(row0: u32) {
+    out_row_stride = 1u;
+    out_rows = U.oc;
+    out_bias = false;
+    out_gate = false;
+    emit_all(row0);
 }
 
 fn emit(row: u32, half: u32, v: vec4<f32>) {

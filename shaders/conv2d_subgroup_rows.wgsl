@@ -293,15 +293,14 @@ fn weight_rows(@builtin(subgroup_invocation_id) lane: u32,
                @builtin(workgroup_id) wid: vec3<u32>,
                @builtin(num_workgroups) nwg: vec3<u32>) {
     load_uniform();
-    let row_tiles = (U.oc + ROW_GROUPS * 8u - 1u) / (ROW_GROUPS * 8u);
-    let split = wid.z / row_tiles;
+    let place = split_of(wid.z);
     let col_tile = folded_group(wid, nwg);
     let kernel_rows = U.c * ROW_K;
     let rows_a_tile = 2u * LANES;
     if (col_tile * rows_a_tile >= kernel_rows) {
         return;
     }
-    let t = tile_at(lane, wid.z % row_tiles, col_tile);
+    let t = tile_at(lane, place.row_tile, col_tile);
     // This lane's kernel rows (c, kh); one past the last repeats it, masked.
     let kr = col_tile * rows_a_tile + lane + vec2(0u, LANES);
     let kr_ok = kr < vec2(kernel_rows);
@@ -315,7 +314,7 @@ fn weight_rows(@builtin(subgroup_invocation_id) lane: u32,
     let xg = (U.ow + ROW_PIXELS - 1u) / ROW_PIXELS;
     let inv_xg = 1.0 / f32(xg);
     let inv_oh = 1.0 / f32(U.oh);
-    let begin = split * U.chunk;
+    let begin = place.split * U.chunk;
     let end = min(begin + U.chunk, U.n * U.oh * xg);
     let ohw = U.oh * U.ow;
     let dy_row = t.rows * ohw;
@@ -348,25 +347,20 @@ fn weight_rows(@builtin(subgroup_invocation_id) lane: u32,
         accumulate4(Step(d0, lo.k0, hi.k0, vec2(w0.b.x, w1.b.x)), Step(d1, lo.k1, hi.k1, vec2(w0.b.y, w1.b.y)),
                     Step(d2, lo.k2, hi.k2, vec2(w0.b.z, w1.b.z)), Step(d3, lo.k3, hi.k3, vec2(w0.b.w, w1.b.w)));
     }
-    // partial sums (splits, C*K*K + 1, OC), tap-major: tap (c, kh, kw) of kernel row
-    // R is R*5 + kw, and a row (oc) is one element apart.
+    // The bias row (the last), then the taps: (c, kh, kw) of kernel row R is R*5 + kw.
     let cols = kernel_rows * ROW_K + 1u;
     if (col_tile == 0u) {
-        let at = (split * cols + cols - 1u) * U.oc + t.rows;
+        let bias_at = (place.split * cols + cols - 1u) * U.oc + t.rows;
         let live = dy_ok & vec4(true, true, ROW_GROUPS > 2u, ROW_GROUPS > 2u);
         for (var i = 0u; i < 4u; i++) {
             if (live[i]) {
-                out[at[i]] = db[i];
+                out[bias_at[i]] = db[i];
             }
         }
     }
-    let tap = (split * cols + r * ROW_K) * U.oc;
+    let tap = (place.split * cols + r * ROW_K) * U.oc;
     out_lo = OutCols(tap.x + j * U.oc, vec4(kr_ok.x));
     out_hi = OutCols(tap.y + j * U.oc, vec4(kr_ok.y));
     out_ex = OutCols(vec4(tap + 4u * U.oc, 0u, 0u), vec4(kr_ok, false, false));
-    out_row_stride = 1u;
-    out_rows = U.oc;
-    out_bias = false;
-    out_gate = false;
-    emit_all(t.row0);
+    emit_partials(t.row0);
 }
