@@ -414,18 +414,13 @@ fn infer_never_saves_over_one_of_its_inputs() {
     // a.png's preprocessed input goes to a.28x28.png, here a picture of the user's.
     std::fs::copy("tests/images/7_black_on_white.png", dir.join("a.png")).unwrap();
     std::fs::copy("tests/images/4_large.bmp", dir.join("a.28x28.png")).unwrap();
-    let listing = || {
-        let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-        files.sort();
-        files
-    };
-    let before = (listing(), std::fs::read(dir.join("a.28x28.png")).unwrap());
+    let before = common::snapshot(&dir);
     let mut c = bin();
     c.args(["infer", "--backend", "cpu", "--save-preprocessed"]).arg(&dir).arg(dir.join("a.png"));
     let inputs = [dir.join("a.28x28.png")];
     let out = outcome(c.args(&inputs)).fails_with(&["a.28x28.png: --save-preprocessed would write over the input"]);
     assert!(out.stderr.contains(&inputs[0].display().to_string()) && out.stdout.is_empty(), "{}", out.stderr);
-    assert_eq!((listing(), std::fs::read(dir.join("a.28x28.png")).unwrap()), before, "a file was written");
+    assert!(common::snapshot(&dir) == before, "a file was written");
     // Into another directory, the same pictures are read and their inputs saved.
     let saved = tmp.path().join("saved");
     let mut c = bin();

@@ -254,12 +254,7 @@ fn explain_never_writes_over_one_of_its_inputs() {
     std::fs::copy("tests/images/7_black_on_white.png", dir.join("a.png")).unwrap();
     std::fs::copy("tests/images/3_mnist_test_18.png", dir.join("a.explain.png")).unwrap();
     std::fs::copy("tests/images/3_mnist_test_18.png", dir.join("a.explain.json")).unwrap();
-    let contents = || {
-        let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-        files.sort();
-        files.into_iter().map(|f| (std::fs::read(&f).unwrap(), f)).collect::<Vec<_>>()
-    };
-    let before = contents();
+    let before = common::snapshot(&dir);
     let explain = |extra: &[&str], over: &str| {
         let mut c = bin();
         c.args(["explain", "--backend", "cpu"]).args(extra).arg("--out").arg(&dir).arg(dir.join("a.png"));
@@ -267,5 +262,5 @@ fn explain_never_writes_over_one_of_its_inputs() {
     };
     explain(&[], "a.explain.png");
     explain(&["--json"], "a.explain.json");
-    assert!(contents() == before, "a file was written");
+    assert!(common::snapshot(&dir) == before, "a file was written");
 }

@@ -238,6 +238,14 @@ pub fn small_test_set(dir: &Path, n: usize) {
     write_split(dir, "t10k", 28, 28, &test.images, &test.labels);
 }
 
+/// Every file of `dir` with its bytes, by name: equal before and after a command
+/// that must write nothing there.
+pub fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files.into_iter().map(|f| (f.clone(), std::fs::read(f).unwrap())).collect()
+}
+
 /// The `gpu-cnn` binary, quiet about Mesa's device-select layer; a hang (a FIFO
 /// read, an endless epoch) fails the test instead of stalling it.
 pub fn bin() -> Command {
