@@ -184,7 +184,13 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
         &bdy,
         &WeightGrads { scratch: &scratch, grads: &bgrads, accumulate: false },
     ));
-    assert_eq!(ds[2].name.contains(".backward_weight_rows"), rows, "{}: weight gradient ran {}", at(""), ds[2].name);
+    assert_eq!(
+        ds[2].name.contains(".backward_weight_bias_rows"),
+        rows,
+        "{}: weight gradient ran {}",
+        at(""),
+        ds[2].name
+    );
     if set.label.contains("/tiled") {
         // Weight gradients choose by channels alone, where the wide tile is usable.
         let gpu_rules = g.info.device_type != wgpu::DeviceType::Cpu || set.label.contains(GPU_TILES);
@@ -925,7 +931,7 @@ fn conv5x5_past_2_pow_24(g: &Gpu, d: ConvDims, rng: &mut Rng) {
     let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];
     ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &to));
     let names: Vec<&str> = ds.iter().map(|dsp| dsp.name.as_str()).collect();
-    let by_rows = ["forward_rows", "backward_input_rows", "backward_weight_rows"];
+    let by_rows = ["forward_rows", "backward_input_rows", "backward_weight_bias_rows"];
     assert!(by_rows.iter().zip(&names).all(|(want, ran)| ran.contains(want)), "{names:?}");
     run(g, &ds);
     let what = |op: &str| format!("{:?}/{} conv {op} {d:?}", g.info.backend, g.kernels.engine);

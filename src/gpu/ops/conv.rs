@@ -168,7 +168,7 @@ impl ConvKernels {
                 Variant::BackwardInputRows => ("rows", "backward_input_rows", ""),
                 Variant::BackwardWeightRows => {
                     constants.push((EXTRA_COLS, 1.0));
-                    ("weight_rows", "backward_weight_rows", "")
+                    ("weight_rows", "backward_weight_bias_rows", "")
                 }
             };
             // The kernel-row products are one entry point (U.flip says which), so
