@@ -150,7 +150,11 @@ struct KernelRows {
 }
 
 fn kernel_rows_from(rr: u32, count: u32) -> KernelRows {
-    let all = rr + vec4(0u, 1u, 2u, 3u);
+    return kernel_rows_at(rr + vec4(0u, 1u, 2u, 3u), count);
+}
+
+// The same for any four kernel rows `all`.
+fn kernel_rows_at(all: vec4<u32>, count: u32) -> KernelRows {
     let r = min(all, vec4(count - 1u));
     let plane = vec4(udiv_small(r.x, ROW_K, INV_ROW_K), udiv_small(r.y, ROW_K, INV_ROW_K),
                      udiv_small(r.z, ROW_K, INV_ROW_K), udiv_small(r.w, ROW_K, INV_ROW_K));
@@ -301,15 +305,15 @@ fn weight_rows(@builtin(subgroup_invocation_id) lane: u32,
         return;
     }
     let t = tile_at(lane, place.row_tile, col_tile);
-    // This lane's kernel rows (c, kh); one past the last repeats it, masked.
+    // This lane's kernel rows (c, kh), R0 in .x and R1 in .y.
     let kr = col_tile * rows_a_tile + lane + vec2(0u, LANES);
-    let kr_ok = kr < vec2(kernel_rows);
-    let r = min(kr, vec2(kernel_rows - 1u));
-    let c = vec2(udiv_small(r.x, ROW_K, INV_ROW_K), udiv_small(r.y, ROW_K, INV_ROW_K));
+    let k = kernel_rows_at(vec4(kr, kr), kernel_rows);
+    let kr_ok = k.live.xy;
+    let r = k.plane.xy * ROW_K + k.kh.xy;
     // x's row for output row oh is oh + kh - pad: wrapping, so one unsigned
     // comparison bounds it on both sides.
-    let dh = r - c * ROW_K - vec2(U.pad);
-    let plane = c * U.h * U.w + dh * U.w;
+    let dh = k.kh.xy - vec2(U.pad);
+    let plane = k.plane.xy * U.h * U.w + dh * U.w;
     // Reduction groups: (n, oh, g) with g < xg groups of 4 pixels a row.
     let xg = (U.ow + ROW_PIXELS - 1u) / ROW_PIXELS;
     let inv_xg = 1.0 / f32(xg);
