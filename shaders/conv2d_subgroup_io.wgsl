@@ -22,6 +22,29 @@ fn gather_rows(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
     return select(vec4(0.0), v, ok);
 }
 
+// The parameters' texture copy (src/gpu/params.rs), from which the kernel-row
+// products load their weights with WEIGHTS_TEXTURE: on llvmpipe a texel fetch at a
+// per-lane address is one vector gather, where a storage load is a loop over the
+// lanes that stalls on AMD CPUs (`GemmEngine::weights_in_texture`). Products that
+// read no weights from it bind a 1x1 texture.
+@group(0) @binding(6) var weights: texture_2d<f32>;
+override WEIGHTS_TEXTURE: bool = false;
+
+fn weight_at(i: u32) -> f32 {
+    return textureLoad(weights, vec2(i & ((1u << U.w_shift) - 1u), i >> U.w_shift), 0).x;
+}
+
+// gather_rows from the weights' texture copy instead of src_b.
+fn gather_weights(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
+    let i = select(vec4(0u), idx, ok);
+    var v = vec4(weight_at(i.x), weight_at(i.y), 0.0, 0.0);
+    if (ROW_GROUPS > 2u) {
+        v.z = weight_at(i.z);
+        v.w = weight_at(i.w);
+    }
+    return select(vec4(0.0), v, ok);
+}
+
 // The tile's place: `lane`, its four rows (l, l+8, l+16, l+24 from row0) and its
 // first columns (lo at col_lo + 0..3, hi at col_lo + 32 + 0..3).
 struct Tile {

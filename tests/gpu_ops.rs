@@ -29,6 +29,7 @@ use gpu_cnn::gpu::ops::optim::{OptimBuffers, OptimUniform};
 use gpu_cnn::gpu::ops::pool::PoolOutput;
 use gpu_cnn::gpu::ops::softmax_ce::SoftmaxBuffers;
 use gpu_cnn::gpu::ops::WeightGrads;
+use gpu_cnn::gpu::params::Params;
 use gpu_cnn::gpu::{BackendChoice, Dispatch, GemmEngine, Gpu, Kernels};
 use gpu_cnn::model::ParamOffsets;
 use gpu_cnn::rng::Rng;
@@ -94,7 +95,7 @@ struct ConvData {
     x: Vec<f32>,
     dy: Vec<f32>,
     bx: wgpu::Buffer,
-    bp: wgpu::Buffer,
+    bp: Params,
     by: wgpu::Buffer,
     bdy: wgpu::Buffer,
     bdx: wgpu::Buffer,
@@ -123,7 +124,7 @@ fn conv_data_as(
     adjust(&mut params, &mut x, &mut dy);
     ConvData {
         bx: g.upload("x", &x),
-        bp: g.upload("params", &params),
+        bp: Params::upload(g, "params", &params).unwrap(),
         by: g.storage("y", d.output_len() as u64 * 4),
         bdy: g.upload("dy", &dy),
         bdx: g.storage("dx", d.input_len() as u64 * 4),
@@ -305,6 +306,53 @@ per_backend!(conv2d, |g: &Arc<Gpu>| {
     }
 });
 
+// Where the kernel-row products load their weights from the parameters' texture
+// copy (src/gpu/params.rs), the copy follows the buffer: after the buffer changes on
+// the device (as the optimizer changes it) and a refresh, the forward and input
+// gradient compute with the new weights (forward and reduction tolerances). The 383
+// parameters fill a row of 256 texels and part of the next, weights in both. GL runs
+// no such products and keeps no copy.
+per_backend!(weights_texture_follows_the_buffer, |g: &Arc<Gpu>| {
+    let d = ConvDims { n: 2, c: 3, h: 6, w: 9, oc: 5, k: 5, stride: 1, pad: 2 };
+    let mut rng = Rng::new(41);
+    let (before, offs) = params_with_lead(&mut rng, d.weight_len(), d.oc, 0.3);
+    let after: Vec<f32> = before.iter().map(|&p| 0.5 - 0.7 * p).collect();
+    let (x, dy) = (uniform(&mut rng, d.input_len(), -1.0, 1.0), uniform(&mut rng, d.output_len(), -1.0, 1.0));
+    let bp = Params::upload(g, "params", &before).unwrap();
+    let sets: Vec<&KernelSet> = kernel_sets(g).iter().filter(|s| s.kernels.conv.weights_from_texture()).collect();
+    if g.info.backend == wgpu::Backend::Gl {
+        assert!(sets.is_empty() && bp.mirror().is_none(), "{}: GL reads weights from a texture", g.describe());
+        return;
+    }
+    assert!(!sets.is_empty() && bp.mirror().is_some(), "{}: no kernels read the weights' texture", g.describe());
+    g.queue.write_buffer(bp.buffer(), 0, bytemuck::cast_slice(&after));
+    let mut enc = g.device.create_command_encoder(&Default::default());
+    bp.refresh(&mut enc);
+    g.queue.submit([enc.finish()]);
+    let p64 = to64(&after);
+    let want = conv_reference(d, &p64[offs.weight..offs.bias], &p64[offs.bias..], &to64(&x), &to64(&dy));
+    let (bx, bdy) = (g.upload("x", &x), g.upload("dy", &dy));
+    for set in sets {
+        let k = &set.kernels.conv;
+        let (by, bdx) = (g.storage("y", d.output_len() as u64 * 4), g.storage("dx", d.input_len() as u64 * 4));
+        run(g, &[k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)]);
+        assert_close(
+            &format!("{}: forward after a refresh", set.label),
+            &g.read::<f32>(&by).unwrap(),
+            &want.y,
+            FWD.0,
+            FWD.1,
+        );
+        assert_close(
+            &format!("{}: input gradient after a refresh", set.label),
+            &g.read::<f32>(&bdx).unwrap(),
+            &want.dx,
+            RED.0,
+            RED.1,
+        );
+    }
+});
+
 // The mixed-precision engines (f16 operands, f32 sums) against the f64 CPU reference,
 // with the bound f16 rounding allows: WGSL lets a conversion to f16 take either
 // neighbour, so each operand is within 2^-10 of its value (2^-11 if rounded to
@@ -440,7 +488,7 @@ per_backend!(conv2d_large_batch_2d_dispatch, |g: &Arc<Gpu>| {
     let x = uniform(&mut rng, d.input_len(), -1.0, 1.0);
     let params = uniform(&mut rng, 10, -0.3, 0.3);
     let dy = uniform(&mut rng, d.output_len(), -1.0, 1.0);
-    let (bx, bp, bdy) = (g.upload("x", &x), g.upload("p", &params), g.upload("dy", &dy));
+    let (bx, bp, bdy) = (g.upload("x", &x), Params::upload(g, "p", &params).unwrap(), g.upload("dy", &dy));
     let by = g.storage("y", d.output_len() as u64 * 4);
     let bdx = g.storage("dx", d.input_len() as u64 * 4);
     let offs = ParamOffsets { weight: 0, bias: 9 };
@@ -545,7 +593,7 @@ per_backend!(linear, |g: &Arc<Gpu>| {
             let (params, offs) = params_with_lead(&mut rng, d.out_features * d.in_features, d.out_features, bound);
             let x = uniform(&mut rng, d.input_len(), -1.0, 1.0);
             let dy = uniform(&mut rng, d.output_len(), -1.0, 1.0);
-            let (bx, bp, bdy) = (g.upload("x", &x), g.upload("params", &params), g.upload("dy", &dy));
+            let (bx, bp, bdy) = (g.upload("x", &x), Params::upload(g, "params", &params).unwrap(), g.upload("dy", &dy));
             let by = g.storage("y", d.output_len() as u64 * 4);
             let bdx = g.storage("dx", d.input_len() as u64 * 4);
             let bg = g.storage("grads", params.len() as u64 * 4);
@@ -879,7 +927,7 @@ per_backend!(tensors_past_2_pow_24_elements, |g: &Arc<Gpu>| {
     let p64 = to64(&params);
     let ConvRef { y, dx, mut dw, db } = conv_reference(conv, &p64[..1], &p64[1..], &to64(&x), &to64(&dy));
     dw.extend(&db);
-    let (bx, bp, bdy) = (g.upload("x", &x), g.upload("params", &params), g.upload("dy", &dy));
+    let (bx, bp, bdy) = (g.upload("x", &x), Params::upload(g, "params", &params).unwrap(), g.upload("dy", &dy));
     let (by, bdx) = (g.storage("y", conv.output_len() as u64 * 4), g.storage("dx", conv.input_len() as u64 * 4));
     {
         let (engine, k) = (g.kernels.engine, &g.kernels.conv);
@@ -922,7 +970,7 @@ fn conv5x5_past_2_pow_24(g: &Gpu, d: ConvDims, rng: &mut Rng) {
     let p64 = to64(&params);
     let ConvRef { y, dx, mut dw, db } = conv_reference(d, &p64[..wl], &p64[wl..], &to64(&x), &to64(&dy));
     dw.extend(&db);
-    let (bx, bp, bdy) = (g.upload("x", &x), g.upload("params", &params), g.upload("dy", &dy));
+    let (bx, bp, bdy) = (g.upload("x", &x), Params::upload(g, "params", &params).unwrap(), g.upload("dy", &dy));
     let (by, bdx) = (g.storage("y", d.output_len() as u64 * 4), g.storage("dx", d.input_len() as u64 * 4));
     let k = &g.kernels.conv;
     let scratch = g.storage("scratch", k.scratch_len(d) as u64 * 4);

@@ -102,6 +102,12 @@ per_backend!(whole_training_step_matches_cpu, |g: &Arc<Gpu>| {
         // batch 8: dead ReLU units, zero inputs to the classifier).
         let moved = gp.iter().zip(&params).filter(|(a, b)| a != b).count();
         assert!(moved > gp.len() * 2 / 3, "{who}: only {moved} weights moved");
+        // Every kernel that reads the weights sees the update (the subgroup engine's
+        // read a texture copy, src/gpu/params.rs): the next forward pass is the CPU's
+        // with the stepped weights.
+        let after = exec.inference().predict(&images).unwrap();
+        let want = CpuInference::new(model.clone(), gp.clone()).unwrap().predict(&images).unwrap();
+        assert_close(&format!("{who}: probabilities after the step"), &after, &to64(&want), 1e-5, 1e-4);
         eprintln!(
             "whole step, {who}: max |Δ| loss {e_loss:.2e}, grads {e_grad:.2e}, weights {e_param:.2e} ({undetermined} near-zero-gradient weights)"
         );

@@ -45,7 +45,9 @@ fn variants(file: &str) -> Vec<(wgpu::Features, Vec<(&'static str, f64)>)> {
                     sets.push((spec.features, t.constants.iter().copied().chain([(name, 1.0)]).collect()));
                 }
                 if spec.kernel_row_products {
-                    sets.push((spec.features, t.constants.iter().copied().chain([(conv::EXTRA_COLS, 1.0)]).collect()));
+                    for name in [conv::EXTRA_COLS, conv::WEIGHTS_TEXTURE] {
+                        sets.push((spec.features, t.constants.iter().copied().chain([(name, 1.0)]).collect()));
+                    }
                 }
             }
         }

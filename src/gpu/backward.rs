@@ -20,7 +20,7 @@ pub(crate) fn dispatches(
 ) -> Vec<Dispatch> {
     let (model, k) = (net.model(), &net.gpu().kernels);
     let grad = |pos: usize| net.memory().grad_of[pos].map(|g| &gradients[g]);
-    let params = net.params_buffer();
+    let params = net.params();
     let mut out = Vec::new();
     for (i, l) in model.layers.iter().enumerate().rev() {
         let first = out.len();

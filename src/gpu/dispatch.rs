@@ -216,6 +216,18 @@ impl Launcher {
         bindings: &[(u32, &wgpu::Buffer)],
         groups: [u32; 3],
     ) -> Dispatch {
+        self.dispatch_with_texture(entry, uniform, bindings, None, groups)
+    }
+
+    /// As `dispatch`, with a texture view at a binding of `texture` too.
+    pub fn dispatch_with_texture<U: Uniform>(
+        &self,
+        entry: &Entry,
+        uniform: &U,
+        bindings: &[(u32, &wgpu::Buffer)],
+        texture: Option<(u32, &wgpu::TextureView)>,
+        groups: [u32; 3],
+    ) -> Dispatch {
         let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(&entry.name),
             contents: bytemuck::bytes_of(uniform),
@@ -224,6 +236,10 @@ impl Launcher {
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
         entries.extend(
             bindings.iter().map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }),
+        );
+        entries.extend(
+            texture
+                .map(|(binding, v)| wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::TextureView(v) }),
         );
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&entry.name),
@@ -244,33 +260,28 @@ impl Launcher {
 }
 
 /// A pipeline layout of one bind group: a uniform at binding 0, then storage
-/// buffers, read-only unless their binding is in `writes`.
+/// buffers, read-only unless their binding is in `writes`, and where `texture`
+/// names a binding, an unfilterable f32 2D texture there (`gpu::params`' copy of
+/// the weights).
 pub fn storage_layout(
     device: &wgpu::Device,
     label: &str,
     storage: std::ops::RangeInclusive<u32>,
     writes: &[u32],
+    texture: Option<u32>,
 ) -> wgpu::PipelineLayout {
-    let uniform = wgpu::BindGroupLayoutEntry {
-        binding: 0,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Uniform,
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    };
-    let entries: Vec<wgpu::BindGroupLayoutEntry> = std::iter::once(uniform)
-        .chain(storage.map(|binding| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only: !writes.contains(&binding) },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
+    let entry =
+        |binding, ty| wgpu::BindGroupLayoutEntry { binding, visibility: wgpu::ShaderStages::COMPUTE, ty, count: None };
+    let buffer = |ty| wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None };
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = std::iter::once(entry(0, buffer(wgpu::BufferBindingType::Uniform)))
+        .chain(storage.map(|b| entry(b, buffer(wgpu::BufferBindingType::Storage { read_only: !writes.contains(&b) }))))
+        .chain(texture.map(|b| {
+            let ty = wgpu::BindingType::Texture {
+                sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                view_dimension: wgpu::TextureViewDimension::D2,
+                multisampled: false,
+            };
+            entry(b, ty)
         }))
         .collect();
     let group =

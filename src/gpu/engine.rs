@@ -369,6 +369,32 @@ impl GemmEngine {
             _ => GPU_SPLIT_TARGET,
         }
     }
+
+    /// Whether the kernel-row products load their weights from the parameters'
+    /// texture copy (src/gpu/params.rs) rather than their buffer: on a CPU driver
+    /// running on an AMD CPU. There a per-lane storage load stalls on llvmpipe
+    /// (each lane's value goes through memory, and the load waits for the stores):
+    /// 4.3 ns against a texel fetch's 1.9 ns on a Zen 3 EPYC, training 1.18x. On the
+    /// Intel machine of the earlier figures the texel fetch was the slower (1.1 ns
+    /// against 0.86), so there the buffer stays (docs/performance.md, "Weights
+    /// through a texture").
+    pub fn weights_in_texture(self, device_type: wgpu::DeviceType) -> bool {
+        self.spec().kernel_row_products && device_type == wgpu::DeviceType::Cpu && amd_cpu()
+    }
+}
+
+/// Whether this process runs on an AMD x86 CPU (a CPU driver's, too).
+fn amd_cpu() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // CPUID leaf 0: the vendor in ebx, edx, ecx. Every x86_64 CPU has it.
+        #[allow(unused_unsafe)]
+        let r = unsafe { std::arch::x86_64::__cpuid(0) };
+        let vendor: Vec<u8> = [r.ebx, r.edx, r.ecx].iter().flat_map(|w| w.to_le_bytes()).collect();
+        vendor == b"AuthenticAMD"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 impl std::fmt::Display for GemmEngine {

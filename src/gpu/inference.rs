@@ -17,6 +17,7 @@ use crate::gpu::dispatch::Dispatch;
 use crate::gpu::ops::conv::ROW_PIXELS;
 use crate::gpu::ops::pool::PoolOutput;
 use crate::gpu::ops::softmax_ce::SoftmaxBuffers;
+use crate::gpu::params::Params;
 use crate::gpu::plan::{Gradients, MemoryPlan};
 use crate::model::{Model, Op};
 
@@ -106,7 +107,7 @@ pub struct GpuInference {
     memory: MemoryPlan,
     max_batch: usize,
     /// The flat parameter vector (num_params); a trainer's optimizer updates it in place.
-    params: wgpu::Buffer,
+    params: Params,
     /// values[memory.value_of[i]] holds position i, each (max_batch, shape).
     values: Vec<wgpu::Buffer>,
     /// Per layer: max-pool argmax (max_batch,C,OH,OW) u32.
@@ -199,8 +200,9 @@ impl GpuInference {
                         None => None,
                     });
                 }
-                let params_buf = a.fixed("params", "the parameters", model.num_params)?;
-                g.queue.write_buffer(&params_buf, 0, bytemuck::cast_slice(params));
+                let buffer = a.fixed("params", "the parameters", model.num_params)?;
+                let params_buf = Params::new(&g, buffer, model.num_params)?;
+                params_buf.write(&g.queue, params);
                 let labels = a.batch("labels", "the labels", 1)?;
                 let probs = a.batch("probs", "the probabilities", classes)?;
                 let losses = a.batch("losses", "the losses", 1)?;
@@ -250,7 +252,7 @@ impl GpuInference {
         &self.memory
     }
 
-    pub(crate) fn params_buffer(&self) -> &wgpu::Buffer {
+    pub(crate) fn params(&self) -> &Params {
         &self.params
     }
 

@@ -4,6 +4,7 @@
 //! - `engine`: the GEMM engines (tiled, subgroup; coop in mixed precision) as data;
 //! - `dispatch`: `Dispatch`, grid folding, the launcher every op family uses;
 //! - `ops`: one file per op family (uniform, pipelines, launchers);
+//! - `params`: the parameter buffer, and its texture copy for engines that read one;
 //! - `kernels`: every family's pipelines for one device and engine;
 //! - `plan`: the memory plan, from the model alone;
 //! - `backward`: the backward pass, for the trainer and the explainer;
@@ -20,6 +21,7 @@ pub mod explainer;
 pub mod inference;
 pub mod kernels;
 pub mod ops;
+pub mod params;
 pub mod plan;
 pub mod selfcheck;
 pub mod shader;

@@ -11,6 +11,7 @@ use anyhow::{bail, Result};
 use crate::cpu::ops;
 use crate::dims::ConvDims;
 use crate::gpu::ops::WeightGrads;
+use crate::gpu::params::Params;
 use crate::gpu::Gpu;
 use crate::model::ParamOffsets;
 use crate::rng::Rng;
@@ -51,7 +52,8 @@ pub fn check_mixed_products(gpu: &Gpu) -> Result<()> {
     let dy = random(&mut rng, d.output_len(), 1e-4);
     let at = ParamOffsets { weight: 0, bias: d.weight_len() };
 
-    let (bx, bp, bdy) = (gpu.upload("check x", &x), gpu.upload("check params", &params), gpu.upload("check dy", &dy));
+    let (bx, bp, bdy) =
+        (gpu.upload("check x", &x), Params::upload(gpu, "check params", &params)?, gpu.upload("check dy", &dy));
     let by = gpu.storage("check y", d.output_len() as u64 * 4);
     let bdx = gpu.storage("check dx", d.input_len() as u64 * 4);
     let scratch = gpu.storage("check scratch", k.scratch_len(d) as u64 * 4);

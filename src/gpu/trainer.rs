@@ -124,7 +124,7 @@ impl GpuTrainer {
         let staging = gpu.staging(np as u64 * 4);
         let bytes = a.bytes + np as u64 * 4 + net.allocated_bytes();
         let optim = checked(&gpu.device, || {
-            let b = OptimBuffers { params: net.params_buffer(), grads: &grads, m: &opt_m, v: &opt_v };
+            let b = OptimBuffers { params: net.params().buffer(), grads: &grads, m: &opt_m, v: &opt_v };
             k.optim.update(optimizer, np, &b)
         })?;
         Ok(GpuTrainer {
@@ -306,6 +306,8 @@ impl GpuTrainer {
                 d.record(&mut pass);
             }
         }
+        // The optimizer (in the last micro-batch's dispatches) changed the weights.
+        self.net.params().refresh(&mut enc);
         q.submit([enc.finish()]);
         Ok(())
     }
@@ -385,12 +387,12 @@ impl Trainer for GpuTrainer {
     }
 
     fn params(&mut self) -> Result<Vec<f32>> {
-        self.read(self.net.params_buffer(), self.net.model().num_params)
+        self.read(self.net.params().buffer(), self.net.model().num_params)
     }
 
     fn set_params(&mut self, params: &[f32]) -> Result<()> {
         check_len("parameters", params.len(), self.net.model().num_params)?;
-        self.gpu().queue.write_buffer(self.net.params_buffer(), 0, bytemuck::cast_slice(params));
+        self.net.params().write(&self.gpu().queue, params);
         Ok(())
     }
 

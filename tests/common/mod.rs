@@ -133,13 +133,23 @@ pub struct KernelSet {
     pub kernels: Kernels,
 }
 
+/// How a set's kernel-row products load their weights, as its label says.
+pub fn weights_from(texture: bool) -> &'static str {
+    if texture {
+        "weights from the texture"
+    } else {
+        "weights from the buffer"
+    }
+}
+
 /// The label of a set that chooses tiles as on a GPU, on a CPU driver.
 pub const GPU_TILES: &str = "a GPU's tiles";
 
 /// Every f32 GEMM engine the device can run, each plain and folded; built once per
 /// backend. On a CPU driver, an engine with tiles such a driver leaves out (the tiled
 /// engine's wide one) gets a third set with a GPU's tile rules, so that every tile
-/// runs on Vulkan and GL. The mixed-precision engines have a test and a tolerance of
+/// runs on Vulkan and GL; an engine with kernel-row products, one whose products
+/// load their weights the other way (`GemmEngine::weights_in_texture`). The mixed-precision engines have a test and a tolerance of
 /// their own (gpu_ops.rs `conv2d_mixed_precision`).
 pub fn kernel_sets(g: &Gpu) -> &'static [KernelSet] {
     static SETS: [OnceLock<Vec<KernelSet>>; 4] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
@@ -156,6 +166,16 @@ pub fn kernel_sets(g: &Gpu) -> &'static [KernelSet] {
                 sets.push(KernelSet {
                     label: format!("{:?}/{engine}{variant}", g.info.backend),
                     kernels: g.kernels_for(engine, max).unwrap(),
+                });
+            }
+            // The kernel-row products load their weights from the parameters' texture
+            // copy on AMD CPUs and from the buffer elsewhere: the other way too.
+            if engine.spec().kernel_row_products {
+                let texture = !engine.weights_in_texture(g.info.device_type);
+                let max = g.limits.max_compute_workgroups_per_dimension;
+                sets.push(KernelSet {
+                    label: format!("{:?}/{engine}, {}", g.info.backend, weights_from(texture)),
+                    kernels: Kernels::with_weight_loads(&g.device, g.info.device_type, engine, max, texture),
                 });
             }
             if engine.usable_tiles(g.info.device_type) < engine.spec().tiles.len() {

@@ -18,6 +18,7 @@ use crate::gpu::dispatch::{storage_layout, u32_of, uniform, Dispatch, Entry, Lau
 use crate::gpu::engine::GemmEngine;
 use crate::gpu::ops::pool::PoolOutput;
 use crate::gpu::ops::WeightGrads;
+use crate::gpu::params::Params;
 use crate::model::ParamOffsets;
 
 uniform! {
@@ -27,7 +28,7 @@ uniform! {
         oc: u32, oh: u32, ow: u32, k: u32,
         stride: u32, pad: u32, w_off: u32, b_off: u32,
         chunk: u32, splits: u32, relu: u32, accumulate: u32,
-        flip: u32, pool: u32, zero: u32, _pad1: u32,
+        flip: u32, pool: u32, zero: u32, w_shift: u32,
     }
 }
 
@@ -53,7 +54,7 @@ impl ConvUniform {
             flip: 0,
             pool: 0,
             zero: 0,
-            _pad1: 0,
+            w_shift: 0,
         }
     }
 }
@@ -90,6 +91,10 @@ pub const ROW_PIXELS: usize = 4;
 /// The override that compiles the kernel-row weight gradient's two extra columns a
 /// lane (`EXTRA_COLS` in subgroup_tile.wgsl).
 pub const EXTRA_COLS: &str = "EXTRA_COLS";
+/// Where the kernel-row products read the weights' texture copy (`gpu::params`),
+/// `weights` in conv2d_subgroup_io.wgsl, and the override that has them read it.
+pub const WEIGHTS_TEXTURE_BINDING: u32 = 6;
+pub const WEIGHTS_TEXTURE: &str = "WEIGHTS_TEXTURE";
 /// Columns of a tile one kernel row takes in that product: a lane's lo or hi quad
 /// (its fifth tap goes to an extra column), so a 64-column tile holds 16 kernel rows.
 pub const KERNEL_ROW_COLUMNS: usize = 4;
@@ -111,8 +116,14 @@ pub struct ConvKernels {
     /// Whether an engine's product reads `gate` depends on how its epilogues are
     /// shared; one layout for all three keeps their bindings alike. Binding 5 is
     /// the pooled forward's argmax (conv2d_subgroup_io.wgsl); the other products
-    /// bind their output there.
+    /// bind their output there. Engines with kernel-row products also bind the
+    /// weights' texture copy (`WEIGHTS_TEXTURE_BINDING`).
     layout: wgpu::PipelineLayout,
+    /// A 1x1 texture for that binding where a product reads no weights from it.
+    no_weights: Option<wgpu::TextureView>,
+    /// Whether the kernel-row products read the weights from that texture copy
+    /// (`GemmEngine::weights_in_texture`) or from the parameters' buffer.
+    weights_from_texture: bool,
     /// Per tile configuration, each `Variant`'s pipeline, compiled on first use and
     /// shared by every clone: a model needs a few of them (inference only the
     /// forward ones), and on llvmpipe each costs 0.25-1.3 s of compile at its first dispatch.
@@ -128,10 +139,31 @@ pub struct ConvKernels {
 }
 
 impl ConvKernels {
-    pub fn new(launcher: &Launcher, engine: GemmEngine, device_type: wgpu::DeviceType) -> Self {
+    /// The pipelines of `engine`; its kernel-row products, where it has them, load
+    /// their weights from the parameters' texture copy if `weights_from_texture`.
+    pub fn new(
+        launcher: &Launcher,
+        engine: GemmEngine,
+        device_type: wgpu::DeviceType,
+        weights_from_texture: bool,
+    ) -> Self {
         let spec = engine.spec();
         let module = super::module(launcher, spec.conv_module);
-        let layout = storage_layout(&launcher.device, spec.conv_module, 1..=5, &[3, 5]);
+        let texture = spec.kernel_row_products.then_some(WEIGHTS_TEXTURE_BINDING);
+        let layout = storage_layout(&launcher.device, spec.conv_module, 1..=5, &[3, 5], texture);
+        let no_weights = texture.map(|_| {
+            let t = launcher.device.create_texture(&wgpu::TextureDescriptor {
+                label: Some("no weights"),
+                size: wgpu::Extent3d { width: 1, height: 1, depth_or_array_layers: 1 },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::R32Float,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING,
+                view_formats: &[],
+            });
+            t.create_view(&Default::default())
+        });
         let gemms = spec.tiles.iter().map(|_| Default::default()).collect();
         let reduce_weight_bias =
             launcher.entry(&module, spec.conv_module, "reduce_weight_bias", spec.tiles[0].constants);
@@ -140,6 +172,8 @@ impl ConvKernels {
             engine,
             module,
             layout,
+            no_weights,
+            weights_from_texture: weights_from_texture && spec.kernel_row_products,
             gemms: Arc::new(gemms),
             direct: Default::default(),
             reduce_weight_bias,
@@ -164,7 +198,10 @@ impl ConvKernels {
                     ("backward_input", "backward_input", "@stride1")
                 }
                 Variant::BackwardWeightBias => ("backward_weight_bias", "backward_weight_bias", ""),
-                Variant::ForwardRows => ("rows", "forward_rows", ""),
+                Variant::ForwardRows => {
+                    constants.push((WEIGHTS_TEXTURE, self.weights_from_texture as u8 as f64));
+                    ("rows", "forward_rows", "")
+                }
                 Variant::BackwardInputRows => ("rows", "backward_input_rows", ""),
                 Variant::BackwardWeightRows => {
                     constants.push((EXTRA_COLS, 1.0));
@@ -187,6 +224,33 @@ impl ConvKernels {
             }
             Entry { name: name + suffix, pipeline }
         })
+    }
+
+    /// Whether the kernel-row products load their weights from the parameters'
+    /// texture copy.
+    pub fn weights_from_texture(&self) -> bool {
+        self.weights_from_texture
+    }
+
+    /// A dispatch of one of this engine's products, binding the weights' texture
+    /// copy where its products read it (`params`' copy; none for the weight gradient).
+    fn dispatch(
+        &self,
+        entry: &Entry,
+        u: ConvUniform,
+        bindings: &[(u32, &wgpu::Buffer)],
+        params: Option<&Params>,
+        groups: [u32; 3],
+    ) -> Dispatch {
+        let Some(no_weights) = &self.no_weights else {
+            return self.launcher.dispatch(entry, &u, bindings, groups);
+        };
+        let (view, shift) = match params.and_then(Params::mirror) {
+            Some(mirror) if self.weights_from_texture => mirror,
+            _ => (no_weights, 0),
+        };
+        let u = ConvUniform { w_shift: shift, ..u };
+        self.launcher.dispatch_with_texture(entry, &u, bindings, Some((WEIGHTS_TEXTURE_BINDING, view)), groups)
     }
 
     /// Whether `d`'s forward runs conv2d_direct.wgsl.
@@ -278,7 +342,7 @@ impl ConvKernels {
         at: ParamOffsets,
         relu: bool,
         x: &wgpu::Buffer,
-        params: &wgpu::Buffer,
+        params: &Params,
         y: &wgpu::Buffer,
     ) -> Dispatch {
         let u = ConvUniform { relu: relu as u32, ..ConvUniform::new(d, at) };
@@ -289,8 +353,8 @@ impl ConvKernels {
             self.layout(Product::Forward, d)
         };
         let groups = self.launcher.grid.folded(folded, z);
-        let bindings = [(1, x), (2, params), (3, y), (4, x), (5, y)];
-        self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops()).fusing_relu(relu)
+        let bindings = [(1, x), (2, params.buffer()), (3, y), (4, x), (5, y)];
+        self.dispatch(entry, u, &bindings, Some(params), groups).with_flops(d.flops()).fusing_relu(relu)
     }
 
     /// Whether `forward_pooled` can run `d` followed by max-pool `p`: on engines
@@ -312,7 +376,7 @@ impl ConvKernels {
         at: ParamOffsets,
         relu: bool,
         x: &wgpu::Buffer,
-        params: &wgpu::Buffer,
+        params: &Params,
         pool: PoolOutput,
     ) -> Dispatch {
         let PoolOutput { d: p, y, argmax } = pool;
@@ -320,8 +384,8 @@ impl ConvKernels {
         let u = ConvUniform { relu: relu as u32, pool: 1, ..ConvUniform::new(d, at) };
         let (entry, folded, z) = self.layout(Product::ForwardPooled, d);
         let groups = self.launcher.grid.folded(folded, z);
-        let bindings = [(1, x), (2, params), (3, y), (4, x), (5, argmax)];
-        self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops()).fusing_relu(relu).fusing_pool()
+        let bindings = [(1, x), (2, params.buffer()), (3, y), (4, x), (5, argmax)];
+        self.dispatch(entry, u, &bindings, Some(params), groups).with_flops(d.flops()).fusing_relu(relu).fusing_pool()
     }
 
     /// dx (N,C,H,W) from dy (N,OC,OH,OW) and W at `at.weight` in `params`; with
@@ -332,15 +396,16 @@ impl ConvKernels {
         d: ConvDims,
         at: ParamOffsets,
         dy: &wgpu::Buffer,
-        params: &wgpu::Buffer,
+        params: &Params,
         dx: &wgpu::Buffer,
         relu_input: Option<&wgpu::Buffer>,
     ) -> Dispatch {
         let (entry, folded, z) = self.layout(Product::BackwardInput, d);
         let groups = self.launcher.grid.folded(folded, z);
         let u = ConvUniform { relu: relu_input.is_some() as u32, flip: 1, ..ConvUniform::new(d, at) };
-        let bindings = [(1, dy), (2, params), (3, dx), (4, relu_input.unwrap_or(&self.launcher.unused)), (5, dx)];
-        self.launcher.dispatch(entry, &u, &bindings, groups).with_flops(d.flops()).fusing_relu(relu_input.is_some())
+        let gate = relu_input.unwrap_or(&self.launcher.unused);
+        let bindings = [(1, dy), (2, params.buffer()), (3, dx), (4, gate), (5, dx)];
+        self.dispatch(entry, u, &bindings, Some(params), groups).with_flops(d.flops()).fusing_relu(relu_input.is_some())
     }
 
     /// dW and db into `to.grads` at `at`: a split-reduction GEMM into `to.scratch`
@@ -362,8 +427,7 @@ impl ConvKernels {
         let gemm = self.launcher.grid.folded(folded, z * splits);
         let reduce = self.launcher.grid.flat(d.weight_len() + d.oc);
         [
-            self.launcher
-                .dispatch(entry, &u, &[(1, x), (2, dy), (3, scratch), (4, x), (5, scratch)], gemm)
+            self.dispatch(entry, u, &[(1, x), (2, dy), (3, scratch), (4, x), (5, scratch)], None, gemm)
                 .with_flops(d.flops()),
             self.launcher.dispatch(&self.reduce_weight_bias, &u, &[(1, scratch), (3, grads)], reduce),
         ]

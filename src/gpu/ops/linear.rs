@@ -10,6 +10,7 @@ use crate::gpu::dispatch::{u32_of, uniform, Dispatch, Entry, Launcher};
 use crate::gpu::engine::GemmEngine;
 use crate::gpu::ops::conv::ConvKernels;
 use crate::gpu::ops::WeightGrads;
+use crate::gpu::params::Params;
 use crate::model::ParamOffsets;
 
 uniform! {
@@ -88,7 +89,7 @@ impl LinearKernels {
         d: LinearDims,
         at: ParamOffsets,
         x: &wgpu::Buffer,
-        params: &wgpu::Buffer,
+        params: &Params,
         y: &wgpu::Buffer,
     ) -> Dispatch {
         if self.route(d) == LinearRoute::ConvGemm {
@@ -96,7 +97,7 @@ impl LinearKernels {
         }
         let groups = self.launcher.grid.folded(d.output_len() as u64, 1);
         let u = LinearUniform::new(d, at);
-        self.launcher.dispatch(&self.forward, &u, &[(1, x), (2, params), (3, y)], groups).with_flops(d.flops())
+        self.launcher.dispatch(&self.forward, &u, &[(1, x), (2, params.buffer()), (3, y)], groups).with_flops(d.flops())
     }
 
     /// dx (N,IN) = dy (N,OUT) W; with `relu_input` (this layer's input x, a ReLU's
@@ -106,7 +107,7 @@ impl LinearKernels {
         d: LinearDims,
         at: ParamOffsets,
         dy: &wgpu::Buffer,
-        params: &wgpu::Buffer,
+        params: &Params,
         dx: &wgpu::Buffer,
         relu_input: Option<&wgpu::Buffer>,
     ) -> Dispatch {
@@ -116,7 +117,7 @@ impl LinearKernels {
         let groups = self.launcher.grid.flat(d.input_len());
         let u = LinearUniform { relu: relu_input.is_some() as u32, ..LinearUniform::new(d, at) };
         let x = relu_input.unwrap_or(&self.launcher.unused);
-        let bindings = [(4, dy), (2, params), (5, dx), (1, x)];
+        let bindings = [(4, dy), (2, params.buffer()), (5, dx), (1, x)];
         self.launcher
             .dispatch(&self.backward_input, &u, &bindings, groups)
             .with_flops(d.flops())
