@@ -374,7 +374,7 @@ impl GemmEngine {
     /// texture copy (src/gpu/params.rs) rather than their buffer: on a CPU driver
     /// running on an AMD CPU. There a per-lane storage load stalls on llvmpipe
     /// (each lane's value goes through memory, and the load waits for the stores):
-    /// 4.3 ns against a texel fetch's 1.9 ns on a Zen 3 EPYC, training 1.18x. On the
+    /// 4.3 ns against a texel fetch's 1.9 ns on a Zen 3 EPYC, training 1.11x. On the
     /// Intel machine of the earlier figures the texel fetch was the slower (1.1 ns
     /// against 0.86), so there the buffer stays (docs/performance.md, "Weights
     /// through a texture").

@@ -1,14 +1,14 @@
 //! The parameter vector on the device: one flat f32 storage buffer (the layout of
-//! `model::ParamOffsets`, which the optimizer updates in place) and, for engines
-//! whose kernels read weights through a texture, a copy of it in an r32float 2D
-//! texture that every write keeps in step.
+//! `model::ParamOffsets`, which the optimizer updates in place) and, on devices that
+//! run an engine with kernel-row products (the subgroup engine), a copy of it in an
+//! r32float 2D texture: `write` fills both, and `refresh` brings the copy in step
+//! after a kernel (the optimizer) changed the buffer.
 //!
 //! Why a texture: on llvmpipe a storage-buffer load at a per-lane address is a loop
 //! over the 8 lanes, each lane's value passed through memory, while a texel fetch is
 //! one vector gather. The subgroup engine's kernel-row products load their weights
-//! per lane at every reduction step; through the texture its forward and input
-//! gradient ran 25-40% faster and training 1.18x (docs/performance.md, "Weights
-//! through a texture").
+//! per lane at every reduction step; on AMD CPUs they read them from the texture
+//! (`GemmEngine::weights_in_texture`; docs/performance.md, "Weights through a texture").
 
 use anyhow::{bail, Result};
 

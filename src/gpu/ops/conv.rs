@@ -245,9 +245,9 @@ impl ConvKernels {
         let Some(no_weights) = &self.no_weights else {
             return self.launcher.dispatch(entry, &u, bindings, groups);
         };
-        let (view, shift) = match params.and_then(Params::mirror) {
-            Some(mirror) if self.weights_from_texture => mirror,
-            _ => (no_weights, 0),
+        let (view, shift) = match params.filter(|_| self.weights_from_texture) {
+            Some(p) => p.mirror().expect("these kernels read the weights' texture copy, and the Params have none"),
+            None => (no_weights, 0),
         };
         let u = ConvUniform { w_shift: shift, ..u };
         self.launcher.dispatch_with_texture(entry, &u, bindings, Some((WEIGHTS_TEXTURE_BINDING, view)), groups)
