@@ -336,20 +336,11 @@ per_backend!(weights_texture_follows_the_buffer, |g: &Arc<Gpu>| {
         let k = &set.kernels.conv;
         let (by, bdx) = (g.storage("y", d.output_len() as u64 * 4), g.storage("dx", d.input_len() as u64 * 4));
         run(g, &[k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)]);
-        assert_close(
-            &format!("{}: forward after a refresh", set.label),
-            &g.read::<f32>(&by).unwrap(),
-            &want.y,
-            FWD.0,
-            FWD.1,
-        );
-        assert_close(
-            &format!("{}: input gradient after a refresh", set.label),
-            &g.read::<f32>(&bdx).unwrap(),
-            &want.dx,
-            RED.0,
-            RED.1,
-        );
+        for (what, got, want, (atol, rtol)) in [("forward", &by, &want.y, FWD), ("input gradient", &bdx, &want.dx, RED)]
+        {
+            let what = format!("{}: {what} after a refresh", set.label);
+            assert_close(&what, &g.read::<f32>(got).unwrap(), want, atol, rtol);
+        }
     }
 });
 
