@@ -149,8 +149,9 @@ pub const GPU_TILES: &str = "a GPU's tiles";
 /// backend. On a CPU driver, an engine with tiles such a driver leaves out (the tiled
 /// engine's wide one) gets a third set with a GPU's tile rules, so that every tile
 /// runs on Vulkan and GL; an engine with kernel-row products, one whose products
-/// load their weights the other way (`GemmEngine::weights_in_texture`). The mixed-precision engines have a test and a tolerance of
-/// their own (gpu_ops.rs `conv2d_mixed_precision`).
+/// load their weights the other way (`GemmEngine::weights_in_texture`). The
+/// mixed-precision engines have a test and a tolerance of their own (gpu_ops.rs
+/// `conv2d_mixed_precision`).
 pub fn kernel_sets(g: &Gpu) -> &'static [KernelSet] {
     static SETS: [OnceLock<Vec<KernelSet>>; 4] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
     let i = match g.info.backend {
