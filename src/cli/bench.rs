@@ -100,7 +100,8 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
         // A CPU driver runs one dispatch at a time, so wall time measures it well; and
         // lavapipe's timestamps stop following the work once a dispatch reads a texture
         // (the weights' copy, src/gpu/params.rs): most ops then measured ~0.05 ms.
-        let stamps = if g.info.device_type == wgpu::DeviceType::Cpu { None } else { timestamp_dispatches(g, &ds, 3)? };
+        let stamped = g.info.device_type != wgpu::DeviceType::Cpu;
+        let stamps = if stamped { timestamp_dispatches(g, &ds, 3)? } else { None };
         (ops, timing) = match stamps {
             Some(t) => (t, "GPU timestamps"),
             None => (time_dispatches(g, &ds, 3)?, "wall time per dispatch"),
@@ -112,7 +113,7 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
             g.storage("c", 512 * 512 * 4),
         );
         let mm = g.kernels.sgemm.matmul([512; 3], &x, &w, &y)?;
-        let stamps = if timing == "GPU timestamps" { timestamp_dispatches(g, &[&mm], 3)? } else { None };
+        let stamps = if stamped { timestamp_dispatches(g, &[&mm], 3)? } else { None };
         let t = match stamps {
             Some(t) => t,
             None => time_dispatches(g, &[&mm], 3)?,

@@ -52,14 +52,6 @@ impl Params {
         &self.buffer
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The texture copy and its row shift, where there is one.
     pub fn mirror(&self) -> Option<(&wgpu::TextureView, u32)> {
         self.mirror.as_ref().map(|m| (&m.view, m.shift))
