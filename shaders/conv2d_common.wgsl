@@ -29,7 +29,11 @@ struct ConvUniform {
     flip: u32,    // the kernel-row products (rows): 1 = the input gradient, 0 = the forward
     pool: u32,    // the kernel-row forward: 1 = a 2x2 max-pool of stride 2 in the epilogue
     zero: u32,    // always 0: the index `load_uniform` reads U through
-    w_shift: u32, // the subgroup engine: params element i is texel (i & (2^w_shift - 1), i >> w_shift) of `weights`
+    b_shift: u32, // the kernel-row products: src_b's element i is texel (i & (2^b_shift - 1), i >> b_shift) of `b_copy`
+    a_shift: u32, // and src_a's element i that of `a_copy` (conv2d_subgroup_io.wgsl)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // Every entry point reads bindings 1 and 2 and writes binding 3, whatever the

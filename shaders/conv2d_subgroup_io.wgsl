@@ -4,43 +4,43 @@
 // #include "conv2d_common.wgsl"
 // #include "subgroup_tile.wgsl"
 
+// The texture copies of src_a and src_b (src/gpu/ops/texture_copy.rs), from which
+// the kernel-row products load their operands with OPERAND_TEXTURES: on llvmpipe a
+// texel fetch at a per-lane address is one vector gather, where a storage load is
+// a loop over the lanes that stalls on AMD CPUs (`GemmEngine::operands_in_textures`).
+// Products that read no copies bind 1x1 textures here.
+@group(0) @binding(6) var b_copy: texture_2d<f32>;
+@group(0) @binding(7) var a_copy: texture_2d<f32>;
+override OPERAND_TEXTURES: bool = false;
+
+fn a_at(i: u32) -> f32 {
+    if (OPERAND_TEXTURES) {
+        return textureLoad(a_copy, vec2(i & ((1u << U.a_shift) - 1u), i >> U.a_shift), 0).x;
+    }
+    return src_a[i];
+}
+
+fn b_at(i: u32) -> f32 {
+    if (OPERAND_TEXTURES) {
+        return textureLoad(b_copy, vec2(i & ((1u << U.b_shift) - 1u), i >> U.b_shift), 0).x;
+    }
+    return src_b[i];
+}
+
 // Four gathered loads; a lane outside the tensor reads element 0 and gets 0.
 fn gather_a(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
     let i = select(vec4(0u), idx, ok);
-    let v = vec4(src_a[i.x], src_a[i.y], src_a[i.z], src_a[i.w]);
+    let v = vec4(a_at(i.x), a_at(i.y), a_at(i.z), a_at(i.w));
     return select(vec4(0.0), v, ok);
 }
 
 // This lane's A values for its rows l, l+8 (and l+16, l+24 with 4 row groups), from src_b.
 fn gather_rows(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
     let i = select(vec4(0u), idx, ok);
-    var v = vec4(src_b[i.x], src_b[i.y], 0.0, 0.0);
+    var v = vec4(b_at(i.x), b_at(i.y), 0.0, 0.0);
     if (ROW_GROUPS > 2u) {
-        v.z = src_b[i.z];
-        v.w = src_b[i.w];
-    }
-    return select(vec4(0.0), v, ok);
-}
-
-// The parameters' texture copy (src/gpu/params.rs), from which the kernel-row
-// products load their weights with WEIGHTS_TEXTURE: on llvmpipe a texel fetch at a
-// per-lane address is one vector gather, where a storage load is a loop over the
-// lanes that stalls on AMD CPUs (`GemmEngine::weights_in_texture`). Products that
-// read no weights from it bind a 1x1 texture.
-@group(0) @binding(6) var weights: texture_2d<f32>;
-override WEIGHTS_TEXTURE: bool = false;
-
-fn weight_at(i: u32) -> f32 {
-    return textureLoad(weights, vec2(i & ((1u << U.w_shift) - 1u), i >> U.w_shift), 0).x;
-}
-
-// gather_rows from the weights' texture copy instead of src_b.
-fn gather_weights(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
-    let i = select(vec4(0u), idx, ok);
-    var v = vec4(weight_at(i.x), weight_at(i.y), 0.0, 0.0);
-    if (ROW_GROUPS > 2u) {
-        v.z = weight_at(i.z);
-        v.w = weight_at(i.w);
+        v.z = b_at(i.z);
+        v.w = b_at(i.w);
     }
     return select(vec4(0.0), v, ok);
 }

@@ -120,9 +120,6 @@ fn window(s: Source, plane: u32, y: i32, live: bool) -> Win {
 }
 
 fn row_step(w_row: vec4<u32>, w_ok: vec4<bool>, off: u32, lo: vec4<f32>, hi: vec4<f32>) -> Step {
-    if (WEIGHTS_TEXTURE) {
-        return Step(gather_weights(w_row + off, w_ok), lo, hi, vec2(0.0));
-    }
     return Step(gather_rows(w_row + off, w_ok), lo, hi, vec2(0.0));
 }
 

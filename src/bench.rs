@@ -82,6 +82,8 @@ pub fn timestamp_dispatches(gpu: &Gpu, dispatches: &[&Dispatch], reps: usize) ->
     for rep in 0..=reps {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         for (i, d) in dispatches.iter().enumerate() {
+            // Untimed: the timestamps bracket the pass (GPUs read no texture copies).
+            d.record_fills(&mut enc);
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(&d.name),
                 timestamp_writes: Some(wgpu::ComputePassTimestampWrites {

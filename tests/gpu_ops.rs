@@ -306,40 +306,58 @@ per_backend!(conv2d, |g: &Arc<Gpu>| {
     }
 });
 
-// Where the kernel-row products load their weights from the parameters' texture
-// copy (src/gpu/params.rs), the copy follows the buffer: after the buffer changes on
-// the device (as the optimizer changes it) and a refresh, the forward and input
-// gradient compute with the new weights (forward and reduction tolerances). The 383
-// parameters fill a row of 256 texels and part of the next, weights in both. GL runs
-// no such products and keeps no copy.
-per_backend!(weights_texture_follows_the_buffer, |g: &Arc<Gpu>| {
+// Where the kernel-row products load their operands from texture copies
+// (src/gpu/ops/texture_copy.rs), the copies follow their buffers. The dispatches are
+// built once and run twice; between the runs the weights change on the device (as the
+// optimizer changes them) and are refreshed, and x and dy are rewritten (as the
+// previous layer rewrites them each step), so the second run must copy them again
+// before its products read them: the forward, input gradient and weight gradient
+// must match the CPU with the new values (forward and reduction tolerances). The
+// 383 parameters fill a row of 256 texels and part of the next, weights in both. GL
+// runs no such products and keeps no copy.
+per_backend!(texture_copies_follow_their_buffers, |g: &Arc<Gpu>| {
     let d = ConvDims { n: 2, c: 3, h: 6, w: 9, oc: 5, k: 5, stride: 1, pad: 2 };
     let mut rng = Rng::new(41);
     let (before, offs) = params_with_lead(&mut rng, d.weight_len(), d.oc, 0.3);
     let after: Vec<f32> = before.iter().map(|&p| 0.5 - 0.7 * p).collect();
-    let (x, dy) = (uniform(&mut rng, d.input_len(), -1.0, 1.0), uniform(&mut rng, d.output_len(), -1.0, 1.0));
+    let values = |rng: &mut Rng| (uniform(rng, d.input_len(), -1.0, 1.0), uniform(rng, d.output_len(), -1.0, 1.0));
+    let ((x0, dy0), (x, dy)) = (values(&mut rng), values(&mut rng));
     let bp = Params::upload(g, "params", &before).unwrap();
-    let sets: Vec<&KernelSet> = kernel_sets(g).iter().filter(|s| s.kernels.conv.weights_from_texture()).collect();
+    let sets: Vec<&KernelSet> = kernel_sets(g).iter().filter(|s| s.kernels.conv.operands_from_textures()).collect();
     if g.info.backend == wgpu::Backend::Gl {
-        assert!(sets.is_empty() && bp.mirror().is_none(), "{}: GL reads weights from a texture", g.describe());
+        assert!(sets.is_empty() && bp.texture_copy().is_none(), "{}: GL reads a texture copy", g.describe());
         return;
     }
-    assert!(!sets.is_empty() && bp.mirror().is_some(), "{}: no kernels read the weights' texture", g.describe());
-    g.queue.write_buffer(bp.buffer(), 0, bytemuck::cast_slice(&after));
-    let mut enc = g.device.create_command_encoder(&Default::default());
-    bp.refresh(&mut enc);
-    g.queue.submit([enc.finish()]);
+    assert!(!sets.is_empty() && bp.texture_copy().is_some(), "{}: no kernels read texture copies", g.describe());
     let p64 = to64(&after);
     let want = conv_reference(d, &p64[offs.weight..offs.bias], &p64[offs.bias..], &to64(&x), &to64(&dy));
-    let (bx, bdy) = (g.upload("x", &x), g.upload("dy", &dy));
     for set in sets {
         let k = &set.kernels.conv;
+        bp.write(&g.queue, &before);
+        let (bx, bdy) = (g.upload("x", &x0), g.upload("dy", &dy0));
         let (by, bdx) = (g.storage("y", d.output_len() as u64 * 4), g.storage("dx", d.input_len() as u64 * 4));
-        run(g, &[k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)]);
-        for (what, got, want, (atol, rtol)) in [("forward", &by, &want.y, FWD), ("input gradient", &bdx, &want.dx, RED)]
-        {
-            let what = format!("{}: {what} after a refresh", set.label);
-            assert_close(&what, &g.read::<f32>(got).unwrap(), want, atol, rtol);
+        let (scratch, grads) = (g.storage("scratch", k.scratch_len(d) as u64 * 4), g.storage("grads", 383 * 4));
+        let to = WeightGrads { scratch: &scratch, grads: &grads, accumulate: false };
+        let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];
+        ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &to));
+        run(g, &ds);
+        g.queue.write_buffer(bp.buffer(), 0, bytemuck::cast_slice(&after));
+        let mut enc = g.device.create_command_encoder(&Default::default());
+        bp.refresh(&mut enc);
+        g.queue.submit([enc.finish()]);
+        g.queue.write_buffer(&bx, 0, bytemuck::cast_slice(&x));
+        g.queue.write_buffer(&bdy, 0, bytemuck::cast_slice(&dy));
+        run(g, &ds);
+        let got_grads = g.read::<f32>(&grads).unwrap();
+        let (got_w, got_b) = got_grads.split_at(offs.bias);
+        for (what, got, want, (atol, rtol)) in [
+            ("forward", g.read::<f32>(&by).unwrap(), &want.y, FWD),
+            ("input gradient", g.read::<f32>(&bdx).unwrap(), &want.dx, RED),
+            ("weight gradient", got_w[offs.weight..].to_vec(), &want.dw, RED),
+            ("bias gradient", got_b.to_vec(), &want.db, RED),
+        ] {
+            let what = format!("{}: {what}, second run", set.label);
+            assert_close(&what, &got, want, atol, rtol);
         }
     }
 });

@@ -45,8 +45,9 @@ fn variants(file: &str) -> Vec<(wgpu::Features, Vec<(&'static str, f64)>)> {
                     sets.push((spec.features, t.constants.iter().copied().chain([(name, 1.0)]).collect()));
                 }
                 if spec.kernel_row_products {
-                    for name in [conv::EXTRA_COLS, conv::WEIGHTS_TEXTURE] {
-                        sets.push((spec.features, t.constants.iter().copied().chain([(name, 1.0)]).collect()));
+                    let (cols, textures) = ((conv::EXTRA_COLS, 1.0), (conv::OPERAND_TEXTURES, 1.0));
+                    for names in [&[cols][..], &[textures], &[cols, textures]] {
+                        sets.push((spec.features, t.constants.iter().chain(names).copied().collect()));
                     }
                 }
             }

@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 use wgpu::util::DeviceExt;
 
-use crate::gpu::dispatch::Dispatch;
+use crate::gpu::dispatch::{record_all, Dispatch};
 use crate::gpu::engine::{GemmEngine, Precision};
 use crate::gpu::kernels::Kernels;
 
@@ -274,12 +274,7 @@ impl Gpu {
     /// Record `dispatches` into one compute pass and submit it.
     pub fn run(&self, dispatches: &[&Dispatch]) {
         let mut enc = self.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in dispatches {
-                d.record(&mut pass);
-            }
-        }
+        record_all(&mut enc, dispatches);
         self.queue.submit([enc.finish()]);
     }
 

@@ -6,6 +6,8 @@
 
 use wgpu::util::DeviceExt;
 
+use crate::gpu::ops::texture_copy::TextureCopy;
+
 /// Threads per workgroup of the element-wise entry points (`FLAT_WORKGROUP_SIZE`
 /// in shaders/grid.wgsl; tests/shaders.rs checks they agree).
 pub const FLAT_WORKGROUP_SIZE: u64 = 256;
@@ -84,6 +86,31 @@ pub struct Dispatch {
     groups: [u32; 3],
     /// The uniform buffer, for dispatches whose uniform changes per step (the optimizer).
     pub uniform: wgpu::Buffer,
+    /// Texture copies of buffers it reads, to bring in step just before it runs.
+    fills: Vec<Fill>,
+}
+
+/// A buffer a dispatch reads through a texture copy (`ops::texture_copy`): copied
+/// into the texture before the dispatch, outside a compute pass (`record_all`).
+#[derive(Debug, Clone)]
+pub struct Fill {
+    pub src: wgpu::Buffer,
+    pub to: TextureCopy,
+}
+
+/// Record `dispatches` in order into compute passes of `encoder`: one pass, split
+/// before each dispatch with fills, whose copies go between the passes.
+pub fn record_all(encoder: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch]) {
+    let mut rest = dispatches;
+    while let Some((first, _)) = rest.split_first() {
+        first.record_fills(encoder);
+        let run = 1 + rest[1..].iter().take_while(|d| d.fills.is_empty()).count();
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        for d in &rest[..run] {
+            d.record(&mut pass);
+        }
+        rest = &rest[run..];
+    }
 }
 
 impl Dispatch {
@@ -108,6 +135,19 @@ impl Dispatch {
     pub fn moving(mut self, bytes: usize) -> Self {
         self.bytes = bytes as u64;
         self
+    }
+
+    /// Copies `fills` into their textures before it runs.
+    pub fn filling(mut self, fills: Vec<Fill>) -> Self {
+        self.fills = fills;
+        self
+    }
+
+    /// Record the copies into the textures this dispatch reads (outside a pass).
+    pub fn record_fills(&self, encoder: &mut wgpu::CommandEncoder) {
+        for f in &self.fills {
+            f.to.copy_from(encoder, &f.src);
+        }
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
@@ -216,16 +256,16 @@ impl Launcher {
         bindings: &[(u32, &wgpu::Buffer)],
         groups: [u32; 3],
     ) -> Dispatch {
-        self.dispatch_with_texture(entry, uniform, bindings, None, groups)
+        self.dispatch_with_textures(entry, uniform, bindings, &[], groups)
     }
 
-    /// As `dispatch`, with a texture view at a binding of `texture` too.
-    pub fn dispatch_with_texture<U: Uniform>(
+    /// As `dispatch`, with each (binding, texture view) of `textures` too.
+    pub fn dispatch_with_textures<U: Uniform>(
         &self,
         entry: &Entry,
         uniform: &U,
         bindings: &[(u32, &wgpu::Buffer)],
-        texture: Option<(u32, &wgpu::TextureView)>,
+        textures: &[(u32, &wgpu::TextureView)],
         groups: [u32; 3],
     ) -> Dispatch {
         let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -238,8 +278,9 @@ impl Launcher {
             bindings.iter().map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }),
         );
         entries.extend(
-            texture
-                .map(|(binding, v)| wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::TextureView(v) }),
+            textures
+                .iter()
+                .map(|&(binding, v)| wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::TextureView(v) }),
         );
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&entry.name),
@@ -255,27 +296,27 @@ impl Launcher {
             bind_group,
             groups,
             uniform,
+            fills: Vec::new(),
         }
     }
 }
 
 /// A pipeline layout of one bind group: a uniform at binding 0, then storage
-/// buffers, read-only unless their binding is in `writes`, and where `texture`
-/// names a binding, an unfilterable f32 2D texture there (`gpu::params`' copy of
-/// the weights).
+/// buffers, read-only unless their binding is in `writes`, and at each binding of
+/// `textures` an unfilterable f32 2D texture (`ops::texture_copy`).
 pub fn storage_layout(
     device: &wgpu::Device,
     label: &str,
     storage: std::ops::RangeInclusive<u32>,
     writes: &[u32],
-    texture: Option<u32>,
+    textures: &[u32],
 ) -> wgpu::PipelineLayout {
     let entry =
         |binding, ty| wgpu::BindGroupLayoutEntry { binding, visibility: wgpu::ShaderStages::COMPUTE, ty, count: None };
     let buffer = |ty| wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None };
     let entries: Vec<wgpu::BindGroupLayoutEntry> = std::iter::once(entry(0, buffer(wgpu::BufferBindingType::Uniform)))
         .chain(storage.map(|b| entry(b, buffer(wgpu::BufferBindingType::Storage { read_only: !writes.contains(&b) }))))
-        .chain(texture.map(|b| {
+        .chain(textures.iter().map(|&b| {
             let ty = wgpu::BindingType::Texture {
                 sample_type: wgpu::TextureSampleType::Float { filterable: false },
                 view_dimension: wgpu::TextureViewDimension::D2,

@@ -370,15 +370,15 @@ impl GemmEngine {
         }
     }
 
-    /// Whether the kernel-row products load their weights from the parameters'
-    /// texture copy (src/gpu/params.rs) rather than their buffer: on a CPU driver
-    /// running on an AMD CPU. There a per-lane storage load stalls on llvmpipe
-    /// (each lane's value goes through memory, and the load waits for the stores):
-    /// 4.3 ns against a texel fetch's 1.9 ns on a Zen 3 EPYC, training 1.11x. On the
-    /// Intel machine of the earlier figures the texel fetch was the slower (1.1 ns
-    /// against 0.86), so there the buffer stays (docs/performance.md, "Weights
-    /// through a texture").
-    pub fn weights_in_texture(self, device_type: wgpu::DeviceType) -> bool {
+    /// Whether the kernel-row products load their operands (the weights, and the
+    /// windows of activations or gradients) from texture copies (`ops::texture_copy`)
+    /// rather than from their buffers: on a CPU driver running on an AMD CPU. There a
+    /// per-lane storage load stalls on llvmpipe (each lane's value goes through
+    /// memory, and the load waits for the stores): 4.3 ns against a texel fetch's
+    /// 1.9 ns on a Zen 3 EPYC. On the Intel machine of the earlier figures the texel
+    /// fetch was the slower (1.1 ns against 0.86), so there the buffers stay
+    /// (docs/performance.md, "Operands through textures").
+    pub fn operands_in_textures(self, device_type: wgpu::DeviceType) -> bool {
         self.spec().kernel_row_products && device_type == wgpu::DeviceType::Cpu && amd_cpu()
     }
 }

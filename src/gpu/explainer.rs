@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::executor::{check_len, Explain, Explanation, FeatureMap, Inference};
 use crate::gpu::backward;
 use crate::gpu::context::{checked, Gpu};
-use crate::gpu::dispatch::Dispatch;
+use crate::gpu::dispatch::{record_all, Dispatch};
 use crate::gpu::inference::{Allocator, GpuInference};
 use crate::gpu::plan::{Gradients, MemoryPlan};
 use crate::model::Model;
@@ -70,12 +70,7 @@ impl Explain for GpuExplainer {
         let gpu = self.net.gpu();
         gpu.queue.write_buffer(self.net.value(0), 0, bytemuck::cast_slice(image));
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in self.explain_dispatches() {
-                d.record(&mut pass);
-            }
-        }
+        record_all(&mut enc, &self.explain_dispatches());
         let maps = model.feature_maps();
         let classes = model.classes();
         let bytes = |elems: usize| elems as u64 * 4;

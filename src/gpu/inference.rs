@@ -13,10 +13,11 @@ use std::sync::Arc;
 use crate::dims::PoolDims;
 use crate::executor::{batch_len, check_len, BatchEval, Inference};
 use crate::gpu::context::{checked, Gpu};
-use crate::gpu::dispatch::Dispatch;
+use crate::gpu::dispatch::{record_all, Dispatch};
 use crate::gpu::ops::conv::ROW_PIXELS;
 use crate::gpu::ops::pool::PoolOutput;
 use crate::gpu::ops::softmax_ce::SoftmaxBuffers;
+use crate::gpu::ops::texture_copy;
 use crate::gpu::params::Params;
 use crate::gpu::plan::{Gradients, MemoryPlan};
 use crate::model::{Model, Op};
@@ -26,9 +27,14 @@ use crate::model::{Model, Op};
 pub const MAX_DIVISOR: usize = 1 << 24;
 
 /// The largest buffer an executor binds: the adapter's binding and buffer limits,
-/// and u32 element indices.
+/// u32 element indices, and where the convolutions read texture copies of their
+/// operands, the largest texture.
 pub(crate) fn binding_limit(gpu: &Gpu) -> u64 {
-    gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size).min(4 * u32::MAX as u64)
+    let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size).min(4 * u32::MAX as u64);
+    match gpu.kernels.conv.operands_from_textures() {
+        true => limit.min(4 * texture_copy::max_elements(&gpu.device)),
+        false => limit,
+    }
 }
 
 /// Refuse a model whose planes or kernels are too large for the shaders' division.
@@ -379,12 +385,7 @@ impl GpuInference {
             q.write_buffer(&self.metrics, 0, &[0u8; 16]);
         }
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in self.recorded(n, labels.is_some()) {
-                d.record(&mut pass);
-            }
-        }
+        record_all(&mut enc, &self.recorded(n, labels.is_some()));
         Ok((n, enc))
     }
 }

@@ -34,24 +34,24 @@ impl Kernels {
         engine: GemmEngine,
         max_workgroups_per_dim: u32,
     ) -> Kernels {
-        let from_texture = engine.weights_in_texture(device_type);
-        Self::with_weight_loads(device, device_type, engine, max_workgroups_per_dim, from_texture)
+        let textures = engine.operands_in_textures(device_type);
+        Self::with_operand_loads(device, device_type, engine, max_workgroups_per_dim, textures)
     }
 
-    /// As `new`, with the kernel-row products loading their weights from the
-    /// parameters' texture copy or not, whatever `GemmEngine::weights_in_texture`
-    /// says: the tests run both ways on any CPU.
-    pub fn with_weight_loads(
+    /// As `new`, with the kernel-row products loading their operands from texture
+    /// copies or not, whatever `GemmEngine::operands_in_textures` says: the tests
+    /// run both ways on any CPU.
+    pub fn with_operand_loads(
         device: &wgpu::Device,
         device_type: wgpu::DeviceType,
         engine: GemmEngine,
         max_workgroups_per_dim: u32,
-        from_texture: bool,
+        textures: bool,
     ) -> Kernels {
         let limit = device.limits().max_compute_workgroups_per_dimension;
         let grid = Grid { max_per_dim: max_workgroups_per_dim.clamp(1, limit) };
         let launcher = Launcher::new(device, grid);
-        let conv = ConvKernels::new(&launcher, engine, device_type, from_texture);
+        let conv = ConvKernels::new(&launcher, engine, device_type, textures);
         Kernels {
             engine,
             grid,

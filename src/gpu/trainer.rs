@@ -17,7 +17,7 @@ use crate::data::{pixel_values, Dataset};
 use crate::executor::{batch_len, check_len, check_same_kind, Inference, Optimizer, OptimizerState, Stats, Trainer};
 use crate::gpu::backward;
 use crate::gpu::context::{checked, Gpu};
-use crate::gpu::dispatch::Dispatch;
+use crate::gpu::dispatch::{record_all, Dispatch};
 use crate::gpu::inference::{binding_limit, Allocator, GpuInference};
 use crate::gpu::ops::input::DatasetBuffers;
 use crate::gpu::ops::optim::{OptimBuffers, OptimUniform};
@@ -301,10 +301,7 @@ impl GpuTrainer {
                 q.write_buffer(self.net.value(0), 0, bytemuck::cast_slice(&images[at * per..(at + key.n) * per]));
                 q.write_buffer(self.net.labels_buffer(), 0, bytemuck::cast_slice(&labels[at..at + key.n]));
             }
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in self.chunk_dispatches(key, at, c + 1 == keys.len(), host.is_none()) {
-                d.record(&mut pass);
-            }
+            record_all(&mut enc, &self.chunk_dispatches(key, at, c + 1 == keys.len(), host.is_none()));
         }
         // The optimizer (in the last micro-batch's dispatches) changed the weights.
         self.net.params().refresh(&mut enc);

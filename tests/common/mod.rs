@@ -134,11 +134,11 @@ pub struct KernelSet {
 }
 
 /// How a set's kernel-row products load their weights, as its label says.
-pub fn weights_from(texture: bool) -> &'static str {
-    if texture {
-        "weights from the texture"
+pub fn operands_from(textures: bool) -> &'static str {
+    if textures {
+        "operands from textures"
     } else {
-        "weights from the buffer"
+        "operands from buffers"
     }
 }
 
@@ -149,7 +149,7 @@ pub const GPU_TILES: &str = "a GPU's tiles";
 /// backend. On a CPU driver, an engine with tiles such a driver leaves out (the tiled
 /// engine's wide one) gets a third set with a GPU's tile rules, so that every tile
 /// runs on Vulkan and GL; an engine with kernel-row products, one whose products
-/// load their weights the other way (`GemmEngine::weights_in_texture`). The
+/// load their operands the other way (`GemmEngine::operands_in_textures`). The
 /// mixed-precision engines have a test and a tolerance of their own (gpu_ops.rs
 /// `conv2d_mixed_precision`).
 pub fn kernel_sets(g: &Gpu) -> &'static [KernelSet] {
@@ -169,14 +169,14 @@ pub fn kernel_sets(g: &Gpu) -> &'static [KernelSet] {
                     kernels: g.kernels_for(engine, max).unwrap(),
                 });
             }
-            // The kernel-row products load their weights from the parameters' texture
-            // copy on AMD CPUs and from the buffer elsewhere: the other way too.
+            // The kernel-row products load their operands from texture copies on AMD
+            // CPUs and from the buffers elsewhere: the other way too.
             if engine.spec().kernel_row_products {
-                let texture = !engine.weights_in_texture(g.info.device_type);
+                let textures = !engine.operands_in_textures(g.info.device_type);
                 let max = g.limits.max_compute_workgroups_per_dimension;
                 sets.push(KernelSet {
-                    label: format!("{:?}/{engine}, {}", g.info.backend, weights_from(texture)),
-                    kernels: Kernels::with_weight_loads(&g.device, g.info.device_type, engine, max, texture),
+                    label: format!("{:?}/{engine}, {}", g.info.backend, operands_from(textures)),
+                    kernels: Kernels::with_operand_loads(&g.device, g.info.device_type, engine, max, textures),
                 });
             }
             if engine.usable_tiles(g.info.device_type) < engine.spec().tiles.len() {

@@ -14,9 +14,10 @@
 use crate::dims::{ConvDims, PoolDims};
 use std::sync::{Arc, OnceLock};
 
-use crate::gpu::dispatch::{storage_layout, u32_of, uniform, Dispatch, Entry, Launcher};
+use crate::gpu::dispatch::{storage_layout, u32_of, uniform, Dispatch, Entry, Fill, Launcher};
 use crate::gpu::engine::GemmEngine;
 use crate::gpu::ops::pool::PoolOutput;
+use crate::gpu::ops::texture_copy::TextureCopy;
 use crate::gpu::ops::WeightGrads;
 use crate::gpu::params::Params;
 use crate::model::ParamOffsets;
@@ -28,7 +29,8 @@ uniform! {
         oc: u32, oh: u32, ow: u32, k: u32,
         stride: u32, pad: u32, w_off: u32, b_off: u32,
         chunk: u32, splits: u32, relu: u32, accumulate: u32,
-        flip: u32, pool: u32, zero: u32, w_shift: u32,
+        flip: u32, pool: u32, zero: u32, b_shift: u32,
+        a_shift: u32, _pad0: u32, _pad1: u32, _pad2: u32,
     }
 }
 
@@ -54,7 +56,11 @@ impl ConvUniform {
             flip: 0,
             pool: 0,
             zero: 0,
-            w_shift: 0,
+            b_shift: 0,
+            a_shift: 0,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
         }
     }
 }
@@ -91,10 +97,13 @@ pub const ROW_PIXELS: usize = 4;
 /// The override that compiles the kernel-row weight gradient's two extra columns a
 /// lane (`EXTRA_COLS` in subgroup_tile.wgsl).
 pub const EXTRA_COLS: &str = "EXTRA_COLS";
-/// Where the kernel-row products read the weights' texture copy (`gpu::params`),
-/// `weights` in conv2d_subgroup_io.wgsl, and the override that has them read it.
-pub const WEIGHTS_TEXTURE_BINDING: u32 = 6;
-pub const WEIGHTS_TEXTURE: &str = "WEIGHTS_TEXTURE";
+/// Where the kernel-row products read the texture copies of their operands
+/// (`ops::texture_copy`): `b_copy` (the weights, or the weight gradient's dy) and
+/// `a_copy` (the windows: x, or the input gradient's dy) in conv2d_subgroup_io.wgsl,
+/// and the override that has them read those.
+pub const B_COPY_BINDING: u32 = 6;
+pub const A_COPY_BINDING: u32 = 7;
+pub const OPERAND_TEXTURES: &str = "OPERAND_TEXTURES";
 /// Columns of a tile one kernel row takes in that product: a lane's lo or hi quad
 /// (its fifth tap goes to an extra column), so a 64-column tile holds 16 kernel rows.
 pub const KERNEL_ROW_COLUMNS: usize = 4;
@@ -117,13 +126,13 @@ pub struct ConvKernels {
     /// shared; one layout for all three keeps their bindings alike. Binding 5 is
     /// the pooled forward's argmax (conv2d_subgroup_io.wgsl); the other products
     /// bind their output there. Engines with kernel-row products also bind the
-    /// weights' texture copy (`WEIGHTS_TEXTURE_BINDING`).
+    /// texture copies of their operands (`B_COPY_BINDING`, `A_COPY_BINDING`).
     layout: wgpu::PipelineLayout,
-    /// A 1x1 texture for that binding where a product reads no weights from it.
-    no_weights: Option<wgpu::TextureView>,
-    /// Whether the kernel-row products read the weights from that texture copy
-    /// (`GemmEngine::weights_in_texture`) or from the parameters' buffer.
-    weights_from_texture: bool,
+    /// A 1x1 texture for those bindings where a product reads no copy.
+    no_texture: Option<wgpu::TextureView>,
+    /// Whether the kernel-row products read their operands from texture copies
+    /// (`GemmEngine::operands_in_textures`) or from their buffers.
+    textures: bool,
     /// Per tile configuration, each `Variant`'s pipeline, compiled on first use and
     /// shared by every clone: a model needs a few of them (inference only the
     /// forward ones), and on llvmpipe each costs 0.25-1.3 s of compile at its first dispatch.
@@ -140,20 +149,15 @@ pub struct ConvKernels {
 
 impl ConvKernels {
     /// The pipelines of `engine`; its kernel-row products, where it has them, load
-    /// their weights from the parameters' texture copy if `weights_from_texture`.
-    pub fn new(
-        launcher: &Launcher,
-        engine: GemmEngine,
-        device_type: wgpu::DeviceType,
-        weights_from_texture: bool,
-    ) -> Self {
+    /// their operands from texture copies if `textures`.
+    pub fn new(launcher: &Launcher, engine: GemmEngine, device_type: wgpu::DeviceType, textures: bool) -> Self {
         let spec = engine.spec();
         let module = super::module(launcher, spec.conv_module);
-        let texture = spec.kernel_row_products.then_some(WEIGHTS_TEXTURE_BINDING);
-        let layout = storage_layout(&launcher.device, spec.conv_module, 1..=5, &[3, 5], texture);
-        let no_weights = texture.map(|_| {
+        let bindings: &[u32] = if spec.kernel_row_products { &[B_COPY_BINDING, A_COPY_BINDING] } else { &[] };
+        let layout = storage_layout(&launcher.device, spec.conv_module, 1..=5, &[3, 5], bindings);
+        let no_texture = spec.kernel_row_products.then(|| {
             let t = launcher.device.create_texture(&wgpu::TextureDescriptor {
-                label: Some("no weights"),
+                label: Some("no texture copy"),
                 size: wgpu::Extent3d { width: 1, height: 1, depth_or_array_layers: 1 },
                 mip_level_count: 1,
                 sample_count: 1,
@@ -172,8 +176,8 @@ impl ConvKernels {
             engine,
             module,
             layout,
-            no_weights,
-            weights_from_texture: weights_from_texture && spec.kernel_row_products,
+            no_texture,
+            textures: textures && spec.kernel_row_products,
             gemms: Arc::new(gemms),
             direct: Default::default(),
             reduce_weight_bias,
@@ -199,12 +203,13 @@ impl ConvKernels {
                 }
                 Variant::BackwardWeightBias => ("backward_weight_bias", "backward_weight_bias", ""),
                 Variant::ForwardRows => {
-                    constants.push((WEIGHTS_TEXTURE, self.weights_from_texture as u8 as f64));
+                    constants.push((OPERAND_TEXTURES, self.textures as u8 as f64));
                     ("rows", "forward_rows", "")
                 }
                 Variant::BackwardInputRows => ("rows", "backward_input_rows", ""),
                 Variant::BackwardWeightRows => {
                     constants.push((EXTRA_COLS, 1.0));
+                    constants.push((OPERAND_TEXTURES, self.textures as u8 as f64));
                     ("weight_rows", "backward_weight_bias_rows", "")
                 }
             };
@@ -226,31 +231,49 @@ impl ConvKernels {
         })
     }
 
-    /// Whether the kernel-row products load their weights from the parameters'
-    /// texture copy.
-    pub fn weights_from_texture(&self) -> bool {
-        self.weights_from_texture
+    /// Whether the kernel-row products load their operands from texture copies.
+    pub fn operands_from_textures(&self) -> bool {
+        self.textures
     }
 
-    /// A dispatch of one of this engine's products, binding the weights' texture
-    /// copy where its products read it (`params`' copy; none for the weight gradient).
+    /// Where `d`'s products read their operands from texture copies, a copy for
+    /// `src`'s first `len` elements, and the fill that brings it in step before the
+    /// product runs. The textures are made with the dispatches and live as long as
+    /// them.
+    fn copy_of(&self, d: ConvDims, label: &str, src: &wgpu::Buffer, len: usize) -> Option<Fill> {
+        if !(self.textures && self.by_kernel_rows(d)) {
+            return None;
+        }
+        // The executors keep every batch's tensors within `texture_copy::max_elements`.
+        let to = TextureCopy::new(&self.launcher.device, label, len).unwrap_or_else(|e| panic!("{e:#}"));
+        Some(Fill { src: src.clone(), to })
+    }
+
+    /// A dispatch of one of this engine's products, binding the texture copies of
+    /// its operands, (a, b), where it reads them, and placeholders otherwise.
     fn dispatch(
         &self,
         entry: &Entry,
         u: ConvUniform,
         bindings: &[(u32, &wgpu::Buffer)],
-        params: Option<&Params>,
+        copies: Option<(&TextureCopy, &TextureCopy)>,
         groups: [u32; 3],
     ) -> Dispatch {
-        let Some(no_weights) = &self.no_weights else {
+        let Some(none) = &self.no_texture else {
             return self.launcher.dispatch(entry, &u, bindings, groups);
         };
-        let (view, shift) = match params.filter(|_| self.weights_from_texture) {
-            Some(p) => p.mirror().expect("these kernels read the weights' texture copy, and the Params have none"),
-            None => (no_weights, 0),
+        let ((a, a_shift), (b, b_shift)) = match copies {
+            Some((a, b)) => ((a.view(), a.shift()), (b.view(), b.shift())),
+            None => ((none, 0), (none, 0)),
         };
-        let u = ConvUniform { w_shift: shift, ..u };
-        self.launcher.dispatch_with_texture(entry, &u, bindings, Some((WEIGHTS_TEXTURE_BINDING, view)), groups)
+        let u = ConvUniform { a_shift, b_shift, ..u };
+        self.launcher.dispatch_with_textures(entry, &u, bindings, &[(A_COPY_BINDING, a), (B_COPY_BINDING, b)], groups)
+    }
+
+    /// The weights' texture copy, which the kernel-row products read with a copy of
+    /// their windows.
+    fn weights_copy<'a>(&self, params: &'a Params) -> &'a TextureCopy {
+        params.texture_copy().expect("these kernels read the weights' texture copy, and the Params have none")
     }
 
     /// Whether `d`'s forward runs conv2d_direct.wgsl.
@@ -354,7 +377,10 @@ impl ConvKernels {
         };
         let groups = self.launcher.grid.folded(folded, z);
         let bindings = [(1, x), (2, params.buffer()), (3, y), (4, x), (5, y)];
-        self.dispatch(entry, u, &bindings, Some(params), groups).with_flops(d.flops()).fusing_relu(relu)
+        let fill = if self.direct_forward(d) { None } else { self.copy_of(d, "x copy", x, d.n * d.c * d.h * d.w) };
+        let operands = fill.as_ref().map(|f| (&f.to, self.weights_copy(params)));
+        let product = self.dispatch(entry, u, &bindings, operands, groups);
+        product.with_flops(d.flops()).fusing_relu(relu).filling(fill.into_iter().collect())
     }
 
     /// Whether `forward_pooled` can run `d` followed by max-pool `p`: on engines
@@ -385,7 +411,10 @@ impl ConvKernels {
         let (entry, folded, z) = self.layout(Product::ForwardPooled, d);
         let groups = self.launcher.grid.folded(folded, z);
         let bindings = [(1, x), (2, params.buffer()), (3, y), (4, x), (5, argmax)];
-        self.dispatch(entry, u, &bindings, Some(params), groups).with_flops(d.flops()).fusing_relu(relu).fusing_pool()
+        let fill = self.copy_of(d, "x copy", x, d.n * d.c * d.h * d.w);
+        let operands = fill.as_ref().map(|f| (&f.to, self.weights_copy(params)));
+        let product = self.dispatch(entry, u, &bindings, operands, groups);
+        product.with_flops(d.flops()).fusing_relu(relu).fusing_pool().filling(fill.into_iter().collect())
     }
 
     /// dx (N,C,H,W) from dy (N,OC,OH,OW) and W at `at.weight` in `params`; with
@@ -405,7 +434,10 @@ impl ConvKernels {
         let u = ConvUniform { relu: relu_input.is_some() as u32, flip: 1, ..ConvUniform::new(d, at) };
         let gate = relu_input.unwrap_or(&self.launcher.unused);
         let bindings = [(1, dy), (2, params.buffer()), (3, dx), (4, gate), (5, dx)];
-        self.dispatch(entry, u, &bindings, Some(params), groups).with_flops(d.flops()).fusing_relu(relu_input.is_some())
+        let fill = self.copy_of(d, "dy copy", dy, d.n * d.oc * d.oh() * d.ow());
+        let operands = fill.as_ref().map(|f| (&f.to, self.weights_copy(params)));
+        let product = self.dispatch(entry, u, &bindings, operands, groups);
+        product.with_flops(d.flops()).fusing_relu(relu_input.is_some()).filling(fill.into_iter().collect())
     }
 
     /// dW and db into `to.grads` at `at`: a split-reduction GEMM into `to.scratch`
@@ -426,10 +458,13 @@ impl ConvKernels {
         let (entry, folded, z) = self.layout(Product::BackwardWeightBias, d);
         let gemm = self.launcher.grid.folded(folded, z * splits);
         let reduce = self.launcher.grid.flat(d.weight_len() + d.oc);
-        [
-            self.dispatch(entry, u, &[(1, x), (2, dy), (3, scratch), (4, x), (5, scratch)], None, gemm)
-                .with_flops(d.flops()),
-            self.launcher.dispatch(&self.reduce_weight_bias, &u, &[(1, scratch), (3, grads)], reduce),
-        ]
+        let x_fill = self.copy_of(d, "x copy", x, d.n * d.c * d.h * d.w);
+        let dy_fill = self.copy_of(d, "dy copy", dy, d.n * d.oc * d.oh() * d.ow());
+        let operands = x_fill.as_ref().zip(dy_fill.as_ref()).map(|(x, dy)| (&x.to, &dy.to));
+        let bindings = [(1, x), (2, dy), (3, scratch), (4, x), (5, scratch)];
+        let product = self.dispatch(entry, u, &bindings, operands, gemm).with_flops(d.flops());
+        let product = product.filling(x_fill.into_iter().chain(dy_fill).collect());
+        let reduce = self.launcher.dispatch(&self.reduce_weight_bias, &u, &[(1, scratch), (3, grads)], reduce);
+        [product, reduce]
     }
 }

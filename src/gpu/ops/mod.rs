@@ -10,6 +10,7 @@ pub mod pool;
 pub mod relu;
 pub mod sgemm;
 pub mod softmax_ce;
+pub mod texture_copy;
 
 use crate::gpu::dispatch::{Launcher, Uniform};
 use crate::gpu::shader;
