@@ -207,7 +207,10 @@ impl GpuInference {
                     });
                 }
                 let buffer = a.fixed("params", "the parameters", model.num_params)?;
-                let params_buf = Params::new(&g, buffer, model.num_params)?;
+                // A copy only where this device's kernels read one: on GPUs and Intel CPUs
+                // the optimizer's steps would refresh it (0.5 MB a step) for nothing.
+                let copied = g.kernels.conv.operands_from_textures();
+                let params_buf = Params::new(&g, buffer, model.num_params, copied)?;
                 params_buf.write(&g.queue, params);
                 let labels = a.batch("labels", "the labels", 1)?;
                 let probs = a.batch("probs", "the probabilities", classes)?;

@@ -1,10 +1,10 @@
 //! The parameter vector on the device: one flat f32 storage buffer (the layout of
-//! `model::ParamOffsets`, which the optimizer updates in place) and, on devices that
-//! run an engine with kernel-row products (the subgroup engine), a copy of it in a
-//! texture (`ops::texture_copy`): `write` fills both, and `refresh` brings the copy
-//! in step after a kernel (the optimizer) changed the buffer. The kernel-row
-//! products read their weights from the copy where `GemmEngine::operands_in_textures`
-//! says (docs/performance.md, "Operands through textures").
+//! `model::ParamOffsets`, which the optimizer updates in place) and, where the
+//! kernels that read it read their operands from textures (the subgroup engine's
+//! kernel-row products, where `GemmEngine::operands_in_textures` says), a copy of it
+//! in a texture (`ops::texture_copy`): `write` fills both, and `refresh` brings the
+//! copy in step after a kernel (the optimizer) changed the buffer
+//! (docs/performance.md, "Operands through textures").
 
 use anyhow::Result;
 
@@ -19,16 +19,18 @@ pub struct Params {
 
 impl Params {
     /// `buffer` (at least `len` f32) as the parameters on `gpu`, with a texture copy
-    /// if one of the engines the device runs reads it; the caller writes the values.
-    pub fn new(gpu: &Gpu, buffer: wgpu::Buffer, len: usize) -> Result<Params> {
-        let copied = gpu.engines.iter().any(|e| e.spec().kernel_row_products);
+    /// if `copied`; the caller writes the values.
+    pub fn new(gpu: &Gpu, buffer: wgpu::Buffer, len: usize, copied: bool) -> Result<Params> {
         let copy = if copied { Some(TextureCopy::new(&gpu.device, "params texture", len)?) } else { None };
         Ok(Params { buffer, len, copy })
     }
 
-    /// New parameters holding `values`.
+    /// New parameters holding `values`, for kernels built apart from the device's
+    /// own (tests, the start-up check): with a texture copy wherever an engine the
+    /// device runs could read one.
     pub fn upload(gpu: &Gpu, label: &str, values: &[f32]) -> Result<Params> {
-        let params = Params::new(gpu, gpu.storage(label, 4 * values.len() as u64), values.len())?;
+        let copied = gpu.engines.iter().any(|e| e.spec().kernel_row_products);
+        let params = Params::new(gpu, gpu.storage(label, 4 * values.len() as u64), values.len(), copied)?;
         params.write(&gpu.queue, values);
         Ok(params)
     }
