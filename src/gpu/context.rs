@@ -271,7 +271,8 @@ impl Gpu {
         })
     }
 
-    /// Record `dispatches` into one compute pass and submit it.
+    /// Record `dispatches` (into one compute pass, split only for texture copies:
+    /// `record_all`) and submit them.
     pub fn run(&self, dispatches: &[&Dispatch]) {
         let mut enc = self.device.create_command_encoder(&Default::default());
         record_all(&mut enc, dispatches);
