@@ -143,6 +143,11 @@ impl Dispatch {
         self
     }
 
+    /// Bytes of the texture copies this dispatch reads and holds.
+    pub fn texture_bytes(&self) -> u64 {
+        self.fills.iter().map(|f| f.to.bytes()).sum()
+    }
+
     /// Record the copies into the textures this dispatch reads (outside a pass).
     pub fn record_fills(&self, encoder: &mut wgpu::CommandEncoder) {
         for f in &self.fills {

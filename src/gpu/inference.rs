@@ -252,9 +252,11 @@ impl GpuInference {
         self.max_batch
     }
 
-    /// Bytes of GPU memory this executor allocated (buffers and staging).
+    /// Bytes of GPU memory this executor holds: its buffers and staging, and the
+    /// texture copies of the weights and of the batch sizes it has run.
     pub fn allocated_bytes(&self) -> u64 {
-        self.bytes
+        let plans = self.plans.values().flat_map(|p| p.forward.iter().chain([&p.predict, &p.loss, &p.accumulate]));
+        self.bytes + self.params.copy_bytes() + plans.map(Dispatch::texture_bytes).sum::<u64>()
     }
 
     pub(crate) fn memory(&self) -> &MemoryPlan {

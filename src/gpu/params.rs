@@ -39,6 +39,11 @@ impl Params {
         &self.buffer
     }
 
+    /// Bytes of GPU memory the texture copy takes (0 without one).
+    pub fn copy_bytes(&self) -> u64 {
+        self.copy.as_ref().map_or(0, |c| c.bytes())
+    }
+
     /// The texture copy, where there is one.
     pub fn texture_copy(&self) -> Option<&TextureCopy> {
         self.copy.as_ref()

@@ -122,7 +122,7 @@ impl GpuTrainer {
             Ok((gradients, scratch, grads, opt_m, opt_v, metrics))
         })??;
         let staging = gpu.staging(np as u64 * 4);
-        let bytes = a.bytes + np as u64 * 4 + net.allocated_bytes();
+        let bytes = a.bytes + np as u64 * 4;
         let optim = checked(&gpu.device, || {
             let b = OptimBuffers { params: net.params().buffer(), grads: &grads, m: &opt_m, v: &opt_v };
             k.optim.update(optimizer, np, &b)
@@ -154,9 +154,16 @@ impl GpuTrainer {
         self.net.gpu()
     }
 
-    /// Bytes of GPU memory this executor allocated, its forward half included.
+    /// Bytes of GPU memory this executor holds, its forward half included: its
+    /// buffers and staging, the texture copies of the batch sizes it has run, and
+    /// the training set where it is resident.
     pub fn allocated_bytes(&self) -> u64 {
-        self.bytes
+        let plans = self.plans.values().flat_map(|p| p.loss.iter().chain(&p.backward));
+        let resident = self
+            .resident
+            .as_ref()
+            .map_or(0, |r| [&r.images, &r.labels, &r.indices, &r.values].map(|b| b.size()).iter().sum());
+        self.bytes + self.net.allocated_bytes() + plans.map(Dispatch::texture_bytes).sum::<u64>() + resident
     }
 
     fn grad(&self, pos: usize) -> Option<&wgpu::Buffer> {

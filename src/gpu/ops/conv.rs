@@ -117,6 +117,17 @@ enum Product {
     BackwardWeightBias,
 }
 
+/// A tensor a product reads: its copy's label, its buffer, and its length.
+type Tensor<'a> = (&'static str, &'a wgpu::Buffer, usize);
+
+/// A product's second operand.
+#[derive(Clone, Copy)]
+enum Operand<'a> {
+    Tensor(Tensor<'a>),
+    /// The weights, whose texture copy `Params::upload` keeps in step.
+    Weights(&'a Params),
+}
+
 #[derive(Debug, Clone)]
 pub struct ConvKernels {
     launcher: Launcher,
@@ -249,6 +260,34 @@ impl ConvKernels {
         Some(Fill { src: src.clone(), to })
     }
 
+    /// A dispatch of one of `d`'s products, which reads `a` (a tensor) and `b` (a
+    /// tensor or the weights) from texture copies where `copy_of` makes them, with
+    /// the fills of the tensors' copies.
+    #[allow(clippy::too_many_arguments)]
+    fn product(
+        &self,
+        d: ConvDims,
+        entry: &Entry,
+        u: ConvUniform,
+        bindings: &[(u32, &wgpu::Buffer)],
+        a: Tensor,
+        b: Operand,
+        groups: [u32; 3],
+    ) -> Dispatch {
+        let a_fill = self.copy_of(d, a.0, a.1, a.2);
+        let b_fill = match b {
+            Operand::Tensor((label, src, len)) => self.copy_of(d, label, src, len),
+            Operand::Weights(_) => None,
+        };
+        let b_copy = match b {
+            Operand::Tensor(_) => b_fill.as_ref().map(|f| &f.to),
+            Operand::Weights(params) => a_fill.as_ref().map(|_| self.weights_copy(params)),
+        };
+        let copies = a_fill.as_ref().map(|f| &f.to).zip(b_copy);
+        let product = self.dispatch(entry, u, bindings, copies, groups).with_flops(d.flops());
+        product.filling(a_fill.into_iter().chain(b_fill).collect())
+    }
+
     /// A dispatch of one of this engine's products, binding the texture copies of
     /// its operands, (a, b), where it reads them, and placeholders otherwise.
     fn dispatch(
@@ -377,10 +416,8 @@ impl ConvKernels {
         };
         let groups = self.launcher.grid.folded(folded, z);
         let bindings = [(1, x), (2, params.buffer()), (3, y), (4, x), (5, y)];
-        let fill = if self.direct_forward(d) { None } else { self.copy_of(d, "x copy", x, d.n * d.c * d.h * d.w) };
-        let operands = fill.as_ref().map(|f| (&f.to, self.weights_copy(params)));
-        let product = self.dispatch(entry, u, &bindings, operands, groups);
-        product.with_flops(d.flops()).fusing_relu(relu).filling(fill.into_iter().collect())
+        let x = ("x copy", x, d.input_len());
+        self.product(d, entry, u, &bindings, x, Operand::Weights(params), groups).fusing_relu(relu)
     }
 
     /// Whether `forward_pooled` can run `d` followed by max-pool `p`: on engines
@@ -411,10 +448,8 @@ impl ConvKernels {
         let (entry, folded, z) = self.layout(Product::ForwardPooled, d);
         let groups = self.launcher.grid.folded(folded, z);
         let bindings = [(1, x), (2, params.buffer()), (3, y), (4, x), (5, argmax)];
-        let fill = self.copy_of(d, "x copy", x, d.n * d.c * d.h * d.w);
-        let operands = fill.as_ref().map(|f| (&f.to, self.weights_copy(params)));
-        let product = self.dispatch(entry, u, &bindings, operands, groups);
-        product.with_flops(d.flops()).fusing_relu(relu).fusing_pool().filling(fill.into_iter().collect())
+        let x = ("x copy", x, d.input_len());
+        self.product(d, entry, u, &bindings, x, Operand::Weights(params), groups).fusing_relu(relu).fusing_pool()
     }
 
     /// dx (N,C,H,W) from dy (N,OC,OH,OW) and W at `at.weight` in `params`; with
@@ -434,10 +469,8 @@ impl ConvKernels {
         let u = ConvUniform { relu: relu_input.is_some() as u32, flip: 1, ..ConvUniform::new(d, at) };
         let gate = relu_input.unwrap_or(&self.launcher.unused);
         let bindings = [(1, dy), (2, params.buffer()), (3, dx), (4, gate), (5, dx)];
-        let fill = self.copy_of(d, "dy copy", dy, d.n * d.oc * d.oh() * d.ow());
-        let operands = fill.as_ref().map(|f| (&f.to, self.weights_copy(params)));
-        let product = self.dispatch(entry, u, &bindings, operands, groups);
-        product.with_flops(d.flops()).fusing_relu(relu_input.is_some()).filling(fill.into_iter().collect())
+        let dy = ("dy copy", dy, d.output_len());
+        self.product(d, entry, u, &bindings, dy, Operand::Weights(params), groups).fusing_relu(relu_input.is_some())
     }
 
     /// dW and db into `to.grads` at `at`: a split-reduction GEMM into `to.scratch`
@@ -458,12 +491,9 @@ impl ConvKernels {
         let (entry, folded, z) = self.layout(Product::BackwardWeightBias, d);
         let gemm = self.launcher.grid.folded(folded, z * splits);
         let reduce = self.launcher.grid.flat(d.weight_len() + d.oc);
-        let x_fill = self.copy_of(d, "x copy", x, d.n * d.c * d.h * d.w);
-        let dy_fill = self.copy_of(d, "dy copy", dy, d.n * d.oc * d.oh() * d.ow());
-        let operands = x_fill.as_ref().zip(dy_fill.as_ref()).map(|(x, dy)| (&x.to, &dy.to));
         let bindings = [(1, x), (2, dy), (3, scratch), (4, x), (5, scratch)];
-        let product = self.dispatch(entry, u, &bindings, operands, gemm).with_flops(d.flops());
-        let product = product.filling(x_fill.into_iter().chain(dy_fill).collect());
+        let (x, dy) = (("x copy", x, d.input_len()), ("dy copy", dy, d.output_len()));
+        let product = self.product(d, entry, u, &bindings, x, Operand::Tensor(dy), gemm);
         let reduce = self.launcher.dispatch(&self.reduce_weight_bias, &u, &[(1, scratch), (3, grads)], reduce);
         [product, reduce]
     }

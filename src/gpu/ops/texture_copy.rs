@@ -56,6 +56,11 @@ impl TextureCopy {
         &self.view
     }
 
+    /// Bytes of GPU memory the texture takes.
+    pub fn bytes(&self) -> u64 {
+        4 * self.texture.width() as u64 * self.texture.height() as u64
+    }
+
     /// log2 of the texels a row: element i is texel (i & (2^shift - 1), i >> shift).
     pub fn shift(&self) -> u32 {
         self.shift
