@@ -38,8 +38,9 @@ impl OpTiming {
     }
 }
 
-/// Wall time of each dispatch alone: `reps` back-to-back copies in one pass, then a
-/// wait. Includes the per-dispatch overhead a training step pays too.
+/// Wall time of each dispatch alone: `reps` back-to-back copies of it, then a wait.
+/// Includes the per-dispatch overhead a training step pays too, and the dispatch's
+/// texture fills, which `record_all` records before each copy.
 pub fn time_dispatches(gpu: &Gpu, dispatches: &[&Dispatch], reps: usize) -> Result<Vec<OpTiming>> {
     let mut out = Vec::new();
     for d in dispatches {

@@ -28,6 +28,7 @@ use gpu_cnn::gpu::ops::linear::LinearRoute;
 use gpu_cnn::gpu::ops::optim::{OptimBuffers, OptimUniform};
 use gpu_cnn::gpu::ops::pool::PoolOutput;
 use gpu_cnn::gpu::ops::softmax_ce::SoftmaxBuffers;
+use gpu_cnn::gpu::ops::texture_copy::TextureCopies;
 use gpu_cnn::gpu::ops::WeightGrads;
 use gpu_cnn::gpu::params::Params;
 use gpu_cnn::gpu::{BackendChoice, Dispatch, GemmEngine, Gpu, Kernels};
@@ -157,9 +158,14 @@ fn conv_reference(d: ConvDims, w: &[f64], b: &[f64], x: &[f64], dy: &[f64]) -> C
 fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
     let (k, at) = (&set.kernels.conv, |what: &str| format!("{} conv {what} {d:?}", set.label));
     let ConvData { params, offs, x, dy, bx, bp, by, bdy, bdx, scratch, bgrads } = conv_data(g, k, d, seed, 1.0);
+    // One copy a buffer, as an executor keeps them: every product below fills the same textures.
+    let copies = TextureCopies::default();
     let (p64, x64, dy64) = (to64(&params), to64(&x), to64(&dy));
     let (w64, b64) = (&p64[offs.weight..offs.bias], &p64[offs.bias..]);
-    let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];
+    let mut ds = vec![
+        k.forward(d, offs, false, &bx, &bp, &by, &copies),
+        k.backward_input(d, offs, &bdy, &bp, &bdx, None, &copies),
+    ];
     // Short reductions take the direct forward where the engine wants it, the rest the GEMM.
     let direct = d.c * d.k * d.k <= DIRECT_MAX_REDUCTION && set.kernels.engine != GemmEngine::Subgroup;
     assert_eq!(k.direct_forward(d), direct, "{}", at(""));
@@ -184,6 +190,7 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
         &bx,
         &bdy,
         &WeightGrads { scratch: &scratch, grads: &bgrads, accumulate: false },
+        &copies,
     ));
     assert_eq!(
         ds[2].name.contains(".backward_weight_bias_rows"),
@@ -221,6 +228,7 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
             &bx,
             &bdy,
             &WeightGrads { scratch: &scratch, grads: &bgrads, accumulate: true },
+            &copies,
         ),
     );
     let twice: Vec<f64> = dw.iter().chain(&db).map(|v| 2.0 * v).collect();
@@ -234,13 +242,13 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
 
     // The backward of a ReLU before the conv, done in backward_input's epilogue:
     // the gradient is zero where the input (the ReLU's output) is not positive.
-    run(g, &[k.backward_input(d, offs, &bdy, &bp, &bdx, Some(&bx))]);
+    run(g, &[k.backward_input(d, offs, &bdy, &bp, &bdx, Some(&bx), &copies)]);
     let mut gated = vec![0f64; dx.len()];
     ops::relu_backward(&mut gated, &dx, &x64);
     assert_close(&at("backward_input+relu"), &g.read::<f32>(&bdx).unwrap(), &gated, RED.0, RED.1);
 
     // The fused conv+ReLU epilogue against the reference composition.
-    run(g, &[k.forward(d, offs, true, &bx, &bp, &by)]);
+    run(g, &[k.forward(d, offs, true, &bx, &bp, &by, &copies)]);
     let mut yr = vec![0f64; y.len()];
     ops::relu_forward(&mut yr, &y);
     let e_fused = assert_close(&at("forward+relu"), &g.read::<f32>(&by).unwrap(), &yr, FWD.0, FWD.1);
@@ -253,12 +261,12 @@ fn conv_case(g: &Gpu, set: &KernelSet, d: ConvDims, seed: u64) -> [f64; 5] {
     let pools = k.pools_in_epilogue(d, p);
     assert_eq!(pools, rows && d.oh() >= 2 && d.ow() >= 2, "{}", at("pools in the epilogue"));
     for relu in [false, true].into_iter().filter(|_| pools) {
-        run(g, &[k.forward(d, offs, relu, &bx, &bp, &by)]);
+        run(g, &[k.forward(d, offs, relu, &bx, &bp, &by, &copies)]);
         let (mut want, mut want_at) = (vec![0f32; p.output_len()], vec![0u32; p.output_len()]);
         ops::maxpool_forward(&mut want, &mut want_at, &g.read::<f32>(&by).unwrap(), p);
         let garbage = vec![7.0f32; p.output_len()];
         let (bpy, bat) = (g.upload("pooled y", &garbage), g.upload("argmax", &garbage));
-        let fused = k.forward_pooled(d, offs, relu, &bx, &bp, PoolOutput { d: p, y: &bpy, argmax: &bat });
+        let fused = k.forward_pooled(d, offs, relu, &bx, &bp, PoolOutput { d: p, y: &bpy, argmax: &bat }, &copies);
         assert!(fused.name.ends_with("+pool"), "{}: ran {}", at("pooled forward"), fused.name);
         run(g, &[fused]);
         let what = at(&format!("pooled forward (relu: {relu})"));
@@ -312,7 +320,8 @@ per_backend!(conv2d, |g: &Arc<Gpu>| {
 // optimizer changes them) and are refreshed, and x and dy are rewritten (as the
 // previous layer rewrites them each step), so the second run must copy them again
 // before its products read them: the forward, input gradient and weight gradient
-// must match the CPU with the new values (forward and reduction tolerances). The
+// must match the CPU with the new values (forward and reduction tolerances); and
+// weights then written to the buffer alone must not reach the forward. The
 // 383 parameters fill a row of 256 texels and part of the next, weights in both. GL
 // runs no such products and keeps no copy.
 per_backend!(texture_copies_follow_their_buffers, |g: &Arc<Gpu>| {
@@ -338,8 +347,12 @@ per_backend!(texture_copies_follow_their_buffers, |g: &Arc<Gpu>| {
         let (by, bdx) = (g.storage("y", d.output_len() as u64 * 4), g.storage("dx", d.input_len() as u64 * 4));
         let (scratch, grads) = (g.storage("scratch", k.scratch_len(d) as u64 * 4), g.storage("grads", 383 * 4));
         let to = WeightGrads { scratch: &scratch, grads: &grads, accumulate: false };
-        let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];
-        ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &to));
+        let copies = TextureCopies::default();
+        let mut ds = vec![
+            k.forward(d, offs, false, &bx, &bp, &by, &copies),
+            k.backward_input(d, offs, &bdy, &bp, &bdx, None, &copies),
+        ];
+        ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &to, &copies));
         run(g, &ds);
         g.queue.write_buffer(bp.buffer(), 0, bytemuck::cast_slice(&after));
         let mut enc = g.device.create_command_encoder(&Default::default());
@@ -359,6 +372,19 @@ per_backend!(texture_copies_follow_their_buffers, |g: &Arc<Gpu>| {
             let what = format!("{}: {what}, second run", set.label);
             assert_close(&what, &got, want, atol, rtol);
         }
+        // The products read the copy, not the buffer: weights written to the buffer
+        // alone (no refresh) leave the forward as it was. (The epilogue reads the
+        // biases from the buffer, so they stay.)
+        let stale = &before[offs.weight..offs.bias];
+        g.queue.write_buffer(bp.buffer(), 4 * offs.weight as u64, bytemuck::cast_slice(stale));
+        run(g, &ds[..1]);
+        assert_close(
+            &format!("{}: forward from a stale copy", set.label),
+            &g.read::<f32>(&by).unwrap(),
+            &want.y,
+            FWD.0,
+            FWD.1,
+        );
     }
 });
 
@@ -433,8 +459,9 @@ per_backend!(conv2d_mixed_precision, gl ignored: "wgpu's GL backend has no f16 i
             let (p64, x64, dy64) = (to64(&params), to64(&x), to64(&dy));
             let (w64, b64) = (&p64[offs.weight..offs.bias], &p64[offs.bias..]);
             let to = WeightGrads { scratch: &scratch, grads: &bgrads, accumulate: false };
-            let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];
-            ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &to));
+            let copies = TextureCopies::default();
+            let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by, &copies), k.backward_input(d, offs, &bdy, &bp, &bdx, None, &copies)];
+            ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &to, &copies));
             run(g, &ds);
             let ConvRef { y, dx, dw, db } = conv_reference(d, w64, b64, &x64, &dy64);
             let grads = g.read::<f32>(&bgrads).unwrap();
@@ -453,9 +480,10 @@ per_backend!(conv2d_mixed_precision, gl ignored: "wgpu's GL backend has no f16 i
             let (p64, x64, dy64) = (to64(&params), to64(&x), to64(&dy));
             let (w64, b64) = (&p64[offs.weight..offs.bias], &p64[offs.bias..]);
             let to = WeightGrads { scratch: &scratch, grads: &bgrads, accumulate: false };
+            let copies = TextureCopies::default();
             let mut ds =
-                vec![k.forward(d, offs, true, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];
-            ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &to));
+                vec![k.forward(d, offs, true, &bx, &bp, &by, &copies), k.backward_input(d, offs, &bdy, &bp, &bdx, None, &copies)];
+            ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &to, &copies));
             run(g, &ds);
 
             let ConvRef { y, dx, dw, db } = conv_reference(d, w64, b64, &x64, &dy64);
@@ -503,10 +531,10 @@ per_backend!(conv2d_large_batch_2d_dispatch, |g: &Arc<Gpu>| {
     let offs = ParamOffsets { weight: 0, bias: 9 };
     let p64 = to64(&params);
     let ConvRef { y, dx, .. } = conv_reference(d, &p64[..9], &p64[9..], &to64(&x), &to64(&dy));
-    let k = &g.kernels.conv;
-    let fwd = k.forward(d, offs, false, &bx, &bp, &by);
+    let (k, copies) = (&g.kernels.conv, TextureCopies::default());
+    let fwd = k.forward(d, offs, false, &bx, &bp, &by, &copies);
     assert!(fwd.workgroups()[1] > 1, "{}: not folded", g.describe());
-    run(g, &[fwd, k.backward_input(d, offs, &bdy, &bp, &bdx, None)]);
+    run(g, &[fwd, k.backward_input(d, offs, &bdy, &bp, &bdx, None, &copies)]);
     let what = |op: &str| format!("{:?}/{} conv {op}, 2-D dispatch", g.info.backend, g.kernels.engine);
     let e = assert_close(&what("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1);
     report(g, "conv2d forward (2-D grid)", e);
@@ -943,9 +971,12 @@ per_backend!(tensors_past_2_pow_24_elements, |g: &Arc<Gpu>| {
         let scratch = g.storage("scratch", k.scratch_len(conv) as u64 * 4);
         let grads = g.storage("grads", 2 * 4);
         let to = WeightGrads { scratch: &scratch, grads: &grads, accumulate: false };
-        let mut ds =
-            vec![k.forward(conv, offs, false, &bx, &bp, &by), k.backward_input(conv, offs, &bdy, &bp, &bdx, None)];
-        ds.extend(k.backward_weight_bias(conv, offs, &bx, &bdy, &to));
+        let copies = TextureCopies::default();
+        let mut ds = vec![
+            k.forward(conv, offs, false, &bx, &bp, &by, &copies),
+            k.backward_input(conv, offs, &bdy, &bp, &bdx, None, &copies),
+        ];
+        ds.extend(k.backward_weight_bias(conv, offs, &bx, &bdy, &to, &copies));
         run(g, &ds);
         let what = |op: &str| format!("{:?}/{engine} conv {op}, {} pixels", g.info.backend, conv.n * 784);
         assert_close(&what("forward"), &g.read::<f32>(&by).unwrap(), &y, FWD.0, FWD.1);
@@ -985,8 +1016,12 @@ fn conv5x5_past_2_pow_24(g: &Gpu, d: ConvDims, rng: &mut Rng) {
     let scratch = g.storage("scratch", k.scratch_len(d) as u64 * 4);
     let grads = g.storage("grads", dw.len() as u64 * 4);
     let to = WeightGrads { scratch: &scratch, grads: &grads, accumulate: false };
-    let mut ds = vec![k.forward(d, offs, false, &bx, &bp, &by), k.backward_input(d, offs, &bdy, &bp, &bdx, None)];
-    ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &to));
+    let copies = TextureCopies::default();
+    let mut ds = vec![
+        k.forward(d, offs, false, &bx, &bp, &by, &copies),
+        k.backward_input(d, offs, &bdy, &bp, &bdx, None, &copies),
+    ];
+    ds.extend(k.backward_weight_bias(d, offs, &bx, &bdy, &to, &copies));
     let names: Vec<&str> = ds.iter().map(|dsp| dsp.name.as_str()).collect();
     let by_rows = ["forward_rows", "backward_input_rows", "backward_weight_bias_rows"];
     assert!(by_rows.iter().zip(&names).all(|(want, ran)| ran.contains(want)), "{names:?}");

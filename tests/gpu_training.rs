@@ -103,9 +103,9 @@ per_backend!(whole_training_step_matches_cpu, |g: &Arc<Gpu>| {
         // batch 8: dead ReLU units, zero inputs to the classifier).
         let moved = gp.iter().zip(&params).filter(|(a, b)| a != b).count();
         assert!(moved > gp.len() * 2 / 3, "{who}: only {moved} weights moved");
-        // Every kernel that reads the weights sees the update (the subgroup engine's
-        // read a texture copy, src/gpu/params.rs): the next forward pass is the CPU's
-        // with the stepped weights.
+        // Every kernel that reads the weights sees the update (on AMD CPUs the subgroup
+        // engine's read a texture copy, src/gpu/params.rs): the next forward pass is
+        // the CPU's with the stepped weights.
         let after = exec.inference().predict(&images).unwrap();
         let want = CpuInference::new(model.clone(), gp.clone()).unwrap().predict(&images).unwrap();
         assert_close(&format!("{who}: probabilities after the step"), &after, &to64(&want), 1e-5, 1e-4);
@@ -271,9 +271,18 @@ per_backend!(inference_executor_matches_cpu, |g: &Arc<Gpu>| {
     assert_close(&format!("{who}: loss sum"), &[ge.loss_sum as f32], &[ce.loss_sum], 1e-4, 1e-4);
     // A random model is right about a tenth of the time; the check must see both kinds.
     assert!(ge.correct > 0 && ge.correct < 50, "{who}: {} of 50 correct", ge.correct);
-    // Batch sizes run bring their texture copies, where the convolutions read them.
+    // Running brings texture copies, where the convolutions read them: one a buffer,
+    // shared by every batch size (batches of 16 and 2 ran above; now 5).
     let copies = gpu.allocated_bytes() - before;
     assert_eq!(copies > 0, g.kernels.conv.operands_from_textures(), "{who}: {copies} bytes of texture copies");
+    let textures = || {
+        let c = g.device.get_internal_counters().hal;
+        [c.texture_views.read(), c.texture_memory.read()]
+    };
+    let made = textures();
+    gpu.predict(&images[..5 * 784]).unwrap();
+    assert_eq!(textures(), made, "{who}: a third batch size made textures [views, bytes]");
+    assert_eq!(gpu.allocated_bytes() - before, copies, "{who}: a third batch size's texture copies");
 
     let at_1000 = GpuInference::new(g.clone(), model.clone(), &params, 1000).unwrap().allocated_bytes();
     let trainer = GpuTrainer::new(g.clone(), model.clone(), Optimizer::adam(1e-3), &params, 1000).unwrap();

@@ -99,7 +99,8 @@ pub fn run(a: Args, started: Instant) -> Result<()> {
         let ds = ex.train_dispatches(profiled)?;
         // A CPU driver runs one dispatch at a time, so wall time measures it well; and
         // lavapipe's timestamps stop following the work once a dispatch reads a texture
-        // (the weights' copy, src/gpu/params.rs): most ops then measured ~0.05 ms.
+        // (the operands' copies on AMD CPUs, src/gpu/ops/texture_copy.rs): most ops
+        // then measured ~0.05 ms.
         let stamped = g.info.device_type != wgpu::DeviceType::Cpu;
         let stamps = if stamped { timestamp_dispatches(g, &ds, 3)? } else { None };
         (ops, timing) = match stamps {

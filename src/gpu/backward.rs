@@ -35,9 +35,9 @@ pub(crate) fn dispatches(
         match l.op.at_batch(n) {
             Op::Conv2d(d, at) => {
                 if let Some(w) = &weights {
-                    out.extend(k.conv.backward_weight_bias(d, at, x, dy, w));
+                    out.extend(k.conv.backward_weight_bias(d, at, x, dy, w, net.copies()));
                 }
-                out.extend(dx.map(|dx| k.conv.backward_input(d, at, dy, params, dx, gate)));
+                out.extend(dx.map(|dx| k.conv.backward_input(d, at, dy, params, dx, gate, net.copies())));
             }
             Op::Linear(d, at) => {
                 if let Some(w) = &weights {

@@ -90,12 +90,14 @@ pub struct Dispatch {
     fills: Vec<Fill>,
 }
 
-/// A buffer a dispatch reads through a texture copy (`ops::texture_copy`): copied
-/// into the texture before the dispatch, outside a compute pass (`record_all`).
+/// A buffer a dispatch reads through a texture copy (`ops::texture_copy`): its first
+/// `len` elements copied into the texture before the dispatch, outside a compute
+/// pass (`record_all`).
 #[derive(Debug, Clone)]
 pub struct Fill {
     pub src: wgpu::Buffer,
     pub to: TextureCopy,
+    pub len: usize,
 }
 
 /// Record `dispatches` in order into compute passes of `encoder`: one pass, split
@@ -143,15 +145,10 @@ impl Dispatch {
         self
     }
 
-    /// Bytes of the texture copies this dispatch reads and holds.
-    pub fn texture_bytes(&self) -> u64 {
-        self.fills.iter().map(|f| f.to.bytes()).sum()
-    }
-
     /// Record the copies into the textures this dispatch reads (outside a pass).
     pub fn record_fills(&self, encoder: &mut wgpu::CommandEncoder) {
         for f in &self.fills {
-            f.to.copy_from(encoder, &f.src);
+            f.to.copy_from(encoder, &f.src, f.len);
         }
     }
 

@@ -17,7 +17,7 @@ use crate::gpu::dispatch::{record_all, Dispatch};
 use crate::gpu::ops::conv::ROW_PIXELS;
 use crate::gpu::ops::pool::PoolOutput;
 use crate::gpu::ops::softmax_ce::SoftmaxBuffers;
-use crate::gpu::ops::texture_copy;
+use crate::gpu::ops::texture_copy::{self, TextureCopies};
 use crate::gpu::params::Params;
 use crate::gpu::plan::{Gradients, MemoryPlan};
 use crate::model::{Model, Op};
@@ -125,6 +125,10 @@ pub struct GpuInference {
     metrics: wgpu::Buffer,     // [loss_sum, correct, samples, _] of one evaluated chunk
     staging: wgpu::Buffer,     // every read-back
     plans: HashMap<usize, Plan>,
+    /// Texture copies of the buffers the convolutions read from textures, one a
+    /// buffer whatever the batch sizes planned (the trainer's and the explainer's
+    /// gradients' too).
+    copies: TextureCopies,
     bytes: u64,
     /// Whether a max-pool after a convolution (and its ReLU) may run in the
     /// convolution's epilogue, leaving the unpooled activations unwritten.
@@ -238,6 +242,7 @@ impl GpuInference {
             metrics,
             staging,
             plans: HashMap::new(),
+            copies: TextureCopies::default(),
             bytes,
             fuse_pools,
             unwritten,
@@ -253,10 +258,14 @@ impl GpuInference {
     }
 
     /// Bytes of GPU memory this executor holds: its buffers and staging, and the
-    /// texture copies of the weights and of the batch sizes it has run.
+    /// texture copies of the weights and of the buffers its dispatches have read
+    /// (a trainer's or explainer's gradients included).
     pub fn allocated_bytes(&self) -> u64 {
-        let plans = self.plans.values().flat_map(|p| p.forward.iter().chain([&p.predict, &p.loss, &p.accumulate]));
-        self.bytes + self.params.copy_bytes() + plans.map(Dispatch::texture_bytes).sum::<u64>()
+        self.bytes + self.params.copy_bytes() + self.copies.bytes()
+    }
+
+    pub(crate) fn copies(&self) -> &TextureCopies {
+        &self.copies
     }
 
     pub(crate) fn memory(&self) -> &MemoryPlan {
@@ -311,13 +320,13 @@ impl GpuInference {
                     match self.pool_after(i, n) {
                         Some((p_at, p)) => {
                             let pool = PoolOutput { d: p, y: self.value(p_at + 1), argmax: argmax(p_at) };
-                            forward.push(k.conv.forward_pooled(d, at, relu, x, &self.params, pool));
+                            forward.push(k.conv.forward_pooled(d, at, relu, x, &self.params, pool, &self.copies));
                             pooled = Some(p_at);
                         }
                         None => {
                             let unwritten = self.unwritten[self.memory.value_of[i + 1]];
                             assert!(!unwritten, "{}: an unpooled conv output without a buffer", l.name);
-                            forward.push(k.conv.forward(d, at, relu, x, &self.params, y))
+                            forward.push(k.conv.forward(d, at, relu, x, &self.params, y, &self.copies))
                         }
                     }
                 }

@@ -62,7 +62,7 @@ impl Params {
     /// changed the buffer, before anything reads the texture.
     pub fn refresh(&self, encoder: &mut wgpu::CommandEncoder) {
         if let Some(c) = &self.copy {
-            c.copy_from(encoder, &self.buffer);
+            c.copy_from(encoder, &self.buffer, self.len);
         }
     }
 }

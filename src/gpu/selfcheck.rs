@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 
 use crate::cpu::ops;
 use crate::dims::ConvDims;
+use crate::gpu::ops::texture_copy::TextureCopies;
 use crate::gpu::ops::WeightGrads;
 use crate::gpu::params::Params;
 use crate::gpu::Gpu;
@@ -59,8 +60,10 @@ pub fn check_mixed_products(gpu: &Gpu) -> Result<()> {
     let scratch = gpu.storage("check scratch", k.scratch_len(d) as u64 * 4);
     let grads = gpu.storage("check grads", params.len() as u64 * 4);
     let to = WeightGrads { scratch: &scratch, grads: &grads, accumulate: false };
-    let mut ds = vec![k.forward(d, at, false, &bx, &bp, &by), k.backward_input(d, at, &bdy, &bp, &bdx, None)];
-    ds.extend(k.backward_weight_bias(d, at, &bx, &bdy, &to));
+    let copies = TextureCopies::default();
+    let forward = k.forward(d, at, false, &bx, &bp, &by, &copies);
+    let mut ds = vec![forward, k.backward_input(d, at, &bdy, &bp, &bdx, None, &copies)];
+    ds.extend(k.backward_weight_bias(d, at, &bx, &bdy, &to, &copies));
     gpu.run(&ds.iter().collect::<Vec<_>>());
     let (got_y, got_dx, got_g) = (gpu.read::<f32>(&by)?, gpu.read::<f32>(&bdx)?, gpu.read::<f32>(&grads)?);
 

@@ -154,16 +154,14 @@ impl GpuTrainer {
         self.net.gpu()
     }
 
-    /// Bytes of GPU memory this executor holds, its forward half included: its
-    /// buffers and staging, the texture copies of the batch sizes it has run, and
-    /// the training set where it is resident.
+    /// Bytes of GPU memory this executor holds, its forward half (and the texture
+    /// copies) included, and the training set where it is resident.
     pub fn allocated_bytes(&self) -> u64 {
-        let plans = self.plans.values().flat_map(|p| p.loss.iter().chain(&p.backward));
         let resident = self
             .resident
             .as_ref()
             .map_or(0, |r| [&r.images, &r.labels, &r.indices, &r.values].map(|b| b.size()).iter().sum());
-        self.bytes + self.net.allocated_bytes() + plans.map(Dispatch::texture_bytes).sum::<u64>() + resident
+        self.bytes + self.net.allocated_bytes() + resident
     }
 
     fn grad(&self, pos: usize) -> Option<&wgpu::Buffer> {

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use crate::gpu::dispatch::{storage_layout, u32_of, uniform, Dispatch, Entry, Fill, Launcher};
 use crate::gpu::engine::GemmEngine;
 use crate::gpu::ops::pool::PoolOutput;
-use crate::gpu::ops::texture_copy::TextureCopy;
+use crate::gpu::ops::texture_copy::{TextureCopies, TextureCopy};
 use crate::gpu::ops::WeightGrads;
 use crate::gpu::params::Params;
 use crate::model::ParamOffsets;
@@ -124,7 +124,7 @@ type Tensor<'a> = (&'static str, &'a wgpu::Buffer, usize);
 #[derive(Clone, Copy)]
 enum Operand<'a> {
     Tensor(Tensor<'a>),
-    /// The weights, whose texture copy `Params::upload` keeps in step.
+    /// The weights, whose texture copy `Params::write` and `Params::refresh` keep in step.
     Weights(&'a Params),
 }
 
@@ -247,21 +247,21 @@ impl ConvKernels {
         self.textures
     }
 
-    /// Where `d`'s products read their operands from texture copies, a copy for
-    /// `src`'s first `len` elements, and the fill that brings it in step before the
-    /// product runs. The textures are made with the dispatches and live as long as
-    /// them.
-    fn copy_of(&self, d: ConvDims, label: &str, src: &wgpu::Buffer, len: usize) -> Option<Fill> {
+    /// Where `d`'s products read their operands from texture copies, `src`'s copy
+    /// in `copies`, and the fill that brings its first `len` elements in step
+    /// before the product runs.
+    fn copy_of(&self, d: ConvDims, copies: &TextureCopies, tensor: Tensor) -> Option<Fill> {
         if !(self.textures && self.by_kernel_rows(d)) {
             return None;
         }
-        // The executors keep every batch's tensors within `texture_copy::max_elements`.
-        let to = TextureCopy::new(&self.launcher.device, label, len).unwrap_or_else(|e| panic!("{e:#}"));
-        Some(Fill { src: src.clone(), to })
+        let (label, src, len) = tensor;
+        // The executors keep every buffer within `texture_copy::max_elements`.
+        let to = copies.of(&self.launcher.device, label, src).unwrap_or_else(|e| panic!("{e:#}"));
+        Some(Fill { src: src.clone(), to, len })
     }
 
     /// A dispatch of one of `d`'s products, which reads `a` (a tensor) and `b` (a
-    /// tensor or the weights) from texture copies where `copy_of` makes them, with
+    /// tensor or the weights) from texture copies where `copy_of` finds them, with
     /// the fills of the tensors' copies.
     #[allow(clippy::too_many_arguments)]
     fn product(
@@ -270,13 +270,13 @@ impl ConvKernels {
         entry: &Entry,
         u: ConvUniform,
         bindings: &[(u32, &wgpu::Buffer)],
-        a: Tensor,
-        b: Operand,
+        (a, b): (Tensor, Operand),
+        copies: &TextureCopies,
         groups: [u32; 3],
     ) -> Dispatch {
-        let a_fill = self.copy_of(d, a.0, a.1, a.2);
+        let a_fill = self.copy_of(d, copies, a);
         let b_fill = match b {
-            Operand::Tensor((label, src, len)) => self.copy_of(d, label, src, len),
+            Operand::Tensor(t) => self.copy_of(d, copies, t),
             Operand::Weights(_) => None,
         };
         let b_copy = match b {
@@ -397,7 +397,10 @@ impl ConvKernels {
         self.splits(d).0 as usize * (d.c * d.k * d.k + 1) * d.oc
     }
 
-    /// y (N,OC,OH,OW) = conv(x (N,C,H,W), W) + b, then ReLU if `relu`; W and b at `at` in `params`.
+    /// y (N,OC,OH,OW) = conv(x (N,C,H,W), W) + b, then ReLU if `relu`; W and b at
+    /// `at` in `params`. Texture copies of tensors (where these kernels read them)
+    /// come from `copies`, here and in every product below.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         d: ConvDims,
@@ -406,6 +409,7 @@ impl ConvKernels {
         x: &wgpu::Buffer,
         params: &Params,
         y: &wgpu::Buffer,
+        copies: &TextureCopies,
     ) -> Dispatch {
         let u = ConvUniform { relu: relu as u32, ..ConvUniform::new(d, at) };
         let (entry, folded, z) = if self.direct_forward(d) {
@@ -416,8 +420,8 @@ impl ConvKernels {
         };
         let groups = self.launcher.grid.folded(folded, z);
         let bindings = [(1, x), (2, params.buffer()), (3, y), (4, x), (5, y)];
-        let x = ("x copy", x, d.input_len());
-        self.product(d, entry, u, &bindings, x, Operand::Weights(params), groups).fusing_relu(relu)
+        let operands = (("x copy", x, d.input_len()), Operand::Weights(params));
+        self.product(d, entry, u, &bindings, operands, copies, groups).fusing_relu(relu)
     }
 
     /// Whether `forward_pooled` can run `d` followed by max-pool `p`: on engines
@@ -433,6 +437,7 @@ impl ConvKernels {
     /// `forward`, then max-pool `pool.d` in the same kernel (where
     /// `pools_in_epilogue`) into `pool.y` and `pool.argmax`, as `PoolKernels::forward`
     /// writes them; the unpooled output is never stored.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward_pooled(
         &self,
         d: ConvDims,
@@ -441,6 +446,7 @@ impl ConvKernels {
         x: &wgpu::Buffer,
         params: &Params,
         pool: PoolOutput,
+        copies: &TextureCopies,
     ) -> Dispatch {
         let PoolOutput { d: p, y, argmax } = pool;
         assert!(self.pools_in_epilogue(d, p), "forward_pooled: {d:?} then {p:?} cannot pool in the epilogue");
@@ -448,13 +454,14 @@ impl ConvKernels {
         let (entry, folded, z) = self.layout(Product::ForwardPooled, d);
         let groups = self.launcher.grid.folded(folded, z);
         let bindings = [(1, x), (2, params.buffer()), (3, y), (4, x), (5, argmax)];
-        let x = ("x copy", x, d.input_len());
-        self.product(d, entry, u, &bindings, x, Operand::Weights(params), groups).fusing_relu(relu).fusing_pool()
+        let operands = (("x copy", x, d.input_len()), Operand::Weights(params));
+        self.product(d, entry, u, &bindings, operands, copies, groups).fusing_relu(relu).fusing_pool()
     }
 
     /// dx (N,C,H,W) from dy (N,OC,OH,OW) and W at `at.weight` in `params`; with
     /// `relu_input` (this conv's input x, the output of a ReLU), also the backward
     /// pass of that ReLU: dx is zero where x is not positive.
+    #[allow(clippy::too_many_arguments)]
     pub fn backward_input(
         &self,
         d: ConvDims,
@@ -463,14 +470,15 @@ impl ConvKernels {
         params: &Params,
         dx: &wgpu::Buffer,
         relu_input: Option<&wgpu::Buffer>,
+        copies: &TextureCopies,
     ) -> Dispatch {
         let (entry, folded, z) = self.layout(Product::BackwardInput, d);
         let groups = self.launcher.grid.folded(folded, z);
         let u = ConvUniform { relu: relu_input.is_some() as u32, flip: 1, ..ConvUniform::new(d, at) };
         let gate = relu_input.unwrap_or(&self.launcher.unused);
         let bindings = [(1, dy), (2, params.buffer()), (3, dx), (4, gate), (5, dx)];
-        let dy = ("dy copy", dy, d.output_len());
-        self.product(d, entry, u, &bindings, dy, Operand::Weights(params), groups).fusing_relu(relu_input.is_some())
+        let operands = (("dy copy", dy, d.output_len()), Operand::Weights(params));
+        self.product(d, entry, u, &bindings, operands, copies, groups).fusing_relu(relu_input.is_some())
     }
 
     /// dW and db into `to.grads` at `at`: a split-reduction GEMM into `to.scratch`
@@ -483,6 +491,7 @@ impl ConvKernels {
         x: &wgpu::Buffer,
         dy: &wgpu::Buffer,
         to: &WeightGrads,
+        copies: &TextureCopies,
     ) -> [Dispatch; 2] {
         let (splits, chunk) = self.splits(d);
         let (scratch, grads) = (to.scratch, to.grads);
@@ -492,8 +501,8 @@ impl ConvKernels {
         let gemm = self.launcher.grid.folded(folded, z * splits);
         let reduce = self.launcher.grid.flat(d.weight_len() + d.oc);
         let bindings = [(1, x), (2, dy), (3, scratch), (4, x), (5, scratch)];
-        let (x, dy) = (("x copy", x, d.input_len()), ("dy copy", dy, d.output_len()));
-        let product = self.product(d, entry, u, &bindings, x, Operand::Tensor(dy), gemm);
+        let operands = (("x copy", x, d.input_len()), Operand::Tensor(("dy copy", dy, d.output_len())));
+        let product = self.product(d, entry, u, &bindings, operands, copies, gemm);
         let reduce = self.launcher.dispatch(&self.reduce_weight_bias, &u, &[(1, scratch), (3, grads)], reduce);
         [product, reduce]
     }

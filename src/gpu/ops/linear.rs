@@ -9,6 +9,7 @@ use crate::dims::LinearDims;
 use crate::gpu::dispatch::{u32_of, uniform, Dispatch, Entry, Launcher};
 use crate::gpu::engine::GemmEngine;
 use crate::gpu::ops::conv::ConvKernels;
+use crate::gpu::ops::texture_copy::TextureCopies;
 use crate::gpu::ops::WeightGrads;
 use crate::gpu::params::Params;
 use crate::model::ParamOffsets;
@@ -39,7 +40,8 @@ impl LinearUniform {
 pub enum LinearRoute {
     /// linear.wgsl: one workgroup per output for forward, one thread per gradient.
     Dot,
-    /// The engine's convolution GEMM, as a 1x1 convolution (`LinearDims::as_conv`).
+    /// The engine's convolution GEMM, as a 1x1 convolution (`LinearDims::as_conv`),
+    /// which reads no texture copies (only 5x5 products do): it is given none.
     ConvGemm,
 }
 
@@ -93,7 +95,7 @@ impl LinearKernels {
         y: &wgpu::Buffer,
     ) -> Dispatch {
         if self.route(d) == LinearRoute::ConvGemm {
-            return self.conv.forward(d.as_conv(), at, false, x, params, y);
+            return self.conv.forward(d.as_conv(), at, false, x, params, y, &TextureCopies::default());
         }
         let groups = self.launcher.grid.folded(d.output_len() as u64, 1);
         let u = LinearUniform::new(d, at);
@@ -112,7 +114,7 @@ impl LinearKernels {
         relu_input: Option<&wgpu::Buffer>,
     ) -> Dispatch {
         if self.route(d) == LinearRoute::ConvGemm {
-            return self.conv.backward_input(d.as_conv(), at, dy, params, dx, relu_input);
+            return self.conv.backward_input(d.as_conv(), at, dy, params, dx, relu_input, &TextureCopies::default());
         }
         let groups = self.launcher.grid.flat(d.input_len());
         let u = LinearUniform { relu: relu_input.is_some() as u32, ..LinearUniform::new(d, at) };
@@ -135,7 +137,7 @@ impl LinearKernels {
         to: &WeightGrads,
     ) -> Vec<Dispatch> {
         if self.route(d) == LinearRoute::ConvGemm {
-            return self.conv.backward_weight_bias(d.as_conv(), at, x, dy, to).into();
+            return self.conv.backward_weight_bias(d.as_conv(), at, x, dy, to, &TextureCopies::default()).into();
         }
         let groups = self.launcher.grid.flat(d.out_features * d.in_features + d.out_features);
         let u = LinearUniform { accumulate: to.accumulate as u32, ..LinearUniform::new(d, at) };

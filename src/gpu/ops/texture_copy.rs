@@ -8,11 +8,17 @@
 //! Element i of the buffer is texel (i & (2^shift - 1), i >> shift). Copies are
 //! buffer-to-texture copies: the weights' after each optimizer step (`gpu::params`),
 //! an activation's or gradient's just before the product that reads it (a `Fill`
-//! of its dispatch, `dispatch::record_all`). A dispatch that wrote the texture
+//! of its dispatch, `dispatch::record_all`). An executor keeps one copy a buffer
+//! (`TextureCopies`), as large as the buffer, which every batch size's dispatches
+//! fill with their own part: copies made per batch size grew without bound in
+//! `serve`, which runs every size up to its largest. A dispatch that wrote the texture
 //! instead moved 0.5-0.9 GB/s on lavapipe (55 ms of a 390 ms step): its loads are
 //! the per-lane storage loads the copy exists to avoid.
 //! Tests: tests/gpu_ops.rs `texture_copies_follow_their_buffers`; every conv test on
 //! kernel sets that read their operands from textures.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use anyhow::{bail, Result};
 
@@ -76,9 +82,11 @@ impl TextureCopy {
         }
     }
 
-    /// Record copies of the first `len` elements of `buffer` into the texture.
-    pub fn copy_from(&self, encoder: &mut wgpu::CommandEncoder, buffer: &wgpu::Buffer) {
-        for r in runs(self.len, self.shift) {
+    /// Record copies of the first `len` elements of `buffer` into the texture
+    /// (no more than it holds).
+    pub fn copy_from(&self, encoder: &mut wgpu::CommandEncoder, buffer: &wgpu::Buffer, len: usize) {
+        assert!(len <= self.len, "TextureCopy::copy_from: {len} elements into a copy of {}", self.len);
+        for r in runs(len, self.shift) {
             let layout = wgpu::TexelCopyBufferLayout {
                 offset: 4 * r.texels.start as u64,
                 bytes_per_row: Some(self.row_bytes()),
@@ -102,10 +110,37 @@ impl TextureCopy {
     }
 }
 
+/// The texture copies of one executor's buffers, made on first use.
+#[derive(Debug, Default)]
+pub struct TextureCopies(Mutex<HashMap<wgpu::Buffer, TextureCopy>>);
+
+impl TextureCopies {
+    /// The copy of all of `buffer`.
+    pub fn of(&self, device: &wgpu::Device, label: &str, buffer: &wgpu::Buffer) -> Result<TextureCopy> {
+        let mut copies = self.0.lock().expect("a texture-copy registry poisoned by a panic");
+        if let Some(c) = copies.get(buffer) {
+            return Ok(c.clone());
+        }
+        let copy = TextureCopy::new(device, label, (buffer.size() / 4) as usize)?;
+        copies.insert(buffer.clone(), copy.clone());
+        Ok(copy)
+    }
+
+    /// Bytes of GPU memory the copies take.
+    pub fn bytes(&self) -> u64 {
+        self.0.lock().expect("a texture-copy registry poisoned by a panic").values().map(TextureCopy::bytes).sum()
+    }
+}
+
 /// The largest number of elements a copy can hold on `device`.
 pub fn max_elements(device: &wgpu::Device) -> u64 {
-    let max = device.limits().max_texture_dimension_2d as u64;
-    max * max
+    capacity(device.limits().max_texture_dimension_2d)
+}
+
+/// Texels in the widest rows `row_shift` takes (a power of two) times `max` of them.
+fn capacity(max: u32) -> u64 {
+    let widest = 1u64 << (u32::BITS - 1 - max.max(1).leading_zeros());
+    widest * max as u64
 }
 
 /// The row shift of a copy of `len` texels: the narrowest rows (of at least
@@ -159,6 +194,12 @@ mod tests {
         assert_eq!(row_shift(8192 * 8192 + 1, 8192), None);
         // An adapter whose textures are narrower than a row of 256.
         assert_eq!(row_shift(10, 128), None);
+        // The cap the executors keep to is exactly what fits, for any largest size.
+        for max in [256, 8192, 12_000, 16_384] {
+            let cap = capacity(max) as usize;
+            assert!(row_shift(cap, max).is_some(), "{cap} elements of {max}x{max} textures");
+            assert_eq!(row_shift(cap + 1, max), None, "{} elements of {max}x{max} textures", cap + 1);
+        }
     }
 
     #[test]
