@@ -15,6 +15,7 @@ use gpu_cnn::checkpoint;
 use gpu_cnn::cpu::{CpuInference, CpuTrainer};
 use gpu_cnn::data::{bundled_mnist_dir, Dataset, Split};
 use gpu_cnn::executor::{Explain, Inference, Optimizer, Stats, Trainer};
+use gpu_cnn::gpu::kernels::Kernels;
 use gpu_cnn::gpu::ops::texture_copy::TextureCopy;
 use gpu_cnn::gpu::plan::{Gradients, MemoryPlan};
 use gpu_cnn::gpu::{GemmEngine, Gpu, GpuExplainer, GpuInference, GpuTrainer, Precision};
@@ -28,7 +29,9 @@ fn mnist(split: Split) -> Dataset {
 }
 
 // One Adam step of the tutorial model at batch 8 on the GPU and on the CPU reference,
-// from the same weights and batch, on every f32 GEMM engine the device runs. Tolerances:
+// from the same weights and batch, on every f32 GEMM engine the device runs (the
+// subgroup engine's kernel-row products with their operands from texture copies and
+// from the buffers, whatever the CPU). Tolerances:
 // - loss: 1e-5 + 1e-4·|ref| (a forward quantity);
 // - gradients: 1e-7 + 1e-3·|ref|. Gradients here are up to ~1e-2 (measured differences
 //   ≤ 3e-8); the two sides sum 50k-term reductions in different orders through five
@@ -64,10 +67,25 @@ fn cpu_step() -> CpuStep {
 
 per_backend!(whole_training_step_matches_cpu, |g: &Arc<Gpu>| {
     let CpuStep { model, params, opt, images, labels, stats: cs, grads: cg, stepped: cp } = cpu_step();
+    // Every f32 engine, and the subgroup engine's kernel-row products also the way the
+    // CPU does not pick (their operands from texture copies, or from the buffers), so
+    // the executors' fills and refreshes run on any CPU.
+    let mut gpus = Vec::new();
     for &engine in g.engines.iter().filter(|e| e.precision() == Precision::F32) {
-        let gpu = Arc::new(g.with_engine(engine).unwrap());
-        let who = gpu.describe();
-        let mut exec = GpuTrainer::new(gpu, model.clone(), opt, &params, 8).unwrap();
+        let gpu = g.with_engine(engine).unwrap();
+        if engine.spec().kernel_row_products {
+            let (max, textures) =
+                (g.limits.max_compute_workgroups_per_dimension, gpu.kernels.conv.operands_from_textures());
+            let other = Kernels::with_operand_loads(&g.device, g.info.device_type, engine, max, !textures);
+            gpus.push(g.with_kernels(other).unwrap());
+        }
+        gpus.push(gpu);
+    }
+    for gpu in gpus {
+        let engine = gpu.kernels.engine;
+        let copies = if gpu.kernels.conv.operands_from_textures() { " (operands from texture copies)" } else { "" };
+        let who = gpu.describe() + copies;
+        let mut exec = GpuTrainer::new(Arc::new(gpu), model.clone(), opt, &params, 8).unwrap();
         // Both pools run in their convolution's epilogue where the engine can (the
         // subgroup engine's kernel-row forward), so this step checks that path too.
         let names: Vec<String> = exec.train_dispatches(8).unwrap().iter().map(|d| d.name.clone()).collect();

@@ -183,7 +183,12 @@ impl Gpu {
 
     /// The same device and queue running GEMM engine `engine` instead.
     pub fn with_engine(&self, engine: GemmEngine) -> Result<Gpu> {
-        let kernels = self.kernels_for(engine, self.limits.max_compute_workgroups_per_dimension)?;
+        self.with_kernels(self.kernels_for(engine, self.limits.max_compute_workgroups_per_dimension)?)
+    }
+
+    /// The same device and queue running `kernels`, built apart (the tests run
+    /// executors on `Kernels::with_operand_loads` both ways on any CPU).
+    pub fn with_kernels(&self, kernels: Kernels) -> Result<Gpu> {
         Gpu {
             device: self.device.clone(),
             queue: self.queue.clone(),
