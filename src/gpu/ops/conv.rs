@@ -247,8 +247,8 @@ impl ConvKernels {
         self.textures
     }
 
-    /// Where `d`'s products read their operands from texture copies, `src`'s copy
-    /// in `copies`, and the fill that brings its first `len` elements in step
+    /// Where `d`'s products read their operands from texture copies, the fill that
+    /// brings the tensor's first `len` elements into its buffer's copy in `copies`
     /// before the product runs.
     fn copy_of(&self, d: ConvDims, copies: &TextureCopies, tensor: Tensor) -> Option<Fill> {
         if !(self.textures && self.by_kernel_rows(d)) {
